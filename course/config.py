@@ -26,10 +26,22 @@ ENV_CACHE_DIR = "COURSE_CACHE_DIR"  # where unpacked data and checkpoints go
 ENV_SERVICE = "COURSE_SERVICE"  # address of the autograder's annotation service
 ENV_SERVICE_TOKEN = "COURSE_SERVICE_TOKEN"  # per-run secret for that service
 ENV_OFFLINE = "COURSE_OFFLINE"  # "1" forbids the torchvision download
+ENV_SEED = "COURSE_SEED"  # seed for a notebook's experiments, set from outside by benchmarks
 
 # --- paths ----------------------------------------------------------------
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REPO_DATA_DIR = REPO_ROOT / "data"
+
+
+def seed() -> int:
+    """The experiment seed: env ``COURSE_SEED`` if set, else `SEED`."""
+    value = os.environ.get(ENV_SEED, "").strip()
+    if not value:
+        return SEED
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{ENV_SEED}={value!r} is not an integer seed, e.g. COURSE_SEED=3.") from None
 
 
 def cache_dir() -> Path:
