@@ -1,0 +1,371 @@
+"""The nbgrader assignments, executed for real: every `source/<a>/<a>.ipynb` is found here.
+
+What is proved, per assignment (each notebook runs in a fresh kernel):
+- the source notebook runs top to bottom without an error, its test cells write nothing to
+  stderr, and nbgrader's validator passes it (full points on every graded cell);
+- the release notebook stops only at unanswered exercises: NotImplementedError raised by a
+  placeholder, plus the NameErrors/AssertionErrors that follow from answers it does not have;
+  never a setup error. nbgrader's validator with ``--invert`` finds no passing graded cell;
+- `release/` is exactly what ``nbgrader generate_assignment`` makes from `source/` today;
+- ``nbgrader autograde`` in a temporary course copy gives a perfect submission (the source
+  notebook) full points and a blank one (the release notebook) zero;
+- with ``COURSE_TRACK=4,9`` every source notebook still passes its own tests.
+
+Budget: each notebook is executed once per role (source, release, source on 4,9) in
+module-scoped fixtures, and every check reads those runs. The validator checks apply
+nbgrader's own `Validator` (its grading rules) to those runs instead of executing each
+notebook again; autograde is one ``nbgrader autograde "*"`` call for all assignments and both
+students.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+import pytest
+
+
+REPO = Path(__file__).resolve().parent.parent
+SOURCE = REPO / "source"
+RELEASE = REPO / "release"
+ASSIGNMENTS = sorted(p.parent.name for p in SOURCE.glob("*/*.ipynb") if p.stem == p.parent.name)
+CELL_TIMEOUT = 600  # seconds per cell; a notebook takes well under two minutes
+HARD_TRACK = "4,9"
+KERNEL = "python3"
+PLACEHOLDER = "raise NotImplementedError()"  # what nbgrader's ClearSolutions writes
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+MISSING_NAME = re.compile(r"name '([^']+)' is not defined")
+# Environment the notebooks must not inherit from the caller: tests pin the track and seed.
+VOLATILE_ENV = ("COURSE_TRACK", "COURSE_SEED", "COURSE_SERVICE", "COURSE_SERVICE_TOKEN")
+
+
+def nbgrader_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "nbgrader", *args]
+
+
+def kernel_env(track: str | None = None) -> dict[str, str]:
+    """The caller's environment with the track pinned (default track when None)."""
+    env = {k: v for k, v in os.environ.items() if k not in VOLATILE_ENV}
+    env.setdefault("MPLBACKEND", "Agg")
+    if track is not None:
+        env["COURSE_TRACK"] = track
+    return env
+
+
+@dataclass
+class Run:
+    """A notebook executed in a fresh kernel: the notebook with outputs, where it was saved."""
+
+    nb: nbformat.NotebookNode
+    path: Path
+    seconds: float
+
+
+def execute(notebook: Path, workdir: Path, track: str | None = None) -> Run:
+    """Execute `notebook` in a fresh kernel in `workdir`, continuing past errors."""
+    from nbclient import NotebookClient
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    nb = nbformat.read(notebook, as_version=4)
+    client = NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name=KERNEL, allow_errors=True,
+                            resources={"metadata": {"path": str(workdir)}})
+    start = time.perf_counter()
+    client.execute(env=kernel_env(track), cwd=str(workdir))
+    seconds = time.perf_counter() - start
+    out = workdir / notebook.name
+    nbformat.write(nb, out)
+    return Run(nb, out, seconds)
+
+
+def nbgrader_meta(cell) -> dict:
+    return cell.get("metadata", {}).get("nbgrader", {})
+
+
+def errors(cell) -> list:
+    return [o for o in cell.get("outputs", []) if o.output_type == "error"]
+
+
+def describe(k: int, cell, error) -> str:
+    first = cell.source.strip().splitlines()[0] if cell.source.strip() else ""
+    return f"cell {k} ({nbgrader_meta(cell).get('grade_id', 'plain')}: {first[:60]!r}): {error.ename}: {error.evalue[:300]}"
+
+
+def bound_names(source: str) -> set[str]:
+    """Names a cell binds at top level (over-approximated: every assignment target in it)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set()
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+    return names
+
+
+def unexpected_release_errors(nb, source_nb) -> tuple[list[str], int]:
+    """Errors of an executed release notebook that an unanswered exercise does not explain.
+
+    Allowed, and nothing else:
+    - NotImplementedError raised by a placeholder line (`PLACEHOLDER` in the traceback);
+    - NameError for a name that a cell which failed in an allowed way would have bound
+      (an answer, read from the source version of the cell, or something computed from one);
+    - AssertionError in a graded test cell once some exercise is unanswered.
+    Returns the list of unexplained errors and the number of placeholder stops.
+    """
+    answers = {nbgrader_meta(c)["grade_id"]: c.source for c in source_nb.cells
+               if nbgrader_meta(c).get("grade_id")}
+    owed: set[str] = set()
+    problems, stops = [], 0
+    for k, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        for error in errors(cell):
+            trace = ANSI.sub("", "\n".join(error.get("traceback", [])))
+            missing = MISSING_NAME.search(error.evalue or "")
+            if error.ename == "NotImplementedError" and PLACEHOLDER in trace:
+                stops += 1
+            elif error.ename == "NameError" and missing and missing.group(1) in owed:
+                pass
+            elif error.ename == "AssertionError" and nbgrader_meta(cell).get("grade") and owed:
+                pass
+            else:
+                problems.append(describe(k, cell, error))
+                continue
+            owed |= bound_names(cell.source)
+            owed |= bound_names(answers.get(nbgrader_meta(cell).get("grade_id"), ""))
+    return problems, stops
+
+
+def nbgrader_validate(run: Run, invert: bool) -> dict:
+    """nbgrader's `Validator` applied to an executed notebook (without executing it again).
+
+    The CLI would clear the outputs and execute the notebook the same way (a fresh kernel,
+    errors allowed); here the run is reused, and `Validator` keeps its own pass/fail rules.
+    """
+    from nbgrader.preprocessors import CheckCellMetadata
+    from nbgrader.validator import Validator
+
+    validator = Validator(invert=invert)
+    validator.preprocessors = [CheckCellMetadata]
+    return validator.validate(str(run.path))
+
+
+# --- module-scoped runs: each notebook is executed once per role ---------------------
+
+
+@pytest.fixture(scope="module", params=ASSIGNMENTS)
+def assignment(request) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def source_run(assignment, tmp_path_factory) -> Run:
+    return execute(SOURCE / assignment / f"{assignment}.ipynb",
+                   tmp_path_factory.mktemp(f"source-{assignment}"))
+
+
+@pytest.fixture(scope="module")
+def release_run(assignment, tmp_path_factory) -> Run:
+    return execute(RELEASE / assignment / f"{assignment}.ipynb",
+                   tmp_path_factory.mktemp(f"release-{assignment}"))
+
+
+def test_assignments_found():
+    assert "01_data" in ASSIGNMENTS, f"no source notebooks found under {SOURCE}"
+    for a in ASSIGNMENTS:
+        assert (RELEASE / a / f"{a}.ipynb").is_file(), f"release/{a}/{a}.ipynb is missing: run nbgrader generate_assignment {a}"
+
+
+def test_committed_without_outputs():
+    for folder in (SOURCE, RELEASE):
+        for path in folder.glob("*/*.ipynb"):
+            nb = nbformat.read(path, as_version=4)
+            dirty = [k for k, c in enumerate(nb.cells)
+                     if c.cell_type == "code" and (c.outputs or c.execution_count is not None)]
+            assert not dirty, f"{path.relative_to(REPO)} is committed with outputs in cells {dirty}"
+
+
+@pytest.mark.slow
+def test_source_runs_clean(source_run):
+    problems = [describe(k, c, e) for k, c in enumerate(source_run.nb.cells) if c.cell_type == "code"
+                for e in errors(c)]
+    assert not problems, "the source notebook fails:\n" + "\n".join(problems)
+
+
+@pytest.mark.slow
+def test_source_test_cells_write_no_stderr(source_run):
+    # nbgrader gives 0 points to a test cell that writes to stderr
+    noisy = [f"cell {k} ({nbgrader_meta(c)['grade_id']}): {o.text[:200]!r}"
+             for k, c in enumerate(source_run.nb.cells) if nbgrader_meta(c).get("grade")
+             for o in c.get("outputs", []) if o.output_type == "stream" and o.name == "stderr"]
+    assert not noisy, "test cells wrote to stderr:\n" + "\n".join(noisy)
+
+
+@pytest.mark.slow
+def test_source_validates(source_run):
+    assert nbgrader_validate(source_run, invert=False) == {}
+    # and the reused validator is not vacuous: inverted, it sees the passing cells
+    assert nbgrader_validate(source_run, invert=True).get("passed")
+
+
+@pytest.mark.slow
+def test_release_stops_only_at_exercises(assignment, release_run):
+    source_nb = nbformat.read(SOURCE / assignment / f"{assignment}.ipynb", as_version=4)
+    problems, stops = unexpected_release_errors(release_run.nb, source_nb)
+    assert not problems, "the release notebook fails outside the exercises:\n" + "\n".join(problems)
+    assert stops > 0, "the release notebook never reached an unanswered exercise"
+
+
+@pytest.mark.slow
+def test_release_validate_invert(release_run):
+    result = nbgrader_validate(release_run, invert=True)
+    assert result == {}, f"a blank notebook passes graded cells: {json.dumps(result)[:1000]}"
+    assert nbgrader_validate(release_run, invert=False).get("failed")
+
+
+# --- nbgrader in a temporary course copy ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def course_copy(tmp_path_factory) -> Path:
+    """A course root with the config and source/, release generated by nbgrader itself."""
+    root = tmp_path_factory.mktemp("course")
+    shutil.copy(REPO / "nbgrader_config.py", root)
+    shutil.copytree(SOURCE, root / "source")
+    subprocess.run(nbgrader_cmd("generate_assignment", "*", "--force"), cwd=root, env=kernel_env(),
+                   check=True, capture_output=True, text=True)
+    return root
+
+
+def tree(folder: Path) -> dict[str, Path]:
+    return {str(p.relative_to(folder)): p for p in sorted(folder.rglob("*")) if p.is_file()
+            and ".ipynb_checkpoints" not in p.parts}
+
+
+@pytest.mark.slow
+def test_release_matches_generate_assignment(course_copy):
+    fresh, committed = tree(course_copy / "release"), tree(RELEASE)
+    assert sorted(fresh) == sorted(committed), "release/ has other files than nbgrader generates"
+    for name, path in fresh.items():
+        if name.endswith(".ipynb"):
+            same = json.loads(path.read_text()) == json.loads(committed[name].read_text())
+        else:
+            same = path.read_bytes() == committed[name].read_bytes()
+        assert same, f"release/{name} differs from what nbgrader generate_assignment makes: regenerate it"
+
+
+@pytest.mark.slow
+def test_autograde_perfect_and_blank(course_copy):
+    """One autograde call grades two students on every assignment: the source (perfect) and
+    the release (blank) notebooks."""
+    from nbgrader.api import Gradebook
+
+    for student, folder in (("perfect", SOURCE), ("blank", RELEASE)):
+        for a in ASSIGNMENTS:
+            target = course_copy / "submitted" / student / a
+            target.mkdir(parents=True)
+            shutil.copy(folder / a / f"{a}.ipynb", target)
+    done = subprocess.run(nbgrader_cmd("autograde", "*", "--force"), cwd=course_copy,
+                          env=kernel_env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    with Gradebook(f"sqlite:///{course_copy / 'gradebook.db'}") as gb:
+        for a in ASSIGNMENTS:
+            perfect = gb.find_submission(a, "perfect")
+            blank = gb.find_submission(a, "blank")
+            assert perfect.max_score > 0, f"{a} has no graded cells"
+            assert perfect.score == perfect.max_score, (
+                f"{a}: the source notebook scores {perfect.score}/{perfect.max_score}; failing cells: "
+                + ", ".join(g.name for nb in perfect.notebooks for g in nb.grades if g.score < g.max_score))
+            assert blank.score == 0, (
+                f"{a}: the blank notebook scores {blank.score}; passing cells: "
+                + ", ".join(g.name for nb in blank.notebooks for g in nb.grades if g.score > 0))
+
+
+# --- the hard track -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hard_run(assignment, tmp_path_factory) -> Run:
+    return execute(SOURCE / assignment / f"{assignment}.ipynb",
+                   tmp_path_factory.mktemp(f"hard-{assignment}"), track=HARD_TRACK)
+
+
+@pytest.mark.slow
+def test_source_passes_on_hard_track(hard_run):
+    problems = [describe(k, c, e) for k, c in enumerate(hard_run.nb.cells) if c.cell_type == "code"
+                for e in errors(c)]
+    assert not problems, f"with COURSE_TRACK={HARD_TRACK} the source notebook fails:\n" + "\n".join(problems)
+
+
+# --- the release rule itself, on small hand-made notebooks (fast) -----------------------
+
+
+def _cell(source: str, error: tuple[str, str, str] | None = None, grade_id: str | None = None,
+          grade: bool = False):
+    from nbformat.v4 import new_code_cell, new_output
+
+    cell = new_code_cell(source)
+    if grade_id:
+        cell.metadata["nbgrader"] = {"grade_id": grade_id, "grade": grade, "solution": not grade,
+                                     "locked": grade, "schema_version": 3}
+    if error:
+        ename, evalue, trace = error
+        cell.outputs = [new_output("error", ename=ename, evalue=evalue,
+                                   traceback=[f"\x1b[0;31m{trace}\x1b[0m", f"{ename}: {evalue}"])]
+    return cell
+
+
+def _release_verdict(cells, answers: dict[str, str]):
+    from nbformat.v4 import new_notebook
+
+    source = new_notebook(cells=[_cell(src, grade_id=gid) for gid, src in answers.items()])
+    return unexpected_release_errors(new_notebook(cells=cells), source)
+
+
+PLACEHOLDER_STOP = ("NotImplementedError", "", f"Cell In[2], line 2\n----> 2 {PLACEHOLDER}")
+
+
+def test_release_rule_accepts_placeholder_and_its_consequences():
+    problems, stops = _release_verdict([
+        _cell("import numpy as np"),
+        _cell(f"# YOUR CODE HERE\n{PLACEHOLDER}", PLACEHOLDER_STOP, "ex1"),
+        _cell("assert answer.shape == (3,)", ("NameError", "name 'answer' is not defined", ""), "ex1_t", True),
+        _cell("derived = answer + 1", ("NameError", "name 'answer' is not defined", "")),
+        _cell("print(derived)", ("NameError", "name 'derived' is not defined", "")),
+        _cell("assert count() == 3", ("AssertionError", "", ""), "ex2_t", True),
+    ], {"ex1": "### BEGIN SOLUTION\nanswer = np.arange(3)\n### END SOLUTION"})
+    assert problems == [] and stops == 1
+
+
+@pytest.mark.parametrize("cells, why", [
+    ([_cell("import nonexistent", ("ModuleNotFoundError", "No module named 'nonexistent'", ""))],
+     "a setup error"),
+    ([_cell(f"{PLACEHOLDER}", PLACEHOLDER_STOP, "ex1"),
+      _cell("print(typo)", ("NameError", "name 'typo' is not defined", ""))],
+     "a NameError no exercise explains"),
+    ([_cell("helper()", ("NotImplementedError", "", "File course/x.py, line 3\n    raise NotImplementedError"))],
+     "a NotImplementedError that is not a placeholder"),
+    ([_cell(f"{PLACEHOLDER}", PLACEHOLDER_STOP, "ex1"),
+      _cell("assert answer", ("AssertionError", "", ""))],
+     "an AssertionError outside a test cell"),
+    ([_cell("x = 1", ("ValueError", "bad", "")), _cell(f"{PLACEHOLDER}", PLACEHOLDER_STOP, "ex1")],
+     "any other error"),
+])
+def test_release_rule_rejects(cells, why):
+    problems, _ = _release_verdict(cells, {"ex1": "answer = 1"})
+    assert problems, f"{why} should be reported"
