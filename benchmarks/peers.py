@@ -1,0 +1,160 @@
+"""Peer query strategies on the course's features, and their learning curves.
+
+What a participant would use instead of the course's approaches, each driving the
+same classifier (`LabelModel`: logistic regression on the baseline embedding) so
+that the comparison is about which samples get annotated:
+
+- ``random``: annotate a random permutation of the pool.
+- ``modAL margin``: modAL's `margin_sampling`, one label at a time from one random
+  label, refitting after each; until both digits are seen the margins tie and
+  modAL's random tie-break picks at random.
+- ``TypiClust`` (scikit-activeml): the most typical sample of the largest uncovered
+  k-means cluster, in rounds that end at each budget of the grid.
+- ``ProbCover`` (scikit-activeml): greedy maximum coverage of delta-balls, on the
+  L2-normalised embedding as in its paper. Its greedy choice does not depend on
+  labels, so one batch of the largest budget gives every smaller budget as a prefix.
+- ``ceiling``: the same classifier trained with every label of the pool.
+
+The peer libraries are imported inside the functions: they belong to the optional
+``bench`` extra, and nothing in `course` or `autograder` depends on them.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from functools import partial
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import normalize
+
+from benchmarks.features import TrackData
+
+LOGISTIC_C = 1.0  # sklearn's default; the same for every strategy
+MAX_ITER = 2000
+PROBCOVER_DELTAS = np.arange(0.05, 1.0, 0.05)  # ball radii tried on unit-norm features
+PROBCOVER_ALPHA = 0.95  # ProbCover's default purity target
+TYPICLUST_K = 5  # neighbours for typicality (scikit-activeml's default)
+
+PEERS = ("random", "modAL margin", "TypiClust", "ProbCover")
+CEILING = "ceiling (all labels)"
+
+
+class LabelModel(ClassifierMixin, BaseEstimator):
+    """Logistic regression that also works with a single seen class.
+
+    With one class it predicts that class and reports one probability column, so
+    modAL's margins all tie (its documented behaviour for a one-class model).
+    """
+
+    def __init__(self, C: float = LOGISTIC_C, random_state: int = 0):
+        self.C = C
+        self.random_state = random_state
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> "LabelModel":
+        y = np.asarray(y).astype(np.int64)
+        self.classes_ = np.unique(y)
+        self.model_ = None
+        if len(self.classes_) > 1:
+            self.model_ = LogisticRegression(C=self.C, max_iter=MAX_ITER,
+                                             random_state=self.random_state).fit(X, y)
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        if self.model_ is None:
+            return np.ones((len(X), 1))
+        return self.model_.predict_proba(X)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        if self.model_ is None:
+            return np.full(len(X), self.classes_[0], dtype=np.int64)
+        return self.model_.predict(X)
+
+
+def accuracy(td: TrackData, picked: np.ndarray, seed: int = 0) -> float:
+    """Private test accuracy of `LabelModel` trained on the pool samples `picked`."""
+    model = LabelModel(random_state=seed).fit(td.X_pool[picked], td.y_pool[picked])
+    return float(np.mean(model.predict(td.X_test) == td.y_test))
+
+
+def ceiling(td: TrackData) -> float:
+    """Accuracy with every label of the pool: what no query strategy can beat here."""
+    return accuracy(td, np.arange(len(td.y_pool)))
+
+
+# --- query strategies: each returns the pool indices in the order annotated ----
+
+
+def query_random(td: TrackData, grid: Sequence[int], seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).permutation(len(td.y_pool))[: max(grid)]
+
+
+def query_margin(td: TrackData, grid: Sequence[int], seed: int) -> np.ndarray:
+    # modAL's query function, in a loop of our own: modAL 0.4.2.1 (the latest release)
+    # cannot run `ActiveLearner.teach` with scikit-learn >= 1.8, which removed the
+    # `force_all_finite` argument it passes to `check_X_y` (modAL issue #196). The
+    # loop below is what `teach` does: add the label, refit on all labels so far.
+    from modAL.uncertainty import margin_sampling
+
+    np.random.seed(seed)  # modAL's random tie-break draws from numpy's global state
+    picked = [int(np.random.default_rng(seed).integers(len(td.y_pool)))]
+    unlabelled = np.ones(len(td.y_pool), dtype=bool)
+    unlabelled[picked[0]] = False
+    while len(picked) < max(grid):
+        model = LabelModel(random_state=seed).fit(td.X_pool[picked], td.y_pool[picked])
+        candidates = np.flatnonzero(unlabelled)
+        chosen = margin_sampling(model, td.X_pool[candidates], n_instances=1, random_tie_break=True)
+        chosen = chosen[0] if isinstance(chosen, tuple) else chosen  # modAL returns (indices, margins)
+        index = int(candidates[np.atleast_1d(chosen)[0]])
+        unlabelled[index] = False
+        picked.append(index)
+    return np.asarray(picked)
+
+
+def query_typiclust(td: TrackData, grid: Sequence[int], seed: int) -> np.ndarray:
+    from skactiveml.pool import TypiClust
+
+    strategy = TypiClust(random_state=seed, k=TYPICLUST_K)
+    y = np.full(len(td.y_pool), np.nan)  # scikit-activeml marks unlabelled with NaN
+    picked: list[int] = []
+    for budget in sorted(grid):  # one round per budget: k-means with |labelled| + batch clusters
+        batch = budget - len(picked)
+        if batch <= 0:
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # k-means convergence chatter
+            chosen = strategy.query(td.X_pool, y, batch_size=batch)
+        y[chosen] = td.y_pool[chosen]
+        picked.extend(int(i) for i in chosen)
+    return np.asarray(picked)
+
+
+def query_probcover(td: TrackData, grid: Sequence[int], seed: int) -> np.ndarray:
+    from skactiveml.pool import ProbCover
+
+    strategy = ProbCover(n_classes=len(td.track), deltas=PROBCOVER_DELTAS,
+                         alpha=PROBCOVER_ALPHA, random_state=seed)
+    y = np.full(len(td.y_pool), np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return np.asarray(strategy.query(normalize(td.X_pool), y, batch_size=max(grid)))
+
+
+STRATEGIES: dict[str, Callable[[TrackData, Sequence[int], int], np.ndarray]] = {
+    "random": query_random,
+    "modAL margin": query_margin,
+    "TypiClust": query_typiclust,
+    "ProbCover": query_probcover,
+}
+
+
+def learning_curve(name: str, td: TrackData, grid: Sequence[int], seed: int) -> np.ndarray:
+    """Accuracy of strategy `name` at every budget of `grid` (one seed)."""
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown peer {name!r}; choose from {', '.join(STRATEGIES)}.")
+    picked = STRATEGIES[name](td, grid, seed)
+    if len(set(picked.tolist())) != len(picked) or len(picked) < max(grid):
+        raise RuntimeError(f"{name} returned {len(picked)} picks with repeats for budget {max(grid)}.")
+    return np.array([accuracy(td, picked[:budget], seed) for budget in grid])

@@ -1,0 +1,256 @@
+"""Aggregate benchmark numbers into the Markdown table, the plot and the raw files.
+
+Aggregation (stated in the table's notes too):
+- accuracy at a budget: the median over seeds of the private test accuracy;
+- annotations to reach a target: for each seed, the smallest budget of the grid at
+  which the accuracy first reaches the target; then the median over seeds. When
+  more than half of the seeds never reach it within the grid, it reads "> max".
+- a reference notebook is one operating point per run: the annotations the
+  service counted and the private accuracy; medians over seeds.
+
+Every file is written atomically (a temp file, then `os.replace`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+TARGETS = (0.90, 0.99)
+TABLE_BUDGETS = (1, 2, 5, 10, 20, 50)
+
+
+def write_atomic(path: Path, text: str | bytes) -> None:
+    """Write `text` to `path` via a temp file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.part")
+    with open(tmp, "wb") as f:
+        f.write(text.encode() if isinstance(text, str) else text)
+    os.replace(tmp, path)
+
+
+def first_reach(grid: Sequence[int], curve: Sequence[float], target: float) -> int | None:
+    """Smallest budget of `grid` at which `curve` reaches `target` (None: never)."""
+    for budget, acc in zip(grid, curve):
+        if acc >= target:
+            return int(budget)
+    return None
+
+
+def median_reach(grid: Sequence[int], curves: np.ndarray, target: float) -> int | None:
+    """Median over seeds (rows of `curves`) of `first_reach`; None when most never reach it."""
+    hits = [first_reach(grid, c, target) for c in curves]
+    # A seed that never reaches the target counts as +infinity in the median.
+    values = sorted(np.inf if h is None else h for h in hits)
+    med = float(np.median(values))
+    return None if not np.isfinite(med) else int(np.ceil(med))
+
+
+def summarise(results: dict) -> dict:
+    """Per track: per method, the median accuracy at each table budget and the budgets to targets."""
+    grid = results["grid"]
+    summary = {}
+    for track, block in results["tracks"].items():
+        rows = {}
+        for method, per_seed in block["peers"].items():
+            curves = np.array(list(per_seed.values()))
+            median = np.median(curves, axis=0)
+            rows[method] = {
+                "kind": "peer",
+                "at": {b: float(median[grid.index(b)]) for b in TABLE_BUDGETS if b in grid},
+                "reach": {t: median_reach(grid, curves, t) for t in TARGETS},
+                "curve": median.tolist(),
+                "seeds": len(curves),
+            }
+        for notebook, runs in block.get("reference", {}).items():
+            ok = [r for r in runs if r.get("accuracy") is not None]
+            if not ok:
+                rows[notebook] = {"kind": "reference", "error": runs[0].get("error", "no run") if runs else "no run"}
+                continue
+            acc = float(np.median([r["accuracy"] for r in ok]))
+            ann = float(np.median([r["annotations"] for r in ok]))
+            rows[notebook] = {
+                "kind": "reference", "accuracy": acc, "annotations": ann, "seeds": len(ok),
+                "acc_range": (min(r["accuracy"] for r in ok), max(r["accuracy"] for r in ok)),
+                "ann_range": (min(r["annotations"] for r in ok), max(r["annotations"] for r in ok)),
+                "passed": sum(bool(r["accuracy"] >= TARGETS[0]) for r in ok),
+                "errors": len(runs) - len(ok),
+            }
+        summary[track] = {"rows": rows, "ceiling": block["ceiling"], "pool": block["pool_size"]}
+    return summary
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}"
+
+
+def _reach(x: int | None, grid: Sequence[int]) -> str:
+    return f"> {max(grid)}" if x is None else str(x)
+
+
+def markdown(results: dict, summary: dict) -> str:
+    """The results table (one per track) with the run's metadata and speed table."""
+    grid = results["grid"]
+    meta = results["meta"]
+    budgets = [b for b in TABLE_BUDGETS if b in grid]
+    out = io.StringIO()
+    out.write(f"# Benchmark results\n\nRun {meta['date']} on {meta['machine']}; "
+              f"{meta['seeds']} seeds; command `{meta['command']}`; wall time "
+              f"{meta['wall_s'] / 60:.1f} min.\n\n")
+    head = "| method | " + " | ".join(f"{b}" for b in budgets) + " | to 90% | to 99% |\n"
+    rule = "|---|" + "---:|" * (len(budgets) + 2) + "\n"
+    for track, s in summary.items():
+        out.write(f"## Track {track}\n\nPrivate test accuracy (%, median over seeds) after N "
+                  f"annotations, and annotations needed to reach 90% / 99%. Pool: "
+                  f"{s['pool']} C samples.\n\n")
+        out.write(head + rule)
+        for method, row in s["rows"].items():
+            if row["kind"] == "peer":
+                cells = [_pct(row["at"].get(b)) for b in budgets]
+                reach = [_reach(row["reach"][t], grid) for t in TARGETS]
+            elif "error" in row:
+                cells, reach = ["n/a"] * len(budgets), ["failed", "failed"]
+            else:
+                cells = ["n/a"] * len(budgets)
+                a = row["annotations"]
+                reach = [f"{a:g} ({_pct(row['accuracy'])}%)" if row["accuracy"] >= t else "not reached"
+                         for t in TARGETS]
+            out.write(f"| {method} | " + " | ".join(cells) + " | " + " | ".join(reach) + " |\n")
+        ceiling = [f"{s['pool']} ({_pct(s['ceiling'])}%)" if s["ceiling"] >= t else "not reached"
+                   for t in TARGETS]
+        out.write(f"| {CEILING_LABEL} | " + " | ".join(["-"] * len(budgets)) + " | "
+                  + " | ".join(ceiling) + " |\n\n")
+        refs = {m: r for m, r in s["rows"].items() if r["kind"] == "reference"}
+        if refs:
+            out.write("Reference notebooks (one operating point per run, graded by the autograder "
+                      "on the private split):\n\n| notebook | annotations (median, range) | "
+                      "accuracy % (median, range) | passed | errors |\n|---|---:|---:|---:|---:|\n")
+            for name, r in refs.items():
+                if "error" in r:
+                    out.write(f"| {name} | - | - | - | {r['error']} |\n")
+                    continue
+                out.write(f"| {name} | {r['annotations']:g} ({r['ann_range'][0]}-{r['ann_range'][1]}) | "
+                          f"{_pct(r['accuracy'])} ({_pct(r['acc_range'][0])}-{_pct(r['acc_range'][1])}) | "
+                          f"{r['passed']}/{r['seeds']} | {r['errors']} |\n")
+            out.write("\n")
+    if results.get("speed"):
+        out.write("## Speed\n\n| notebook | cold run s | warm run s | grading s per submission "
+                  "(median) | peak memory MB |\n|---|---:|---:|---:|---:|\n")
+        for name, sp in results["speed"].items():
+            out.write(f"| {name} | {_num(sp.get('cold_s'))} | {_num(sp.get('warm_s'))} | "
+                      f"{_num(sp.get('grade_s'))} | {_num(sp.get('peak_mb'), 0)} |\n")
+        out.write("\n")
+    out.write(NOTES.format(grid=_grid_text(grid), seeds=meta["seeds"]))
+    return out.getvalue()
+
+
+CEILING_LABEL = "ceiling (all labels)"
+
+NOTES = """## How to read this
+
+- Features: the baseline CNN's 64-d embedding (trained on merged labels only) for every
+  method; classifier for every peer: logistic regression (C=1). Pool: the C samples of the
+  training pool; accuracy on the private test split (what the autograder scores).
+- Budgets on the grid {grid}; {seeds} seeds. Accuracy at a budget: median over seeds.
+  "to 90%": per seed the first grid budget reaching 90%, then the median over seeds
+  ("> max" when most seeds never get there).
+- Reference notebooks give one operating point per run (the annotations the annotation
+  service counted, and the private accuracy); they have no budget knob, so their budget
+  columns are n/a and "to 90%" shows their own count when they pass.
+"""
+
+
+def _num(x, digits: int = 1) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def _grid_text(grid: Sequence[int]) -> str:
+    steps = []
+    start = prev = grid[0]
+    step = None
+    for g in list(grid[1:]) + [None]:
+        if g is not None and step in (None, g - prev):
+            step, prev = g - prev, g
+            continue
+        steps.append(f"{start}..{prev}" + (f" step {step}" if step and step != 1 else ""))
+        if g is not None:
+            start, prev, step = g, g, None
+    return ", ".join(steps)
+
+
+def write_csv(results: dict, path: Path) -> None:
+    """Long-format learning curves: track, method, seed, budget, accuracy."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["track", "method", "seed", "budget", "accuracy"])
+    for track, block in results["tracks"].items():
+        for method, per_seed in block["peers"].items():
+            for seed, curve in per_seed.items():
+                for budget, acc in zip(results["grid"], curve):
+                    w.writerow([track, method, seed, budget, f"{acc:.6f}"])
+        for notebook, runs in block.get("reference", {}).items():
+            for r in runs:
+                if r.get("accuracy") is not None:
+                    w.writerow([track, notebook, r["seed"], r["annotations"], f"{r['accuracy']:.6f}"])
+    write_atomic(path, buf.getvalue())
+
+
+def write_json(results: dict, path: Path) -> None:
+    write_atomic(path, json.dumps(results, indent=1, default=_jsonable) + "\n")
+
+
+def _jsonable(x):
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.floating,)):
+        return float(x)
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    raise TypeError(f"not JSON serialisable: {type(x)}")
+
+
+def plot(results: dict, summary: dict, path: Path) -> None:
+    """Accuracy against annotations, one line per method, 90% and 99% lines, a panel per track."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grid = results["grid"]
+    tracks = list(summary)
+    fig, axes = plt.subplots(1, len(tracks), figsize=(6.5 * len(tracks), 4.8), squeeze=False)
+    markers = iter("osD^vP*X")
+    ref_markers = {}
+    for ax, track in zip(axes[0], tracks):
+        s = summary[track]
+        for method, row in s["rows"].items():
+            if row["kind"] == "peer":
+                ax.plot(grid, 100 * np.array(row["curve"]), label=method, lw=1.6)
+            elif "error" not in row:
+                marker = ref_markers.setdefault(method, next(markers))
+                lo, hi = row["ann_range"]
+                ax.errorbar([max(row["annotations"], grid[0])], [100 * row["accuracy"]],
+                            xerr=[[row["annotations"] - lo], [hi - row["annotations"]]],
+                            fmt=marker, ms=8, capsize=3, label=f"{method} (notebook)")
+        ax.axhline(100 * s["ceiling"], color="k", lw=1, ls=":", label="ceiling (all labels)")
+        for t, ls in zip(TARGETS, ("--", "-.")):
+            ax.axhline(100 * t, color="grey", lw=1, ls=ls)
+            ax.text(grid[0], 100 * t + 0.3, f"{t:.0%}", color="grey", fontsize=8)
+        ax.set_xscale("log")
+        ax.set_xlabel("annotations (log scale)")
+        ax.set_ylabel("private test accuracy (%)")
+        ax.set_ylim(45, 100.5)
+        ax.set_title(f"track {track} ({results['meta']['seeds']} seeds, median)")
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    write_atomic(path, buf.getvalue())

@@ -1,0 +1,157 @@
+"""One command for the label-efficiency and speed benchmark.
+
+    python -m benchmarks.run                 # full: tracks 7,1 and 4,9, 5 seeds (~30-40 min on 2 cores)
+    python -m benchmarks.run --smoke         # CI: track 7,1, one seed, budgets 1..10, peers only
+    python -m benchmarks.run --no-reference  # peers only (no notebooks, no autograder)
+
+Writes, atomically, into ``--out`` (default ``benchmarks/results/``):
+``results.md`` (the tables), ``learning_curves.png`` (the plot), ``curves.csv`` (every
+accuracy measured) and ``results.json`` (everything, including speed and metadata).
+Needs the ``bench`` extra (``pip install -e ".[bench]"``) and the MNIST files
+(``COURSE_DATA_DIR``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from benchmarks import features, peers, report
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+FULL_TRACKS = ("7,1", "4,9")
+FULL_SEEDS = 5
+# Every budget up to 50 (the table's budgets and the 90% crossing), coarser beyond.
+FULL_GRID = tuple(range(1, 51)) + (60, 70, 80, 90, 100, 125, 150, 175, 200)
+SMOKE_GRID = tuple(range(1, 11))
+
+
+def machine() -> str:
+    """A one-line description: CPU model, cores, memory, GPU."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    try:
+        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+        mem_text = f", {mem:.0f} GB RAM"
+    except (ValueError, OSError, AttributeError):
+        mem_text = ""
+    try:
+        import torch
+
+        gpu = "GPU" if torch.cuda.is_available() else "no GPU"
+    except ImportError:
+        gpu = "no GPU"
+    return f"{os.cpu_count()} cores ({cpu}){mem_text}, {gpu}, Python {platform.python_version()}"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
+    p.add_argument("--smoke", action="store_true", help="tiny run for CI: track 7,1, 1 seed, budgets 1..10, no notebooks")
+    p.add_argument("--tracks", nargs="+", help=f"tracks to run (default: {' '.join(FULL_TRACKS)})")
+    p.add_argument("--seeds", type=int, help=f"number of seeds 0..N-1 (default {FULL_SEEDS})")
+    p.add_argument("--max-budget", type=int, help="cut the budget grid at this many annotations")
+    p.add_argument("--peers", nargs="+", choices=peers.PEERS, help="peer strategies to run (default: all)")
+    p.add_argument("--no-reference", action="store_true", help="skip the reference notebooks")
+    p.add_argument("--notebooks", nargs="+", help="reference assignments (default: 02_baseline .. 05_active_learning)")
+    p.add_argument("--no-speed", action="store_true", help="skip the cold/warm notebook timing")
+    p.add_argument("--out", type=Path, default=RESULTS_DIR, help="output folder (default: benchmarks/results)")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.tracks = args.tracks or ["7,1"]
+        args.seeds = args.seeds or 1
+        args.grid = SMOKE_GRID
+        args.no_reference = args.no_reference or args.notebooks is None
+        args.no_speed = True
+    else:
+        args.tracks = args.tracks or list(FULL_TRACKS)
+        args.seeds = args.seeds or FULL_SEEDS
+        args.grid = FULL_GRID
+    if args.max_budget is not None:
+        if args.max_budget < 1:
+            p.error(f"--max-budget must be at least 1, got {args.max_budget}.")
+        args.grid = tuple(b for b in args.grid if b <= args.max_budget)
+    if args.seeds < 1:
+        p.error(f"--seeds must be at least 1, got {args.seeds}.")
+    from course import data
+
+    for t in args.tracks:
+        try:
+            data.parse_track(t)
+        except data.TrackError as exc:
+            p.error(str(exc))
+    args.peers = args.peers or list(peers.PEERS)
+    return args
+
+
+def run_peers(args, results: dict) -> None:
+    """Learning curves of every peer, for every track and seed."""
+    jobs = [(t, m, s) for t in args.tracks for m in args.peers for s in range(args.seeds)]
+    bar = tqdm(jobs, desc="peers", unit="curve")
+    loaded: dict[str, features.TrackData] = {}
+    for track, method, seed in bar:
+        bar.set_postfix_str(f"{track} {method} seed {seed}")
+        if track not in loaded:
+            td = loaded[track] = features.load_track(track)
+            results["tracks"][track] = {"pool_size": len(td.y_pool), "ceiling": peers.ceiling(td),
+                                        "peers": {}, "reference": {}}
+        curve = peers.learning_curve(method, loaded[track], args.grid, seed)
+        results["tracks"][track]["peers"].setdefault(method, {})[str(seed)] = curve.tolist()
+
+
+def run_reference(args, results: dict) -> None:
+    """The course's notebooks graded by the autograder, per track and seed, plus speed."""
+    from benchmarks import reference
+
+    notebooks = args.notebooks or list(reference.NOTEBOOKS)
+    for track in args.tracks:
+        runs = reference.grade_all(notebooks, track, range(args.seeds))
+        for notebook, per_run in runs.items():
+            results["tracks"][track]["reference"][notebook] = per_run
+    if not args.no_speed:
+        results["speed"] = reference.speed(notebooks, args.tracks[0], results)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    start = time.perf_counter()
+    command = "python -m benchmarks.run " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    results = {
+        "grid": list(args.grid),
+        "meta": {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                 "machine": machine(), "seeds": args.seeds, "command": command.strip(),
+                 "tracks": args.tracks},
+        "tracks": {},
+    }
+    print(f"benchmark: tracks {' '.join(args.tracks)}, {args.seeds} seed(s), budgets up to "
+          f"{max(args.grid)}, peers {', '.join(args.peers)}; reference notebooks "
+          f"{'off' if args.no_reference else 'on'}", flush=True)
+    run_peers(args, results)
+    if not args.no_reference:
+        run_reference(args, results)
+    results["meta"]["wall_s"] = time.perf_counter() - start
+    summary = report.summarise(results)
+    args.out.mkdir(parents=True, exist_ok=True)
+    report.write_json(results, args.out / "results.json")
+    report.write_csv(results, args.out / "curves.csv")
+    report.write_atomic(args.out / "results.md", report.markdown(results, summary))
+    report.plot(results, summary, args.out / "learning_curves.png")
+    print(f"done in {results['meta']['wall_s'] / 60:.1f} min; wrote {args.out}/results.md, "
+          "learning_curves.png, curves.csv, results.json", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
