@@ -71,13 +71,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.smoke:
         args.tracks = args.tracks or ["7,1"]
-        args.seeds = args.seeds or 1
+        args.seeds = 1 if args.seeds is None else args.seeds
         args.grid = SMOKE_GRID
         args.no_reference = args.no_reference or args.notebooks is None
         args.no_speed = True
     else:
         args.tracks = args.tracks or list(FULL_TRACKS)
-        args.seeds = args.seeds or FULL_SEEDS
+        args.seeds = FULL_SEEDS if args.seeds is None else args.seeds
         args.grid = FULL_GRID
     if args.max_budget is not None:
         if args.max_budget < 1:

@@ -1,0 +1,75 @@
+"""The label-efficiency benchmark: aggregation rules, and the smoke run end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("modAL", reason="the benchmark peers need the bench extra: pip install -e '.[bench]'")
+pytest.importorskip("skactiveml", reason="the benchmark peers need the bench extra: pip install -e '.[bench]'")
+
+from benchmarks import peers, report, run  # noqa: E402
+
+
+def test_first_reach_is_the_first_budget_at_or_above_the_target():
+    grid = [1, 2, 5, 10]
+    assert report.first_reach(grid, [0.5, 0.91, 0.89, 0.95], 0.90) == 2
+    assert report.first_reach(grid, [0.5, 0.6, 0.7, 0.8], 0.90) is None
+
+
+def test_median_reach_counts_never_as_infinity():
+    grid = [1, 2, 5]
+    curves = np.array([[0.5, 0.95, 0.95], [0.5, 0.5, 0.95], [0.5, 0.5, 0.5]])
+    assert report.median_reach(grid, curves, 0.90) == 5  # median of 2, 5, inf
+    assert report.median_reach(grid, curves[[0, 2, 2]], 0.90) is None  # most never reach it
+
+
+def test_grid_text_names_runs_and_steps():
+    assert report._grid_text([1, 2, 3, 10, 20, 30]) == "1..3, 10..30 step 10"
+
+
+def test_label_model_with_one_class_predicts_it_and_ties_every_margin():
+    X = np.random.default_rng(0).normal(size=(4, 3))
+    model = peers.LabelModel().fit(X[:1], np.array([7]))
+    assert model.predict(X).tolist() == [7, 7, 7, 7]
+    assert model.predict_proba(X).shape == (4, 1)
+
+
+def test_bad_arguments_are_refused_with_a_message(capsys):
+    with pytest.raises(SystemExit):
+        run.parse_args(["--tracks", "7,7"])
+    assert "distinct digits" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        run.parse_args(["--seeds", "0"])
+    assert "--seeds must be at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_smoke_run_writes_sane_results(tmp_path):
+    assert run.main(["--smoke", "--out", str(tmp_path)]) == 0
+    for name in ("results.md", "results.json", "curves.csv", "learning_curves.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    assert (tmp_path / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["grid"] == list(run.SMOKE_GRID)
+    block = results["tracks"]["7,1"]
+    assert block["pool_size"] > 10_000
+    assert block["ceiling"] >= 0.98  # every label of C, on the baseline embedding
+    assert set(block["peers"]) == set(peers.PEERS)
+    for method, per_seed in block["peers"].items():
+        curve = np.array(per_seed["0"])
+        assert curve.shape == (len(run.SMOKE_GRID),), method
+        assert np.all((curve >= 0) & (curve <= 1)), method
+        # One label means one seen digit: the model can only predict that digit (~50%).
+        assert 0.3 < curve[0] < 0.7, method
+        assert curve.max() <= block["ceiling"] + 0.01, method
+    # Ten labels are enough for random sampling to pass the 90% target on 7,1.
+    assert block["peers"]["random"]["0"][-1] >= 0.90
+
+    table = (tmp_path / "results.md").read_text()
+    for method in peers.PEERS:
+        assert f"| {method} |" in table
+    assert "ceiling (all labels)" in table and "to 90%" in table
