@@ -1,0 +1,200 @@
+"""The leaderboard of an assignment: ``<course>/leaderboard/<assignment>.{csv,html,png}``.
+
+Rows come from the results store. Ranking: passing submissions first, then the
+fewest annotations, then the higher accuracy; equal keys share a rank. The HTML
+page is self-contained (inline CSS and JS, columns sortable by a click on their
+header) so an instructor can project it or mail it; the PNG plots annotations
+against accuracy with the 90% line.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import html
+import io
+import math
+import os
+from pathlib import Path
+
+from course import config
+from autograder import store
+
+FOLDER = "leaderboard"
+CSV_COLUMNS = ["rank", "student", "accuracy", "annotations", "passed", "score", "max_score", "status", "detail"]
+MAX_LABELLED_POINTS = 40  # name the points of the scatter up to this many submissions
+
+
+def rank(rows: list[store.Row]) -> list[tuple[int, store.Row]]:
+    """Rows in leaderboard order with their rank (1-based; ties share a rank)."""
+    def key(row: store.Row):
+        annotations = row.annotations if row.annotations is not None else math.inf
+        accuracy = row.accuracy if row.accuracy is not None else -1.0
+        return (not row.passed, annotations, -accuracy)
+
+    ordered = sorted(rows, key=lambda r: (key(r), r.student))
+    ranked, previous, current = [], None, 0
+    for position, row in enumerate(ordered, start=1):
+        if key(row) != previous:
+            current, previous = position, key(row)
+        ranked.append((current, row))
+    return ranked
+
+
+def _cells(rank_: int, row: store.Row) -> dict[str, str]:
+    def num(value, digits=4):
+        return "" if value is None else (f"{value:.{digits}f}".rstrip("0").rstrip(".") if digits else str(value))
+    return {"rank": str(rank_), "student": row.student, "accuracy": num(row.accuracy),
+            "annotations": "" if row.annotations is None else str(row.annotations),
+            "passed": "yes" if row.passed else "no", "score": num(row.score, 2),
+            "max_score": num(row.max_score, 2), "status": row.status, "detail": row.detail}
+
+
+def _atomic_write(path: Path, content: str | bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
+    os.replace(tmp, path)
+
+
+def to_csv(ranked: list[tuple[int, store.Row]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for rank_, row in ranked:
+        writer.writerow(_cells(rank_, row))
+    return buffer.getvalue()
+
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2rem; color: #1b1b1b; }
+h1 { margin-bottom: .2rem; } p.rule { font-size: 1.15rem; } p.meta { color: #666; }
+table { border-collapse: collapse; font-size: 1.05rem; }
+th, td { padding: .35rem .8rem; border-bottom: 1px solid #ddd; text-align: left; }
+th { cursor: pointer; user-select: none; background: #f3f3f3; position: sticky; top: 0; }
+th[aria-sort="ascending"]::after { content: " \\25B2"; } th[aria-sort="descending"]::after { content: " \\25BC"; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+tr.passed td { background: #eaf7ea; } tr.passed td.passed { color: #1a7f37; font-weight: bold; }
+td.detail { color: #555; font-size: .9rem; max-width: 40rem; }
+"""
+
+_SCRIPT = """
+document.querySelectorAll('th').forEach(function (th, col) {
+  th.addEventListener('click', function () {
+    var body = th.closest('table').tBodies[0];
+    var ascending = th.getAttribute('aria-sort') !== 'ascending';
+    document.querySelectorAll('th').forEach(function (h) { h.removeAttribute('aria-sort'); });
+    th.setAttribute('aria-sort', ascending ? 'ascending' : 'descending');
+    var rows = Array.prototype.slice.call(body.rows);
+    rows.sort(function (a, b) {
+      var x = a.cells[col].dataset.value, y = b.cells[col].dataset.value;
+      var nx = parseFloat(x), ny = parseFloat(y);
+      var cmp = (isNaN(nx) || isNaN(ny)) ? x.localeCompare(y) : nx - ny;
+      if (x === '' && y !== '') cmp = 1;  // empty cells last either way
+      else if (y === '' && x !== '') cmp = -1;
+      else if (!ascending) cmp = -cmp;
+      return cmp;
+    });
+    rows.forEach(function (r) { body.appendChild(r); });
+  });
+});
+"""
+
+_NUMERIC = {"rank", "accuracy", "annotations", "score", "max_score"}
+
+
+def to_html(assignment: str, ranked: list[tuple[int, store.Row]], generated: str) -> str:
+    head = "".join(f"<th scope=\"col\">{html.escape(c)}</th>" for c in CSV_COLUMNS)
+    body = []
+    for rank_, row in ranked:
+        cells = _cells(rank_, row)
+        tds = []
+        for column in CSV_COLUMNS:
+            text = cells[column]
+            if column == "accuracy" and row.accuracy is not None:
+                text = f"{row.accuracy:.2%}"
+            classes = " ".join(c for c in (column, "num" if column in _NUMERIC else "") if c)
+            tds.append(f"<td class=\"{classes}\" data-value=\"{html.escape(cells[column])}\">{html.escape(text)}</td>")
+        body.append(f"<tr class=\"{'passed' if row.passed else ''}\">{''.join(tds)}</tr>")
+    passed = sum(row.passed for _, row in ranked)
+    title = f"Leaderboard: {html.escape(assignment)}"
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"><style>{_STYLE}</style></head>
+<body><h1>{title}</h1>
+<p class="rule">A submission <strong>passes</strong> with at least <strong>{config.TARGET_ACCURACY:.0%}</strong>
+accuracy on held-out images it never saw (scored by the grader, not the notebook).
+Passing submissions are ranked by the <strong>fewest annotations</strong>, then by accuracy.</p>
+<p class="meta">{passed} of {len(ranked)} submissions passed. Generated {html.escape(generated)}.
+Click a column header to sort.</p>
+<table><thead><tr>{head}</tr></thead><tbody>
+{chr(10).join(body)}
+</tbody></table>
+<script>{_SCRIPT}</script>
+</body></html>
+"""
+
+
+def to_png(assignment: str, ranked: list[tuple[int, store.Row]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = [row for _, row in ranked if row.accuracy is not None and row.annotations is not None]
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+    for passed, colour, label in ((True, "#1a7f37", "passed"), (False, "#cf222e", "not passed")):
+        chosen = [r for r in points if r.passed == passed]
+        ax.scatter([r.annotations for r in chosen], [r.accuracy for r in chosen], c=colour,
+                   label=f"{label} ({len(chosen)})", s=45, alpha=.85, edgecolors="white", zorder=3)
+    if len(points) <= MAX_LABELLED_POINTS:
+        for r in points:
+            ax.annotate(r.student, (r.annotations, r.accuracy), textcoords="offset points",
+                        xytext=(4, 4), fontsize=8)
+    ax.axhline(config.TARGET_ACCURACY, color="#555", linestyle="--", linewidth=1,
+               label=f"target {config.TARGET_ACCURACY:.0%}")
+    ax.set_xlabel("annotations (distinct labels bought from the oracle)")
+    ax.set_ylabel("accuracy on the private held-out images")
+    missing = len(ranked) - len(points)
+    ax.set_title(f"{assignment}: annotations vs accuracy"
+                 + (f" ({missing} without a submission not shown)" if missing else ""))
+    ax.set_ylim(min([0.4] + [r.accuracy - 0.02 for r in points]), 1.005)
+    ax.set_xlim(left=0)
+    ax.grid(alpha=.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    _atomic_write(path, buffer.getvalue())
+
+
+def build(course_dir: Path, assignment: str, now: _dt.datetime | None = None) -> dict[str, Path]:
+    """Write the CSV, HTML and PNG of `assignment` from the results store; return their paths."""
+    course_dir = Path(course_dir)
+    ranked = rank(store.load(course_dir, assignment))
+    now = now or _dt.datetime.now(_dt.timezone.utc)
+    generated = now.strftime("%Y-%m-%d %H:%M UTC")
+    folder = course_dir / FOLDER
+    paths = {ext: folder / f"{assignment}.{ext}" for ext in ("csv", "html", "png")}
+    _atomic_write(paths["csv"], to_csv(ranked))
+    _atomic_write(paths["html"], to_html(assignment, ranked, generated))
+    to_png(assignment, ranked, paths["png"])
+    return paths
+
+
+def table(ranked: list[tuple[int, store.Row]], width: int = 60) -> str:
+    """A plain-text table for the terminal."""
+    header = ["rank", "student", "accuracy", "annotations", "passed", "score", "status", "detail"]
+    lines = []
+    for rank_, row in ranked:
+        c = _cells(rank_, row)
+        accuracy = "" if row.accuracy is None else f"{row.accuracy:.2%}"
+        score = "" if row.score is None else f"{c['score']}/{c['max_score']}"
+        detail = row.detail if len(row.detail) <= width else row.detail[: width - 3] + "..."
+        lines.append([c["rank"], row.student, accuracy, c["annotations"], c["passed"], score, row.status, detail])
+    widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(header)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    out = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
+    out += [fmt.format(*line) for line in lines]
+    return "\n".join(out)
