@@ -1,0 +1,267 @@
+"""The annotation service and its client, the grading data, the store and the leaderboard.
+
+Fast tests: a real service process on a real Unix socket, the real grading file
+read back through `course.data`, but no notebook execution.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from autograder import leaderboard, prepare, service, store
+from course import config, data, evaluate, grading, oracle
+from course.service_client import ServiceBackend
+
+TOKEN = "t0ken-for-tests"
+TRACK = (7, 1)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """Grading data and truth for track 7,1 with a fixed seed."""
+    root = tmp_path_factory.mktemp("run")
+    info = prepare.prepare(TRACK, root / "data", root / "truth.npz", seed=123)
+    with np.load(info.truth_file) as f:
+        truth = {k: f[k] for k in f.files}
+    return root, info, truth
+
+
+@pytest.fixture()
+def running(prepared, tmp_path, monkeypatch):
+    """A live service for this test; the kernel-side environment points at it."""
+    root, info, truth = prepared
+    truth_copy = tmp_path / "truth.npz"
+    np.savez(truth_copy, **truth)
+    sock, ledger = tmp_path / "s.sock", tmp_path / "ledger.jsonl"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "autograder.service", "--socket", str(sock), "--truth", str(truth_copy),
+         "--ledger", str(ledger)], env={**__import__("os").environ, service.TOKEN_ENV: TOKEN},
+        stdout=subprocess.PIPE)
+    assert process.stdout.readline().strip() == b"ready"
+    assert not truth_copy.exists(), "the service deletes its truth file once read"
+    monkeypatch.setenv(config.ENV_DATA_DIR, str(root / "data"))
+    monkeypatch.setenv(config.ENV_SERVICE, f"unix:{sock}")
+    monkeypatch.setenv(config.ENV_SERVICE_TOKEN, TOKEN)
+    data._cached_split.cache_clear()
+    yield sock, ledger, truth
+    process.terminate()
+    process.wait(timeout=10)
+    data._cached_split.cache_clear()
+
+
+def ledger_entries(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def raw_request(sock, payload: bytes) -> dict:
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(sock))
+        s.sendall(payload + b"\n")
+        return json.loads(s.makefile("rb").readline())
+
+
+# --- grading data -------------------------------------------------------------------
+
+
+def test_grading_file_has_no_labels_and_is_shuffled(prepared, ds):
+    root, info, truth = prepared
+    with np.load(info.data_file) as f:
+        assert set(f.files) == {"track", "images", "labels", "test_images", "test_labels", "private_test_images"}
+        labels, images = f["labels"], f["images"]
+        assert not np.isin(labels, TRACK).any() and (labels == data.C).sum() == len(ds.c_indices)
+        assert not np.array_equal(images[:50], ds.images[:50]), "the pool order is shuffled"
+        assert not np.isin(f["test_labels"], TRACK).any()
+    # the truth matches what the kernel sees, index for index
+    assert np.array_equal(data.merge(truth["pool_digits"], TRACK), labels)
+    assert np.isin(truth["private_digits"], TRACK).all() and np.isin(truth["public_digits"], TRACK).all()
+    other = prepare.prepare(TRACK, root / "other", root / "other-truth.npz")  # a secret seed
+    with np.load(other.data_file) as f:
+        assert not np.array_equal(f["labels"], labels)
+
+
+def test_course_data_reads_the_grading_file(prepared, monkeypatch):
+    root, info, truth = prepared
+    monkeypatch.setenv(config.ENV_DATA_DIR, str(root / "data"))
+    data._cached_split.cache_clear()
+    try:
+        ds = data.load()
+        assert ds.source == "grading" and len(ds.c_indices) == int(np.isin(truth["pool_digits"], TRACK).sum())
+        assert len(evaluate.track_test_images("private")) == len(truth["private_digits"])
+        # without a service the oracle has no labels at all (the LocalBackend cheat is refused)
+        with pytest.raises(oracle.ServiceError, match="holds no labels"):
+            oracle.annotate(ds.c_indices[:1])
+    finally:
+        data._cached_split.cache_clear()
+
+
+# --- the service through course.oracle ---------------------------------------------------
+
+
+def test_oracle_uses_the_service(running):
+    sock, ledger, truth = running
+    ds = data.load()
+    assert isinstance(oracle.backend(), ServiceBackend)
+    idx = ds.c_indices[:5]
+    assert oracle.annotate(idx).tolist() == truth["pool_digits"][idx].tolist()
+    assert oracle.annotate(idx[:2]).tolist() == truth["pool_digits"][idx[:2]].tolist()  # repeats are free
+    assert oracle.count() == 5 and [a.index for a in oracle.history()] == idx.tolist()
+    # a reset of the kernel-side state changes nothing: the count lives in the service
+    oracle._BACKENDS.clear()
+    assert oracle.count() == 5
+    ops = [e["op"] for e in ledger_entries(ledger)]
+    assert ops.count("annotate") == 2 and ledger_entries(ledger)[-1]["op"] == "count"
+
+
+@pytest.mark.parametrize("bad, error, message", [
+    ("out_of_range", oracle.OutOfRangeError, "outside the pool"),
+    ("not_in_c", oracle.NotInCError, "not in class C"),
+    ("float", oracle.IndexTypeError, "floats"),
+])
+def test_refused_requests_charge_nothing(running, bad, error, message):
+    sock, ledger, truth = running
+    ds = data.load()
+    good = list(ds.c_indices[:3])
+    wrong = {"out_of_range": good + [len(ds.images)], "not_in_c": good + [int(np.flatnonzero(ds.labels != data.C)[0])],
+             "float": [1.5, 2.0]}[bad]
+    with pytest.raises(error, match=message):
+        oracle.annotate(wrong)
+    assert oracle.count() == 0
+
+
+def test_budget_is_enforced_by_the_service(running):
+    sock, ledger, truth = running
+    ds = data.load()
+    oracle.set_budget(3)
+    assert oracle.budget() == 3
+    oracle.annotate(ds.c_indices[:2])
+    with pytest.raises(oracle.BudgetExceededError, match="only 1 of the budget of 3"):
+        oracle.annotate(ds.c_indices[2:5])
+    assert oracle.count() == 2 and oracle.remaining() == 1
+
+
+def test_submit_scores_the_private_split(running, capsys):
+    sock, ledger, truth = running
+    ds = data.load()
+    oracle.annotate(ds.c_indices[:4])
+    perfect = truth["private_digits"]
+    result = grading.submit(lambda images: perfect.copy())
+    assert result.split == "private" and result.accuracy == 1.0 and result.annotations == 4 and result.passed
+    assert "PASSED" in capsys.readouterr().out
+    constant = grading.submit(lambda images: np.full(len(images), 7))
+    assert constant.accuracy == pytest.approx(np.mean(perfect == 7))
+    last = [e for e in ledger_entries(ledger) if e["op"] == "score"][-1]
+    assert last["split"] == "private" and last["accuracy"] == constant.accuracy and last["count"] == 4
+    # the public split too (learning curves in notebooks), against its own truth
+    assert evaluate.accuracy(lambda images: np.full(len(images), 1)) == pytest.approx(np.mean(truth["public_digits"] == 1))
+
+
+def test_service_validates_predictions_itself(running):
+    """A kernel that bypasses course.evaluate's checks is refused by the service too."""
+    sock, ledger, truth = running
+    n = len(truth["private_digits"])
+    backend = ServiceBackend(f"unix:{sock}", TOKEN, TRACK)
+    for bad, message in [([7] * (n - 1), f"expected {n} predictions"), ([7.0] * n, "integer digits"),
+                         ([data.C] * n, "only the track's digits"), ([True] * n, "integer digits")]:
+        with pytest.raises(evaluate.PredictionError, match=message):
+            backend._request("score", split="private", predictions=bad)
+    with pytest.raises(oracle.ServiceError, match="split"):
+        backend._request("score", split="secret", predictions=[7] * n)
+    assert not [e for e in ledger_entries(ledger) if e["op"] == "score" and e["ok"]]
+
+
+def test_caps_on_scoring(running, monkeypatch):
+    sock, ledger, truth = running
+    backend = ServiceBackend(f"unix:{sock}", TOKEN, TRACK)
+    n = len(truth["private_digits"])
+    for _ in range(service.MAX_SUBMISSIONS):
+        backend.score(np.full(n, 7), "private")
+    with pytest.raises(oracle.ServiceError, match=f"all {service.MAX_SUBMISSIONS} submissions"):
+        backend.score(np.full(n, 7), "private")
+
+
+def test_tampering_with_the_socket_is_refused_and_logged(running):
+    sock, ledger, truth = running
+    assert raw_request(sock, json.dumps({"op": "count", "token": "guess"}).encode())["message"].startswith("wrong")
+    assert "unknown request" in raw_request(sock, json.dumps({"op": "reset", "token": TOKEN}).encode())["message"]
+    assert "not valid JSON" in raw_request(sock, b"{nope")["message"]
+    backend = ServiceBackend(f"unix:{sock}", TOKEN, TRACK)
+    with pytest.raises(oracle.IndexTypeError):
+        backend._request("annotate", indices=[True, 3])
+    with pytest.raises(oracle.OracleError, match="non-negative"):
+        backend._request("set_budget", n=-1)
+    assert backend.count() == 0
+    refused = [e for e in ledger_entries(ledger) if not e["ok"]]
+    assert len(refused) == 5 and all("token" not in e for e in ledger_entries(ledger))
+
+
+def test_client_errors_are_clear(tmp_path, monkeypatch):
+    monkeypatch.setenv(config.ENV_SERVICE, f"unix:{tmp_path / 'none.sock'}")
+    with pytest.raises(oracle.ServiceError, match="cannot reach the annotation service"):
+        ServiceBackend.from_env(TRACK)
+
+
+def test_client_refuses_another_track(running):
+    sock, ledger, truth = running
+    with pytest.raises(oracle.ServiceError, match="grades track 7,1, not 4,9"):
+        ServiceBackend(f"unix:{sock}", TOKEN, (4, 9))
+
+
+# --- the store and the leaderboard --------------------------------------------------------
+
+
+def make_row(student, accuracy, annotations, status="ok", **kw):
+    passed = status == "ok" and accuracy is not None and accuracy >= config.TARGET_ACCURACY
+    return store.Row(student=student, assignment="a", track="7,1", accuracy=accuracy, annotations=annotations,
+                     passed=passed, score=kw.get("score", 1.0), max_score=2.0, status=status,
+                     detail=kw.get("detail", "fine"), runtime=1.0, graded_at="2026-11-27T08:00:00+00:00")
+
+
+ROWS = [make_row("bea", 0.95, 30), make_row("al", 0.99, 30), make_row("cy", 0.91, 12),
+        make_row("dee", 0.80, 3), make_row("eve", None, None, status="timeout", detail="stopped"),
+        make_row("fay", 0.93, 30)]
+
+
+def test_store_replaces_rows_and_keeps_one_line(tmp_path):
+    for row in ROWS:
+        store.save(tmp_path, row)
+    store.save(tmp_path, make_row("al", 0.97, 40, detail="line one\nline two"))
+    rows = {r.student: r for r in store.load(tmp_path, "a")}
+    assert len(rows) == 6 and rows["al"].annotations == 40 and rows["al"].detail == "line one line two"
+    assert rows["eve"].accuracy is None and rows["eve"].passed is False
+    with pytest.raises(ValueError, match="status"):
+        store.save(tmp_path, make_row("x", 1.0, 1, status="great"))
+    assert store.load(tmp_path, "other") == []
+
+
+def test_ranking():
+    ranked = leaderboard.rank(ROWS)
+    assert [(r, row.student) for r, row in ranked] == [
+        (1, "cy"), (2, "al"), (3, "bea"), (4, "fay"), (5, "dee"), (6, "eve")]
+    tie = leaderboard.rank([make_row("a1", 0.95, 5), make_row("a2", 0.95, 5), make_row("a3", 0.9, 9)])
+    assert [r for r, _ in tie] == [1, 1, 3]
+
+
+def test_leaderboard_files(tmp_path):
+    for row in ROWS:
+        store.save(tmp_path, row)
+    paths = leaderboard.build(tmp_path, "a", now=dt.datetime(2026, 11, 27, 8, 30, tzinfo=dt.timezone.utc))
+    lines = paths["csv"].read_text().splitlines()
+    assert lines[0] == "rank,student,accuracy,annotations,passed,score,max_score,status,detail"
+    assert lines[1].startswith("1,cy,0.91,12,yes,1,2,ok,") and lines[-1].startswith("6,eve,,,no,")
+    page = paths["html"].read_text()
+    assert "2026-11-27 08:30 UTC" in page and "at least <strong>90%</strong>" in page and "<script>" in page
+    assert page.count("<tr class=\"passed\">") == 4
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_leaderboard_escapes_html(tmp_path):
+    store.save(tmp_path, make_row("<script>alert(1)</script>", 0.95, 3, detail="a & b"))
+    page = leaderboard.build(tmp_path, "a")["html"].read_text()
+    assert "<script>alert(1)" not in page and "&lt;script&gt;" in page and "a &amp; b" in page
