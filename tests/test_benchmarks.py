@@ -73,3 +73,36 @@ def test_smoke_run_writes_sane_results(tmp_path):
     for method in peers.PEERS:
         assert f"| {method} |" in table
     assert "ceiling (all labels)" in table and "to 90%" in table
+
+
+PROBE = """\
+import numpy as np
+from course import config, data, grading, oracle
+
+ds = data.load()
+oracle.annotate(ds.c_indices[: config.seed() + 1])  # the count tells which seed the kernel saw
+track = data.active_track()
+grading.submit(lambda images: np.full(len(images), track[0]))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(__import__("shutil").which("bwrap") is None, reason="the autograder needs bubblewrap")
+def test_reference_runs_reach_the_kernel_with_the_benchmarks_track_and_seed(tmp_path):
+    """The seam for the notebooks: the grader's kernel sees COURSE_TRACK and COURSE_SEED."""
+    import nbformat
+
+    from benchmarks import reference
+    from course import config
+
+    root = tmp_path / "repo"
+    (root / "source" / "probe").mkdir(parents=True)
+    (root / "nbgrader_config.py").write_text((config.REPO_ROOT / "nbgrader_config.py").read_text())
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(PROBE)]),
+                   root / "source" / "probe" / "probe.ipynb")
+    runs = reference.grade_all(["probe"], "4,9", [0, 2], root=root)["probe"]
+    assert [r["status"] for r in runs] == ["ok", "ok"], runs
+    assert [r["annotations"] for r in runs] == [1, 3]  # seed + 1: COURSE_SEED reached the kernel
+    for r in runs:  # all 4s on track 4,9: about half right, scored on the private split
+        assert 0.4 < r["accuracy"] < 0.6
+        assert r["grade_s"] > 0
