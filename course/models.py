@@ -29,6 +29,8 @@ CHANNELS = (16, 32)  # small enough to train in well under a minute on 2 cores
 EMBED_DIM = 64
 PREDICT_BATCH = 2048
 CHECKPOINT_VERSION = 1  # bump when the architecture or training recipe changes
+CONV_DIM = CHANNELS[1] * 7 * 7  # features after the second conv block and its pooling
+EMBED_LAYERS = {"dense": None, "conv": 6}  # layer name -> how many `Net.features` modules to run
 
 
 def _set_threads() -> None:
@@ -131,9 +133,18 @@ class CNNClassifier:
         """Predicted labels (N,) taken from `classes_`."""
         return self.classes_[self.predict_proba(images).argmax(axis=1)]
 
-    def embed(self, images: np.ndarray) -> np.ndarray:
-        """Latent features (N, EMBED_DIM): the activations before the last layer."""
-        return self._batched(images, lambda net, x: net.features(x))
+    def embed(self, images: np.ndarray, layer: str = "dense") -> np.ndarray:
+        """Latent features of uint8 `images` (N, 28, 28).
+
+        layer="dense" (default): (N, EMBED_DIM), the activations before the last layer.
+        layer="conv": (N, CONV_DIM), the pooled output of the second conv block. The dense
+        layer learned to map the track's digits onto one class; the conv block, shared with
+        all the known digits, keeps more of the strokes that tell them apart.
+        """
+        if layer not in EMBED_LAYERS:
+            raise ValueError(f"layer must be one of {sorted(EMBED_LAYERS)}, got {layer!r}.")
+        stop = EMBED_LAYERS[layer]
+        return self._batched(images, lambda net, x: torch.flatten(net.features[:stop](x), 1))
 
     def save(self, path: str | Path) -> None:
         """Write the weights and classes atomically (a temp file, then a rename)."""

@@ -15,6 +15,9 @@ def test_small_fit_is_seeded_and_sklearn_like(ds, tmp_path):
     assert proba.shape == (50, len(np.unique(y))) and np.allclose(proba.sum(1), 1, atol=1e-5)
     assert set(a.predict(x[:50])) <= set(a.classes_)
     assert a.embed(x[:7]).shape == (7, models.EMBED_DIM)
+    assert a.embed(x[:7], layer="conv").shape == (7, models.CONV_DIM)
+    with pytest.raises(ValueError, match="conv"):
+        a.embed(x[:7], layer="head")
     a.save(tmp_path / "m.pt")
     again = models.CNNClassifier.load(tmp_path / "m.pt")
     assert np.allclose(again.predict_proba(x[:20]), a.predict_proba(x[:20]), atol=1e-6)
