@@ -37,6 +37,7 @@ MAX_ITER = 2000
 PROBCOVER_DELTAS = np.arange(0.05, 1.0, 0.05)  # ball radii tried on unit-norm features
 PROBCOVER_ALPHA = 0.95  # ProbCover's default purity target
 TYPICLUST_K = 5  # neighbours for typicality (scikit-activeml's default)
+THREADS = 1  # BLAS and OpenMP threads for the many tiny fits; see learning_curve
 
 PEERS = ("random", "modAL margin", "TypiClust", "ProbCover")
 CEILING = "ceiling (all labels)"
@@ -152,9 +153,14 @@ STRATEGIES: dict[str, Callable[[TrackData, Sequence[int], int], np.ndarray]] = {
 
 def learning_curve(name: str, td: TrackData, grid: Sequence[int], seed: int) -> np.ndarray:
     """Accuracy of strategy `name` at every budget of `grid` (one seed)."""
+    from threadpoolctl import threadpool_limits
+
     if name not in STRATEGIES:
         raise ValueError(f"unknown peer {name!r}; choose from {', '.join(STRATEGIES)}.")
-    picked = STRATEGIES[name](td, grid, seed)
-    if len(set(picked.tolist())) != len(picked) or len(picked) < max(grid):
-        raise RuntimeError(f"{name} returned {len(picked)} picks with repeats for budget {max(grid)}.")
-    return np.array([accuracy(td, picked[:budget], seed) for budget in grid])
+    # One thread: thousands of tiny logistic-regression fits (and k-means) ran 3-30x
+    # slower when OpenBLAS/OpenMP spread each over the busy cores of the 2-core machine.
+    with threadpool_limits(limits=THREADS):
+        picked = STRATEGIES[name](td, grid, seed)
+        if len(set(picked.tolist())) != len(picked) or len(picked) < max(grid):
+            raise RuntimeError(f"{name} returned {len(picked)} picks with repeats for budget {max(grid)}.")
+        return np.array([accuracy(td, picked[:budget], seed) for budget in grid])

@@ -243,6 +243,11 @@ def plot(results: dict, summary: dict, path: Path) -> None:
             ax.axhline(100 * t, color="grey", lw=1, ls=ls)
             ax.text(grid[0], 100 * t + 0.3, f"{t:.0%}", color="grey", fontsize=8)
         ax.set_xscale("log")
+        right = max([max(grid)] + [r["ann_range"][1] for r in s["rows"].values()
+                                   if r["kind"] == "reference" and "error" not in r])
+        ax.set_xlim(0.8, right * 1.25)
+        ticks = [b for b in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000) if b <= right]
+        ax.set_xticks(ticks, [str(b) for b in ticks])
         ax.set_xlabel("annotations (log scale)")
         ax.set_ylabel("private test accuracy (%)")
         ax.set_ylim(45, 100.5)
