@@ -1,8 +1,8 @@
 """The features and the truth a benchmark run works on, for one track.
 
 Every peer strategy sees the same features as the reference notebooks: the
-baseline CNN's 64-d embedding (`course.models.baseline(track).embed`), which was
-trained on merged labels only. The query pool is the C part of the training pool;
+baseline CNN's embedding (`course.models.baseline(track).embed`, 64-d dense layer
+or 1568-d conv block), which was trained on merged labels only. The query pool is the C part of the training pool;
 the accuracy is measured on the *private* test split, as the autograder does.
 
 The original digits come from the instructor side (`course.data._split`): this
@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from course import data, models
+
+DEFAULT_LAYER = "dense"  # the baseline's 64-d embedding
 
 
 @dataclass(frozen=True)
@@ -37,8 +39,11 @@ class TrackData:
         return data.track_name(self.track)
 
 
-def load_track(track: str) -> TrackData:
-    """Embed the C pool and the private test split of `track` with its cached baseline."""
+def load_track(track: str, layer: str = DEFAULT_LAYER) -> TrackData:
+    """Embed the C pool and the private test split of `track` with its cached baseline.
+
+    `layer`: which baseline features, as in `CNNClassifier.embed` ("dense": 64-d, "conv": 1568-d).
+    """
     digits = data.parse_track(track)
     split = data._split(digits)
     if split.pool_digits is None or split.private_test_digits is None:
@@ -50,8 +55,8 @@ def load_track(track: str) -> TrackData:
     base = models.baseline(digits)
     return TrackData(
         track=digits,
-        X_pool=base.embed(pool.images[pool.c_indices]),
+        X_pool=base.embed(pool.images[pool.c_indices], layer=layer),
         y_pool=np.asarray(split.pool_digits[pool.c_indices], dtype=np.int64),
-        X_test=base.embed(split.private_test_images),
+        X_test=base.embed(split.private_test_images, layer=layer),
         y_test=np.asarray(split.private_test_digits, dtype=np.int64),
     )

@@ -146,16 +146,18 @@ def markdown(results: dict, summary: dict) -> str:
             out.write(f"| {name} | {_num(sp.get('cold_s'))} | {_num(sp.get('warm_s'))} | "
                       f"{_num(sp.get('grade_s'))} | {_num(sp.get('peak_mb'), 0)} |\n")
         out.write("\n")
-    out.write(NOTES.format(grid=_grid_text(grid), seeds=meta["seeds"]))
+    out.write(NOTES.format(grid=_grid_text(grid), seeds=meta["seeds"],
+                           features=FEATURE_NAMES.get(meta.get("features"), meta.get("features"))))
     return out.getvalue()
 
 
 CEILING_LABEL = "ceiling (all labels)"
+FEATURE_NAMES = {"dense": "64-d dense-layer", "conv": "1568-d conv-block"}
 
 NOTES = """## How to read this
 
-- Features: the baseline CNN's 64-d embedding (trained on merged labels only) for every
-  method; classifier for every peer: logistic regression (C=1). Pool: the C samples of the
+- Features of every peer: the baseline CNN's {features} embedding (the baseline saw merged
+  labels only); classifier of every peer: logistic regression (C=1). Pool: the C samples of the
   training pool; accuracy on the private test split (what the autograder scores).
 - Budgets on the grid {grid}; {seeds} seeds. Accuracy at a budget: median over seeds.
   "to 90%": per seed the first grid budget reaching 90%, then the median over seeds

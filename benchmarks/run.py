@@ -26,6 +26,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from benchmarks import features, peers, report
+from course import models
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 FULL_TRACKS = ("7,1", "4,9")
@@ -64,6 +65,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, help=f"number of seeds 0..N-1 (default {FULL_SEEDS})")
     p.add_argument("--max-budget", type=int, help="cut the budget grid at this many annotations")
     p.add_argument("--peers", nargs="+", choices=peers.PEERS, help="peer strategies to run (default: all)")
+    p.add_argument("--features", choices=sorted(models.EMBED_LAYERS), default=features.DEFAULT_LAYER,
+                   help="baseline layer whose embedding the peers use (default: %(default)s)")
     p.add_argument("--no-reference", action="store_true", help="skip the reference notebooks")
     p.add_argument("--ref-seeds", type=int, help="seeds for the reference notebooks (default: --seeds)")
     p.add_argument("--notebooks", nargs="+", help="reference assignments (default: 02_baseline .. 05_active_learning)")
@@ -108,7 +111,7 @@ def run_peers(args, results: dict) -> None:
     for track, method, seed in bar:
         bar.set_postfix_str(f"{track} {method} seed {seed}")
         if track not in loaded:
-            td = loaded[track] = features.load_track(track)
+            td = loaded[track] = features.load_track(track, layer=args.features)
             results["tracks"][track] = {"pool_size": len(td.y_pool), "ceiling": peers.ceiling(td),
                                         "peers": {}, "reference": {}}
         curve = peers.learning_curve(method, loaded[track], args.grid, seed)
@@ -135,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {
         "grid": list(args.grid),
         "meta": {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                 "machine": machine(), "seeds": args.seeds, "ref_seeds": args.ref_seeds, "command": command.strip(),
+                 "machine": machine(), "features": args.features, "seeds": args.seeds, "ref_seeds": args.ref_seeds, "command": command.strip(),
                  "tracks": args.tracks},
         "tracks": {},
     }
