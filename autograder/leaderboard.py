@@ -158,10 +158,10 @@ def to_png(assignment: str, ranked: list[tuple[int, store.Row]], path: Path) -> 
     missing = len(ranked) - len(points)
     ax.set_title(f"{assignment}: annotations vs accuracy"
                  + (f" ({missing} without a submission not shown)" if missing else ""))
-    ax.set_ylim(min([0.4] + [r.accuracy - 0.02 for r in points]), 1.005)
+    ax.set_ylim(min([0.4] + [r.accuracy - 0.02 for r in points]), 1.03)
     ax.set_xlim(left=0)
     ax.grid(alpha=.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="best")
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
