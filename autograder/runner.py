@@ -256,7 +256,12 @@ class Grader:
 
     def _judge(self, student: str, ledger_text: str, returncode: int, timed_out: bool,
                log_path: Path, workdir: Path, timings: Timings) -> store.Row:
-        entries = [json.loads(line) for line in ledger_text.splitlines() if line.strip()]
+        entries = []
+        for line in ledger_text.splitlines():
+            try:
+                entries.append(json.loads(line))
+            except ValueError:  # only a service killed mid-write could leave a torn line
+                continue
         submissions = [e for e in entries if e.get("op") == "score" and e.get("split") == "private" and e.get("ok")]
         last = submissions[-1] if submissions else None
         accuracy = last["accuracy"] if last else None
