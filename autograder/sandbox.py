@@ -11,7 +11,9 @@ a view of the file system in which
 - only this run's data folder (read-only), cache folder, service socket,
   Jupyter connection file and working folder are bound back in,
 - other processes are invisible (own PID namespace), so the service's memory is
-  out of reach; loopback networking stays, for the kernel's ZMQ ports.
+  out of reach; loopback networking stays, for the kernel's ZMQ ports;
+- the kernel has no capabilities (even when the grader runs as root), so it can
+  neither unmount what hides the labels nor remount anything writable.
 
 `prlimit --as` caps the kernel's address space; exceeding it raises MemoryError.
 The sandbox dies with the process that started it (nbgrader).
@@ -50,7 +52,9 @@ class Sandbox:
             raise SandboxError(
                 "bubblewrap (bwrap) is not installed; the grader needs it to isolate participant "
                 "code. Install it with: apt-get install -y bubblewrap")
-        args = [bwrap, "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
+        # --cap-drop ALL: run as root, bwrap would keep every capability, and the kernel
+        # could unmount the tmpfs that hides the labels or remount / read-write.
+        args = [bwrap, "--die-with-parent", "--cap-drop", "ALL", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
                 "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
         for path in _existing(self.hide):
             args += ["--tmpfs", str(path)]

@@ -77,6 +77,12 @@ def snoop_code(course_dir: Path) -> str:
         "found['processes'] = sorted(open(f'/proc/{p}/cmdline').read().replace(chr(0), ' ')[:80]\n"
         "                            for p in os.listdir('/proc') if p.isdigit())\n"
         "found['data dir'] = os.environ['COURSE_DATA_DIR']\n"
+        "found['capabilities'] = [l.split()[1] for l in open('/proc/self/status') if l.startswith('CapEff')][0]\n"
+        "import subprocess\n"
+        f"found['umount'] = subprocess.run(['umount', {probes['shared MNIST'].rsplit('/MNIST', 1)[0]!r}],\n"
+        "                                 capture_output=True).returncode\n"
+        "found['remount'] = subprocess.run(['mount', '-o', 'remount,rw', '/'], capture_output=True).returncode\n"
+        f"found['shared MNIST after umount'] = os.path.exists({probes['shared MNIST']!r})\n"
         "json.dump(found, open('found.json', 'w'), indent=1)\n\n" + HONEST)
 
 
@@ -299,6 +305,9 @@ def test_kernel_sees_no_labels_and_no_grader_files(graded):
     assert "private" not in found["run folder"], found["run folder"]  # truth and ledger of the service
     assert not any("autograder.service" in p or "nbgrader" in p for p in found["processes"]), found["processes"]
     assert found["data dir"] != os.environ[config.ENV_DATA_DIR]
+    # no capabilities: the tmpfs over the labels cannot be unmounted, / cannot be remounted
+    assert int(found["capabilities"], 16) == 0
+    assert found["umount"] != 0 and found["remount"] != 0 and found["shared MNIST after umount"] is False
     assert rows["snoop"].annotations == 60 and rows["snoop"].status == "ok"
 
 
