@@ -153,8 +153,8 @@ class Grader:
             workdir.mkdir(parents=True, exist_ok=True)  # nbgrader replaces it; the bind needs the path
             box = sandbox.Sandbox(
                 hide=self._hidden(run_dir),
-                read_only=[Path(sys.prefix), Path(course.__file__).parent, paths["data"], paths["runtime"]],
-                writable=[paths["cache"], paths["sock"], workdir],
+                read_only=[Path(sys.prefix), Path(course.__file__).parent, paths["data"]],
+                writable=[paths["cache"], paths["sock"], paths["runtime"], workdir],
                 env=env, memory_bytes=int(self.memory_gb * 1e9))
             box.write_kernelspec(paths["jupyter"])
             timings.prepare = time.perf_counter() - t0
@@ -239,6 +239,8 @@ class Grader:
                    "--student", student, "--force",
                    f"--CourseDirectory.submitted_directory={STAGING}/submitted",
                    f"--Execute.kernel_name={sandbox.KERNEL_NAME}",
+                   # ZMQ over Unix sockets: the sandboxed kernel has no network at all
+                   "--KernelManager.transport=ipc", f"--KernelManager.ip={paths['runtime'] / 'kernel'}",
                    f"--Execute.timeout={int(self.timeout) + 60}",  # the wall clock below comes first
                    "--Autograde.create_student=True"]
         with open(paths["private"] / "nbgrader.log", "wb") as log:

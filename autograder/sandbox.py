@@ -9,9 +9,12 @@ a view of the file system in which
   ledgers, other students' submissions, the instructor's ``source/``) and the
   grader's temporary folders are hidden behind empty tmpfs mounts,
 - only this run's data folder (read-only), cache folder, service socket,
-  Jupyter connection file and working folder are bound back in,
+  Jupyter runtime folder (connection file, ZMQ sockets) and working folder are
+  bound back in,
 - other processes are invisible (own PID namespace), so the service's memory is
-  out of reach; loopback networking stays, for the kernel's ZMQ ports;
+  out of reach, and there is no network (own network namespace; nothing to
+  download labels from): the kernel speaks ZMQ over Unix sockets in its
+  runtime folder (``KernelManager.transport = "ipc"``);
 - the kernel has no capabilities (even when the grader runs as root), so it can
   neither unmount what hides the labels nor remount anything writable.
 
@@ -43,6 +46,7 @@ class Sandbox:
     writable: list[Path] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     memory_bytes: int | None = None
+    network: bool = False  # False: no network at all (the kernel must then speak ZMQ over ipc)
     home: str = "/tmp/home"
 
     def argv(self, command: list[str]) -> list[str]:
@@ -56,6 +60,8 @@ class Sandbox:
         # could unmount the tmpfs that hides the labels or remount / read-write.
         args = [bwrap, "--die-with-parent", "--cap-drop", "ALL", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
                 "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+        if not self.network:
+            args.insert(1, "--unshare-net")
         for path in _existing(self.hide):
             args += ["--tmpfs", str(path)]
         for path in _existing(self.read_only):

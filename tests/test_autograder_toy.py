@@ -83,6 +83,10 @@ def snoop_code(course_dir: Path) -> str:
         "                                 capture_output=True).returncode\n"
         "found['remount'] = subprocess.run(['mount', '-o', 'remount,rw', '/'], capture_output=True).returncode\n"
         f"found['shared MNIST after umount'] = os.path.exists({probes['shared MNIST']!r})\n"
+        "import socket\n"
+        "found['interfaces'] = [name for _, name in socket.if_nameindex()]\n"
+        "try:\n    socket.create_connection(('1.1.1.1', 80), timeout=3)\n    found['internet'] = True\n"
+        "except OSError as exc:\n    found['internet'] = str(exc)\n"
         "json.dump(found, open('found.json', 'w'), indent=1)\n\n" + HONEST)
 
 
@@ -308,6 +312,8 @@ def test_kernel_sees_no_labels_and_no_grader_files(graded):
     # no capabilities: the tmpfs over the labels cannot be unmounted, / cannot be remounted
     assert int(found["capabilities"], 16) == 0
     assert found["umount"] != 0 and found["remount"] != 0 and found["shared MNIST after umount"] is False
+    # no network: nothing to download the MNIST labels from
+    assert found["interfaces"] == ["lo"] and "unreachable" in found["internet"], found["interfaces"]
     assert rows["snoop"].annotations == 60 and rows["snoop"].status == "ok"
 
 
