@@ -16,13 +16,16 @@ empty cache folder: MNIST unpacking and the baseline training included) and warm
 
 from __future__ import annotations
 
+import atexit
 import json
+import multiprocessing
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -75,44 +78,76 @@ def _env(**values: str):
                 os.environ[k] = v
 
 
+def grade_one(course: Path, assignment: str, track: str, seed: int, root: Path = config.REPO_ROOT) -> dict:
+    """Grade the source notebook of `assignment` as student ``ref-seed<seed>`` of `course`."""
+    from autograder.runner import Grader
+
+    student = STUDENT.format(seed=seed)
+    target = course / "submitted" / student / assignment
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(_source(assignment, root), target / f"{assignment}.ipynb")
+    with _env(**{config.ENV_SEED: str(seed)}):
+        try:
+            outcome = Grader(course, assignment, track=track).grade(student)
+        except Exception as exc:  # the grader cannot start: record it, go on
+            return {"seed": seed, "accuracy": None, "annotations": None, "status": "error",
+                    "error": f"{type(exc).__name__}: {exc}"}
+    row, t = outcome.row, outcome.timings
+    ok = row.status == "ok" and row.accuracy is not None
+    return {
+        "seed": seed, "status": row.status, "detail": row.detail,
+        "accuracy": row.accuracy if ok else None, "annotations": row.annotations if ok else None,
+        "score": row.score, "max_score": row.max_score, "grade_s": row.runtime,
+        "cells_s": round(t.cells, 2), "nbgrader_s": round(t.nbgrader, 2),
+        **({} if ok else {"error": f"{row.status}: {row.detail}"}),
+    }
+
+
+_WORKER_COURSES: dict[tuple, Path] = {}  # one course copy per worker process
+
+
+def _worker_grade(assignments: tuple[str, ...], assignment: str, track: str, seed: int, root: Path) -> dict:
+    """Runs in a worker process: its own course copy, so gradebooks and env never mix."""
+    key = (assignments, str(root))
+    if key not in _WORKER_COURSES:
+        tmp = Path(tempfile.mkdtemp(prefix="bench-course-"))
+        atexit.register(shutil.rmtree, tmp, True)
+        _WORKER_COURSES[key] = make_course(tmp, assignments, root)
+    return grade_one(_WORKER_COURSES[key], assignment, track, seed, root)
+
+
 def grade_all(assignments: Sequence[str], track: str, seeds: Iterable[int],
-              root: Path = config.REPO_ROOT) -> dict[str, list[dict]]:
+              root: Path = config.REPO_ROOT, jobs: int = 1) -> dict[str, list[dict]]:
     """Grade every source notebook once per seed on `track`; one dict per run.
 
     `root`: the course whose ``source/`` and ``nbgrader_config.py`` are used (the repository).
+    `jobs`: gradings at once, each worker process with its own course copy.
     """
-    from autograder.runner import Grader
-
-    seeds = list(seeds)
+    tasks = [(a, s) for s in seeds for a in assignments]
     runs: dict[str, list[dict]] = {a: [] for a in assignments}
-    with tempfile.TemporaryDirectory(prefix="bench-course-") as tmp:
-        course = make_course(Path(tmp), assignments, root)
-        jobs = [(a, s) for s in seeds for a in assignments]
-        bar = tqdm(jobs, desc=f"notebooks {track}", unit="grading")
-        for assignment, seed in bar:
-            bar.set_postfix_str(f"{assignment} seed {seed}")
-            student = STUDENT.format(seed=seed)
-            target = course / "submitted" / student / assignment
-            target.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(_source(assignment, root), target / f"{assignment}.ipynb")
-            with _env(**{config.ENV_SEED: str(seed)}):
-                try:
-                    outcome = Grader(course, assignment, track=track).grade(student)
-                except Exception as exc:  # the grader cannot start: record it, go on
-                    runs[assignment].append({"seed": seed, "accuracy": None, "annotations": None,
-                                             "status": "error", "error": f"{type(exc).__name__}: {exc}"})
-                    continue
-            row, t = outcome.row, outcome.timings
-            ok = row.status == "ok" and row.accuracy is not None
-            runs[assignment].append({
-                "seed": seed, "status": row.status, "detail": row.detail,
-                "accuracy": row.accuracy if ok else None, "annotations": row.annotations if ok else None,
-                "score": row.score, "max_score": row.max_score, "grade_s": row.runtime,
-                "cells_s": round(t.cells, 2), "nbgrader_s": round(t.nbgrader, 2),
-                **({} if ok else {"error": f"{row.status}: {row.detail}"}),
-            })
-            if not ok:
-                tqdm.write(f"  {assignment} seed {seed} on {track}: {row.status}: {row.detail}")
+    bar = tqdm(total=len(tasks), desc=f"notebooks {track}", unit="grading")
+
+    def record(assignment: str, run: dict) -> None:
+        runs[assignment].append(run)
+        bar.update()
+        bar.set_postfix_str(f"{assignment} seed {run['seed']}: {run['status']}")
+        if run.get("error"):
+            tqdm.write(f"  {assignment} seed {run['seed']} on {track}: {run['error']}")
+
+    if jobs <= 1:
+        with tempfile.TemporaryDirectory(prefix="bench-course-") as tmp:
+            course = make_course(Path(tmp), assignments, root)
+            for assignment, seed in tasks:
+                record(assignment, grade_one(course, assignment, track, seed, root))
+    else:
+        context = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+            futures = {pool.submit(_worker_grade, tuple(assignments), a, track, s, root): a for a, s in tasks}
+            for future in as_completed(futures):
+                record(futures[future], future.result())
+    bar.close()
+    for assignment in runs:
+        runs[assignment].sort(key=lambda r: r["seed"])
     return runs
 
 

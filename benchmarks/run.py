@@ -69,6 +69,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="baseline layer whose embedding the peers use (default: %(default)s)")
     p.add_argument("--no-reference", action="store_true", help="skip the reference notebooks")
     p.add_argument("--ref-seeds", type=int, help="seeds for the reference notebooks (default: --seeds)")
+    p.add_argument("--jobs", type=int, default=1, help="notebook gradings at once (default 1)")
     p.add_argument("--notebooks", nargs="+", help="reference assignments (default: 02_baseline .. 05_active_learning)")
     p.add_argument("--no-speed", action="store_true", help="skip the cold/warm notebook timing")
     p.add_argument("--out", type=Path, default=RESULTS_DIR, help="output folder (default: benchmarks/results)")
@@ -98,6 +99,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             p.error(str(exc))
     args.peers = args.peers or list(peers.PEERS)
     args.ref_seeds = args.seeds if args.ref_seeds is None else args.ref_seeds
+    if args.jobs < 1:
+        p.error(f"--jobs must be at least 1, got {args.jobs}.")
     if args.ref_seeds < 1:
         p.error(f"--ref-seeds must be at least 1, got {args.ref_seeds}.")
     return args
@@ -124,7 +127,7 @@ def run_reference(args, results: dict) -> None:
 
     notebooks = args.notebooks or list(reference.NOTEBOOKS)
     for track in args.tracks:
-        runs = reference.grade_all(notebooks, track, range(args.ref_seeds))
+        runs = reference.grade_all(notebooks, track, range(args.ref_seeds), jobs=args.jobs)
         for notebook, per_run in runs.items():
             results["tracks"][track]["reference"][notebook] = per_run
     if not args.no_speed:
