@@ -261,3 +261,54 @@ def plot(results: dict, summary: dict, path: Path) -> None:
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
     write_atomic(path, buf.getvalue())
+
+
+README_START = "<!-- benchmark-summary:start (written by python -m benchmarks.run --update-readme) -->"
+README_END = "<!-- benchmark-summary:end -->"
+README_BUDGETS = (5, 10, 20)
+
+
+def readme_summary(results: dict, summary: dict) -> str:
+    """The compact table for the README: budgets to 90%/99% and a few accuracies per track."""
+    meta, grid = results["meta"], results["grid"]
+    budgets = [b for b in README_BUDGETS if b in grid]
+    tracks = list(summary)
+    head = ["method"] + [f"{t}: {c}" for t in tracks for c in ["to 90%", "to 99%"] + [f"@{b}" for b in budgets]]
+    lines = [f"Measured {meta['date']} on {meta['machine']}; {meta['seeds']} seeds (medians); "
+             f"`{meta['command']}` took {meta['wall_s'] / 60:.0f} min. Accuracy in % on the private "
+             "split; @N = after N annotations; a notebook's cell shows the annotations it used "
+             "and its accuracy. Full tables: `benchmarks/results/results.md`.", "",
+             "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    methods = list(dict.fromkeys(m for t in tracks for m in summary[t]["rows"]))
+    for method in methods:
+        cells = [method]
+        for t in tracks:
+            row = summary[t]["rows"].get(method)
+            if row is None or "error" in (row or {}):
+                cells += ["n/a"] * (2 + len(budgets))
+            elif row["kind"] == "peer":
+                cells += [_reach(row["reach"][x], grid) for x in TARGETS]
+                cells += [_pct(row["at"].get(b)) for b in budgets]
+            else:
+                point = f"{row['annotations']:g} ({_pct(row['accuracy'])})"
+                cells += [point if row["accuracy"] >= x else f"not reached: {point}" for x in TARGETS]
+                cells += ["n/a"] * len(budgets)
+        lines.append("| " + " | ".join(cells) + " |")
+    cells = [CEILING_LABEL]
+    for t in tracks:
+        s = summary[t]
+        cells += [f"{s['pool']} ({_pct(s['ceiling'])})" if s["ceiling"] >= x else "not reached" for x in TARGETS]
+        cells += ["-"] * len(budgets)
+    lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def update_readme(path: Path, block: str) -> None:
+    """Replace the text between the README's summary markers with `block` (atomically)."""
+    text = path.read_text(encoding="utf-8")
+    if README_START not in text or README_END not in text:
+        raise ValueError(f"{path} has no benchmark summary markers; add the two lines\n"
+                         f"{README_START}\n{README_END}\nto its Benchmarks section first.")
+    before, rest = text.split(README_START, 1)
+    _, after = rest.split(README_END, 1)
+    write_atomic(path, before + README_START + "\n" + block + README_END + after)
