@@ -106,3 +106,14 @@ def test_reference_runs_reach_the_kernel_with_the_benchmarks_track_and_seed(tmp_
     for r in runs:  # all 4s on track 4,9: about half right, scored on the private split
         assert 0.4 < r["accuracy"] < 0.6
         assert r["grade_s"] > 0
+
+
+def test_update_readme_replaces_only_the_marked_block(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# T\n\nbefore\n{report.README_START}\nold table\n{report.README_END}\nafter\n")
+    report.update_readme(readme, "| new | table |\n")
+    assert readme.read_text() == (f"# T\n\nbefore\n{report.README_START}\n| new | table |\n"
+                                  f"{report.README_END}\nafter\n")
+    readme.write_text("# no markers\n")
+    with pytest.raises(ValueError, match="no benchmark summary markers"):
+        report.update_readme(readme, "x")
