@@ -54,9 +54,12 @@ def nbgrader_cmd(*args: str) -> list[str]:
 
 
 def kernel_env(track: str | None = None) -> dict[str, str]:
-    """The caller's environment with the track pinned (default track when None)."""
-    env = {k: v for k, v in os.environ.items() if k not in VOLATILE_ENV}
-    env.setdefault("MPLBACKEND", "Agg")
+    """The caller's environment with the track pinned (default track when None).
+
+    MPLBACKEND is dropped so that kernels draw with the inline backend, as in JupyterLab:
+    the figures are rendered for real (and a non-interactive Agg would skip them).
+    """
+    env = {k: v for k, v in os.environ.items() if k not in VOLATILE_ENV + ("MPLBACKEND",)}
     if track is not None:
         env["COURSE_TRACK"] = track
     return env
