@@ -82,7 +82,10 @@ def accuracy(td: TrackData, picked: np.ndarray, seed: int = 0) -> float:
 
 def ceiling(td: TrackData) -> float:
     """Accuracy with every label of the pool: what no query strategy can beat here."""
-    return accuracy(td, np.arange(len(td.y_pool)))
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=THREADS):
+        return accuracy(td, np.arange(len(td.y_pool)))
 
 
 # --- query strategies: each returns the pool indices in the order annotated ----

@@ -66,6 +66,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, help=f"number of seeds 0..N-1 (default {FULL_SEEDS})")
     p.add_argument("--max-budget", type=int, help="cut the budget grid at this many annotations")
     p.add_argument("--peers", nargs="+", choices=peers.PEERS, help="peer strategies to run (default: all)")
+    p.add_argument("--no-peers", action="store_true", help="skip the peers (the ceiling is still measured)")
     p.add_argument("--features", choices=sorted(models.EMBED_LAYERS), default=features.DEFAULT_LAYER,
                    help="baseline layer whose embedding the peers use (default: %(default)s)")
     p.add_argument("--no-reference", action="store_true", help="skip the reference notebooks")
@@ -100,7 +101,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             data.parse_track(t)
         except data.TrackError as exc:
             p.error(str(exc))
-    args.peers = args.peers or list(peers.PEERS)
+    args.peers = [] if args.no_peers else (args.peers or list(peers.PEERS))
     args.ref_seeds = args.seeds if args.ref_seeds is None else args.ref_seeds
     if args.jobs < 1:
         p.error(f"--jobs must be at least 1, got {args.jobs}.")
@@ -110,18 +111,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run_peers(args, results: dict) -> None:
-    """Learning curves of every peer, for every track and seed."""
-    jobs = [(t, m, s) for t in args.tracks for m in args.peers for s in range(args.seeds)]
-    bar = tqdm(jobs, desc="peers", unit="curve")
-    loaded: dict[str, features.TrackData] = {}
-    for track, method, seed in bar:
-        bar.set_postfix_str(f"{track} {method} seed {seed}")
-        if track not in loaded:
-            td = loaded[track] = features.load_track(track, layer=args.features)
-            results["tracks"][track] = {"pool_size": len(td.y_pool), "ceiling": peers.ceiling(td),
-                                        "peers": {}, "reference": {}}
-        curve = peers.learning_curve(method, loaded[track], args.grid, seed)
-        results["tracks"][track]["peers"].setdefault(method, {})[str(seed)] = curve.tolist()
+    """The ceiling per track, and the learning curves of every peer for every seed."""
+    for track in tqdm(args.tracks, desc="features and ceiling", unit="track"):
+        td = features.load_track(track, layer=args.features)
+        results["tracks"][track] = {"pool_size": len(td.y_pool), "ceiling": peers.ceiling(td),
+                                    "peers": {}, "reference": {}}
+        bar = tqdm([(m, s) for m in args.peers for s in range(args.seeds)], desc=f"peers {track}",
+                   unit="curve", leave=True)
+        for method, seed in bar:
+            bar.set_postfix_str(f"{method} seed {seed}")
+            curve = peers.learning_curve(method, td, args.grid, seed)
+            results["tracks"][track]["peers"].setdefault(method, {})[str(seed)] = curve.tolist()
 
 
 def run_reference(args, results: dict) -> None:
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         "tracks": {},
     }
     print(f"benchmark: tracks {' '.join(args.tracks)}, {args.seeds} seed(s), budgets up to "
-          f"{max(args.grid)}, peers {', '.join(args.peers)}; reference notebooks "
+          f"{max(args.grid)}, peers {', '.join(args.peers) or 'none'}; reference notebooks "
           f"{'off' if args.no_reference else 'on'}", flush=True)
     run_peers(args, results)
     if not args.no_reference:
