@@ -59,10 +59,13 @@ def _grade(args) -> int:
               f"{grader.course_dir}", file=sys.stderr)
         return 2
     bar = tqdm(students, desc=f"grading {args.assignment}", unit="submission")
-    for student in bar:
-        bar.set_postfix_str(student)
-        outcome = grader.grade(student)
-        bar.write(f"{student}: {outcome.row.status} ({outcome.row.runtime:.0f} s) {outcome.row.detail}")
+    try:
+        for student in bar:
+            bar.set_postfix_str(student)
+            outcome = grader.grade(student)
+            bar.write(f"{student}: {outcome.row.status} ({outcome.row.runtime:.0f} s) {outcome.row.detail}")
+    finally:
+        grader.close()
     return _report(grader.course_dir, args.assignment)
 
 

@@ -8,8 +8,9 @@ For every ``<course>/submitted/<student>/<assignment>/`` the runner
 2. prepares a private run folder: shuffled, label-free grading data, a copy of
    the baseline checkpoint, a truth file for the service;
 3. starts the annotation service (a separate process, per-run token, Unix socket);
-4. runs ``nbgrader autograde`` with a sandboxed kernelspec (bubblewrap, memory cap)
-   under a wall-clock limit, killing its whole process group on timeout;
+4. has nbgrader autograde it (in `autograder.worker`, a long-lived nbgrader process)
+   with a sandboxed kernelspec (bubblewrap, memory cap) under a wall-clock limit,
+   killing the worker's whole process group on timeout;
 5. reads accuracy and annotations from the service's ledger, nbgrader's points
    from the gradebook and the first error from the executed notebook, and stores
    one row (`autograder.store`).
@@ -101,6 +102,7 @@ class Grader:
                 f"`nbgrader generate_assignment {assignment}` in {self.course_dir} first.")
         if shutil.which("bwrap") is None:
             raise GraderError(sandbox.SandboxError.__doc__ + " Install it: apt-get install -y bubblewrap")
+        self._worker: subprocess.Popen | None = None  # nbgrader, imported once per batch
 
     def students(self) -> list[str]:
         """Students with a folder for this assignment in ``submitted/``."""
@@ -230,29 +232,43 @@ class Grader:
         }
 
     def _run_nbgrader(self, student: str, paths: dict[str, Path], kernel_env: dict[str, str]) -> tuple[int, bool]:
-        env = {k: v for k, v in os.environ.items() if k not in ENV_DROP}
-        env.update(kernel_env)
+        """Autograde in the long-lived nbgrader worker; (exit code, timed out)."""
+        env = dict(kernel_env)
         env["JUPYTER_PATH"] = str(paths["jupyter"])
         env["JUPYTER_RUNTIME_DIR"] = str(paths["runtime"])
         env["TMPDIR"] = str(paths["runtime"])  # nbclient writes the connection file to TMPDIR
-        command = [sys.executable, "-m", "nbgrader", "autograde", self.assignment,
-                   "--student", student, "--force",
-                   f"--CourseDirectory.submitted_directory={STAGING}/submitted",
-                   f"--Execute.kernel_name={sandbox.KERNEL_NAME}",
-                   # ZMQ over Unix sockets: the sandboxed kernel has no network at all
-                   "--KernelManager.transport=ipc", f"--KernelManager.ip={paths['runtime'] / 'kernel'}",
-                   f"--Execute.timeout={int(self.timeout) + 60}",  # the wall clock below comes first
-                   "--Autograde.create_student=True"]
-        with open(paths["private"] / "nbgrader.log", "wb") as log:
-            process = subprocess.Popen(command, cwd=self.course_dir, env=env, stdout=log,
-                                       stderr=subprocess.STDOUT, start_new_session=True)
+        job = {"assignment": self.assignment, "student": student, "env": env,
+               "log": str(paths["private"] / "nbgrader.log"),
+               "config": {"CourseDirectory.submitted_directory": f"{STAGING}/submitted",
+                          "Execute.kernel_name": sandbox.KERNEL_NAME,
+                          # ZMQ over Unix sockets: the sandboxed kernel has no network at all
+                          "KernelManager.transport": "ipc",
+                          "KernelManager.ip": str(paths["runtime"] / "kernel"),
+                          "Execute.timeout": int(self.timeout) + 60}}  # the wall clock comes first
+        if self._worker is None or self._worker.poll() is not None:
+            self._worker = _start_worker(self.course_dir)
+        worker = self._worker
+        worker.stdin.write((json.dumps(job) + "\n").encode())
+        worker.stdin.flush()
+        ready, _, _ = select.select([worker.stdout], [], [], self.timeout)
+        line = worker.stdout.readline() if ready else b""
+        if ready and line:
+            return (0 if json.loads(line)["ok"] else 1), False
+        # timeout, or the worker died: kill its group (the sandbox dies with it), start afresh next time
+        timed_out = not ready
+        _kill_group(worker)
+        self._worker = None
+        return 1, timed_out
+
+    def close(self) -> None:
+        """Stop the nbgrader worker (also happens when this process exits)."""
+        if self._worker is not None:
+            self._worker.stdin.close()
             try:
-                return process.wait(timeout=self.timeout), False
+                self._worker.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                # the sandbox dies with nbgrader (--die-with-parent), and the kernel with the sandbox
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-                return process.returncode, True
+                _kill_group(self._worker)
+            self._worker = None
 
     # --- judging -------------------------------------------------------------------
 
@@ -329,6 +345,20 @@ def _nbgrader_problem(log: str, error: str, memory_gb: float) -> str:
                 f"{memory_gb:g} GB limit){where}")
     lines = [ln for ln in log.splitlines() if "[ERROR]" in ln or "Error" in ln]
     return "nbgrader failed: " + (_first_line(lines[-1]) if lines else "see its log")
+
+
+def _start_worker(course_dir: Path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k not in ENV_DROP}
+    return subprocess.Popen([sys.executable, "-m", "autograder.worker"], cwd=course_dir, env=env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
 
 
 def _start_service(socket_path: Path, truth: Path, ledger: Path, token: str, log: Path) -> subprocess.Popen:

@@ -91,6 +91,7 @@ def main() -> None:
         grader = Grader(course, args.assignment, timeout=args.timeout)
         start = time.perf_counter()
         outcomes = [grader.grade(s) for s in tqdm(students, desc="grading", unit="submission")]
+        grader.close()
         batch_s = time.perf_counter() - start
         peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1e6
 

@@ -247,7 +247,8 @@ def test_leaderboard_ranks_passing_by_annotations(graded):
     # the terminal table and the progress bar
     lines = first.stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("rank"))
-    assert [line.split()[1] for line in lines[header + 2:header + 2 + len(table)]] == [r["student"] for r in table]
+    first_batch = [r["student"] for r in table if r["student"] != "endless"]  # endless came later
+    assert [line.split()[1] for line in lines[header + 2:header + 2 + len(first_batch)]] == first_batch
     assert any(line.startswith("blank: failed") for line in lines[:header])  # one line per submission
     assert "grading toy: 100%" in first.stderr  # the progress bar
 
