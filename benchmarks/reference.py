@@ -86,9 +86,15 @@ def grade_one(course: Path, assignment: str, track: str, seed: int, root: Path =
     target = course / "submitted" / student / assignment
     target.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(_source(assignment, root), target / f"{assignment}.ipynb")
+    # A Grader per submission: its nbgrader worker starts inside this block, so it and the
+    # kernel inherit this seed (the grader passes its own environment on, COURSE_TRACK aside).
     with _env(**{config.ENV_SEED: str(seed)}):
         try:
-            outcome = Grader(course, assignment, track=track).grade(student)
+            grader = Grader(course, assignment, track=track)
+            try:
+                outcome = grader.grade(student)
+            finally:
+                grader.close()  # stops its nbgrader worker
         except Exception as exc:  # the grader cannot start: record it, go on
             return {"seed": seed, "accuracy": None, "annotations": None, "status": "error",
                     "error": f"{type(exc).__name__}: {exc}"}
