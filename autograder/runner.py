@@ -260,6 +260,18 @@ class Grader:
         self._worker = None
         return 1, timed_out
 
+    def __enter__(self) -> "Grader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # a Grader dropped without close(): end of input lets the worker exit by itself
+        worker = getattr(self, "_worker", None)
+        if worker is not None and worker.stdin and not worker.stdin.closed:
+            worker.stdin.close()
+
     def close(self) -> None:
         """Stop the nbgrader worker (also happens when this process exits)."""
         if self._worker is not None:
