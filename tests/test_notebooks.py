@@ -248,11 +248,16 @@ def test_release_matches_generate_assignment(course_copy):
     fresh, committed = tree(course_copy / "release"), tree(RELEASE)
     assert sorted(fresh) == sorted(committed), "release/ has other files than nbgrader generates"
     for name, path in fresh.items():
+        hint = ""
         if name.endswith(".ipynb"):
-            same = json.loads(path.read_text()) == json.loads(committed[name].read_text())
+            want, have = json.loads(path.read_text()), json.loads(committed[name].read_text())
+            same = want == have
+            cells = [k for k, (a, b) in enumerate(zip(want["cells"], have["cells"])) if a != b]
+            hint = f" (cells {cells[:10]} differ, {len(want['cells'])} vs {len(have['cells'])} cells)"
         else:
             same = path.read_bytes() == committed[name].read_bytes()
-        assert same, f"release/{name} differs from what nbgrader generate_assignment makes: regenerate it"
+        assert same, (f"release/{name} differs from what nbgrader generate_assignment makes{hint}: "
+                      f"run nbgrader generate_assignment {name.split('/')[0]} --force and commit it")
 
 
 @pytest.mark.slow
