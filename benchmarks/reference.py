@@ -16,9 +16,9 @@ empty cache folder: MNIST unpacking and the baseline training included) and warm
 
 from __future__ import annotations
 
-import atexit
 import json
 import multiprocessing
+import multiprocessing.util
 import os
 import shutil
 import subprocess
@@ -117,7 +117,8 @@ def _worker_grade(assignments: tuple[str, ...], assignment: str, track: str, see
     key = (assignments, str(root))
     if key not in _WORKER_COURSES:
         tmp = Path(tempfile.mkdtemp(prefix="bench-course-"))
-        atexit.register(shutil.rmtree, tmp, True)
+        # a pool worker leaves through multiprocessing's exit path, which skips atexit
+        multiprocessing.util.Finalize(None, shutil.rmtree, args=(tmp, True), exitpriority=10)
         _WORKER_COURSES[key] = make_course(tmp, assignments, root)
     return grade_one(_WORKER_COURSES[key], assignment, track, seed, root)
 
