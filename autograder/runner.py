@@ -215,8 +215,10 @@ class Grader:
 
     def _hidden(self, run_dir: Path) -> list[Path]:
         """Everything the kernel must not see (the sandbox binds back what it needs)."""
+        # The default cache folder too: the grader may use another one (COURSE_CACHE_DIR or
+        # XDG_CACHE_HOME set) while an earlier local run left unpacked MNIST files there.
         hidden = [self.course_dir, run_dir, config.REPO_DATA_DIR, config.cache_dir(),
-                  Path(tempfile.gettempdir())]
+                  Path.home() / ".cache" / "dcai-hackathon", Path(tempfile.gettempdir())]
         for _, base in data._candidate_dirs():
             hidden.append(base)
         return hidden
