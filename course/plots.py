@@ -10,28 +10,43 @@ import numpy as np
 from course import config, data
 
 
-def image_grid(images: np.ndarray, labels: Sequence | None = None, ncols: int = 10,
-               title: str | None = None, size: float = 1.0):
-    """Show uint8 images (N, 28, 28) in a grid, each titled with its label if given."""
+def draw_grid(fig, images: np.ndarray, labels: Sequence | None = None, ncols: int = 10,
+              title: str | None = None, fontsize: int = 9, title_size: int | None = None):
+    """Draw uint8 images (N, 28, 28) on `fig` in a grid, each titled with its label if given.
+
+    Shared by `image_grid` (pyplot, shown inline) and `course.widgets` (a bare Figure).
+    """
     images = np.asarray(images)
     n = len(images)
     if n == 0:
         raise ValueError("image_grid got no images to show.")
-    ncols = min(ncols, n)
-    nrows = (n + ncols - 1) // ncols
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows * 1.15), squeeze=False)
-    for k, ax in enumerate(axes.flat):
+    nrows, ncols = grid_shape(n, ncols)
+    for k in range(n):
+        ax = fig.add_subplot(nrows, ncols, k + 1)
+        ax.imshow(images[k], cmap="gray_r")
         ax.axis("off")
-        if k < n:
-            ax.imshow(images[k], cmap="gray_r")
-            if labels is not None:
-                label = labels[k]
-                text = data.class_name(label) if isinstance(label, (int, np.integer)) else str(label)
-                ax.set_title(text, fontsize=9)
+        if labels is not None:
+            label = labels[k]
+            text = data.class_name(label) if isinstance(label, (int, np.integer)) else str(label)
+            ax.set_title(text, fontsize=fontsize)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, fontsize=title_size)
     fig.tight_layout()
     return fig
+
+
+def grid_shape(n: int, ncols: int) -> tuple[int, int]:
+    """(rows, columns) of a grid of `n` images at most `ncols` wide."""
+    ncols = max(1, min(ncols, n))
+    return max(1, (n + ncols - 1) // ncols), ncols
+
+
+def image_grid(images: np.ndarray, labels: Sequence | None = None, ncols: int = 10,
+               title: str | None = None, size: float = 1.0):
+    """Show uint8 images (N, 28, 28) in a grid, each titled with its label if given."""
+    nrows, ncols = grid_shape(len(images), ncols)
+    fig = plt.figure(figsize=(size * ncols, size * nrows * 1.15))
+    return draw_grid(fig, images, labels, ncols, title)
 
 
 def confusion_matrix(matrix: np.ndarray, labels: Sequence, title: str = "Confusion matrix",

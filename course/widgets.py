@@ -18,7 +18,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from course import data, oracle
+from course import oracle, plots
 
 METER_WIDTH = "320px"
 PER_PAGE = 24
@@ -67,22 +67,10 @@ class AnnotationMeter:
 def render_grid(images: np.ndarray, labels: Sequence | None = None, ncols: int = NCOLS,
                 title: str = "") -> bytes:
     """PNG bytes of an image grid, drawn without pyplot (so nothing else is displayed)."""
-    n = len(images)
-    ncols = max(1, min(ncols, n))
-    nrows = max(1, (n + ncols - 1) // ncols)
+    nrows, ncols = plots.grid_shape(len(images), ncols)
     fig = Figure(figsize=(TILE_INCHES * ncols, TILE_INCHES * 1.15 * nrows + (0.3 if title else 0)))
     FigureCanvasAgg(fig)
-    for k in range(n):
-        ax = fig.add_subplot(nrows, ncols, k + 1)
-        ax.imshow(images[k], cmap="gray_r")
-        ax.axis("off")
-        if labels is not None:
-            label = labels[k]
-            text = data.class_name(label) if isinstance(label, (int, np.integer)) else str(label)
-            ax.set_title(text, fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    plots.draw_grid(fig, images, labels, ncols, title, fontsize=8, title_size=10)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=PNG_DPI)
     return buffer.getvalue()
