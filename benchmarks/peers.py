@@ -40,7 +40,6 @@ TYPICLUST_K = 5  # neighbours for typicality (scikit-activeml's default)
 THREADS = 1  # BLAS and OpenMP threads for the many tiny fits; see learning_curve
 
 PEERS = ("random", "modAL margin", "TypiClust", "ProbCover")
-CEILING = "ceiling (all labels)"
 
 
 class LabelModel(ClassifierMixin, BaseEstimator):
@@ -152,6 +151,11 @@ STRATEGIES: dict[str, Callable[[TrackData, Sequence[int], int], np.ndarray]] = {
     "TypiClust": query_typiclust,
     "ProbCover": query_probcover,
 }
+
+
+def row_name(method: str, feature_set: str) -> str:
+    """The name of a peer's row in the results: method and feature set."""
+    return f"{method} ({feature_set})"
 
 
 def learning_curve(name: str, td: TrackData, grid: Sequence[int], seed: int) -> np.ndarray:

@@ -101,7 +101,7 @@ def markdown(results: dict, summary: dict) -> str:
     budgets = [b for b in TABLE_BUDGETS if b in grid]
     out = io.StringIO()
     out.write(f"# Benchmark results\n\nRun {meta['date']} on {meta['machine']}; "
-              f"{meta['seeds']} seeds; command `{meta['command']}`; wall time "
+              f"{_seeds(meta['seeds'])}; command `{meta['command']}`; wall time "
               f"{meta['wall_s'] / 60:.1f} min.\n\n")
     head = "| method | " + " | ".join(f"{b}" for b in budgets) + " | to 90% | to 99% |\n"
     rule = "|---|" + "---:|" * (len(budgets) + 2) + "\n"
@@ -122,10 +122,10 @@ def markdown(results: dict, summary: dict) -> str:
                 reach = [f"{a:g} ({_pct(row['accuracy'])}%)" if row["accuracy"] >= t else "not reached"
                          for t in TARGETS]
             out.write(f"| {method} | " + " | ".join(cells) + " | " + " | ".join(reach) + " |\n")
-        ceiling = [f"{s['pool']} ({_pct(s['ceiling'])}%)" if s["ceiling"] >= t else "not reached"
-                   for t in TARGETS]
-        out.write(f"| {CEILING_LABEL} | " + " | ".join(["-"] * len(budgets)) + " | "
-                  + " | ".join(ceiling) + " |\n\n")
+        for label, acc in _ceilings(s):
+            ceiling = [f"{s['pool']} ({_pct(acc)}%)" if acc >= t else "not reached" for t in TARGETS]
+            out.write(f"| {label} | " + " | ".join(["-"] * len(budgets)) + " | " + " | ".join(ceiling) + " |\n")
+        out.write("\n")
         refs = {m: r for m, r in s["rows"].items() if r["kind"] == "reference"}
         if refs:
             out.write("Reference notebooks (one operating point per run, graded by the autograder "
@@ -157,26 +157,39 @@ def markdown(results: dict, summary: dict) -> str:
             out.write(f"| {name} | {_num(sp.get('cold_s'))} | {_num(sp.get('warm_s'))} | "
                       f"{_num(sp.get('peak_mb'), 0)} | {_num(cells)} | {_num(grade)} |\n")
         out.write("\n")
-    out.write(NOTES.format(grid=_grid_text(grid), seeds=meta["seeds"],
-                           features=FEATURE_NAMES.get(meta.get("features"), meta.get("features"))))
+    out.write(NOTES.format(grid=_grid_text(grid), seeds=_seeds(meta["seeds"]), features=_feature_text(meta)))
     return out.getvalue()
 
 
-CEILING_LABEL = "ceiling (all labels)"
-FEATURE_NAMES = {"dense": "64-d dense-layer", "conv": "1568-d conv-block"}
+
+
+def _ceilings(track_summary: dict) -> list[tuple[str, float]]:
+    """(row label, accuracy) of the ceiling of every feature set of a track."""
+    return [(f"ceiling, all labels ({fs})", acc) for fs, acc in track_summary["ceiling"].items()]
+
+
+def _feature_text(meta: dict) -> str:
+    from benchmarks.features import FEATURE_SETS
+
+    return "; ".join(f"({fs}) {FEATURE_SETS.get(fs, fs)}" for fs in meta.get("features", []))
+
 
 NOTES = """## How to read this
 
-- Features of every peer: the baseline CNN's {features} embedding (the baseline saw merged
-  labels only); classifier of every peer: logistic regression (C=1). Pool: the C samples of the
-  training pool; accuracy on the private test split (what the autograder scores).
-- Budgets on the grid {grid}; {seeds} seeds. Accuracy at a budget: median over seeds.
+- Features: every peer row names its feature set, both taken from the baseline CNN (which saw
+  merged labels only): {features}. Classifier of every peer: logistic regression (C=1). Pool: the
+  C samples of the training pool; accuracy on the private test split (what the autograder scores).
+- Budgets on the grid {grid}; {seeds}. Accuracy at a budget: median over seeds.
   "to 90%": per seed the first grid budget reaching 90%, then the median over seeds
   ("> max" when most seeds never get there).
 - Reference notebooks give one operating point per run (the annotations the annotation
   service counted, and the private accuracy); they have no budget knob, so their budget
   columns are n/a and "to 90%" shows their own count when they pass.
 """
+
+
+def _seeds(n: int) -> str:
+    return f"{n} seed" + ("" if n == 1 else "s")
 
 
 def _num(x, digits: int = 1) -> str:
@@ -237,24 +250,31 @@ def plot(results: dict, summary: dict, path: Path) -> None:
 
     grid = results["grid"]
     tracks = list(summary)
-    fig, axes = plt.subplots(1, len(tracks), figsize=(6.5 * len(tracks), 4.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(tracks), figsize=(6.5 * len(tracks), 6.2), squeeze=False)
     markers = iter("osD^vP*X")
-    ref_markers = {}
+    ref_markers: dict[str, str] = {}
+    colors: dict[str, str] = {}
     for ax, track in zip(axes[0], tracks):
         s = summary[track]
         for method, row in s["rows"].items():
             if row["kind"] == "peer":
-                ax.plot(grid, 100 * np.array(row["curve"]), label=method, lw=1.6)
+                # one colour per strategy, solid on the notebooks' conv features, dashed on dense
+                base_name, _, feature_set = method.rpartition(" (")
+                color = colors.setdefault(base_name, f"C{len(colors)}")
+                ax.plot(grid, 100 * np.array(row["curve"]), label=method, lw=1.6, color=color,
+                        ls="-" if feature_set.startswith("conv") else "--")
             elif "error" not in row:
                 marker = ref_markers.setdefault(method, next(markers))
                 lo, hi = row["ann_range"]
                 ax.errorbar([max(row["annotations"], grid[0])], [100 * row["accuracy"]],
                             xerr=[[row["annotations"] - lo], [hi - row["annotations"]]],
-                            fmt=marker, ms=8, capsize=3, label=f"{method} (notebook)")
-        ax.axhline(100 * s["ceiling"], color="k", lw=1, ls=":", label="ceiling (all labels)")
+                            fmt=marker, ms=8, capsize=3, color="k", mfc="w",
+                            label=f"{method} (notebook)")
+        for (label, acc), ls in zip(_ceilings(s), (":", (0, (1, 4)))):
+            ax.axhline(100 * acc, color="k", lw=1, ls=ls, label=label)
         for t, ls in zip(TARGETS, ("--", "-.")):
             ax.axhline(100 * t, color="grey", lw=1, ls=ls)
-            ax.text(grid[0], 100 * t + 0.3, f"{t:.0%}", color="grey", fontsize=8)
+            ax.text(grid[0], 100 * t - 0.4, f"{t:.0%}", color="grey", fontsize=8, va="top")
         ax.set_xscale("log")
         right = max([max(grid)] + [r["ann_range"][1] for r in s["rows"].values()
                                    if r["kind"] == "reference" and "error" not in r])
@@ -264,10 +284,14 @@ def plot(results: dict, summary: dict, path: Path) -> None:
         ax.set_xlabel("annotations (log scale)")
         ax.set_ylabel("private test accuracy (%)")
         ax.set_ylim(45, 100.5)
-        ax.set_title(f"track {track} ({results['meta']['seeds']} seeds, median)")
+        ax.set_title(f"track {track} ({_seeds(results['meta']['seeds'])}, median)")
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
+    # one legend under the panels: inside, it would cover the curves it explains
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    ncol = 2 if len(tracks) == 1 else 5
+    rows = -(-len(labels) // ncol)
+    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=ncol, frameon=False)
+    fig.tight_layout(rect=(0, 0.035 * rows + 0.01, 1, 1))
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
@@ -285,7 +309,7 @@ def readme_summary(results: dict, summary: dict) -> str:
     budgets = [b for b in README_BUDGETS if b in grid]
     tracks = list(summary)
     head = ["method"] + [f"{t}: {c}" for t in tracks for c in ["to 90%", "to 99%"] + [f"@{b}" for b in budgets]]
-    lines = [f"Measured {meta['date']} on {meta['machine']}; {meta['seeds']} seeds (medians); "
+    lines = [f"Measured {meta['date']} on {meta['machine']}; {_seeds(meta['seeds'])} (medians); "
              f"`{meta['command']}` took {meta['wall_s'] / 60:.0f} min. Accuracy in % on the private "
              "split; @N = after N annotations; a notebook's cell shows the annotations it used "
              "and its accuracy. Full tables: `benchmarks/results/results.md`.", "",
@@ -305,12 +329,14 @@ def readme_summary(results: dict, summary: dict) -> str:
                 cells += [point if row["accuracy"] >= x else f"not reached: {point}" for x in TARGETS]
                 cells += ["n/a"] * len(budgets)
         lines.append("| " + " | ".join(cells) + " |")
-    cells = [CEILING_LABEL]
-    for t in tracks:
-        s = summary[t]
-        cells += [f"{s['pool']} ({_pct(s['ceiling'])})" if s["ceiling"] >= x else "not reached" for x in TARGETS]
-        cells += ["-"] * len(budgets)
-    lines.append("| " + " | ".join(cells) + " |")
+    for i, (label, _) in enumerate(_ceilings(summary[tracks[0]])):
+        cells = [label]
+        for t in tracks:
+            s = summary[t]
+            acc = _ceilings(s)[i][1]
+            cells += [f"{s['pool']} ({_pct(acc)})" if acc >= x else "not reached" for x in TARGETS]
+            cells += ["-"] * len(budgets)
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

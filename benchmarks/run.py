@@ -26,7 +26,6 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from benchmarks import features, peers, report
-from course import models
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -67,8 +66,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-budget", type=int, help="cut the budget grid at this many annotations")
     p.add_argument("--peers", nargs="+", choices=peers.PEERS, help="peer strategies to run (default: all)")
     p.add_argument("--no-peers", action="store_true", help="skip the peers (the ceiling is still measured)")
-    p.add_argument("--features", choices=sorted(models.EMBED_LAYERS), default=features.DEFAULT_LAYER,
-                   help="baseline layer whose embedding the peers use (default: %(default)s)")
+    p.add_argument("--features", nargs="+", choices=list(features.FEATURE_SETS), default=list(features.DEFAULT_FEATURES),
+                   help="feature sets the peers run on: conv (PCA of the conv block, as the notebooks) "
+                        "and/or dense (default: %(default)s)")
     p.add_argument("--no-reference", action="store_true", help="skip the reference notebooks")
     p.add_argument("--ref-seeds", type=int, help="seeds for the reference notebooks (default: --seeds)")
     p.add_argument("--jobs", type=int, default=1, help="notebook gradings at once (default 1)")
@@ -111,17 +111,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run_peers(args, results: dict) -> None:
-    """The ceiling per track, and the learning curves of every peer for every seed."""
-    for track in tqdm(args.tracks, desc="features and ceiling", unit="track"):
-        td = features.load_track(track, layer=args.features)
-        results["tracks"][track] = {"pool_size": len(td.y_pool), "ceiling": peers.ceiling(td),
-                                    "peers": {}, "reference": {}}
-        bar = tqdm([(m, s) for m in args.peers for s in range(args.seeds)], desc=f"peers {track}",
-                   unit="curve", leave=True)
-        for method, seed in bar:
-            bar.set_postfix_str(f"{method} seed {seed}")
-            curve = peers.learning_curve(method, td, args.grid, seed)
-            results["tracks"][track]["peers"].setdefault(method, {})[str(seed)] = curve.tolist()
+    """Per track and feature set: the ceiling, and the learning curve of every peer for every seed.
+
+    A peer's row is named ``"<method> (<feature set>)"``, e.g. ``"random (conv)"``.
+    """
+    for track in args.tracks:
+        block = results["tracks"][track] = {"ceiling": {}, "peers": {}, "reference": {}}
+        for feature_set in args.features:
+            td = features.load_track(track, feature_set)
+            block["pool_size"] = len(td.y_pool)
+            block["ceiling"][feature_set] = peers.ceiling(td)
+            bar = tqdm([(m, s) for m in args.peers for s in range(args.seeds)],
+                       desc=f"peers {track} {feature_set}", unit="curve", leave=True)
+            for method, seed in bar:
+                bar.set_postfix_str(f"{method} seed {seed}")
+                curve = peers.learning_curve(method, td, args.grid, seed)
+                block["peers"].setdefault(peers.row_name(method, feature_set), {})[str(seed)] = curve.tolist()
 
 
 def run_reference(args, results: dict) -> None:

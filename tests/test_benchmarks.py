@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("modAL", reason="the benchmark peers need the bench extra: pip install -e '.[bench]'")
 pytest.importorskip("skactiveml", reason="the benchmark peers need the bench extra: pip install -e '.[bench]'")
 
-from benchmarks import peers, report, run  # noqa: E402
+from benchmarks import features, peers, report, run  # noqa: E402
 
 
 def test_first_reach_is_the_first_budget_at_or_above_the_target():
@@ -44,6 +44,9 @@ def test_bad_arguments_are_refused_with_a_message(capsys):
     with pytest.raises(SystemExit):
         run.parse_args(["--seeds", "0"])
     assert "--seeds must be at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        run.parse_args(["--features", "pixels"])
+    assert "invalid choice: 'pixels'" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -57,22 +60,25 @@ def test_smoke_run_writes_sane_results(tmp_path):
     assert results["grid"] == list(run.SMOKE_GRID)
     block = results["tracks"]["7,1"]
     assert block["pool_size"] > 10_000
-    assert block["ceiling"] >= 0.98  # every label of C, on the baseline embedding
-    assert set(block["peers"]) == set(peers.PEERS)
+    assert set(block["ceiling"]) == set(features.FEATURE_SETS) == set(results["meta"]["features"])
+    for feature_set, ceiling in block["ceiling"].items():  # every label of C, on baseline features
+        assert ceiling >= 0.98, feature_set
+    assert set(block["peers"]) == {peers.row_name(m, f) for m in peers.PEERS for f in features.FEATURE_SETS}
     for method, per_seed in block["peers"].items():
+        feature_set = method.rpartition(" (")[2].rstrip(")")
         curve = np.array(per_seed["0"])
         assert curve.shape == (len(run.SMOKE_GRID),), method
         assert np.all((curve >= 0) & (curve <= 1)), method
         # One label means one seen digit: the model can only predict that digit (~50%).
         assert 0.3 < curve[0] < 0.7, method
-        assert curve.max() <= block["ceiling"] + 0.01, method
+        assert curve.max() <= block["ceiling"][feature_set] + 0.01, method
     # Ten labels are enough for random sampling to pass the 90% target on 7,1.
-    assert block["peers"]["random"]["0"][-1] >= 0.90
+    assert block["peers"]["random (conv)"]["0"][-1] >= 0.90
 
     table = (tmp_path / "results.md").read_text()
-    for method in peers.PEERS:
+    for method in block["peers"]:
         assert f"| {method} |" in table
-    assert "ceiling (all labels)" in table and "to 90%" in table
+    assert "ceiling, all labels (conv)" in table and "to 90%" in table
 
 
 PROBE = """\
