@@ -371,16 +371,22 @@ def merge(base: dict, extra: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m benchmarks.report BASE.json EXTRA.json --out DIR``: merge two runs, rewrite the outputs."""
+    """Rewrite the outputs of a run from its results.json, merged with a second run if given.
+
+    ``python -m benchmarks.report RUN.json --out DIR [--update-readme README.md]``
+    ``python -m benchmarks.report BASE.json EXTRA.json --out DIR``
+    """
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m benchmarks.report", description=main.__doc__)
-    p.add_argument("base", type=Path)
-    p.add_argument("extra", type=Path)
+    p = argparse.ArgumentParser(prog="python -m benchmarks.report", description=main.__doc__.split("\n")[0])
+    p.add_argument("base", type=Path, help="results.json of a run")
+    p.add_argument("extra", type=Path, nargs="?", help="results.json of a second run whose notebooks to add")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--update-readme", type=Path, help="README.md whose summary block to rewrite")
     args = p.parse_args(argv)
-    results = merge(json.loads(args.base.read_text()), json.loads(args.extra.read_text()))
+    results = json.loads(args.base.read_text())
+    if args.extra is not None:
+        results = merge(results, json.loads(args.extra.read_text()))
     summary = summarise(results)
     write_json(results, args.out / "results.json")
     write_csv(results, args.out / "curves.csv")
@@ -389,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     write_atomic(args.out / "summary.md", readme_summary(results, summary))
     if args.update_readme:
         update_readme(args.update_readme, readme_summary(results, summary))
-    print(f"merged {args.base} and {args.extra} into {args.out}")
+    print(f"wrote {args.out}/results.md, learning_curves.png, curves.csv, results.json, summary.md")
     return 0
 
 

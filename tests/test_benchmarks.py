@@ -123,3 +123,36 @@ def test_update_readme_replaces_only_the_marked_block(tmp_path):
     readme.write_text("# no markers\n")
     with pytest.raises(ValueError, match="no benchmark summary markers"):
         report.update_readme(readme, "x")
+
+
+def _results(notebook_accuracy: float) -> dict:
+    """A small results.json as a run writes it: one track, one peer, one notebook."""
+    grid = [1, 2, 5]
+    return {
+        "grid": grid,
+        "meta": {"date": "2026-01-01 00:00 UTC", "machine": "test", "features": ["conv"], "seeds": 2,
+                 "ref_seeds": 2, "command": "python -m benchmarks.run", "tracks": ["7,1"], "wall_s": 60.0},
+        "tracks": {"7,1": {
+            "pool_size": 100, "ceiling": {"conv": 0.995},
+            "peers": {"random (conv)": {"0": [0.5, 0.8, 0.95], "1": [0.5, 0.92, 0.99]}},
+            "reference": {"03_clustering": [
+                {"seed": s, "status": "ok", "accuracy": notebook_accuracy, "annotations": 2 + s,
+                 "grade_s": 30.0, "cells_s": 20.0} for s in (0, 1)]},
+        }},
+    }
+
+
+def test_report_rerenders_a_run_and_the_readme_block(tmp_path):
+    run_json = tmp_path / "run" / "results.json"
+    report.write_json(_results(0.991), run_json)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# T\n{report.README_START}\nold\n{report.README_END}\n")
+    assert report.main([str(run_json), "--out", str(tmp_path / "out"), "--update-readme", str(readme)]) == 0
+    table = (tmp_path / "out" / "results.md").read_text()
+    # random: 90% at budgets 5 and 2 -> median 3.5 -> 4; 99% only by one seed of two -> "> 5"
+    assert "| random (conv) | 50.0 | 86.0 | 97.0 | 4 | > 5 |" in table
+    assert "| 03_clustering | 2.5 (2-3) | 99.1 (99.1-99.1) | 2/2 | 0 |" in table
+    assert "| ceiling, all labels (conv) |" in table
+    block = readme.read_text()
+    assert "old" not in block and "| 03_clustering | 2.5 (99.1) | 2.5 (99.1) |" in block
+    assert (tmp_path / "out" / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"
