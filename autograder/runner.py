@@ -361,8 +361,21 @@ def _nbgrader_problem(log: str, error: str, memory_gb: float) -> str:
     return "nbgrader failed: " + (_first_line(lines[-1]) if lines else "see its log")
 
 
+def tool_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """`env` (default: this process's) with this interpreter's scripts folder first on PATH.
+
+    nbgrader runs ``alembic`` by name when it creates a gradebook; from an interpreter
+    called by its full path (a venv that is not activated, cron) that name is not found.
+    """
+    env = dict(os.environ if env is None else env)
+    scripts = str(Path(sys.executable).parent)
+    if scripts not in env.get("PATH", "").split(os.pathsep):
+        env["PATH"] = os.pathsep.join(p for p in (scripts, env.get("PATH")) if p)
+    return env
+
+
 def _start_worker(course_dir: Path) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k not in ENV_DROP}
+    env = tool_env({k: v for k, v in os.environ.items() if k not in ENV_DROP})
     return subprocess.Popen([sys.executable, "-m", "autograder.worker"], cwd=course_dir, env=env,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)
 

@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from autograder.runner import tool_env
+
 REPO = Path(__file__).resolve().parent.parent
 TARGET_OVERHEAD_S = 10.0
 TARGET_30_MIN = 45.0
@@ -56,7 +58,7 @@ def build_course(template: Path, assignment: str, root: Path) -> Path:
     shutil.copy(template / "nbgrader_config.py", course)
     shutil.copytree(template / "source" / assignment, course / "source" / assignment)
     subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", assignment, "--force"],
-                   cwd=course, check=True, capture_output=True)
+                   cwd=course, check=True, capture_output=True, env=tool_env())
     return course
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from autograder.runner import tool_env
 from course import config
 
 NOTEBOOKS = ("02_baseline", "03_clustering", "04_transfer_learning", "05_active_learning")
@@ -57,7 +58,7 @@ def make_course(where: Path, assignments: Sequence[str], root: Path = config.REP
         _source(a, root)
         shutil.copytree(root / "source" / a, course / "source" / a, dirs_exist_ok=True)
         done = subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", a, "--force"],
-                              cwd=course, capture_output=True, text=True)
+                              cwd=course, capture_output=True, text=True, env=tool_env())
         if done.returncode != 0:
             raise RuntimeError(f"nbgrader generate_assignment {a} failed:\n{done.stdout[-1500:]}{done.stderr[-1500:]}")
     return course

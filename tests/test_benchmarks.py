@@ -156,3 +156,14 @@ def test_report_rerenders_a_run_and_the_readme_block(tmp_path):
     block = readme.read_text()
     assert "old" not in block and "| 03_clustering | 2.5 (99.1) | 2.5 (99.1) |" in block
     assert (tmp_path / "out" / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_course_copy_works_from_an_interpreter_that_is_not_activated(tmp_path, monkeypatch):
+    """nbgrader runs `alembic` by name: the benchmark must not need the venv on PATH."""
+    from benchmarks import reference
+
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    course = reference.make_course(tmp_path, ["03_clustering"])
+    assert (course / "gradebook.db").is_file()
+    assert (course / "release" / "03_clustering" / "03_clustering.ipynb").is_file()
