@@ -139,28 +139,35 @@ def markdown(results: dict, summary: dict) -> str:
                           f"{_pct(r['accuracy'])} ({_pct(r['acc_range'][0])}-{_pct(r['acc_range'][1])}) | "
                           f"{r['passed']}/{r['seeds']} | {r['errors']} |\n")
             out.write("\n")
-    notebooks = list(dict.fromkeys(n for b in results["tracks"].values() for n in b.get("reference", {})))
-    if notebooks:
-        speed = results.get("speed") or {}
-        out.write("## Speed\n\nLocal runs of the source notebook (track {t}, seed 0): cold = empty cache "
-                  "folder (MNIST unpacking and baseline training included), warm = cached baseline; "
-                  "peak = the kernel's max RSS. Grader columns: medians over every graded run "
-                  "(both tracks, all seeds).\n\n| notebook | cold run s | warm run s | peak memory MB | "
-                  "cells in grader s | grading s per submission |\n|---|---:|---:|---:|---:|---:|\n"
-                  .format(t=meta["tracks"][0]))
-        for name in notebooks:
-            sp = speed.get(name, {})
-            graded = [r for b in results["tracks"].values() for r in b.get("reference", {}).get(name, [])
-                      if r.get("grade_s") is not None]
-            cells = float(np.median([r["cells_s"] for r in graded])) if graded else None
-            grade = float(np.median([r["grade_s"] for r in graded])) if graded else None
-            out.write(f"| {name} | {_num(sp.get('cold_s'))} | {_num(sp.get('warm_s'))} | "
-                      f"{_num(sp.get('peak_mb'), 0)} | {_num(cells)} | {_num(grade)} |\n")
-        out.write("\n")
+    speed = speed_table(results)
+    if speed:
+        out.write("## Speed\n\n" + speed + "\n")
     out.write(NOTES.format(grid=_grid_text(grid), seeds=_seeds(meta["seeds"]), features=_feature_text(meta)))
     return out.getvalue()
 
 
+def speed_table(results: dict) -> str:
+    """The speed table (Markdown) of a run with reference notebooks; "" without them."""
+    meta = results["meta"]
+    notebooks = list(dict.fromkeys(n for b in results["tracks"].values() for n in b.get("reference", {})))
+    if not notebooks:
+        return ""
+    speed = results.get("speed") or {}
+    out = io.StringIO()
+    out.write("Local runs of the source notebook (track {t}, seed 0): cold = empty cache folder (MNIST "
+              "unpacking and baseline training included), warm = cached baseline; peak = the kernel's "
+              "max RSS. Grader columns: medians over every graded run (both tracks, all seeds).\n\n"
+              "| notebook | cold run s | warm run s | peak memory MB | cells in grader s | "
+              "grading s per submission |\n|---|---:|---:|---:|---:|---:|\n".format(t=meta["tracks"][0]))
+    for name in notebooks:
+        sp = speed.get(name, {})
+        graded = [r for b in results["tracks"].values() for r in b.get("reference", {}).get(name, [])
+                  if r.get("grade_s") is not None]
+        cells = float(np.median([r["cells_s"] for r in graded])) if graded else None
+        grade = float(np.median([r["grade_s"] for r in graded])) if graded else None
+        out.write(f"| {name} | {_num(sp.get('cold_s'))} | {_num(sp.get('warm_s'))} | "
+                  f"{_num(sp.get('peak_mb'), 0)} | {_num(cells)} | {_num(grade)} |\n")
+    return out.getvalue()
 
 
 def _ceilings(track_summary: dict) -> list[tuple[str, float]]:
@@ -337,7 +344,8 @@ def readme_summary(results: dict, summary: dict) -> str:
             cells += [f"{s['pool']} ({_pct(acc)})" if acc >= x else "not reached" for x in TARGETS]
             cells += ["-"] * len(budgets)
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    speed = speed_table(results)
+    return "\n".join(lines) + "\n" + (f"\nSpeed, same run. {speed}" if speed else "")
 
 
 def update_readme(path: Path, block: str) -> None:

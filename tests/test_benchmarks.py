@@ -154,7 +154,9 @@ def test_report_rerenders_a_run_and_the_readme_block(tmp_path):
     assert "| 03_clustering | 2.5 (2-3) | 99.1 (99.1-99.1) | 2/2 | 0 |" in table
     assert "| ceiling, all labels (conv) |" in table
     block = readme.read_text()
-    assert "old" not in block and "| 03_clustering | 2.5 (99.1) | 2.5 (99.1) |" in block
+    assert "\nold\n" not in block and "| 03_clustering | 2.5 (99.1) | 2.5 (99.1) |" in block
+    # the speed table: no local timings in this run, grader medians of the two graded runs
+    assert "| 03_clustering | n/a | n/a | n/a | 20.0 | 30.0 |" in block
     assert (tmp_path / "out" / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
