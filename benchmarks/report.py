@@ -183,7 +183,7 @@ def _feature_text(meta: dict) -> str:
 
 NOTES = """## How to read this
 
-- Features: every peer row names its feature set, both taken from the baseline CNN (which saw
+- Features: every peer row names its feature set, taken from the baseline CNN (which saw
   merged labels only): {features}. Classifier of every peer: logistic regression (C=1). Pool: the
   C samples of the training pool; accuracy on the private test split (what the autograder scores).
 - Budgets on the grid {grid}; {seeds}. Accuracy at a budget: median over seeds.
