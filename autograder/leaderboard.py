@@ -14,10 +14,10 @@ import datetime as _dt
 import html
 import io
 import math
-import os
 from pathlib import Path
 
 from course import config
+from course.files import write_atomic
 from autograder import store
 
 FOLDER = "leaderboard"
@@ -48,13 +48,6 @@ def _cells(rank_: int, row: store.Row) -> dict[str, str]:
             "annotations": "" if row.annotations is None else str(row.annotations),
             "passed": "yes" if row.passed else "no", "score": num(row.score, 2),
             "max_score": num(row.max_score, 2), "status": row.status, "detail": row.detail}
-
-
-def _atomic_write(path: Path, content: str | bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
-    os.replace(tmp, path)
 
 
 def to_csv(ranked: list[tuple[int, store.Row]]) -> str:
@@ -166,7 +159,7 @@ def to_png(assignment: str, ranked: list[tuple[int, store.Row]], path: Path) -> 
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     plt.close(fig)
-    _atomic_write(path, buffer.getvalue())
+    write_atomic(path, buffer.getvalue())
 
 
 def build(course_dir: Path, assignment: str, now: _dt.datetime | None = None) -> dict[str, Path]:
@@ -177,8 +170,8 @@ def build(course_dir: Path, assignment: str, now: _dt.datetime | None = None) ->
     generated = now.strftime("%Y-%m-%d %H:%M UTC")
     folder = course_dir / FOLDER
     paths = {ext: folder / f"{assignment}.{ext}" for ext in ("csv", "html", "png")}
-    _atomic_write(paths["csv"], to_csv(ranked))
-    _atomic_write(paths["html"], to_html(assignment, ranked, generated))
+    write_atomic(paths["csv"], to_csv(ranked))
+    write_atomic(paths["html"], to_html(assignment, ranked, generated))
     to_png(assignment, ranked, paths["png"])
     return paths
 

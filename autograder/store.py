@@ -8,10 +8,11 @@ service's ledger of every run is kept beside the database in
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+
+from course.files import write_atomic
 
 DB_NAME = "grades.db"
 LEDGER_DIR = "ledgers"
@@ -104,9 +105,4 @@ def load(course_dir: Path, assignment: str) -> list[Row]:
 
 def save_ledger(course_dir: Path, assignment: str, student: str, text: str, suffix: str = ".jsonl") -> Path:
     """Keep a run's ledger (or, with `suffix`, its nbgrader log) beside the database, atomically."""
-    path = ledger_path(course_dir, assignment, student).with_suffix(suffix)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_atomic(ledger_path(course_dir, assignment, student).with_suffix(suffix), text)

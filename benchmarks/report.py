@@ -16,23 +16,15 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from course.files import write_atomic
+
 TARGETS = (0.90, 0.99)
 TABLE_BUDGETS = (1, 2, 5, 10, 20, 50)
-
-
-def write_atomic(path: Path, text: str | bytes) -> None:
-    """Write `text` to `path` via a temp file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part")
-    with open(tmp, "wb") as f:
-        f.write(text.encode() if isinstance(text, str) else text)
-    os.replace(tmp, path)
 
 
 def first_reach(grid: Sequence[int], curve: Sequence[float], target: float) -> int | None:
