@@ -21,6 +21,7 @@ import nbformat
 import pytest
 
 from autograder import store
+from autograder.runner import tool_env
 
 REPO = Path(__file__).resolve().parent.parent
 ASSIGNMENT = "03_clustering"
@@ -46,7 +47,7 @@ def graded(tmp_path_factory):
     shutil.copy(REPO / "nbgrader_config.py", course)
     shutil.copytree(SOURCE, course / "source" / ASSIGNMENT)
     subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", ASSIGNMENT, "--force"],
-                   cwd=course, check=True, capture_output=True)
+                   cwd=course, check=True, capture_output=True, env=tool_env())
     notebook = f"{ASSIGNMENT}.ipynb"
     for student, origin in (("reference", course / "source" / ASSIGNMENT / notebook),
                             ("blank", course / "release" / ASSIGNMENT / notebook)):

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from autograder import store
+from autograder.runner import tool_env
 from course import config, data
 
 pytestmark = [pytest.mark.slow,
@@ -156,7 +157,7 @@ def build_course(root: Path) -> Path:
     course_dir = root / "course"
     shutil.copytree(FIXTURE, course_dir, ignore=shutil.ignore_patterns("make_toy.py"))
     subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", ASSIGNMENT, "--force"],
-                   cwd=course_dir, check=True, capture_output=True)
+                   cwd=course_dir, check=True, capture_output=True, env=tool_env())
     source = course_dir / "source" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
     for student, edit in submissions(course_dir).items():
         folder = course_dir / "submitted" / student / ASSIGNMENT

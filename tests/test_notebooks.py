@@ -36,6 +36,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from autograder.runner import tool_env
+
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCE = REPO / "source"
@@ -61,7 +63,8 @@ def kernel_env(track: str | None = None) -> dict[str, str]:
     MPLBACKEND is dropped so that kernels draw with the inline backend, as in JupyterLab:
     the figures are rendered for real (and a non-interactive Agg would skip them).
     """
-    env = {k: v for k, v in os.environ.items() if k not in VOLATILE_ENV + ("MPLBACKEND",)}
+    # tool_env: nbgrader runs alembic by name, also when this venv is not activated
+    env = tool_env({k: v for k, v in os.environ.items() if k not in VOLATILE_ENV + ("MPLBACKEND",)})
     if track is not None:
         env["COURSE_TRACK"] = track
     return env
