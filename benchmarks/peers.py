@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
-from functools import partial
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -156,6 +155,14 @@ STRATEGIES: dict[str, Callable[[TrackData, Sequence[int], int], np.ndarray]] = {
 def row_name(method: str, feature_set: str) -> str:
     """The name of a peer's row in the results: method and feature set."""
     return f"{method} ({feature_set})"
+
+
+def split_row_name(name: str) -> tuple[str, str]:
+    """(method, feature set) of a row named by `row_name`."""
+    method, _, rest = name.rpartition(" (")
+    if not method or not rest.endswith(")"):
+        raise ValueError(f"{name!r} is not a peer row name like 'random (conv)'.")
+    return method, rest[:-1]
 
 
 def learning_curve(name: str, td: TrackData, grid: Sequence[int], seed: int) -> np.ndarray:

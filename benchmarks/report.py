@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.peers import split_row_name
 from course.files import write_atomic
 
 TARGETS = (0.90, 0.99)
@@ -258,10 +259,10 @@ def plot(results: dict, summary: dict, path: Path) -> None:
         for method, row in s["rows"].items():
             if row["kind"] == "peer":
                 # one colour per strategy, solid on the notebooks' conv features, dashed on dense
-                base_name, _, feature_set = method.rpartition(" (")
-                color = colors.setdefault(base_name, f"C{len(colors)}")
+                strategy, feature_set = split_row_name(method)
+                color = colors.setdefault(strategy, f"C{len(colors)}")
                 ax.plot(grid, 100 * np.array(row["curve"]), label=method, lw=1.6, color=color,
-                        ls="-" if feature_set.startswith("conv") else "--")
+                        ls="-" if feature_set == "conv" else "--")
             elif "error" not in row:
                 marker = ref_markers.setdefault(method, next(markers))
                 lo, hi = row["ann_range"]

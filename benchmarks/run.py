@@ -22,7 +22,6 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 from tqdm.auto import tqdm
 
 from benchmarks import features, peers, report

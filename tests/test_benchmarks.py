@@ -30,6 +30,12 @@ def test_grid_text_names_runs_and_steps():
     assert report._grid_text([1, 2, 3, 10, 20, 30]) == "1..3, 10..30 step 10"
 
 
+def test_row_names_round_trip():
+    assert peers.split_row_name(peers.row_name("modAL margin", "conv")) == ("modAL margin", "conv")
+    with pytest.raises(ValueError, match="not a peer row name"):
+        peers.split_row_name("03_clustering")
+
+
 def test_label_model_with_one_class_predicts_it_and_ties_every_margin():
     X = np.random.default_rng(0).normal(size=(4, 3))
     model = peers.LabelModel().fit(X[:1], np.array([7]))
@@ -65,7 +71,7 @@ def test_smoke_run_writes_sane_results(tmp_path):
         assert ceiling >= 0.98, feature_set
     assert set(block["peers"]) == {peers.row_name(m, f) for m in peers.PEERS for f in features.FEATURE_SETS}
     for method, per_seed in block["peers"].items():
-        feature_set = method.rpartition(" (")[2].rstrip(")")
+        feature_set = peers.split_row_name(method)[1]
         curve = np.array(per_seed["0"])
         assert curve.shape == (len(run.SMOKE_GRID),), method
         assert np.all((curve >= 0) & (curve <= 1)), method
