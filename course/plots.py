@@ -74,11 +74,14 @@ def confusion_matrix(matrix: np.ndarray, labels: Sequence, title: str = "Confusi
 
 def learning_curve(curves: Mapping[str, tuple[Sequence, Sequence]] | tuple[Sequence, Sequence],
                    target: float = config.TARGET_ACCURACY, title: str = "Accuracy vs annotations",
-                   bands: Mapping[str, tuple[Sequence, Sequence]] | None = None):
+                   bands: Mapping[str, tuple[Sequence, Sequence]] | None = None,
+                   ylabel: str = "accuracy on held-out images", xlabel: str = "annotations"):
     """Accuracy against number of annotations, one line per method, with the target line.
 
     curves: {name: (annotations, accuracies)} or a single (annotations, accuracies).
     bands: optional {name: (low, high)} shaded around the line (e.g. min/max over seeds).
+    ylabel, xlabel: what the axes measure, e.g. "accuracy on held-out proxy images" for a
+    `course.proxy` curve (`f"accuracy on {curves.measured_on}"`).
     """
     if isinstance(curves, tuple):
         curves = {"accuracy": curves}
@@ -89,8 +92,8 @@ def learning_curve(curves: Mapping[str, tuple[Sequence, Sequence]] | tuple[Seque
             low, high = bands[name]
             ax.fill_between(x, low, high, color=line.get_color(), alpha=0.15)
     ax.axhline(target, color="crimson", linestyle="--", linewidth=1, label=f"target {target:.0%}")
-    ax.set_xlabel("annotations")
-    ax.set_ylabel("accuracy on held-out images")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_ylim(min(0.4, ax.get_ylim()[0]), 1.005)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
