@@ -1,22 +1,79 @@
-"""Shared fixtures: the MNIST folder, a clean oracle per test, a temp cache."""
+"""Shared fixtures: the MNIST files, a clean oracle per test, the cached baseline.
+
+The tests find MNIST exactly where `course.data` looks for it (README, "Where the MNIST
+files come from"): the folder named by ``COURSE_DATA_DIR``, the repository's ``data/``
+folder, then the cache folder. Nothing here points anywhere else. A test that needs the
+files and cannot find them fails with a message that says where to put them.
+"""
 
 from __future__ import annotations
 
+import gzip
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_DATA = REPO.parent / "shared" / "data"
 
-# Tests run offline against the shared MNIST copy unless the caller chose a folder.
-if not os.environ.get("COURSE_DATA_DIR") and (SHARED_DATA / "MNIST" / "raw").is_dir():
-    os.environ["COURSE_DATA_DIR"] = str(SHARED_DATA)
-os.environ.setdefault("COURSE_OFFLINE", "1")
+os.environ.setdefault("COURSE_OFFLINE", "1")  # tests never download
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.pop("COURSE_TRACK", None)
 os.environ.pop("COURSE_SERVICE", None)
+os.environ.pop("COURSE_EXAM", None)  # practice mode unless a test switches exam mode on
+
+
+def find_mnist() -> tuple[str, Path] | None:
+    """(where, folder) of the four MNIST files, searched in `course.data`'s own order, or None."""
+    from course import data
+
+    for where, base in data._candidate_dirs():
+        raw = base / "MNIST" / "raw"
+        if data._has_all(raw):
+            return where, raw
+    return None
+
+
+def mnist_missing_message() -> str:
+    from course import data
+
+    return (
+        f"MNIST not found: put the four MNIST files in {data.config.REPO_DATA_DIR / 'MNIST' / 'raw'} "
+        f"(the repository's data/ folder), or set {data.config.ENV_DATA_DIR} to a folder that holds "
+        "MNIST/raw/. The files: train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+        "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz.\ncourse.data says: " + data._not_found_message()
+    )
+
+
+def pytest_report_header(config):
+    found = find_mnist()
+    if found is None:
+        return "MNIST: not found; the tests that need it will fail (put the files in data/MNIST/raw/)"
+    return f"MNIST: {found[1]} ({found[0]})"
+
+
+@pytest.fixture(scope="session")
+def mnist_raw() -> Path:
+    """The folder holding the four MNIST files (packed or unpacked), where course.data finds it."""
+    found = find_mnist()
+    if found is None:
+        pytest.fail(mnist_missing_message(), pytrace=False)
+    return found[1]
+
+
+def copy_mnist_gz(raw: Path, target: Path) -> Path:
+    """Write the four MNIST ``.gz`` files from `raw` into `target` (writable copies; packs unpacked ones)."""
+    from course import data
+
+    target.mkdir(parents=True, exist_ok=True)
+    for name in data.RAW_FILES:
+        if (raw / f"{name}.gz").is_file():
+            shutil.copyfile(raw / f"{name}.gz", target / f"{name}.gz")  # copyfile: no read-only mode bits
+        else:
+            with open(raw / name, "rb") as src, gzip.open(target / f"{name}.gz", "wb", compresslevel=1) as dst:
+                shutil.copyfileobj(src, dst)
+    return target
 
 
 @pytest.fixture(autouse=True)
@@ -34,14 +91,14 @@ def fresh_oracle():
 
 
 @pytest.fixture(scope="session")
-def ds():
+def ds(mnist_raw):
     from course import data
 
     return data.load("7,1")
 
 
 @pytest.fixture(scope="session")
-def baseline_model():
+def baseline_model(mnist_raw):
     """The cached baseline for 7,1 (trained once per machine, ~1 minute cold)."""
     from course import models
 

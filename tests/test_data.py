@@ -1,10 +1,10 @@
 """course.data: tracks, loading, checksums, the merge and the public/private split."""
 
 import gzip
-import shutil
 
 import numpy as np
 import pytest
+from conftest import copy_mnist_gz
 
 from course import config, data
 
@@ -78,11 +78,8 @@ def test_other_track(monkeypatch):
     assert len(three.classes) == 8
 
 
-def test_gz_only_read_only_folder_is_unpacked_to_cache(tmp_path, monkeypatch):
-    src = tmp_path / "src" / "MNIST" / "raw"
-    src.mkdir(parents=True)
-    for name in data.RAW_FILES:
-        shutil.copy(data.config.REPO_ROOT.parent / "shared/data/MNIST/raw" / f"{name}.gz", src)
+def test_gz_only_read_only_folder_is_unpacked_to_cache(tmp_path, monkeypatch, mnist_raw):
+    src = copy_mnist_gz(mnist_raw, tmp_path / "src" / "MNIST" / "raw")
     src.chmod(0o555)
     monkeypatch.setenv(config.ENV_CACHE_DIR, str(tmp_path / "cache"))
     monkeypatch.setenv(config.ENV_DATA_DIR, str(tmp_path / "src"))
