@@ -179,16 +179,18 @@ def baseline(track: str | tuple[int, ...] | None = None, seed: int = config.SEED
              retrain: bool = False) -> CNNClassifier:
     """The baseline CNN trained on the merged labels of the pool (cached on disk).
 
-    It only ever sees merged labels, so it is safe to cache and share.
+    `track`: default the active track (that of the last `course.data.load`), the
+    same rule as `course.oracle` and `course.evaluate`. It only ever sees merged
+    labels, so it is safe to cache and share.
     """
-    track = data.parse_track(track)
+    track = data.parse_track(track) if track is not None else data.active_track()
     path = checkpoint_path(track, seed)
     if path.is_file() and not retrain:
         try:
             return CNNClassifier.load(path)
         except Exception:  # a stale or broken checkpoint: retrain and replace it
             pass
-    ds = data.load(track)
+    ds = data.split(track).public  # not data.load: the active track stays as it is
     model = CNNClassifier(random_state=seed).fit(ds.images, ds.labels)
     model.save(path)
     return model

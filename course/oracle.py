@@ -21,31 +21,10 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 
-from course import config, data
-
-
-class OracleError(ValueError):
-    """Base class of every refused annotation request; nothing was charged."""
-
-
-class IndexTypeError(OracleError, TypeError):
-    """Indices that are not integers (floats, bools, strings) or not 0-D/1-D."""
-
-
-class OutOfRangeError(OracleError, IndexError):
-    """An index that is negative or past the end of the pool."""
-
-
-class NotInCError(OracleError):
-    """An index whose label is already known (it is not in the merged class C)."""
-
-
-class BudgetExceededError(OracleError):
-    """The call would charge more annotations than the budget has left."""
-
-
-class ServiceError(OracleError):
-    """The annotation service refused or could not answer the request."""
+from course import config, data, protocol
+from course.exceptions import (  # re-exported: course.oracle.OracleError etc. still work
+    BudgetExceededError, IndexTypeError, NotInCError, OracleError, OutOfRangeError, ServiceError,
+)
 
 
 class Annotation(NamedTuple):
@@ -65,70 +44,69 @@ class Backend(Protocol):
     def set_budget(self, n: int | None) -> None: ...
     def budget(self) -> int | None: ...
     def score(self, predictions: np.ndarray, split: str) -> tuple[float, int]:
-        """Accuracy of `predictions` on the track images of `split`, and the count."""
+        """Accuracy of `predictions` on the track images of `split`, and the count.
+
+        Follows the exam-mode rule of `course.protocol.Rules`: raises
+        `course.exceptions.SubmissionRefusedError` for a scoring it forbids.
+        """
         ...
 
-    submit_split: str  # the split `course.grading.submit` scores: "public" or "private"
+
+def _is_exam() -> bool:
+    from course import grading  # grading imports this module
+
+    return grading.is_exam()
 
 
 class LocalBackend:
-    """The in-process ledger used outside the autograder."""
+    """The in-process ledger used outside the autograder.
 
-    submit_split = "public"
+    It answers through the same `course.protocol.Rules` as the annotation service
+    (same rules, same messages, same ledger entries, kept in memory), in exam mode
+    whenever `course.grading.is_exam()` says so.
+    """
 
     def __init__(self, track: tuple[int, ...]):
-        split = data._split(track)
+        split = data.split(track)
         if split.pool_digits is None:
             raise ServiceError(
                 "this data folder is prepared for the autograder and holds no labels; "
                 f"the oracle needs the annotation service named by ${config.ENV_SERVICE}."
             )
-        self.track = track
-        self._digits = split.pool_digits
-        self._truth = {"public": split.public_test_digits, "private": split.private_test_digits}
-        self._in_c = np.isin(self._digits, track)
-        self._ledger: dict[int, int] = {}  # index -> digit, in charge order
-        self._budget: int | None = None
+        self.track = tuple(track)
+        public = split.public_test_digits
+        self._rules = protocol.Rules(
+            self.track, split.pool_digits,
+            {protocol.PUBLIC: public[np.isin(public, self.track)], protocol.PRIVATE: split.private_test_digits},
+            exam=_is_exam())
+
+    def _call(self, op: protocol.Op, **fields):
+        self._rules.exam = _is_exam()
+        return protocol.result(self._rules.handle(protocol.request(op, **fields)))
 
     def annotate(self, indices: np.ndarray) -> np.ndarray:
-        bad = indices[(indices < 0) | (indices >= len(self._digits))]
-        if bad.size:
-            raise OutOfRangeError(
-                f"index {int(bad[0])} is outside the pool; valid indices are 0..{len(self._digits) - 1}."
-            )
-        known = indices[~self._in_c[indices]]
-        if known.size:
-            raise NotInCError(
-                f"index {int(known[0])} is not in class C, so its label is already known "
-                "(dataset.labels); annotate only indices from dataset.c_indices."
-            )
-        new = [int(i) for i in dict.fromkeys(indices.tolist()) if int(i) not in self._ledger]
-        if self._budget is not None and len(self._ledger) + len(new) > self._budget:
-            raise BudgetExceededError(
-                f"this call needs {len(new)} new annotations but only "
-                f"{self._budget - len(self._ledger)} of the budget of {self._budget} are left; "
-                "nothing was charged. Ask for fewer indices."
-            )
-        for i in new:
-            self._ledger[i] = int(self._digits[i])
-        return self._digits[indices].copy()
+        reply = self._call(protocol.Op.ANNOTATE, indices=[int(i) for i in indices])
+        return np.asarray(reply["labels"], dtype=np.int64)
 
     def count(self) -> int:
-        return len(self._ledger)
+        return self._rules.count
 
     def history(self) -> list[Annotation]:
-        return [Annotation(k, i, d) for k, (i, d) in enumerate(self._ledger.items())]
+        return [Annotation(*row) for row in self._rules.history()]
 
     def set_budget(self, n: int | None) -> None:
-        self._budget = n
+        self._call(protocol.Op.SET_BUDGET, n=n)
 
     def budget(self) -> int | None:
-        return self._budget
+        return self._rules.budget
 
     def score(self, predictions: np.ndarray, split: str) -> tuple[float, int]:
-        truth = self._truth[split]
-        truth = truth[np.isin(truth, self.track)]
-        return float(np.mean(predictions == truth)), self.count()
+        reply = self._call(protocol.Op.SCORE, split=split, predictions=[int(p) for p in predictions])
+        return float(reply["accuracy"]), int(reply["count"])
+
+    def ledger(self) -> list[dict]:
+        """The ledger entries of this session, as the service would write them."""
+        return list(self._rules.ledger.entries)
 
 
 # --- the process-wide session -------------------------------------------------
@@ -172,48 +150,97 @@ def unsubscribe(listener: Callable[[int, int | None], None]) -> None:
         _LISTENERS.remove(listener)
 
 
+_MASK_HINT = ("the oracle takes pool indices, not a mask: pass np.flatnonzero(mask) for a mask over the pool, "
+              "or dataset.c_indices[mask] for a mask over dataset.c_indices.")
+
+
 def _as_indices(indices) -> tuple[np.ndarray, tuple[int, ...]]:
-    """Validate `indices` (int, list, numpy array or torch tensor): a 1-D int64 array and the input's shape."""
-    if hasattr(indices, "detach") and hasattr(indices, "numpy"):  # a torch tensor
+    """Validate `indices` (int, list, numpy array, pandas Series or torch tensor).
+
+    Returns a 1-D int64 array and the input's shape. Refusals name what was most
+    likely passed (a mask, np.where's tuple, np.argwhere's column, scores...) and
+    how to turn it into pool indices.
+    """
+    from_torch = hasattr(indices, "detach") and hasattr(indices, "numpy")
+    if from_torch:
         indices = indices.detach().cpu().numpy()
+    elif hasattr(indices, "to_numpy"):  # a pandas Series, Index or DataFrame
+        indices = indices.to_numpy()
+    if indices is None:
+        raise IndexTypeError("got None; expected integer pool indices such as 12 or [12, 40].")
     if isinstance(indices, (bool, np.bool_)):
-        raise IndexTypeError("got a bool; expected integer pool indices such as 12 or [12, 40].")
+        raise IndexTypeError("got a bool; expected integer pool indices such as 12 or [12, 40]. " + _MASK_HINT)
     if isinstance(indices, (str, bytes)):
-        raise IndexTypeError(f"got the string {indices!r}; expected integer pool indices.")
+        raise IndexTypeError(f"got the string {indices!r}; expected integer pool indices such as 12 or [12, 40].")
+    if isinstance(indices, (set, frozenset, dict)):
+        raise IndexTypeError(f"got a {type(indices).__name__}; pass a list of integer pool indices, "
+                             "e.g. sorted(...) of it.")
+    if isinstance(indices, tuple) and indices and all(isinstance(a, np.ndarray) and a.ndim == 1 for a in indices):
+        raise IndexTypeError("got a tuple of arrays, as np.where(mask) and np.nonzero(mask) return; pass its "
+                             "first element, np.where(mask)[0], or use np.flatnonzero(mask).")
     try:
         array = np.asarray(indices)
-    except ValueError as exc:  # ragged nested lists
+    except ValueError:  # ragged nested lists
         raise IndexTypeError(
             "got a ragged nested list; expected a single index or a flat list of integer indices."
         ) from None
+    if array.dtype.kind == "b":
+        raise IndexTypeError("got booleans; " + _MASK_HINT)
     if array.ndim > 1:
-        raise IndexTypeError(f"expected a single index or a 1-D list of indices, got shape {array.shape}.")
+        if array.size == max(array.shape):
+            raise IndexTypeError(
+                f"got shape {array.shape}, e.g. np.argwhere's one-column result; pass a flat list of indices: "
+                "np.ravel(...) it, or use np.flatnonzero(mask) instead of np.argwhere(mask).")
+        raise IndexTypeError(
+            f"expected a single index or a 1-D list of indices, got shape {array.shape}; (row, column) pairs "
+            "from np.argwhere or np.nonzero on a 2-D array are not pool indices.")
     if array.size == 0:
         return np.zeros(0, dtype=np.int64), array.shape
-    if array.dtype.kind not in "iu":
-        kind = {"b": "bools", "f": "floats", "c": "complex numbers", "U": "strings", "O": "mixed objects"}
+    if array.dtype.kind == "f":
+        values = array.reshape(-1)
+        cast = ".long()" if from_torch else ".astype(int)"
+        if np.all(np.isfinite(values)) and np.all(values == np.round(values)):
+            raise IndexTypeError(f"got floats such as {values[0]!r}; pool indices are integers: cast with {cast}.")
+        odd = values[~(np.isfinite(values) & (values == np.round(values)))][0]
         raise IndexTypeError(
-            f"got {kind.get(array.dtype.kind, array.dtype.name)}; expected integer pool indices "
-            "(cast with .astype(int) if they are whole numbers)."
-        )
+            f"got floats such as {odd!r} that are not whole numbers; pass pool indices (integers), not scores or "
+            "probabilities: e.g. np.argsort(scores)[-k:] gives the positions of the k highest scores.")
+    if array.dtype.kind not in "iu":
+        kind = {"c": "complex numbers", "U": "strings", "S": "bytes", "O": "mixed objects"}
+        example = array.reshape(-1)[0]
+        if array.dtype.kind == "O":
+            example = next((v for v in array.reshape(-1) if not isinstance(v, (int, np.integer))), example)
+        raise IndexTypeError(f"got {kind.get(array.dtype.kind, array.dtype.name)} such as {example!r}; "
+                             "expected integer pool indices such as 12 or [12, 40].")
     return array.astype(np.int64).reshape(-1), array.shape
 
 
 def annotate(indices) -> np.ndarray:
     """Return the original digits of the pool samples at `indices` (charged once each).
 
-    `indices`: an int, a list, a numpy array or a torch tensor of pool indices in C.
-    Returns an int64 array of digits, shaped like `indices` (a 0-D array for an int).
-    Raises an `OracleError` subclass, charging nothing, for any bad index.
+    `indices`: an int, a list, a numpy array, a pandas Series or a torch tensor of
+    pool indices in C. Returns an int64 array of digits, shaped like `indices` (a
+    0-D array for an int). Raises an `OracleError` subclass, charging nothing, for
+    any bad index. Each distinct index is sent once, in order of first appearance.
     """
     flat, shape = _as_indices(indices)
     if flat.size == 0:
         return np.zeros(shape, dtype=np.int64)
+    unique, inverse = _unique_in_order(flat)
     session = backend()
-    digits = np.asarray(session.annotate(flat), dtype=np.int64).reshape(shape)
+    digits = np.asarray(session.annotate(unique), dtype=np.int64)[inverse].reshape(shape)
     for listener in list(_LISTENERS):
         listener(session.count(), session.budget())
     return digits
+
+
+def _unique_in_order(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct values in order of first appearance, and where each element of `flat` is among them."""
+    values, first, where = np.unique(flat, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return values[order], rank[where.reshape(-1)]
 
 
 def count() -> int:

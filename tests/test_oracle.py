@@ -51,26 +51,68 @@ def test_empty_call_charges_nothing():
     assert oracle.count() == 0
 
 
-@pytest.mark.parametrize("bad, error", [
-    (True, oracle.IndexTypeError),
-    ([True, False], oracle.IndexTypeError),
-    (3.0, oracle.IndexTypeError),
-    ([1.5, 2.0], oracle.IndexTypeError),
-    ("12", oracle.IndexTypeError),
-    (torch.tensor([1.0]), oracle.IndexTypeError),
-    (np.zeros((2, 2), dtype=int), oracle.IndexTypeError),
-    ([[1], [2, 3]], oracle.IndexTypeError),
-    (-1, oracle.OutOfRangeError),
-    (60000, oracle.OutOfRangeError),
+@pytest.mark.parametrize("bad, error, message", [
+    (True, oracle.IndexTypeError, "expected integer pool indices"),
+    ([True, False], oracle.IndexTypeError, "np.flatnonzero(mask)"),
+    (np.array([True, False, True]), oracle.IndexTypeError, "np.flatnonzero(mask)"),
+    (torch.tensor([True, False]), oracle.IndexTypeError, "np.flatnonzero(mask)"),
+    ((np.array([3, 5]),), oracle.IndexTypeError, "np.where(mask)[0]"),
+    (np.argwhere(np.array([0, 1, 1])), oracle.IndexTypeError, "np.ravel"),
+    (np.zeros((2, 2), dtype=int), oracle.IndexTypeError, "not pool indices"),
+    (3.0, oracle.IndexTypeError, ".astype(int)"),
+    (np.array([12.0, 40.0]), oracle.IndexTypeError, ".astype(int)"),
+    ([1.5, 2.0], oracle.IndexTypeError, "not whole numbers"),
+    (np.array([0.73, np.nan]), oracle.IndexTypeError, "not scores or probabilities"),
+    (torch.tensor([1.0]), oracle.IndexTypeError, ".long()"),
+    ("12", oracle.IndexTypeError, "string"),
+    (None, oracle.IndexTypeError, "None"),
+    ({3, 4}, oracle.IndexTypeError, "sorted"),
+    ([3, None], oracle.IndexTypeError, "None"),
+    ([[1], [2, 3]], oracle.IndexTypeError, "ragged"),
+    (-1, oracle.OutOfRangeError, "outside the pool"),
+    (60000, oracle.OutOfRangeError, "outside the pool"),
 ])
-def test_bad_input_charges_nothing(ds, bad, error):
+def test_bad_input_charges_nothing_and_says_what_to_do(ds, bad, error, message):
     oracle.annotate(ds.c_indices[:2])
     before = ledger_state()
     with pytest.raises(error) as err:
         oracle.annotate(bad)
     assert isinstance(err.value, oracle.OracleError)
     assert ledger_state() == before
-    assert "expected" in str(err.value) or "outside" in str(err.value)
+    assert message in str(err.value)
+    if "mask" in message:
+        assert ".astype(int)" not in str(err.value), "a mask cast to int would be 0/1 indices, not the chosen ones"
+
+
+def test_a_mask_converted_as_the_message_says_works(ds):
+    mask = np.zeros(len(ds), dtype=bool)
+    mask[ds.c_indices[:3]] = True
+    with pytest.raises(oracle.IndexTypeError, match="flatnonzero"):
+        oracle.annotate(mask)
+    assert oracle.annotate(np.flatnonzero(mask)).shape == (3,)
+    c_mask = np.zeros(len(ds.c_indices), dtype=bool)
+    c_mask[:2] = True
+    assert oracle.annotate(ds.c_indices[c_mask]).shape == (2,)
+    assert oracle.count() == 3
+
+
+def test_pandas_and_numpy_int_lists_are_accepted(ds):
+    pd = pytest.importorskip("pandas")
+    idx = [int(i) for i in ds.c_indices[:3]]
+    assert oracle.annotate(pd.Series(idx, index=[10, 20, 30])).shape == (3,)
+    assert oracle.annotate([np.int64(i) for i in idx]).shape == (3,)
+    with pytest.raises(oracle.IndexTypeError, match="flatnonzero"):
+        oracle.annotate(pd.Series([True, False]))
+    assert oracle.count() == 3
+
+
+def test_duplicates_are_sent_once_and_answered_in_place(ds):
+    a, b = (int(i) for i in ds.c_indices[:2])
+    digits = oracle.annotate([b, a, b, b, a])
+    assert digits.tolist() == [digits[0], digits[1], digits[0], digits[0], digits[1]]
+    assert [h.index for h in oracle.history()] == [b, a]
+    entry = oracle.backend().ledger()[-1]
+    assert entry["indices"] == [b, a] and entry["n_new"] == 2 and entry["count"] == 2
 
 
 def test_known_label_is_refused_and_whole_call_uncharged(ds):
