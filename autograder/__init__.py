@@ -1,4 +1,4 @@
-"""The instructor-side grader of the hackathon (see DESIGN.md, "Trust model for grading").
+"""The instructor-side grader of the hackathon (see docs/architecture.md, "The trust model").
 
 - `service`: the annotation service, the only process of a run that holds labels;
 - `prepare`: per-run grading data (merged labels, secretly shuffled) and the service's truth;
