@@ -1,27 +1,101 @@
-"""`course` and `autograder` run without the optional `bench` extra: they never import its peers."""
+"""The installs stay apart: a participant's `pip install -e .` pulls no instructor, benchmark or test tool.
+
+`course` imports nothing of the `instructor`, `bench` or `dev` extras, `autograder` nothing of
+`bench`, and the participant dependencies in pyproject.toml do not reach playwright, modAL,
+scikit-activeml, skorch or pandas, not even through another package's requirements.
+"""
 
 from __future__ import annotations
 
+import importlib.metadata
 import subprocess
 import sys
 
-BENCH_ONLY = ("modAL", "skactiveml", "skorch")
+import pytest
+from conftest import REPO
 
-IMPORT_EVERYTHING = f"""
+BENCH_ONLY = ("modAL", "skactiveml", "skorch", "pandas")
+NOT_FOR_PARTICIPANTS = BENCH_ONLY + ("nbgrader", "nbformat", "nbclient", "playwright", "pytest")
+HEAVY_EXTRAS = ("playwright", "modal-python", "scikit-activeml", "skorch", "pandas")  # distributions
+
+IMPORT_EVERYTHING = """
 import importlib, pkgutil, sys
-for name in {BENCH_ONLY!r}:
+for name in {blocked!r}:
     sys.modules[name] = None  # any import of it now raises ImportError
-import course, autograder
-for package in (course, autograder):
+import {packages}
+for package in ({packages},):
     for module in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
         importlib.import_module(module.name)
 print("imported", sorted(m for m in sys.modules if m.split(".")[0] in ("course", "autograder")))
 """
 
 
-def test_course_and_autograder_import_without_the_bench_extra():
-    done = subprocess.run([sys.executable, "-c", IMPORT_EVERYTHING], capture_output=True, text=True,
-                          timeout=300)
+def import_all(packages: str, blocked: tuple[str, ...]) -> str:
+    code = IMPORT_EVERYTHING.format(blocked=blocked, packages=packages)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_course_and_autograder_import_without_the_bench_extra():
+    out = import_all("course, autograder", BENCH_ONLY)
     for module in ("course.oracle", "course.models", "autograder.runner", "autograder.cli"):
-        assert f"'{module}'" in done.stdout, module
+        assert f"'{module}'" in out, module
+
+
+def test_course_imports_with_the_participant_install_only():
+    out = import_all("course", NOT_FOR_PARTICIPANTS)
+    for module in ("course.oracle", "course.models", "course.grading", "course.widgets", "course.plots"):
+        assert f"'{module}'" in out, module
+
+
+def pyproject() -> dict:
+    tomllib = pytest.importorskip("tomllib", reason="Python >= 3.11 reads pyproject.toml")
+    return tomllib.loads((REPO / "pyproject.toml").read_text())
+
+
+def installed_closure(requirements: list[str]) -> set[str]:
+    """Every distribution the requirements reach through the installed packages' own requirements."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    reached: set[str] = set()
+    seen: set[tuple[str, frozenset]] = set()
+    todo = [Requirement(r) for r in requirements]
+    while todo:
+        req = todo.pop()
+        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+            continue
+        name = canonicalize_name(req.name)
+        if (name, frozenset(req.extras)) in seen:
+            continue
+        seen.add((name, frozenset(req.extras)))
+        reached.add(name)
+        try:
+            requires = importlib.metadata.requires(name) or []
+        except importlib.metadata.PackageNotFoundError:
+            continue  # not installed here: its own requirements are unknown
+        for text in requires:
+            sub = Requirement(text)
+            if sub.marker is None or any(sub.marker.evaluate({"extra": e}) for e in {""} | req.extras):
+                sub.marker = None
+                todo.append(sub)
+    return reached
+
+
+def test_the_participant_install_pulls_no_instructor_bench_or_test_tool():
+    project = pyproject()["project"]
+    reached = installed_closure(project["dependencies"])
+    assert {"torch", "torchvision", "jupyterlab", "scikit-learn"} <= reached
+    assert not reached & set(HEAVY_EXTRAS), sorted(reached & set(HEAVY_EXTRAS))
+    assert not reached & {"nbgrader", "pytest"}, "the instructor's and the tests' tools are extras"
+
+
+def test_dev_is_everything_the_tests_need():
+    extras = pyproject()["project"]["optional-dependencies"]
+    assert set(extras) >= {"instructor", "bench", "dev"}
+    dev = " ".join(extras["dev"])
+    assert "pytest" in dev and "playwright" in dev and "dcai-hackathon[instructor,bench]" in dev
+    assert any(r.startswith("nbgrader") for r in extras["instructor"])
+    reached = installed_closure(extras["dev"] + extras["instructor"] + extras["bench"])
+    assert set(HEAVY_EXTRAS) <= reached  # all of them are installed here, for the tests
