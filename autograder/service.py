@@ -43,12 +43,12 @@ MAX_REQUEST_BYTES = protocol.MAX_REQUEST_BYTES
 MAX_REQUESTS = protocol.MAX_REQUESTS
 
 
-def make_rules(truth: dict[str, np.ndarray], ledger: Path) -> protocol.Rules:
+def make_rules(truth: dict[str, np.ndarray], ledger: Path, max_requests: int = MAX_REQUESTS) -> protocol.Rules:
     """The exam-mode rules of one run, writing their ledger to `ledger`."""
     return protocol.Rules(
         tuple(np.asarray(truth["track"]).tolist()), truth["pool_digits"],
         {protocol.PUBLIC: truth["public_digits"], protocol.PRIVATE: truth["private_digits"]},
-        exam=True, ledger=protocol.LedgerWriter(ledger, keep=False), max_requests=MAX_REQUESTS)
+        exam=True, ledger=protocol.LedgerWriter(ledger, keep=False), max_requests=max_requests)
 
 
 class _Handler(socketserver.StreamRequestHandler):
@@ -108,11 +108,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--socket", type=Path, required=True)
     parser.add_argument("--truth", type=Path, required=True)
     parser.add_argument("--ledger", type=Path, required=True)
+    parser.add_argument("--max-requests", type=int, default=MAX_REQUESTS,
+                        help=f"requests answered per run (default {MAX_REQUESTS}; tests lower it)")
     args = parser.parse_args(argv)
     token = os.environ.pop(TOKEN_ENV, "")
     if not token:
         sys.exit(f"the service needs its token in ${TOKEN_ENV}.")
-    rules = make_rules(load_truth(args.truth), args.ledger)
+    rules = make_rules(load_truth(args.truth), args.ledger, args.max_requests)
     server = Server(args.socket, token, rules)
     signal.signal(signal.SIGTERM, _stop)
     print("ready", flush=True)

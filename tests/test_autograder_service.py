@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -16,11 +17,13 @@ import numpy as np
 import pytest
 
 from autograder import leaderboard, prepare, service, store
-from course import config, data, evaluate, grading, oracle
+from course import config, data, evaluate, grading, oracle, protocol
+from course.exceptions import SubmissionRefusedError
 from course.service_client import ServiceBackend
 
 TOKEN = "t0ken-for-tests"
 TRACK = (7, 1)
+CAP = 12  # requests the `capped` service answers
 
 
 @pytest.fixture(scope="module")
@@ -33,16 +36,15 @@ def prepared(tmp_path_factory):
     return root, info, truth
 
 
-@pytest.fixture()
-def running(prepared, tmp_path, monkeypatch):
-    """A live service for this test; the kernel-side environment points at it."""
+def start_service(prepared, tmp_path, monkeypatch, *extra: str):
+    """Start a real service process for `prepared`; point the kernel-side environment at it."""
     root, info, truth = prepared
     truth_copy = tmp_path / "truth.npz"
     np.savez(truth_copy, **truth)
     sock, ledger = tmp_path / "s.sock", tmp_path / "ledger.jsonl"
     process = subprocess.Popen(
         [sys.executable, "-m", "autograder.service", "--socket", str(sock), "--truth", str(truth_copy),
-         "--ledger", str(ledger)], env={**__import__("os").environ, service.TOKEN_ENV: TOKEN},
+         "--ledger", str(ledger), *extra], env={**os.environ, service.TOKEN_ENV: TOKEN},
         stdout=subprocess.PIPE)
     assert process.stdout.readline().strip() == b"ready"
     assert not truth_copy.exists(), "the service deletes its truth file once read"
@@ -50,10 +52,29 @@ def running(prepared, tmp_path, monkeypatch):
     monkeypatch.setenv(config.ENV_SERVICE, f"unix:{sock}")
     monkeypatch.setenv(config.ENV_SERVICE_TOKEN, TOKEN)
     data._cached_split.cache_clear()
-    yield sock, ledger, truth
+    return process, sock, ledger, truth
+
+
+def stop_service(process) -> None:
     process.terminate()
     process.wait(timeout=10)
     data._cached_split.cache_clear()
+
+
+@pytest.fixture()
+def running(prepared, tmp_path, monkeypatch):
+    """A live service for this test; the kernel-side environment points at it."""
+    process, sock, ledger, truth = start_service(prepared, tmp_path, monkeypatch)
+    yield sock, ledger, truth
+    stop_service(process)
+
+
+@pytest.fixture()
+def capped(prepared, tmp_path, monkeypatch):
+    """A live service that answers only CAP requests."""
+    process, sock, ledger, truth = start_service(prepared, tmp_path, monkeypatch, "--max-requests", str(CAP))
+    yield process, sock, ledger, truth
+    stop_service(process)
 
 
 def ledger_entries(path):
@@ -63,8 +84,16 @@ def ledger_entries(path):
 def raw_request(sock, payload: bytes) -> dict:
     with socket.socket(socket.AF_UNIX) as s:
         s.connect(str(sock))
-        s.sendall(payload + b"\n")
+        try:
+            s.sendall(payload + b"\n")
+        except (BrokenPipeError, ConnectionResetError):  # an oversized request: answered, then closed
+            pass
         return json.loads(s.makefile("rb").readline())
+
+
+def direct(sock, op: str, **fields) -> dict:
+    """A request spoken straight to the socket with the right token, bypassing course."""
+    return raw_request(sock, json.dumps({"op": op, "token": TOKEN, **fields}).encode())
 
 
 # --- grading data -------------------------------------------------------------------
@@ -111,12 +140,25 @@ def test_oracle_uses_the_service(running):
     idx = ds.c_indices[:5]
     assert oracle.annotate(idx).tolist() == truth["pool_digits"][idx].tolist()
     assert oracle.annotate(idx[:2]).tolist() == truth["pool_digits"][idx[:2]].tolist()  # repeats are free
-    assert oracle.count() == 5 and [a.index for a in oracle.history()] == idx.tolist()
+    assert oracle.count() == 5 and oracle.budget() is None  # from the replies: no request
+    assert [a.index for a in oracle.history()] == idx.tolist()
     # a reset of the kernel-side state changes nothing: the count lives in the service
     oracle._BACKENDS.clear()
     assert oracle.count() == 5
     ops = [e["op"] for e in ledger_entries(ledger)]
-    assert ops.count("annotate") == 2 and ledger_entries(ledger)[-1]["op"] == "count"
+    assert ops == ["hello", "annotate", "annotate", "history", "hello"], "one request per annotate call"
+
+
+def test_listeners_cost_no_request(running):
+    sock, ledger, truth = running
+    ds = data.load()
+    seen = []
+    oracle.subscribe(lambda n, cap: seen.append((n, cap)))
+    oracle.set_budget(10)
+    for i in ds.c_indices[:3]:
+        oracle.annotate(int(i))
+    assert seen == [(0, 10), (1, 10), (2, 10), (3, 10)]
+    assert [e["op"] for e in ledger_entries(ledger)] == ["hello", "set_budget"] + ["annotate"] * 3
 
 
 @pytest.mark.parametrize("bad, error, message", [
@@ -146,7 +188,7 @@ def test_budget_is_enforced_by_the_service(running):
     assert oracle.count() == 2 and oracle.remaining() == 1
 
 
-def test_submit_scores_the_private_split(running, capsys):
+def test_submit_scores_the_private_split_once(running, capsys):
     sock, ledger, truth = running
     ds = data.load()
     oracle.annotate(ds.c_indices[:4])
@@ -154,12 +196,17 @@ def test_submit_scores_the_private_split(running, capsys):
     result = grading.submit(lambda images: perfect.copy())
     assert result.split == "private" and result.accuracy == 1.0 and result.annotations == 4 and result.passed
     assert "PASSED" in capsys.readouterr().out
-    constant = grading.submit(lambda images: np.full(len(images), 7))
-    assert constant.accuracy == pytest.approx(np.mean(perfect == 7))
-    last = [e for e in ledger_entries(ledger) if e["op"] == "score"][-1]
-    assert last["split"] == "private" and last["accuracy"] == constant.accuracy and last["count"] == 4
-    # the public split too (learning curves in notebooks), against its own truth
-    assert evaluate.accuracy(lambda images: np.full(len(images), 1)) == pytest.approx(np.mean(truth["public_digits"] == 1))
+    oracle.annotate(ds.c_indices[4:6])  # allowed, but nothing after the counted submission counts
+    with pytest.raises(SubmissionRefusedError, match=r"only the first submission.*100\.0%.*4 annotations"):
+        grading.submit(lambda images: np.full(len(images), 7))
+    assert oracle.count() == 6
+    entries = ledger_entries(ledger)
+    scores = [e for e in entries if e["op"] == "score"]
+    assert [(e["split"], e["ok"], e["error"]) for e in scores] == [
+        ("private", True, None), ("private", False, "SubmissionRefusedError")]
+    summary = protocol.summarize(protocol.read_ledger(ledger.read_text()))
+    assert summary == protocol.LedgerSummary(accuracy=1.0, annotations=4, n_images=len(perfect),
+                                             evaluations=0, submissions=2)
 
 
 def test_service_validates_predictions_itself(running):
@@ -176,14 +223,47 @@ def test_service_validates_predictions_itself(running):
     assert not [e for e in ledger_entries(ledger) if e["op"] == "score" and e["ok"]]
 
 
-def test_caps_on_scoring(running, monkeypatch):
+def test_request_cap(capped):
+    process, sock, ledger, truth = capped
+    backend = ServiceBackend(f"unix:{sock}", TOKEN, TRACK)  # request 1
+    for _ in range(CAP - 1):
+        backend.history()
+    for _ in range(5):
+        with pytest.raises(oracle.ServiceError, match=f"more than {CAP} requests"):
+            backend.history()
+    stop_service(process)  # the service writes its closing tally on SIGTERM
+    entries = ledger_entries(ledger)
+    assert len(entries) == CAP + 2 and not entries[CAP]["ok"] and entries[CAP]["op"] == "history"
+    assert entries[-1]["op"] is None and entries[-1]["message"].startswith("4 more requests were refused")
+
+
+def test_oversized_requests_and_floods_keep_the_ledger_small(running):
+    """A 36 MB flood: oversized lines are refused unread, big refused requests keep ~32 indices each."""
+    sock, ledger, truth = running
+    too_big = b'{"op": "annotate", "token": "' + TOKEN.encode() + b'", "indices": [' + b"1," * (1 << 20)
+    reply = raw_request(sock, too_big)
+    assert not reply["ok"] and "refused unread" in reply["message"]
+    huge_list = list(range(0, 120_000))  # ~850 kB: below the size cap, out of range past 60000
+    payload = json.dumps({"op": "annotate", "token": TOKEN, "indices": huge_list}).encode()
+    assert len(payload) < protocol.MAX_REQUEST_BYTES
+    sent = len(too_big)
+    while sent < 36e6:
+        assert "outside the pool" in raw_request(sock, payload)["message"]
+        sent += len(payload)
+    size = ledger.stat().st_size
+    assert size < 40 * 1024, f"a {sent / 1e6:.0f} MB flood grew the ledger to {size} bytes"
+    entries = protocol.read_ledger(ledger.read_text())
+    assert all(len(e.get("indices") or []) <= protocol.LEDGER_MAX_INDICES for e in entries)
+    assert entries[-1]["n_indices"] == len(huge_list)
+    assert ServiceBackend(f"unix:{sock}", TOKEN, TRACK).count() == 0
+
+
+def test_client_refuses_to_send_an_oversized_request(running):
     sock, ledger, truth = running
     backend = ServiceBackend(f"unix:{sock}", TOKEN, TRACK)
-    n = len(truth["private_digits"])
-    for _ in range(service.MAX_SUBMISSIONS):
-        backend.score(np.full(n, 7), "private")
-    with pytest.raises(oracle.ServiceError, match=f"all {service.MAX_SUBMISSIONS} submissions"):
-        backend.score(np.full(n, 7), "private")
+    with pytest.raises(oracle.ServiceError, match="nothing was sent"):
+        backend._request("annotate", indices=[59_999] * 200_000)
+    assert [e["op"] for e in ledger_entries(ledger)] == ["hello"]
 
 
 def test_tampering_with_the_socket_is_refused_and_logged(running):
