@@ -9,7 +9,7 @@ from course import config, data, evaluate, grading, oracle
 
 def oracle_predict(images):
     """A cheating-free 'perfect' predict for tests: looks images up in the public split."""
-    split = data._split(data.active_track())
+    split = data.split()
     track_imgs = evaluate.track_test_images("public")
     truth = split.public_test_digits[split.public.test_labels == data.C]
     assert len(images) == len(track_imgs)

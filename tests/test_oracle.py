@@ -171,3 +171,20 @@ def test_ledgers_are_per_track(ds):
     assert set(oracle.annotate(ds49.c_indices[:4]).tolist()) <= {4, 9}
     data.load("7,1")
     assert oracle.count() == 1
+
+
+def test_one_rule_for_the_active_track(ds, monkeypatch, tmp_path):
+    """After data.load("4,9"), the oracle, evaluate and models.baseline() all use 4,9; split() changes nothing."""
+    from course import evaluate, models
+
+    data.load("4,9")
+    data.split("7,1")
+    evaluate.track_test_images("public", track="7,1")
+    assert data.active_track() == (4, 9)
+    assert set(oracle.annotate(data.load("4,9").c_indices[:5]).tolist()) <= {4, 9}
+    monkeypatch.setenv("COURSE_CACHE_DIR", str(tmp_path))
+    models.checkpoint_path((4, 9)).parent.mkdir(parents=True)
+    models.checkpoint_path((4, 9)).touch()
+    monkeypatch.setattr(models.CNNClassifier, "load", classmethod(lambda cls, path: path))
+    assert models.baseline() == models.checkpoint_path((4, 9))
+    assert data.split().public.track == (4, 9)

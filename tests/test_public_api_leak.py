@@ -36,7 +36,7 @@ def public_arrays(obj, depth=0, seen=None):
 
 
 def test_no_public_array_holds_c_digits(ds):
-    split = data._split((7, 1))
+    split = data.split((7, 1))
     secrets = {
         "pool digits": split.pool_digits,
         "C digits": split.pool_digits[ds.c_indices],
