@@ -1,12 +1,16 @@
 """The ``autograder`` command: grade the submissions of an assignment, build its leaderboard.
 
-    autograder grade 03_clustering [--course DIR] [--student ID ...] [--timeout S]
+    autograder grade 03_clustering [--course DIR] [--student ID ...] [--timeout S] [--wait S]
     autograder leaderboard 03_clustering [--course DIR]
+    autograder secret rotate 03_clustering [--course DIR]
 
 ``grade`` autogrades every ``DIR/submitted/*/<assignment>/`` with nbgrader (one
 annotation service, sandboxed kernel and wall-clock limit per submission), stores
 one row each in ``DIR/grades.db``, rebuilds ``DIR/leaderboard/<assignment>.*`` and
-prints the table. ``leaderboard`` only rebuilds the leaderboard from the store.
+prints the table. One batch per course at a time: a second ``grade`` says so and
+stops (or queues with ``--wait``). ``leaderboard`` only rebuilds the leaderboard
+from the store. ``secret rotate`` draws a new shuffle secret for an assignment
+(regrade everyone afterwards).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from autograder import leaderboard, runner, store
+from autograder import clean, layout, leaderboard, locks, runner, sandbox, secret, store
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,41 +36,81 @@ def _parser() -> argparse.ArgumentParser:
                        help=f"wall-clock limit per submission in seconds (default {runner.DEFAULT_TIMEOUT_S:g})")
     grade.add_argument("--memory", type=float, default=runner.DEFAULT_MEMORY_GB, metavar="GB",
                        help=f"address-space limit of the kernel (default {runner.DEFAULT_MEMORY_GB:g} GB)")
+    limits = sandbox.Limits()
+    grade.add_argument("--max-processes", type=int, default=limits.max_processes, metavar="N",
+                       help=f"processes and threads of the kernel (default {limits.max_processes})")
+    grade.add_argument("--tmp-mb", type=float, default=limits.tmp_bytes / 2**20, metavar="MB",
+                       help=f"size of the kernel's RAM disk /tmp (default {limits.tmp_bytes / 2**20:g} MB)")
+    grade.add_argument("--max-file-mb", type=float, default=limits.max_file_bytes / 2**20, metavar="MB",
+                       help=f"largest file the kernel may write (default {limits.max_file_bytes / 2**20:g} MB)")
+    grade.add_argument("--max-output-mb", type=float, default=runner.DEFAULT_OUTPUT_MB, metavar="MB",
+                       help=f"outputs kept in an executed notebook (default {runner.DEFAULT_OUTPUT_MB:g} MB)")
+    grade.add_argument("--wait", type=float, default=0.0, metavar="S",
+                       help="wait up to S seconds for another batch on this course to finish (default: stop)")
     grade.add_argument("--track", default=None, help='track to grade, e.g. "7,1" (default: $COURSE_TRACK or 7,1)')
     board = commands.add_parser("leaderboard", help="rebuild the leaderboard from the results store")
     board.add_argument("assignment")
     board.add_argument("--course", type=Path, default=Path("."), help="course root (default: .)")
+    sec = commands.add_parser("secret", help="manage an assignment's shuffle secret")
+    sec.add_argument("action", choices=["rotate"])
+    sec.add_argument("assignment")
+    sec.add_argument("--course", type=Path, default=Path("."), help="course root (default: .)")
     return parser
 
 
 def _grade(args) -> int:
+    course_dir = args.course.resolve()
+    if not course_dir.is_dir():
+        print(f"autograder: no course folder {course_dir}", file=sys.stderr)
+        return 2
     try:
-        grader = runner.Grader(args.course, args.assignment, track=args.track,
-                               timeout=args.timeout, memory_gb=args.memory)
-    except (runner.GraderError, ValueError) as exc:
+        lock = locks.CourseLock(layout.Course.open(course_dir).private("grading.lock")).acquire(args.wait)
+    except locks.CourseBusy as exc:
         print(f"autograder: {exc}", file=sys.stderr)
-        return 2
-    students = grader.students()
-    if args.student:
-        unknown = sorted(set(args.student) - set(students))
-        if unknown:
-            print(f"autograder: no submission of {args.assignment} for {', '.join(unknown)} in "
-                  f"{grader.course_dir / 'submitted'}", file=sys.stderr)
+        return 3
+    with lock:
+        limits = sandbox.Limits(max_processes=args.max_processes, tmp_bytes=int(args.tmp_mb * 2**20),
+                                max_file_bytes=int(args.max_file_mb * 2**20))
+        try:
+            grader = runner.Grader(course_dir, args.assignment, track=args.track, timeout=args.timeout,
+                                   memory_gb=args.memory, limits=limits, max_output_mb=args.max_output_mb)
+        except (runner.GraderError, ValueError) as exc:
+            print(f"autograder: {exc}", file=sys.stderr)
             return 2
-        students = [s for s in students if s in args.student]
-    if not students:
-        print(f"autograder: nothing to grade: no folder submitted/*/{args.assignment}/ in "
-              f"{grader.course_dir}", file=sys.stderr)
-        return 2
-    bar = tqdm(students, desc=f"grading {args.assignment}", unit="submission")
-    try:
-        for student in bar:
-            bar.set_postfix_str(student)
-            outcome = grader.grade(student)
-            bar.write(f"{student}: {outcome.row.status} ({outcome.row.runtime:.0f} s) {outcome.row.detail}")
-    finally:
-        grader.close()
-    return _report(grader.course_dir, args.assignment)
+        students = grader.students()
+        if args.student:
+            unknown = sorted(set(args.student) - set(students))
+            if unknown:
+                print(f"autograder: no submission of {args.assignment} for "
+                      f"{', '.join(clean.line(u, 80) for u in unknown)} in {grader.course_dir / 'submitted'}",
+                      file=sys.stderr)
+                return 2
+            students = [s for s in students if s in args.student]
+        if not students:
+            print(f"autograder: nothing to grade: no folder submitted/*/{args.assignment}/ in "
+                  f"{grader.course_dir}", file=sys.stderr)
+            return 2
+        bar = tqdm(students, desc=f"grading {args.assignment}", unit="submission")
+        pending = 0
+        try:
+            for student in bar:
+                bar.set_postfix_str(clean.line(student, 40))
+                outcome = grader.grade(student)
+                row = outcome.row
+                pending += not outcome.saved
+                bar.write(f"{clean.line(row.student, 60)}: {row.status} ({row.runtime:.0f} s) {clean.line(row.detail)}"
+                          + ("" if outcome.saved else " [results database locked: row kept as pending]"))
+        finally:
+            grader.close()
+        if pending:
+            try:
+                store.flush_pending(grader.course_dir)
+            except store.StoreUnavailable:
+                print(f"autograder: {pending} row(s) could not be written to {store.db_path(grader.course_dir)} "
+                      f"(locked); they are kept in {grader.course_dir / store.PENDING} and written by the next "
+                      "`autograder grade`.", file=sys.stderr)
+                return 1
+        return _report(grader.course_dir, args.assignment)
 
 
 def _report(course_dir: Path, assignment: str) -> int:
@@ -81,10 +125,20 @@ def _report(course_dir: Path, assignment: str) -> int:
     return 0
 
 
+def _secret(args) -> int:
+    course = layout.Course.open(args.course.resolve())
+    path = secret.rotate(course.private(), args.assignment)
+    print(f"new secret for {args.assignment} in {path}; regrade every submission of {args.assignment} "
+          "so all rows use the same shuffle.")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "grade":
         return _grade(args)
+    if args.command == "secret":
+        return _secret(args)
     return _report(args.course.resolve(), args.assignment)
 
 

@@ -18,16 +18,20 @@ from pathlib import Path
 
 from course import config
 from course.files import write_atomic
-from autograder import store
+from autograder import clean, store
 
 FOLDER = "leaderboard"
-CSV_COLUMNS = ["rank", "student", "accuracy", "annotations", "passed", "score", "max_score", "status", "detail"]
+CSV_COLUMNS = ["rank", "student", "accuracy", "annotations", "passed", "score", "max_score", "status",
+               "evaluations", "submissions", "review", "detail"]
+POINTS_COLUMNS = ["rank", "student", "passed", "score", "max_score", "status", "detail"]  # no submit cell
 MAX_LABELLED_POINTS = 40  # name the points of the scatter up to this many submissions
 
 
 def rank(rows: list[store.Row]) -> list[tuple[int, store.Row]]:
     """Rows in leaderboard order with their rank (1-based; ties share a rank)."""
     def key(row: store.Row):
+        if row.kind == "points":
+            return (not row.passed, -(row.score or 0.0))
         annotations = row.annotations if row.annotations is not None else math.inf
         accuracy = row.accuracy if row.accuracy is not None else -1.0
         return (not row.passed, annotations, -accuracy)
@@ -44,18 +48,34 @@ def rank(rows: list[store.Row]) -> list[tuple[int, store.Row]]:
 def _cells(rank_: int, row: store.Row) -> dict[str, str]:
     def num(value, digits=4):
         return "" if value is None else (f"{value:.{digits}f}".rstrip("0").rstrip(".") if digits else str(value))
-    return {"rank": str(rank_), "student": row.student, "accuracy": num(row.accuracy),
+    return {"rank": str(rank_), "student": clean.line(row.student, 200), "accuracy": num(row.accuracy),
             "annotations": "" if row.annotations is None else str(row.annotations),
             "passed": "yes" if row.passed else "no", "score": num(row.score, 2),
-            "max_score": num(row.max_score, 2), "status": row.status, "detail": row.detail}
+            "max_score": num(row.max_score, 2), "status": row.status,
+            "evaluations": "" if row.evaluations is None else str(row.evaluations),
+            "submissions": "" if row.submissions is None else str(row.submissions),
+            "review": clean.line(row.review), "detail": clean.line(row.detail, 500)}
+
+
+def columns(ranked: list[tuple[int, store.Row]]) -> list[str]:
+    """The leaderboard's columns: no accuracy or annotations for a points-only assignment."""
+    if ranked and all(row.kind == "points" for _, row in ranked):
+        return POINTS_COLUMNS
+    return CSV_COLUMNS
+
+
+def _csv_safe(value: str) -> str:
+    """A cell a spreadsheet shows as text (no formula injection)."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@") and not value[1:2].isdigit() else value
 
 
 def to_csv(ranked: list[tuple[int, store.Row]]) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    names = columns(ranked)
+    writer = csv.DictWriter(buffer, fieldnames=names, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     for rank_, row in ranked:
-        writer.writerow(_cells(rank_, row))
+        writer.writerow({k: _csv_safe(v) for k, v in _cells(rank_, row).items()})
     return buffer.getvalue()
 
 
@@ -69,6 +89,7 @@ th[aria-sort="ascending"]::after { content: " \\25B2"; } th[aria-sort="descendin
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 tr.passed td { background: #eaf7ea; } tr.passed td.passed { color: #1a7f37; font-weight: bold; }
 td.detail { color: #555; font-size: .9rem; max-width: 40rem; }
+tr.review td.review { color: #9a6700; font-weight: bold; }
 """
 
 _SCRIPT = """
@@ -93,31 +114,40 @@ document.querySelectorAll('th').forEach(function (th, col) {
 });
 """
 
-_NUMERIC = {"rank", "accuracy", "annotations", "score", "max_score"}
+_NUMERIC = {"rank", "accuracy", "annotations", "score", "max_score", "evaluations", "submissions"}
+
+
+def _rule(ranked) -> str:
+    if columns(ranked) == POINTS_COLUMNS:
+        return "This assignment has no submit cell: it is graded for nbgrader's points only."
+    return (f"A submission <strong>passes</strong> with at least <strong>{config.TARGET_ACCURACY:.0%}</strong> "
+            "accuracy on held-out images it never saw (scored by the grader, not the notebook); its first "
+            "submission counts. Passing submissions are ranked by the <strong>fewest annotations</strong>, "
+            "then by accuracy. Rows marked <em>review</em> passed with 0 annotations.")
 
 
 def to_html(assignment: str, ranked: list[tuple[int, store.Row]], generated: str) -> str:
-    head = "".join(f"<th scope=\"col\">{html.escape(c)}</th>" for c in CSV_COLUMNS)
+    names = columns(ranked)
+    head = "".join(f"<th scope=\"col\">{html.escape(c)}</th>" for c in names)
     body = []
     for rank_, row in ranked:
         cells = _cells(rank_, row)
         tds = []
-        for column in CSV_COLUMNS:
+        for column in names:
             text = cells[column]
             if column == "accuracy" and row.accuracy is not None:
                 text = f"{row.accuracy:.2%}"
             classes = " ".join(c for c in (column, "num" if column in _NUMERIC else "") if c)
             tds.append(f"<td class=\"{classes}\" data-value=\"{html.escape(cells[column])}\">{html.escape(text)}</td>")
-        body.append(f"<tr class=\"{'passed' if row.passed else ''}\">{''.join(tds)}</tr>")
+        css = " ".join(c for c in ("passed" if row.passed else "", "review" if row.review else "") if c)
+        body.append(f"<tr class=\"{css}\">{''.join(tds)}</tr>")
     passed = sum(row.passed for _, row in ranked)
     title = f"Leaderboard: {html.escape(assignment)}"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1"><style>{_STYLE}</style></head>
 <body><h1>{title}</h1>
-<p class="rule">A submission <strong>passes</strong> with at least <strong>{config.TARGET_ACCURACY:.0%}</strong>
-accuracy on held-out images it never saw (scored by the grader, not the notebook).
-Passing submissions are ranked by the <strong>fewest annotations</strong>, then by accuracy.</p>
+<p class="rule">{_rule(ranked)}</p>
 <p class="meta">{passed} of {len(ranked)} submissions passed. Generated {html.escape(generated)}.
 Click a column header to sort.</p>
 <table><thead><tr>{head}</tr></thead><tbody>
@@ -134,6 +164,19 @@ def to_png(assignment: str, ranked: list[tuple[int, store.Row]], path: Path) -> 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if columns(ranked) == POINTS_COLUMNS:  # no submit cell: nbgrader's points per student
+        fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+        shown = ranked[:MAX_LABELLED_POINTS]
+        ax.barh([clean.mathtext(r.student) for _, r in shown][::-1], [r.score or 0 for _, r in shown][::-1],
+                color=["#1a7f37" if r.passed else "#cf222e" for _, r in shown][::-1])
+        ax.set_xlabel("nbgrader points")
+        ax.set_title(f"{clean.mathtext(assignment)}: points (no submit cell)")
+        fig.tight_layout()
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png")
+        plt.close(fig)
+        write_atomic(path, buffer.getvalue())
+        return
     points = [row for _, row in ranked if row.accuracy is not None and row.annotations is not None]
     fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
     for passed, colour, label in ((True, "#1a7f37", "passed"), (False, "#cf222e", "not passed")):
@@ -142,14 +185,15 @@ def to_png(assignment: str, ranked: list[tuple[int, store.Row]], path: Path) -> 
                    label=f"{label} ({len(chosen)})", s=45, alpha=.85, edgecolors="white", zorder=3)
     if len(points) <= MAX_LABELLED_POINTS:
         for r in points:
-            ax.annotate(r.student, (r.annotations, r.accuracy), textcoords="offset points",
+            label = clean.mathtext(r.student) + (" (review)" if r.review else "")
+            ax.annotate(label, (r.annotations, r.accuracy), textcoords="offset points",
                         xytext=(4, 4), fontsize=8)
     ax.axhline(config.TARGET_ACCURACY, color="#555", linestyle="--", linewidth=1,
                label=f"target {config.TARGET_ACCURACY:.0%}")
     ax.set_xlabel("annotations (distinct labels bought from the oracle)")
     ax.set_ylabel("accuracy on the private held-out images")
     missing = len(ranked) - len(points)
-    ax.set_title(f"{assignment}: annotations vs accuracy"
+    ax.set_title(f"{clean.mathtext(assignment)}: annotations vs accuracy"
                  + (f" ({missing} without a submission not shown)" if missing else ""))
     ax.set_ylim(min([0.4] + [r.accuracy - 0.02 for r in points]), 1.03)
     ax.set_xlim(left=0)
@@ -184,8 +228,8 @@ def table(ranked: list[tuple[int, store.Row]], width: int = 60) -> str:
         c = _cells(rank_, row)
         accuracy = "" if row.accuracy is None else f"{row.accuracy:.2%}"
         score = "" if row.score is None else f"{c['score']}/{c['max_score']}"
-        detail = row.detail if len(row.detail) <= width else row.detail[: width - 3] + "..."
-        lines.append([c["rank"], row.student, accuracy, c["annotations"], c["passed"], score, row.status, detail])
+        detail = clean.line(row.detail, width) + (f" [review: {clean.line(row.review, 60)}]" if row.review else "")
+        lines.append([c["rank"], c["student"], accuracy, c["annotations"], c["passed"], score, row.status, detail])
     widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(header)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     out = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]

@@ -1,7 +1,7 @@
 """Grading data for one run: what the kernel may see, and the truth only the service gets.
 
 The grader is trusted instructor code, so it reads the true MNIST through
-`course.data`. For each run it draws a secret seed, shuffles the pool, the public
+`course.data`. For each batch it derives the seed from the assignment's secret (`autograder.secret`), shuffles the pool, the public
 and the private test images, and writes
 
 - ``<data_dir>/course-grading.npz`` (the format `course.data._grading_split` reads):
@@ -45,7 +45,7 @@ def prepare(track: tuple[int, ...], data_dir: Path, truth_path: Path, seed: int 
     """Write the shuffled, label-free grading file and the service's truth file."""
     seed = secrets.randbits(64) if seed is None else seed
     rng = np.random.default_rng(seed)
-    split = data._split(track)  # the grader's own, fully labelled view
+    split = data.split(track)  # the grader's own, fully labelled view
     ds = split.public
     pool = rng.permutation(len(ds.images))
     public = rng.permutation(len(ds.test_images))
@@ -65,17 +65,14 @@ def prepare(track: tuple[int, ...], data_dir: Path, truth_path: Path, seed: int 
     return Prepared(data_dir / data.GRADING_FILE, truth_path, len(pool), len(private))
 
 
-def warm_cache(track: tuple[int, ...], cache_dir: Path) -> Path:
-    """Give a run's cache folder a copy of the baseline checkpoint (merged labels only).
+def checkpoint(track: tuple[int, ...]) -> Path:
+    """The baseline checkpoint of `track` in the grader's cache (trained once if missing).
 
-    The grader trains it once if needed; it never saw an original label of C.
+    It saw only merged labels; the kernel gets this one file, read-only.
     """
-    from course import models  # torch: imported only when a run is prepared
+    from course import models  # torch: imported only when a batch is prepared
 
     source = models.checkpoint_path(track)
     if not source.is_file():
         models.baseline(track)  # trains and caches it in the grader's own cache
-    target = cache_dir / "models" / source.name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, target)
-    return target
+    return source

@@ -1,36 +1,43 @@
-"""A Jupyter kernelspec whose kernel runs inside a bubblewrap sandbox with a memory cap.
+"""The kernel's sandbox: an allow-list of what a participant's code may see, and its hard limits.
 
-Participant code runs in the kernel and can do anything there, so the kernel gets
-a view of the file system in which
+Participant code runs in the kernel and can do anything there. The kernel is
+started by `autograder.launch` (as root, inside nbgrader's worker), which applies
+the limits and runs bubblewrap; inside, ``setpriv`` drops to an unprivileged
+user before Python starts. The kernel sees (`Sandbox.argv`):
 
-- everything is read-only,
-- the raw MNIST files (the grader's ``$COURSE_DATA_DIR``, the repository's
-  ``data/``, the grader's cache folder), the course root (results database,
-  ledgers, other students' submissions, the instructor's ``source/``) and the
-  grader's temporary folders are hidden behind empty tmpfs mounts,
-- only this run's data folder (read-only), cache folder, service socket,
-  Jupyter runtime folder (connection file, ZMQ sockets) and working folder are
-  bound back in,
-- other processes are invisible (own PID namespace), so the service's memory is
-  out of reach, and there is no network (own network namespace; nothing to
-  download labels from): the kernel speaks ZMQ over Unix sockets in its
-  runtime folder (``KernelManager.transport = "ipc"``);
-- the kernel has no capabilities (even when the grader runs as root), so it can
-  neither unmount what hides the labels nor remount anything writable.
-
-`prlimit --as` caps the kernel's address space; exceeding it raises MemoryError.
-The sandbox dies with the process that started it (nbgrader).
+- read-only: the system's ``/usr`` (and ``/bin``, ``/sbin``, ``/lib*`` or their
+  merged-usr links), a few files of ``/etc`` (`ETC`), the Python environment
+  (``sys.prefix`` and ``sys.base_prefix``) without the labelled data sets some
+  packages ship (`ENV_DATASETS`), the installed ``course`` package folder only,
+  this run's grading data, the baseline checkpoint file, the service's socket;
+- writable: its runtime folder (connection file, ZMQ sockets) and a RAM disk
+  ``/tmp`` capped in size, holding its home ``/tmp/home`` and its working
+  folder ``/tmp/work`` (empty at start; the grader never reads it);
+- nothing else: no ``/home``, ``/root``, ``/opt``, ``/var``, ``/srv``, ``/mnt``,
+  ``/run``, ``/sys``, no course folder, no other submission, no raw MNIST, no
+  host socket; an own PID, IPC, UTS, cgroup and network namespace (loopback
+  only; the kernel speaks ZMQ over Unix sockets), no capabilities, no new
+  privileges, and an environment built from scratch (`--clearenv`).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 KERNEL_NAME = "autograder-sandbox"
+SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime", "fonts")
+ENV_DATASETS = ("sklearn/datasets/data", "sklearn/datasets/images")  # labelled data inside packages
+TMP, HOME, WORKDIR = "/tmp", "/tmp/home", "/tmp/work"
+SHM_BYTES = 64 * 2**20  # /dev/shm (joblib, torch DataLoader workers)
+KERNEL_UID = 64100  # the kernel's user when the grader runs as root (no passwd entry on the host)
+LAUNCHER = Path(__file__).with_name("launch.py")
 
 
 class SandboxError(RuntimeError):
@@ -38,57 +45,144 @@ class SandboxError(RuntimeError):
 
 
 @dataclass
+class Limits:
+    """Hard limits of one kernel (see `autograder.launch`)."""
+
+    memory_bytes: int = 8 * 10**9  # RLIMIT_AS; memory.max with a cgroup
+    max_processes: int = 512  # RLIMIT_NPROC of the kernel's user (threads count); pids.max with a cgroup
+    max_file_bytes: int = 1 * 2**30  # RLIMIT_FSIZE: no single file larger
+    tmp_bytes: int = 2 * 2**30  # size of the kernel's RAM disk /tmp
+    log_bytes: int = 256 * 1024  # the kernel's own stdout/stderr kept (the rest is dropped)
+    cgroup_parent: str = ""  # a delegated cgroup v2 folder; "" = none (rlimits only)
+
+
+def _system_args() -> list[str]:
+    args = []
+    for path in SYSTEM:
+        if os.path.islink(path):
+            args += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            args += ["--ro-bind", path, path]
+    for name in ETC:
+        path = f"/etc/{name}"
+        if os.path.lexists(path):
+            args += ["--ro-bind", path, path] if not os.path.islink(path) else ["--symlink", os.readlink(path), path]
+    return args
+
+
+def python_roots() -> list[Path]:
+    """The Python environment: the venv and the interpreter it was made from."""
+    roots = []
+    for prefix in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix):
+        path = Path(prefix).resolve()
+        if path not in roots and not any(path.is_relative_to(r) for r in roots):
+            roots.append(path)
+    return roots
+
+
+def env_datasets() -> list[Path]:
+    """Folders of labelled data shipped inside installed packages (hidden from the kernel)."""
+    found = []
+    for folder in {p for p in sys.path if p}:
+        for relative in ENV_DATASETS:
+            path = Path(folder) / relative
+            if path.is_dir():
+                found.append(path.resolve())
+    return sorted(set(found))
+
+
+def course_package() -> Path:
+    """The installed `course` package folder (for an editable install, course/ only)."""
+    spec = importlib.util.find_spec("course")
+    if spec is None or not spec.submodule_search_locations:
+        raise SandboxError("the `course` package is not installed in this environment")
+    return Path(list(spec.submodule_search_locations)[0]).resolve()
+
+
+@dataclass
 class Sandbox:
-    """What the kernel sees. Paths are absolute; binds keep their path inside."""
+    """What the kernel sees. Host paths are absolute; `files` maps host file -> path inside."""
 
-    hide: list[Path] = field(default_factory=list)
     read_only: list[Path] = field(default_factory=list)
+    files: dict[Path, str] = field(default_factory=dict)
     writable: list[Path] = field(default_factory=list)
+    hide: list[Path] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
-    memory_bytes: int | None = None
-    network: bool = False  # False: no network at all (the kernel must then speak ZMQ over ipc)
-    home: str = "/tmp/home"
+    etc: Path | None = None  # a folder with the kernel's passwd and group
+    limits: Limits = field(default_factory=Limits)
+    uid: int | None = None  # drop to this user inside (None: keep the grader's, when not root)
+    gid: int | None = None
 
-    def argv(self, command: list[str]) -> list[str]:
-        """The command line that runs `command` inside the sandbox."""
+    def environment(self) -> dict[str, str]:
+        """The kernel's whole environment (nothing is inherited from the grader)."""
+        base = {
+            "PATH": os.pathsep.join([str(Path(sys.prefix) / "bin"), "/usr/local/bin", "/usr/bin", "/bin"]),
+            "HOME": HOME, "USER": "participant", "LOGNAME": "participant",
+            "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "TMPDIR": TMP, "SHELL": "/bin/sh",
+            "MPLCONFIGDIR": f"{HOME}/.matplotlib", "PYTHONDONTWRITEBYTECODE": "1",
+        }
+        return {**base, **self.env}
+
+    def bwrap_argv(self) -> list[str]:
         bwrap = shutil.which("bwrap")
         if bwrap is None:
             raise SandboxError(
                 "bubblewrap (bwrap) is not installed; the grader needs it to isolate participant "
                 "code. Install it with: apt-get install -y bubblewrap")
-        # --cap-drop ALL: run as root, bwrap would keep every capability, and the kernel
-        # could unmount the tmpfs that hides the labels or remount / read-write.
-        args = [bwrap, "--die-with-parent", "--cap-drop", "ALL", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
-                "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
-        if not self.network:
-            args.insert(1, "--unshare-net")
-        for path in _existing(self.hide):
-            args += ["--tmpfs", str(path)]
-        for path in _existing(self.read_only):
+        args = [bwrap, "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
+                "--unshare-net", "--unshare-cgroup-try", "--hostname", "sandbox", "--clearenv"]
+        # first the RAM disks, so that binds below /tmp (this run's folders) land on top of them
+        args += ["--dev", "/dev", "--proc", "/proc",
+                 "--perms", "1777", "--size", str(int(self.limits.tmp_bytes)), "--tmpfs", TMP,
+                 "--perms", "1777", "--dir", HOME, "--perms", "1777", "--dir", WORKDIR,
+                 "--perms", "1777", "--size", str(SHM_BYTES), "--tmpfs", "/dev/shm"]
+        read_only = _existing(python_roots() + list(self.read_only))
+        writable = _existing(self.writable)
+        # folders bwrap creates on the way to a bind are 0700 (root's) unless made first
+        targets = [Path("/etc/x")] + read_only + writable + [Path(p) for p in self.files.values()]
+        parents = sorted({str(a) for t in targets for a in Path(t).parents if str(a) not in ("/", TMP)},
+                         key=lambda p: p.count("/"))
+        for parent in parents:
+            args += ["--perms", "0755", "--dir", parent]
+        args += _system_args()
+        if self.etc is not None:
+            for name in ("passwd", "group"):
+                args += ["--ro-bind", str(self.etc / name), f"/etc/{name}"]
+        for path in read_only:
             args += ["--ro-bind", str(path), str(path)]
-        for path in _existing(self.writable):
+        for path in _existing(self.hide):
+            args += ["--tmpfs", str(path)]  # hidden behind an empty folder
+        for host, inside in self.files.items():
+            args += ["--ro-bind", str(host), inside]
+        for path in writable:
             args += ["--bind", str(path), str(path)]
-        # ipykernel would compare JPY_PARENT_PID with its parent (pid 1 in the new PID
-        # namespace) and quit; the sandbox dies with its parent instead (--die-with-parent).
-        args += ["--unsetenv", "JPY_PARENT_PID"]
-        args += ["--setenv", "TMPDIR", "/tmp"]  # the launcher's TMPDIR holds the connection file
-        args += ["--dir", self.home, "--setenv", "HOME", self.home,
-                 "--setenv", "MPLCONFIGDIR", f"{self.home}/.matplotlib"]
-        for key, value in self.env.items():
+        for key, value in self.environment().items():
             args += ["--setenv", key, value]
-        if self.memory_bytes:
-            prlimit = shutil.which("prlimit")
-            if prlimit is None:
-                raise SandboxError("prlimit (util-linux) is missing; it caps the kernel's memory.")
-            args = [prlimit, f"--as={self.memory_bytes}", "--"] + args
-        return args + ["--"] + command
+        args += ["--chdir", WORKDIR, "--"]
+        return args
 
-    def write_kernelspec(self, jupyter_dir: Path, name: str = KERNEL_NAME) -> Path:
-        """Write ``<jupyter_dir>/kernels/<name>/kernel.json`` (put jupyter_dir on JUPYTER_PATH)."""
+    def inside_argv(self) -> list[str]:
+        """Run inside the sandbox: drop to the kernel's user, then start the kernel."""
+        command = [sys.executable, "-m", "ipykernel_launcher", "-f"]
+        if self.uid is None:
+            return command
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            raise SandboxError("setpriv (util-linux) is missing; it drops the kernel's privileges.")
+        return [setpriv, f"--reuid={self.uid}", f"--regid={self.gid}", "--clear-groups",
+                "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"] + command
+
+    def write_kernelspec(self, jupyter_dir: Path, log: Path, name: str = KERNEL_NAME) -> Path:
+        """Write ``<jupyter_dir>/kernels/<name>/`` (put jupyter_dir on nbgrader's JUPYTER_PATH)."""
         spec_dir = jupyter_dir / "kernels" / name
         spec_dir.mkdir(parents=True, exist_ok=True)
+        launch = {"bwrap": self.bwrap_argv(), "inside": self.inside_argv(), "uid": self.uid, "gid": self.gid,
+                  "memory_bytes": self.limits.memory_bytes, "max_processes": self.limits.max_processes,
+                  "max_file_bytes": self.limits.max_file_bytes, "log": str(log),
+                  "log_bytes": self.limits.log_bytes, "cgroup_parent": self.limits.cgroup_parent}
+        (spec_dir / "launch.json").write_text(json.dumps(launch, indent=1))
         spec = {
-            "argv": self.argv([sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]),
+            "argv": [sys.executable, "-I", "-S", str(LAUNCHER), str(spec_dir / "launch.json"), "{connection_file}"],
             "display_name": "Python 3 (autograder sandbox)",
             "language": "python",
             "interrupt_mode": "signal",
@@ -96,6 +190,35 @@ class Sandbox:
         }
         (spec_dir / "kernel.json").write_text(json.dumps(spec, indent=1))
         return spec_dir
+
+
+def write_etc(folder: Path, uid: int, gid: int) -> None:
+    """A passwd and group naming only root and the kernel's user."""
+    (folder / "passwd").write_text(f"root:x:0:0:root:/root:/usr/sbin/nologin\n"
+                                   f"participant:x:{uid}:{gid}:participant:{HOME}:/bin/sh\n")
+    (folder / "group").write_text(f"root:x:0:\nparticipant:x:{gid}:\n")
+    for name in ("passwd", "group"):
+        os.chmod(folder / name, 0o644)
+
+
+def cgroup_parent() -> str:
+    """A cgroup v2 folder under which this process may create one cgroup per kernel, or ''."""
+    override = os.environ.get("AUTOGRADER_CGROUP")
+    if override is not None:
+        return override
+    root = Path("/sys/fs/cgroup")
+    if not (root / "cgroup.controllers").is_file():
+        return ""  # cgroup v1 or hybrid: rlimits and tmpfs sizes only
+    try:
+        own = next(line.split("::", 1)[1].strip() for line in Path("/proc/self/cgroup").read_text().splitlines()
+                   if line.startswith("0::"))
+        candidate = root / own.lstrip("/")
+        enabled = set((candidate / "cgroup.subtree_control").read_text().split())
+    except (OSError, StopIteration):
+        return ""
+    if {"memory", "pids"} <= enabled and os.access(candidate, os.W_OK):
+        return str(candidate)
+    return ""
 
 
 def _existing(paths: list[Path]) -> list[Path]:

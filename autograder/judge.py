@@ -1,0 +1,139 @@
+"""The judge: a run's evidence (service ledger, executed notebooks, nbgrader's outcome) -> one row.
+
+The numbers come only from the service's ledger (`course.protocol.summarize`): the
+accuracy and annotations of the FIRST successful private score (the counted
+submission), how many held-out evaluations and submissions the run attempted.
+nbgrader's points come from the gradebook; the first error from the executed
+notebook. Nothing the notebook printed is believed. A pass with 0 annotations is
+possible only by guessing or by a hole in the rules, so it is marked for review.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass, field
+
+from course import config, protocol
+from autograder import clean, store
+
+
+@dataclass
+class Evidence:
+    """Everything the judge looks at for one submission."""
+
+    ledger_text: str = ""
+    nbgrader_ok: bool = False
+    timed_out: bool = False
+    notebooks: list = field(default_factory=list)  # executed notebooks (nbformat nodes) that exist
+    log_tail: str = ""
+    score: float | None = None
+    max_score: float | None = None
+    notes: list[str] = field(default_factory=list)  # e.g. "timestamp.txt ignored"
+
+
+@dataclass
+class Verdict:
+    status: str
+    detail: str
+    accuracy: float | None = None
+    annotations: int | None = None
+    evaluations: int | None = None
+    submissions: int | None = None
+    score: float | None = None
+    max_score: float | None = None
+    passed: bool = False
+    review: str = ""
+
+
+@dataclass
+class Settings:
+    timeout: float
+    memory_gb: float
+    kind: str = "competition"  # or "points": no submit cell, graded for nbgrader's points only
+
+
+def first_error(notebooks: list) -> str:
+    """'<cell>: <Error>: <message>' of the first cell that raised, or ''."""
+    for nb in notebooks:
+        for number, cell in enumerate(nb.cells, start=1):
+            if cell.get("cell_type") != "code":
+                continue
+            for output in cell.get("outputs", []):
+                if output.get("output_type") == "error":
+                    where = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") or f"cell {number}"
+                    return clean.line(f"{where}: {output.get('ename')}: "
+                                      f"{clean.first_line(output.get('evalue', ''), 160)}", 240)
+    return ""
+
+
+def cell_seconds(notebooks: list) -> float:
+    """Sum of the cells' execution times recorded in the executed notebooks."""
+    total = 0.0
+    for nb in notebooks:
+        for cell in nb.cells:
+            timing = cell.get("metadata", {}).get("execution", {})
+            try:
+                begin = _dt.datetime.fromisoformat(timing["iopub.execute_input"].replace("Z", "+00:00"))
+                end = _dt.datetime.fromisoformat(timing["shell.execute_reply"].replace("Z", "+00:00"))
+            except (KeyError, ValueError, AttributeError):
+                continue
+            total += (end - begin).total_seconds()
+    return total
+
+
+def _memory_hint(error: str, memory_gb: float) -> str:
+    if "MemoryError" in error:
+        return f"{error} (memory limit {memory_gb:g} GB)"
+    return error
+
+
+def _nbgrader_problem(log: str, error: str, memory_gb: float) -> str:
+    if "DeadKernelError" in log or "kernel died" in log.lower():
+        where = f" (last error before: {error})" if error else ""
+        return ("the kernel died (crashed, was killed, or ran out of memory at the "
+                f"{memory_gb:g} GB limit){where}")
+    lines = [ln for ln in log.splitlines() if "[ERROR]" in ln or "Error" in ln]
+    return "nbgrader failed: " + (clean.first_line(lines[-1]) if lines else "see its log")
+
+
+def judge(evidence: Evidence, settings: Settings) -> Verdict:
+    summary = protocol.summarize(protocol.read_ledger(evidence.ledger_text))
+    numbers = dict(accuracy=summary.accuracy, annotations=summary.annotations,
+                   evaluations=summary.evaluations, submissions=summary.submissions)
+    points = settings.kind == "points"
+    if points:
+        numbers = {}
+    error = first_error(evidence.notebooks)
+    notes = "".join(f"; {n}" for n in evidence.notes)
+    if evidence.timed_out:
+        counted = "" if points or summary.accuracy is not None else "; no submission had been made"
+        return Verdict("timeout", f"stopped after the wall-clock limit of {settings.timeout:.0f} s{counted}{notes}",
+                       **numbers)
+    if not evidence.nbgrader_ok:
+        return Verdict("error", _nbgrader_problem(evidence.log_tail, error, settings.memory_gb) + notes, **numbers)
+    pts = dict(score=evidence.score, max_score=evidence.max_score)
+    tail = (f"; first error: {_memory_hint(error, settings.memory_gb)}" if error else "") + notes
+    if points:
+        full = bool(evidence.max_score) and evidence.score is not None and evidence.score >= evidence.max_score
+        return Verdict("ok", "graded for points only (no submit cell)" + tail, passed=full, **pts)
+    if summary.accuracy is None:
+        detail = "no submission reached the annotation service (grading.submit was not called or failed)"
+        if summary.submissions:
+            detail = f"{summary.submissions} submission(s) refused by the service; none counted"
+        return Verdict("failed", detail + tail, **numbers, **pts)
+    passed = summary.accuracy >= config.TARGET_ACCURACY
+    detail = (f"counted the first of {summary.submissions} submission{'s' if summary.submissions != 1 else ''}; "
+              f"{summary.evaluations} held-out evaluation{'s' if summary.evaluations != 1 else ''}")
+    review = ""
+    if passed and not summary.annotations:
+        review = "passed with 0 annotations: check the notebook before publishing"
+    return Verdict("ok", detail + tail, passed=passed, review=review, **numbers, **pts)
+
+
+def to_row(verdict: Verdict, student: str, assignment: str, track: str, kind: str,
+           runtime: float = 0.0, graded_at: str = "") -> store.Row:
+    return store.Row(student=student, assignment=assignment, track=track, accuracy=verdict.accuracy,
+                     annotations=verdict.annotations, passed=verdict.passed, score=verdict.score,
+                     max_score=verdict.max_score, status=verdict.status, detail=clean.line(verdict.detail, 500),
+                     runtime=runtime, graded_at=graded_at, evaluations=verdict.evaluations,
+                     submissions=verdict.submissions, review=verdict.review, kind=kind)

@@ -1,0 +1,59 @@
+"""One secret per assignment, kept in the course: the same shuffle for everyone and every regrade.
+
+``<course>/.autograder/secrets/<assignment>`` (mode 0600, git-ignored, outside every
+sandbox) holds 32 random bytes in hex. The grading data of a run is shuffled with a
+seed derived from it, so regrading an unchanged notebook gives the same row and
+ties are not broken by noise. Rotate it (``autograder secret rotate <assignment>``)
+when a shuffle may have leaked, e.g. after publishing executed notebooks; then
+regrade everyone so the rows stay comparable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets as _secrets
+from pathlib import Path
+
+FOLDER = "secrets"
+
+
+def _path(private_dir: Path, assignment: str) -> Path:
+    folder = Path(private_dir) / FOLDER
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return folder / assignment
+
+
+def _write(path: Path, value: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value + "\n")
+    os.replace(tmp, path)
+
+
+def read_or_create(private_dir: Path, assignment: str) -> str:
+    path = _path(private_dir, assignment)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        _write(path, _secrets.token_hex(32))
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd) as handle:
+        value = handle.read().strip()
+    if len(value) < 32:
+        raise ValueError(f"{path} does not hold a secret; delete it or run `autograder secret rotate`.")
+    return value
+
+
+def rotate(private_dir: Path, assignment: str) -> Path:
+    path = _path(private_dir, assignment)
+    _write(path, _secrets.token_hex(32))
+    return path
+
+
+def seed(private_dir: Path, assignment: str, track_name: str) -> int:
+    """The shuffle seed of `assignment` on `track_name` (64 bits)."""
+    value = read_or_create(private_dir, assignment)
+    digest = hashlib.sha256(f"{value}|{assignment}|{track_name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big")
