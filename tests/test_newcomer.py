@@ -88,3 +88,21 @@ def test_nothing_but_ci_mentions_the_machines_shared_folder():
         text = path.read_bytes()
         offenders += [f"{name}: {word}" for word in FORBIDDEN if word.encode() in text]
     assert not offenders, "only .ci/run may point at the machine's shared MNIST folder: " + ", ".join(offenders)
+
+
+def test_documents_link_only_to_files_in_the_repository():
+    """README and docs/ link to files that exist; no file points at a design document that is not here."""
+    import re
+
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    assert REPO / "docs" / "architecture.md" in pages and REPO / "docs" / "cheatsheet.md" in pages
+    missing = []
+    for page in pages:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
+            if "://" not in target and not (page.parent / target).exists():
+                missing.append(f"{page.relative_to(REPO)} -> {target}")
+    assert not missing, missing
+    readme = (REPO / "README.md").read_text()
+    assert "docs/architecture.md" in readme and "docs/cheatsheet.md" in readme
+    for name in ("autograder/__init__.py", ".gitignore"):
+        assert "DESIGN.md" not in (REPO / name).read_text(), name
