@@ -2,7 +2,10 @@
 
 Every notebook imports from here: the merged MNIST data (`data`), the annotation
 function (`oracle`), the baseline CNN (`models`), accuracy helpers (`evaluate`),
-the grading hook (`grading`), pictures (`plots`) and interactive helpers (`widgets`).
+the grading hook and exam mode (`grading`), pictures (`plots`) and interactive
+helpers (`widgets`). Every error the course raises on purpose is in `exceptions`
+(all are a `CourseError`); `protocol` is the annotation protocol shared by the
+local ledger and the autograder's annotation service.
 """
 
 __version__ = "0.1.0"
