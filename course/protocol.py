@@ -232,7 +232,8 @@ class Rules:
             reply, logged = self._OPERATIONS[operation](self, req)
         except ex.CourseError as exc:
             return self._refuse(op, req, exc)
-        self._log({"op": _op_field(op), "ok": True, "error": None, "message": None, **_request_fields(op, req), **logged})
+        self._log({"op": _op_field(op), "ok": True, "error": None, "message": None,
+                   **_request_fields(op, req), **logged})
         return ok(reply)
 
     def refuse(self, op: Any, exc: ex.CourseError) -> dict:
