@@ -41,6 +41,7 @@ from course.exceptions import ServiceError
 TOKEN_ENV = "AUTOGRADER_TOKEN"  # the per-run secret reaches the service through its environment
 MAX_REQUEST_BYTES = protocol.MAX_REQUEST_BYTES
 MAX_REQUESTS = protocol.MAX_REQUESTS
+IDLE_TIMEOUT_S = 30.0  # a connection silent this long is closed (the client sends at once)
 
 
 def make_rules(truth: dict[str, np.ndarray], ledger: Path, max_requests: int = MAX_REQUESTS) -> protocol.Rules:
@@ -52,12 +53,21 @@ def make_rules(truth: dict[str, np.ndarray], ledger: Path, max_requests: int = M
 
 
 class _Handler(socketserver.StreamRequestHandler):
-    """One connection: any number of newline-terminated JSON requests."""
+    """One connection: any number of newline-terminated JSON requests.
+
+    A connection that stays silent for `timeout` seconds is closed, so a kernel
+    cannot stall the service (which answers one connection at a time).
+    """
+
+    timeout = IDLE_TIMEOUT_S
 
     def handle(self) -> None:
         server: Server = self.server  # type: ignore[assignment]
         while True:
-            line = self.rfile.readline(MAX_REQUEST_BYTES + 1)
+            try:
+                line = self.rfile.readline(MAX_REQUEST_BYTES + 1)
+            except OSError:  # idle past the timeout, or the kernel hung up
+                return
             if not line:
                 return
             if len(line) > MAX_REQUEST_BYTES:
@@ -110,11 +120,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ledger", type=Path, required=True)
     parser.add_argument("--max-requests", type=int, default=MAX_REQUESTS,
                         help=f"requests answered per run (default {MAX_REQUESTS}; tests lower it)")
+    parser.add_argument("--idle-timeout", type=float, default=IDLE_TIMEOUT_S,
+                        help=f"seconds a silent connection stays open (default {IDLE_TIMEOUT_S:g})")
     args = parser.parse_args(argv)
     token = os.environ.pop(TOKEN_ENV, "")
     if not token:
         sys.exit(f"the service needs its token in ${TOKEN_ENV}.")
     rules = make_rules(load_truth(args.truth), args.ledger, args.max_requests)
+    _Handler.timeout = args.idle_timeout
     server = Server(args.socket, token, rules)
     signal.signal(signal.SIGTERM, _stop)
     print("ready", flush=True)

@@ -258,6 +258,21 @@ def test_oversized_requests_and_floods_keep_the_ledger_small(running):
     assert ServiceBackend(f"unix:{sock}", TOKEN, TRACK).count() == 0
 
 
+def test_a_silent_connection_does_not_stall_the_service(prepared, tmp_path, monkeypatch):
+    process, sock, ledger, truth = start_service(prepared, tmp_path, monkeypatch, "--idle-timeout", "0.5")
+    try:
+        with socket.socket(socket.AF_UNIX) as idle:
+            idle.connect(str(sock))
+            idle.sendall(b'{"op": "count"')  # no newline, and then nothing
+            with socket.socket(socket.AF_UNIX) as other:
+                other.settimeout(10)
+                other.connect(str(sock))
+                other.sendall(json.dumps({"op": "count", "token": TOKEN}).encode() + b"\n")
+                assert json.loads(other.makefile("rb").readline()) == {"ok": True, "result": 0}
+    finally:
+        stop_service(process)
+
+
 def test_client_refuses_to_send_an_oversized_request(running):
     sock, ledger, truth = running
     backend = ServiceBackend(f"unix:{sock}", TOKEN, TRACK)
