@@ -45,28 +45,41 @@ def track_test_images(split: str = "public", track=None) -> np.ndarray:
 
 
 def check_predictions(predictions, n_images: int, track: Sequence[int]) -> np.ndarray:
-    """Validate what `predict` returned; a clear `PredictionError` says what is wrong."""
+    """Validate what `predict` returned; a clear `PredictionError` says what is wrong.
+
+    The hints name what a `predict` most likely returned instead (probabilities, a
+    column vector, a boolean test, cluster ids, the merged class C).
+    """
     if hasattr(predictions, "detach"):  # a torch tensor
         predictions = predictions.detach().cpu().numpy()
     elif hasattr(predictions, "to_numpy"):  # a pandas Series
         predictions = predictions.to_numpy()
     array = np.asarray(predictions)
     if array.shape != (n_images,):
+        hint = ""
+        if array.ndim == 2 and array.shape[0] == n_images:
+            hint = (" Flatten the column with .ravel()." if array.shape[1] == 1
+                    else " Did you return probabilities? Take .argmax(axis=1) and map it to digits.")
         raise PredictionError(
-            f"predict returned shape {array.shape}; expected ({n_images},): one digit per image."
-            + (" Did you return probabilities? Take argmax first." if array.ndim == 2 else "")
-        )
+            f"predict returned shape {array.shape}; expected ({n_images},): one digit per image.{hint}")
+    digits = data.track_name(tuple(track))
+    example = f"np.where(is_{track[0]}, {track[0]}, {track[1]})"
+    if array.dtype.kind == "b":
+        raise PredictionError(f"predict returned booleans; expected digits {digits}: map them, e.g. {example}.")
+    if array.dtype.kind == "f":
+        whole = np.all(np.isfinite(array)) and np.all(array == np.round(array))
+        raise PredictionError(
+            f"predict returned {array.dtype} values; expected integer digits "
+            + ("(cast with .astype(int))." if whole else "(some are not whole numbers: scores, not digits?)."))
     if array.dtype.kind not in "iu":
-        raise PredictionError(
-            f"predict returned {array.dtype} values; expected integer digits (use .astype(int))."
-        )
+        raise PredictionError(f"predict returned {array.dtype} values; expected integer digits {digits}.")
     unexpected = sorted(set(np.unique(array).tolist()) - set(track))
     if unexpected:
         names = ", ".join(data.class_name(v) for v in unexpected)
+        hint = ("Map the merged class C to a digit first." if data.C in unexpected
+                else f"Map cluster or class numbers to the track's digits, e.g. {example}.")
         raise PredictionError(
-            f"predict returned labels {names}; expected only the track's digits "
-            f"{data.track_name(tuple(track))}. Map the merged class C to a digit first."
-        )
+            f"predict returned labels {names}; expected only the track's digits {digits}. {hint}")
     return array.astype(np.int64)
 
 

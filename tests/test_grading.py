@@ -51,6 +51,11 @@ def test_submit_accepts_torch_and_lists():
     (lambda imgs: np.full(len(imgs), 7.0), "integer"),
     (lambda imgs: np.full(len(imgs), data.C), "Map the merged class C"),
     (lambda imgs: np.full(len(imgs), 3), "3"),
+    (lambda imgs: np.zeros(len(imgs), dtype=int), "Map cluster or class numbers"),
+    (lambda imgs: np.zeros(len(imgs), dtype=bool), r"booleans.*np\.where\(is_7, 7, 1\)"),
+    (lambda imgs: np.full(len(imgs), 0.5), "not whole numbers"),
+    (lambda imgs: np.full((len(imgs), 1), 7), r"\.ravel\(\)"),
+    (lambda imgs: np.full(len(imgs), "7"), "integer digits 7,1"),
 ])
 def test_submit_rejects_broken_predict(bad, message):
     with pytest.raises(evaluate.PredictionError, match=message):
