@@ -458,6 +458,9 @@ def _clip(value: Any, limit: int = FIELD_MAX_TEXT) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+clip = _clip  # public name, for other servers of this protocol (e.g. the event app)
+
+
 def _op_field(op: Any) -> Any:
     """The ``op`` of a ledger entry: the name as sent if short, else a clipped repr."""
     return op if op is None or (isinstance(op, str) and len(op) <= FIELD_MAX_TEXT) else _clip(op)

@@ -348,7 +348,8 @@ def test_leaderboard_files(tmp_path):
         store.save(tmp_path, row)
     paths = leaderboard.build(tmp_path, "a", now=dt.datetime(2026, 11, 27, 8, 30, tzinfo=dt.timezone.utc))
     lines = paths["csv"].read_text().splitlines()
-    assert lines[0] == "rank,student,accuracy,annotations,passed,score,max_score,status,detail"
+    assert lines[0] == ",".join(leaderboard.CSV_COLUMNS)
+    assert lines[0].startswith("rank,student,accuracy,annotations,passed,score,max_score,status,")
     assert lines[1].startswith("1,cy,0.91,12,yes,1,2,ok,") and lines[-1].startswith("6,eve,,,no,")
     page = paths["html"].read_text()
     assert "2026-11-27 08:30 UTC" in page and "at least <strong>90%</strong>" in page and "<script>" in page
