@@ -28,6 +28,9 @@ ENV_SERVICE_TOKEN = "COURSE_SERVICE_TOKEN"  # per-run secret for that service
 ENV_OFFLINE = "COURSE_OFFLINE"  # "1" forbids the torchvision download
 ENV_SEED = "COURSE_SEED"  # seed for a notebook's experiments, set from outside by benchmarks
 ENV_EXAM = "COURSE_EXAM"  # "1" runs the kernel in exam mode, as under the grader (course.grading)
+ENV_EVENT_URL = "COURSE_EVENT_URL"  # a live event server, e.g. http://10.0.0.5:8000 (course.event)
+ENV_EVENT_CODE = "COURSE_EVENT_CODE"  # the event's join code
+ENV_EVENT_NAME = "COURSE_EVENT_NAME"  # your name in the event (default: your login name)
 
 # --- paths ----------------------------------------------------------------
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -1,0 +1,413 @@
+"""The event server (FastAPI): join, the event's pool, annotations and submissions, the board.
+
+Participant routes (``Authorization: Bearer <participant token>`` except join):
+
+    POST /api/events/{code}/join    {"name": "...", "token": null}  -> token, display name, track
+    GET  /api/events/{code}/pool    the event's pool file (npz, the `course.data` grading format)
+    POST /api/events/{code}/op      one `course.protocol` request -> its reply
+
+Public routes: ``GET /board``, ``/board/{code}``, ``/api/events/{code}/board`` (JSON),
+``/api/events/{code}/stream`` (server-sent events), ``/api/health``.
+Instructor routes (``Authorization: Bearer <admin token>``): ``GET /admin`` (the page),
+``GET /api/admin/{code}``, ``GET /api/admin/{code}/ledger/{participant}``,
+``GET /api/admin/{code}/results.csv``, ``POST /api/admin/{code}/freeze`` ``{"frozen": true}``,
+``POST /api/admin/{code}/close``.
+
+Every participant request is answered by that participant's `course.protocol.Rules`
+(always in exam mode): the same validation, charging, budget and messages as the local
+ledger and the grader's annotation service. The server adds what a network needs: tokens,
+a body-size cap, a per-participant rate limit, and the store: a request's ledger entry,
+its new charges and a counted submission are committed in one transaction before the
+reply. A refusal is a 4xx whose JSON body is the protocol's refusal
+``{"ok": false, "error": kind, "message": what to do}``; nothing is charged.
+
+Resubmission rule: one counted submission per participant per event (exam mode's rule).
+The first successful `course.grading.submit` counts; a later one is refused with
+`SubmissionRefusedError` and charges nothing. Annotations are per participant, not per
+kernel: a restarted kernel rejoins under the same name and keeps its count.
+
+One server process holds the participants' rules in memory (rebuilt from the store on
+first use after a restart), so run it with a single worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from autograder.event import pages, pool
+from autograder.event.store import MAX_NAME, NameTaken, Participant, Store, rank
+from course import config, protocol
+
+MAX_BODY = protocol.MAX_REQUEST_BYTES
+MAX_PARTICIPANTS = 2000  # per event
+RATE = 20.0  # requests per second per participant (sustained)
+BURST = 40  # requests a participant may make at once
+SSE_POLL_S = 0.2
+SSE_PING_S = 15.0
+RULE = ("Ranking: passed (accuracy at least {target:.0%}) first, then fewest annotations, then higher accuracy, "
+        "then earlier submission. One counted submission per participant.")
+STATUS = {"SubmissionRefusedError": 409, "BudgetExceededError": 409}  # other refusals: 400
+
+
+class Refused(Exception):
+    """An HTTP refusal: status and the protocol's refusal body."""
+
+    def __init__(self, status: int, message: str, kind: str = "ServiceError", headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.kind, self.message, self.headers = status, kind, message, headers
+
+
+class _Sink(protocol.LedgerWriter):
+    """The Rules' ledger writer: entries wait here until the request's transaction takes them."""
+
+    def __init__(self) -> None:
+        super().__init__(None, keep=True)
+
+    def take(self) -> list[dict]:
+        entries, self.entries = self.entries, []
+        return entries
+
+
+@dataclass
+class _Session:
+    participant: Participant
+    rules: protocol.Rules
+    sink: _Sink
+    tokens: float = float(BURST)
+    stamp: float = field(default_factory=time.monotonic)
+
+
+def event_second_submission(counted: protocol.ScoreReply) -> str:
+    n = int(counted["count"])
+    return (f"this event counts one submission per participant, and you already made it (accuracy "
+            f"{float(counted['accuracy']):.1%} on {int(counted['n'])} private images with {n} "
+            f"annotation{'s' if n != 1 else ''}); that one stands on the board. This later submission was "
+            "refused and charged nothing.")
+
+
+class EventServer:
+    """The state behind the routes: the store, each participant's rules, the board's version."""
+
+    def __init__(self, store: Store, rate: float = RATE, burst: int = BURST):
+        self.store = store
+        self.rate, self.burst = float(rate), int(burst)
+        self.lock = threading.Lock()  # one request changes state at a time (SQLite has one writer anyway)
+        self.sessions: dict[int, _Session] = {}
+        self.truths: dict[str, dict[str, np.ndarray]] = {}
+        self.pools: dict[str, bytes] = {}
+        self.versions: dict[str, int] = {}
+        self.stopping = False
+
+    def bump(self, code: str) -> None:
+        self.versions[code] = self.versions.get(code, 0) + 1
+
+    # --- lookups -------------------------------------------------------------------------------
+
+    def event(self, code: str):
+        found = self.store.event(code) if isinstance(code, str) and len(code) <= 16 else None
+        if found is None:
+            raise Refused(404, f"there is no event with join code {protocol._clip(code)}; check the code on the "
+                               "board or ask the instructor.")
+        return found
+
+    def participant(self, code: str, request: Request) -> Participant:
+        auth = request.headers.get("authorization", "")
+        token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+        if not token:
+            raise Refused(401, "this request needs your participant token: join first with "
+                               "course.event.join(url, code, name).")
+        found = self.store.participant(code, token)
+        if found is None:
+            self.event(code)  # an unknown code says so first
+            raise Refused(401, f"unknown participant token for event {code}; join again with "
+                               "course.event.join(url, code, name) (the same name rejoins from the same machine).")
+        return found
+
+    def truth(self, code: str) -> dict[str, np.ndarray]:
+        if code not in self.truths:
+            self.truths[code] = pool.read_truth(self.store.blob(code, "truth"))
+        return self.truths[code]
+
+    def pool_file(self, code: str) -> bytes:
+        if code not in self.pools:
+            self.pools[code] = self.store.blob(code, "pool")
+        return self.pools[code]
+
+    def session(self, participant: Participant) -> _Session:
+        """The participant's rules: in memory, or rebuilt from the store (after a restart)."""
+        found = self.sessions.get(participant.id)
+        if found is not None:
+            return found
+        truth = self.truth(participant.event)
+        sink = _Sink()
+        rules = protocol.Rules(tuple(truth["track"].tolist()), truth["pool_digits"],
+                               {protocol.PUBLIC: truth["public_digits"], protocol.PRIVATE: truth["private_digits"]},
+                               exam=True, ledger=sink)
+        saved = self.store.load_participant(participant.id)
+        if saved.charges:  # replay the charges in their order through the rules themselves
+            protocol.result(rules.handle(protocol.request(protocol.Op.ANNOTATE,
+                                                          indices=[i for i, _ in saved.charges])))
+        if saved.budget is not None:
+            protocol.result(rules.handle(protocol.request(protocol.Op.SET_BUDGET, n=saved.budget)))
+        if saved.submission is not None:
+            rules.counted = protocol.ScoreReply(split=protocol.PRIVATE, accuracy=saved.submission["accuracy"],
+                                                count=saved.submission["annotations"], n=saved.submission["n"])
+        if rules.count != len(saved.charges):
+            raise RuntimeError(f"participant {participant.id}: replay gave {rules.count} charges, "
+                               f"the store has {len(saved.charges)}")
+        sink.take()
+        sink.n = saved.n_entries
+        rules.requests = 0
+        found = self.sessions[participant.id] = _Session(participant, rules, sink, tokens=float(self.burst))
+        return found
+
+    # --- the operations ------------------------------------------------------------------------
+
+    def admit(self, session: _Session) -> None:
+        """The per-participant rate limit (a token bucket)."""
+        now = time.monotonic()
+        session.tokens = min(float(self.burst), session.tokens + (now - session.stamp) * self.rate)
+        session.stamp = now
+        if session.tokens < 1.0:
+            raise Refused(429, f"more than {self.rate:g} requests per second from you; wait a moment and annotate "
+                               "in batches (one call with many indices is one request). Nothing was charged.",
+                          headers={"Retry-After": "1"})
+        session.tokens -= 1.0
+
+    def join(self, code: str, body: Any) -> dict:
+        event = self.event(code)
+        if event.closed_at is not None:
+            raise Refused(403, f"event {code} is closed; no one can join it any more.")
+        if not isinstance(body, dict):
+            raise Refused(400, 'send a JSON object {"name": "your name"}.')
+        name, token = body.get("name"), body.get("token")
+        if not isinstance(name, str) or not name.strip() or len(name.strip()) > MAX_NAME \
+                or any(not ch.isprintable() for ch in name):
+            raise Refused(400, f"the name must be 1 to {MAX_NAME} printable characters, got {protocol._clip(name)}.")
+        if token is not None and not isinstance(token, str):
+            raise Refused(400, "token must be a string (the one an earlier join gave) or null.")
+        with self.lock:
+            if len(self.store.standings(code)) >= MAX_PARTICIPANTS:
+                raise Refused(403, f"event {code} is full ({MAX_PARTICIPANTS} participants).")
+            try:
+                participant, token, rejoined = self.store.join(event, name.strip(), token or None)
+            except NameTaken:
+                raise Refused(409, f"the name {name.strip()!r} is already taken in event {code}; join under "
+                                   "another name (a restarted kernel on the same machine rejoins by itself).") from None
+        self.bump(code)
+        return protocol.ok({"token": token, "name": participant.name, "display_name": participant.display,
+                            "rejoined": rejoined, "track": list(event.track), "assignment": event.assignment,
+                            "pool_bytes": len(self.pool_file(code))})
+
+    def op(self, participant: Participant, body: Any) -> tuple[int, dict]:
+        event = self.event(participant.event)
+        with self.lock:
+            session = self.session(participant)
+            self.admit(session)
+            if event.closed_at is not None:
+                raise Refused(403, f"event {event.code} is closed: no more annotations or submissions. "
+                                   "Nothing was charged.")
+            rules = session.rules
+            before, budget_before, counted_before = rules.count, rules.budget, rules.counted
+            reply = rules.handle(body)
+            entries = session.sink.take()
+            if (not reply["ok"] and reply["error"] == "SubmissionRefusedError" and counted_before is not None):
+                reply["message"] = event_second_submission(counted_before)
+                if entries:
+                    entries[-1]["message"] = reply["message"][:protocol.LEDGER_MAX_TEXT]
+            charges = [tuple(row) for row in rules.history()[before:]] if rules.count != before else []
+            submission = None
+            if rules.counted is not None and counted_before is None:
+                submission = {"accuracy": rules.counted["accuracy"], "annotations": rules.counted["count"],
+                              "n": rules.counted["n"]}
+            try:
+                self.store.commit(participant.id, entries, charges,
+                                  (rules.budget,) if rules.budget != budget_before else None, submission)
+            except Exception:
+                self.sessions.pop(participant.id, None)  # rebuilt from the store next time: nothing happened
+                raise Refused(503, "the event server could not save this request, so nothing was charged; "
+                                   "try again in a moment.") from None
+        if charges or submission:
+            self.bump(participant.event)
+        return (200 if reply["ok"] else STATUS.get(reply["error"], 400)), reply
+
+    # --- the board ---------------------------------------------------------------------------
+
+    def board(self, code: str) -> dict:
+        event = self.event(code)
+        rows = rank(self.store.standings(code, as_of=event.frozen_at))
+        return {
+            "event": code, "assignment": event.assignment, "track": event.track_name,
+            "frozen": event.frozen_at is not None, "closed": event.closed_at is not None,
+            "target": config.TARGET_ACCURACY, "rule": RULE.format(target=config.TARGET_ACCURACY),
+            "participants": len(rows), "submitted": sum(r["accuracy"] is not None for r in rows),
+            "rows": [{"rank": r["rank"], "name": r["display"], "passed": r["passed"], "accuracy": r["accuracy"],
+                      "annotations": r["annotations"], "live": r["count"]} for r in rows],
+        }
+
+    def admin(self, code: str, request: Request):
+        auth = request.headers.get("authorization", "")
+        token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+        event = self.event(code)
+        if not token or not self.store.is_admin(code, token):
+            raise Refused(401, f"this needs the admin token of event {code} (printed by `autograder event "
+                               "create`), as 'Authorization: Bearer <token>'.")
+        return event
+
+
+def create_app(store: Store, *, rate: float = RATE, burst: int = BURST) -> FastAPI:
+    """The FastAPI application serving every event in `store`."""
+    server = EventServer(store, rate, burst)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        yield
+        server.stopping = True  # ends the board streams
+
+    app = FastAPI(title="dcai-hackathon live event", docs_url=None, redoc_url=None, openapi_url=None,
+                  lifespan=lifespan)
+    app.state.server = server
+
+    @app.exception_handler(Refused)
+    async def _refused(request: Request, exc: Refused):
+        return JSONResponse({"ok": False, "error": exc.kind, "message": exc.message}, exc.status,
+                            headers=exc.headers)
+
+    async def read_json(request: Request) -> Any:
+        length = request.headers.get("content-length")
+        too_big = Refused(413, f"the request body is larger than {MAX_BODY} bytes, more than any valid request; "
+                               "nothing was read or charged. Send fewer indices per call.")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
+            raise too_big
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_BODY:
+                raise too_big
+        try:
+            return json.loads(body)
+        except ValueError:
+            raise Refused(400, "the request body is not valid JSON; send one JSON object such as "
+                               '{"op": "annotate", "indices": [12, 40]}. Nothing was charged.') from None
+
+    @app.get("/api/health")
+    def health():
+        return {"ok": True}
+
+    @app.post("/api/events/{code}/join")
+    async def join(code: str, request: Request):
+        body = await read_json(request)
+        return await run_in_threadpool(server.join, code, body)
+
+    @app.get("/api/events/{code}/pool")
+    def get_pool(code: str, request: Request):
+        participant = server.participant(code, request)
+        with server.lock:
+            server.admit(server.session(participant))
+        return Response(server.pool_file(code), media_type="application/octet-stream",
+                        headers={"Content-Disposition": f'attachment; filename="event-{code}.npz"'})
+
+    @app.post("/api/events/{code}/op")
+    async def op(code: str, request: Request):
+        participant = await run_in_threadpool(server.participant, code, request)
+        body = await read_json(request)
+        status, reply = await run_in_threadpool(server.op, participant, body)
+        return JSONResponse(reply, status)
+
+    @app.get("/api/events/{code}/board")
+    def board(code: str):
+        return server.board(code)
+
+    @app.get("/api/events/{code}/stream")
+    async def stream(code: str, request: Request):
+        await run_in_threadpool(server.event, code)
+
+        async def events():
+            last, pinged = None, time.monotonic()
+            while not server.stopping and not await request.is_disconnected():
+                version = server.versions.get(code, 0)
+                if version != last:
+                    last = version
+                    data = await run_in_threadpool(server.board, code)
+                    yield f"data: {json.dumps(data)}\n\n"
+                    pinged = time.monotonic()
+                elif time.monotonic() - pinged > SSE_PING_S:
+                    yield ": ping\n\n"
+                    pinged = time.monotonic()
+                await asyncio.sleep(SSE_POLL_S)
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    @app.get("/board", response_class=HTMLResponse)
+    def board_latest():
+        events = [e for e in store.events() if e.closed_at is None] or store.events()
+        if not events:
+            return HTMLResponse(pages.message("No event yet: create one with `autograder event create`."), 404)
+        return RedirectResponse(f"/board/{events[-1].code}", 307)
+
+    @app.get("/board/{code}", response_class=HTMLResponse)
+    def board_page(code: str):
+        event = server.event(code)
+        return pages.board(event.code, event.assignment, event.track_name)
+
+    @app.get("/admin", response_class=HTMLResponse)
+    def admin_page():
+        return pages.admin()
+
+    @app.get("/api/admin/{code}")
+    def admin_view(code: str, request: Request):
+        event = server.admin(code, request)
+        rows = rank(store.standings(code))
+        return {"event": code, "assignment": event.assignment, "track": event.track_name,
+                "frozen": event.frozen_at is not None, "closed": event.closed_at is not None,
+                "participants": [{"id": r["id"], "name": r["name"], "display_name": r["display"],
+                                  "joined": r["joined"], "annotations": r["count"], "rank": r["rank"],
+                                  "passed": r["passed"], "accuracy": r["accuracy"],
+                                  "submitted_annotations": r["annotations"], "submitted": r["submitted"]}
+                                 for r in rows],
+                "failures": store.failures(code)}
+
+    @app.get("/api/admin/{code}/ledger/{pid}")
+    def admin_ledger(code: str, pid: int, request: Request):
+        server.admin(code, request)
+        if not any(r["id"] == pid for r in store.standings(code)):
+            raise Refused(404, f"no participant {pid} in event {code}.")
+        return {"participant": pid, "entries": store.ledger(pid)}
+
+    @app.get("/api/admin/{code}/results.csv")
+    def admin_csv(code: str, request: Request):
+        server.admin(code, request)
+        return PlainTextResponse(store.results_csv(code), media_type="text/csv",
+                                 headers={"Content-Disposition": f'attachment; filename="event-{code}.csv"'})
+
+    @app.post("/api/admin/{code}/freeze")
+    async def admin_freeze(code: str, request: Request):
+        await run_in_threadpool(server.admin, code, request)
+        body = await read_json(request)
+        if not isinstance(body, dict) or not isinstance(body.get("frozen"), bool):
+            raise Refused(400, 'send {"frozen": true} to freeze the board or {"frozen": false} to reveal it.')
+        await run_in_threadpool(store.set_frozen, code, body["frozen"])
+        server.bump(code)
+        return protocol.ok({"frozen": body["frozen"]})
+
+    @app.post("/api/admin/{code}/close")
+    def admin_close(code: str, request: Request):
+        server.admin(code, request)
+        store.close(code)
+        server.bump(code)
+        return protocol.ok({"closed": True})
+
+    return app

@@ -1,0 +1,285 @@
+"""Live event mode: take part in the instructor's event from your notebook.
+
+    from course import event, data, oracle, grading
+    event.join("http://10.0.0.5:8000", "K7QX2P", "Ada")   # once, at the top of the notebook
+    ds = data.load()          # the event's pool, downloaded once (no MNIST files needed)
+    oracle.annotate([12, 40]) # charged on the event server, in your ledger there
+    grading.submit(predict)   # your counted submission: it appears on the board at once
+
+Or without a code change: set env ``COURSE_EVENT_URL``, ``COURSE_EVENT_CODE`` and
+``COURSE_EVENT_NAME`` (default: your login name) before starting Jupyter; the
+first call that needs the event joins it.
+
+In event mode the event server holds the labels. `course.data.load()` returns the
+event's pool: the same images and merged labels, shuffled with the event's secret
+seed, the public test split with merged labels, and the private test images without
+labels (no original label of C is on your machine). `course.oracle` is charged on the
+server with the same rules and messages as locally (`course.protocol`). The kernel
+is in exam mode: `course.evaluate.accuracy` returns nan, and the first successful
+`course.grading.submit` is your one counted submission for the event; a later one is
+refused (`SubmissionRefusedError`) and charges nothing. Your count belongs to you,
+not to the kernel: after a kernel restart, joining under the same name from the same
+machine rejoins (the token is kept in the cache folder) and keeps your count.
+
+Talks HTTP with the standard library only (urllib); needs nothing beyond numpy.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+import os
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from course import config, protocol
+from course.exceptions import ServiceError
+
+TIMEOUT_S = 60.0  # one request
+POOL_TIMEOUT_S = 600.0  # the pool download (about 12 MB)
+RETRY_S = 60.0  # how long a rate-limited request is retried before it gives up
+POOL_FILE = "course-grading.npz"  # the `course.data` grading-file name: data.load() reads it
+
+
+@dataclass(frozen=True)
+class Joined:
+    """The event this kernel takes part in."""
+
+    url: str
+    code: str
+    name: str
+    display_name: str  # the pseudonym the board shows
+    track: tuple[int, ...]
+    assignment: str
+    pool_bytes: int
+    token: str
+
+    def __repr__(self) -> str:  # never print the token
+        return (f"Joined(url={self.url!r}, code={self.code!r}, name={self.name!r}, "
+                f"display_name={self.display_name!r}, track={self.track}, assignment={self.assignment!r})")
+
+
+_JOINED: list[Joined] = []
+_POOL_DIR: dict[str, Path] = {}
+
+
+def join(url: str, code: str, name: str | None = None) -> Joined:
+    """Join event `code` on the server at `url` as `name` (default: your login name).
+
+    Refused with a `ServiceError` that says why: an unknown code, a name taken by
+    someone else, a closed event. Joining again under your own name from the same
+    machine rejoins (e.g. after a kernel restart) and keeps your annotations.
+    """
+    url = _check_url(url)
+    code = str(code).strip().upper()
+    name = (name if name is not None else getpass.getuser()).strip()
+    saved = _token_file(url, code, name)
+    token = None
+    if saved.is_file():
+        try:
+            token = json.loads(saved.read_text()).get("token")
+        except (OSError, ValueError):
+            token = None
+    reply = protocol.result(_http(f"{url}/api/events/{urllib.parse.quote(code)}/join", {"name": name, "token": token}))
+    joined = Joined(url=url, code=code, name=reply["name"], display_name=reply["display_name"],
+                    track=tuple(int(d) for d in reply["track"]), assignment=reply["assignment"],
+                    pool_bytes=int(reply["pool_bytes"]), token=reply["token"])
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(saved, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump({"url": url, "code": code, "name": joined.name, "token": joined.token}, handle)
+    _forget_backends()
+    _JOINED[:] = [joined]
+    print(f"{'rejoined' if reply['rejoined'] else 'joined'} event {code} ({joined.assignment}, track "
+          f"{','.join(map(str, joined.track))}) as {joined.name!r}, shown on the board as {joined.display_name!r}. "
+          "Exam mode: your first course.grading.submit is your one counted submission.")
+    return joined
+
+
+def leave() -> None:
+    """Stop taking part in the event in this kernel (back to the local course)."""
+    _forget_backends()
+    _JOINED.clear()
+
+
+def active() -> bool:
+    """True once `join` was called, or when env ``COURSE_EVENT_URL`` names an event."""
+    return bool(_JOINED) or bool(os.environ.get(config.ENV_EVENT_URL, "").strip())
+
+
+def current() -> Joined | None:
+    """The joined event; joins from the env variables on first use; None outside event mode."""
+    if _JOINED:
+        return _JOINED[0]
+    url = os.environ.get(config.ENV_EVENT_URL, "").strip()
+    if not url:
+        return None
+    code = os.environ.get(config.ENV_EVENT_CODE, "").strip()
+    if not code:
+        raise ServiceError(f"${config.ENV_EVENT_URL} is set but ${config.ENV_EVENT_CODE} is not; set it to the "
+                           "join code on the board.")
+    return join(url, code, os.environ.get(config.ENV_EVENT_NAME) or None)
+
+
+def track() -> tuple[int, ...] | None:
+    """The event's track, or None outside event mode."""
+    joined = current()
+    return joined.track if joined else None
+
+
+def data_dir() -> Path | None:
+    """The folder holding the event's pool file (downloaded on first use), or None outside event mode."""
+    joined = current()
+    if joined is None:
+        return None
+    key = f"{joined.url} {joined.code}"
+    if key not in _POOL_DIR:
+        folder = config.cache_dir() / "events" / hashlib.sha256(key.encode()).hexdigest()[:16]
+        target = folder / POOL_FILE
+        if not (target.is_file() and target.stat().st_size == joined.pool_bytes):
+            _download(joined, target)
+        _POOL_DIR[key] = folder
+    return _POOL_DIR[key]
+
+
+def backend(track: tuple[int, ...]) -> "EventBackend":
+    joined = current()
+    if joined is None:
+        raise ServiceError("no event joined; call course.event.join(url, code, name) first.")
+    return EventBackend(joined, track)
+
+
+class EventBackend:
+    """`course.oracle.Backend` on the event server: every call is one `course.protocol` request over HTTP."""
+
+    def __init__(self, joined: Joined, track: tuple[int, ...]):
+        self.joined = joined
+        self.track = tuple(track)
+        info: protocol.HelloReply = self._request(protocol.Op.HELLO)
+        if tuple(info["track"]) != self.track:
+            raise ServiceError(f"event {joined.code} is on track {','.join(map(str, info['track']))}, not "
+                               f"{','.join(map(str, self.track))}; call course.data.load() without a track.")
+        self._count = int(info["count"])
+        self._budget = info["budget"]
+
+    def _request(self, op: protocol.Op, **fields) -> Any:
+        return protocol.result(_http(f"{self.joined.url}/api/events/{self.joined.code}/op",
+                                     protocol.request(op, **fields), token=self.joined.token))
+
+    def annotate(self, indices: np.ndarray) -> np.ndarray:
+        reply: protocol.AnnotateReply = self._request(protocol.Op.ANNOTATE, indices=[int(i) for i in indices])
+        self._count = int(reply["count"])
+        return np.asarray(reply["labels"], dtype=np.int64)
+
+    def count(self) -> int:
+        return self._count
+
+    def history(self) -> list:
+        from course import oracle
+
+        rows = self._request(protocol.Op.HISTORY)
+        self._count = len(rows)
+        return [oracle.Annotation(*map(int, row)) for row in rows]
+
+    def set_budget(self, n: int | None) -> None:
+        self._request(protocol.Op.SET_BUDGET, n=n)
+        self._budget = n
+
+    def budget(self) -> int | None:
+        return self._budget
+
+    def score(self, predictions: np.ndarray, split: str) -> tuple[float, int]:
+        reply: protocol.ScoreReply = self._request(protocol.Op.SCORE, split=split,
+                                                   predictions=[int(p) for p in predictions])
+        self._count = int(reply["count"])
+        return float(reply["accuracy"]), int(reply["count"])
+
+
+# --- HTTP ---------------------------------------------------------------------------------------
+
+
+def _check_url(url: str) -> str:
+    url = str(url).strip().rstrip("/")
+    parsed = urllib.parse.urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ServiceError(f"{url!r} is not an event server address; expected e.g. \"http://10.0.0.5:8000\".")
+    return url
+
+
+def _http(url: str, body: Any | None = None, token: str | None = None, timeout: float = TIMEOUT_S,
+          raw: bool = False) -> Any:
+    """One request (POST JSON if `body`, else GET); the reply's JSON, or the raw response if `raw`.
+
+    A refusal's JSON (``{"ok": false, ...}``) is returned as it is, for `protocol.result`; a
+    rate-limited request is retried after the server's Retry-After, for up to `RETRY_S`.
+    """
+    data = None if body is None else json.dumps(body).encode()
+    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    deadline = time.monotonic() + RETRY_S
+    while True:
+        request = urllib.request.Request(url, data=data, headers=headers, method="GET" if data is None else "POST")
+        try:
+            response = urllib.request.urlopen(request, timeout=timeout)
+            if raw:
+                return response
+            with response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            with exc:
+                text = exc.read(protocol.MAX_REQUEST_BYTES)
+                retry = exc.headers.get("Retry-After", "1")
+            if exc.code == 429 and time.monotonic() < deadline:
+                time.sleep(min(float(retry) if retry.replace(".", "", 1).isdigit() else 1.0, 5.0))
+                continue
+            try:
+                reply = json.loads(text)
+            except ValueError:
+                reply = None
+            if isinstance(reply, dict) and "ok" in reply:
+                return reply
+            raise ServiceError(f"the event server answered {exc.code} {exc.reason} for {url}.") from None
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ServiceError(f"cannot reach the event server at {url}: {reason}. Check the address and that the "
+                               "server runs; oracle.count() tells what was charged once it answers again.") from None
+
+
+def _download(joined: Joined, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    part = target.with_name(target.name + ".part")
+    response = _http(f"{joined.url}/api/events/{joined.code}/pool", token=joined.token, timeout=POOL_TIMEOUT_S,
+                     raw=True)
+    if isinstance(response, dict):  # a refusal
+        protocol.result(response)
+        raise ServiceError("the event server sent no pool file.")
+    with response, open(part, "wb") as out:
+        while True:
+            block = response.read(1 << 20)
+            if not block:
+                break
+            out.write(block)
+    if part.stat().st_size != joined.pool_bytes:
+        part.unlink()
+        raise ServiceError("the event's pool download was cut short; call course.data.load() again.")
+    os.replace(part, target)
+
+
+def _token_file(url: str, code: str, name: str) -> Path:
+    key = hashlib.sha256(f"{url} {code} {name}".encode()).hexdigest()[:24]
+    return config.cache_dir() / "events" / f"token-{key}.json"
+
+
+def _forget_backends() -> None:
+    from course import oracle
+
+    oracle._BACKENDS.clear()
