@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from course import config
+from course import config, event
 from course.exceptions import DataError, TrackError  # re-exported: course.data.DataError still works
 
 C = config.MERGED_LABEL
@@ -51,7 +51,7 @@ RAW_FILES = {
 def parse_track(track: str | Iterable[int] | None = None) -> tuple[int, ...]:
     """Turn ``"7,1"`` (or ``(7, 1)``, or None for env/default) into ``(7, 1)``."""
     if track is None:
-        track = os.environ.get(config.ENV_TRACK) or config.DEFAULT_TRACK
+        track = event.track() or os.environ.get(config.ENV_TRACK) or config.DEFAULT_TRACK  # an event's first
     if isinstance(track, str):
         parts = [p.strip() for p in track.replace(" ", ",").split(",") if p.strip()]
         try:
@@ -176,7 +176,8 @@ _split = split  # the old private name, kept for existing callers
 
 
 def _data_dir_key() -> str:
-    return os.environ.get(config.ENV_DATA_DIR, "")
+    joined = event.data_dir()  # in event mode: the folder of the event's pool file (course.event)
+    return str(joined) if joined is not None else os.environ.get(config.ENV_DATA_DIR, "")
 
 
 @functools.lru_cache(maxsize=4)

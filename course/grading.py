@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from course import config, data, evaluate, oracle, protocol
+from course import config, data, evaluate, event, oracle, protocol
 from course.exceptions import SubmissionRefusedError  # noqa: F401  (documented here: submit raises it)
 
 _SWITCH: list[bool] = []  # set by exam_mode(); wins over env COURSE_EXAM
@@ -41,7 +41,7 @@ def exam_mode(on: bool = True) -> None:
 
 def is_exam() -> bool:
     """True under the autograder, else as `exam_mode()` set it, else env ``COURSE_EXAM=1``."""
-    if os.environ.get(config.ENV_SERVICE):
+    if os.environ.get(config.ENV_SERVICE) or event.active():  # a live event is in exam mode too
         return True
     if _SWITCH:
         return _SWITCH[0]

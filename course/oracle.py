@@ -21,7 +21,7 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 
-from course import config, data, protocol
+from course import config, data, event, protocol
 from course.exceptions import (  # re-exported: course.oracle.OracleError etc. still work
     BudgetExceededError, IndexTypeError, NotInCError, OracleError, OutOfRangeError, ServiceError,
 )
@@ -123,6 +123,8 @@ def backend(track: tuple[int, ...] | None = None) -> Backend:
             from course import service_client
 
             _BACKENDS[track] = service_client.ServiceBackend.from_env(track)
+        elif event.active():  # a live event: the event server keeps the ledger (course.event)
+            _BACKENDS[track] = event.backend(track)
         else:
             _BACKENDS[track] = LocalBackend(track)
     return _BACKENDS[track]
