@@ -22,6 +22,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from autograder import clean, layout, leaderboard, locks, runner, sandbox, secret, store
+from autograder.event import cli as event_cli
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -55,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     sec.add_argument("action", choices=["rotate"])
     sec.add_argument("assignment")
     sec.add_argument("--course", type=Path, default=Path("."), help="course root (default: .)")
+    event_cli.add_commands(commands)  # serve, event create: live event mode (autograder.event)
     return parser
 
 
@@ -139,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         return _grade(args)
     if args.command == "secret":
         return _secret(args)
+    if args.command in ("serve", "event"):
+        return event_cli.run(args)
     return _report(args.course.resolve(), args.assignment)
 
 
