@@ -20,8 +20,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder import store
-from autograder.runner import tool_env
+from autograder import runner, store
+from helpers.courses import make_course
 
 REPO = Path(__file__).resolve().parent.parent
 ASSIGNMENT = "03_clustering"
@@ -43,17 +43,9 @@ def autograder_command() -> list[str]:
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    course = tmp_path_factory.mktemp("course03")
-    shutil.copy(REPO / "nbgrader_config.py", course)
-    shutil.copytree(SOURCE, course / "source" / ASSIGNMENT)
-    subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", ASSIGNMENT, "--force"],
-                   cwd=course, check=True, capture_output=True, env=tool_env())
     notebook = f"{ASSIGNMENT}.ipynb"
-    for student, origin in (("reference", course / "source" / ASSIGNMENT / notebook),
-                            ("blank", course / "release" / ASSIGNMENT / notebook)):
-        folder = course / "submitted" / student / ASSIGNMENT
-        folder.mkdir(parents=True)
-        shutil.copy(origin, folder / notebook)
+    course = make_course(tmp_path_factory.mktemp("course03"), {"reference": None, "blank": "release"},
+                         assignments={ASSIGNMENT: SOURCE / notebook}, config=REPO / "nbgrader_config.py")
     run = subprocess.run(autograder_command() + ["grade", ASSIGNMENT, "--course", str(course)],
                          capture_output=True, text=True, timeout=1500)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -89,3 +81,10 @@ def test_blank_fails_and_ranks_last(graded):
     for ext in ("html", "png"):
         assert (course / "leaderboard" / f"{ASSIGNMENT}.{ext}").stat().st_size > 1000
     assert "reference" in run.stdout and "blank" in run.stdout
+
+
+def test_only_assignments_with_a_submit_cell_are_competitions():
+    """01_data has no submit cell: it is graded for points only (no accuracy, no annotations)."""
+    kinds = {a: runner.has_submit_cell(sorted((REPO / "source" / a).glob("*.ipynb")))
+             for a in ("01_data", ASSIGNMENT)}
+    assert kinds == {"01_data": False, ASSIGNMENT: True}

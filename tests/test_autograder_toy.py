@@ -21,14 +21,13 @@ import nbformat
 import numpy as np
 import pytest
 
-from autograder import store
-from autograder.runner import tool_env
+from autograder import leaderboard, sandbox, store
 from course import config, data
+from helpers.courses import add_submission, make_course, run_cli, solution
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")]
 
-FIXTURE = Path(__file__).parent / "fixtures" / "autograder_course"
 ASSIGNMENT = "toy"
 MEMORY_GB = 3  # the toy kernel needs ~1.5 GB of address space; the memory hog hits this cap
 ENDLESS_TIMEOUT_S = 20
@@ -38,17 +37,9 @@ HONEST = ("indices = ds.c_indices[:60]\ndigits = oracle.annotate(indices)\n"
           "def predict(images):\n    return model.predict(images.reshape(len(images), -1) / 255.0).astype(int)\n")
 
 
-def solution(code: str) -> callable:
-    """An edit that replaces the solution cell's code."""
-    def edit(nb):
-        cell = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "solution")
-        cell.source = code
-    return edit
-
-
 def local_secrets():
     """What a participant can dig out of a local run: indices, their digits, perfect private predictions."""
-    split = data._split((7, 1))
+    split = data.split((7, 1))
     idx = split.public.c_indices[:20]
     return idx.tolist(), split.pool_digits[idx].tolist(), split.private_test_digits.tolist()
 
@@ -56,7 +47,7 @@ def local_secrets():
 def snoop_code(course_dir: Path) -> str:
     """Look for every label source the grader knows of, record what is visible, then work honestly."""
     probes = {
-        "shared MNIST": str(Path(os.environ[config.ENV_DATA_DIR]) / "MNIST" / "raw"),
+        "shared MNIST": str(data._verified_raw_dir()),  # where course.data finds MNIST for the grader
         "grader cache MNIST": str(config.cache_dir() / "MNIST" / "raw"),
         "grader cache": str(config.cache_dir()),
         "home cache MNIST": str(Path.home() / ".cache" / "dcai-hackathon" / "MNIST" / "raw"),
@@ -80,7 +71,7 @@ def snoop_code(course_dir: Path) -> str:
         "found['data dir'] = os.environ['COURSE_DATA_DIR']\n"
         "found['capabilities'] = [l.split()[1] for l in open('/proc/self/status') if l.startswith('CapEff')][0]\n"
         "import subprocess\n"
-        f"found['umount'] = subprocess.run(['umount', {probes['shared MNIST'].rsplit('/MNIST', 1)[0]!r}],\n"
+        f"found['umount'] = subprocess.run(['umount', '/usr'],\n"
         "                                 capture_output=True).returncode\n"
         "found['remount'] = subprocess.run(['mount', '-o', 'remount,rw', '/'], capture_output=True).returncode\n"
         f"found['shared MNIST after umount'] = os.path.exists({probes['shared MNIST']!r})\n"
@@ -88,7 +79,7 @@ def snoop_code(course_dir: Path) -> str:
         "found['interfaces'] = [name for _, name in socket.if_nameindex()]\n"
         "try:\n    socket.create_connection(('1.1.1.1', 80), timeout=3)\n    found['internet'] = True\n"
         "except OSError as exc:\n    found['internet'] = str(exc)\n"
-        "json.dump(found, open('found.json', 'w'), indent=1)\n\n" + HONEST)
+        "print('FOUND=' + json.dumps(found))\n\n" + HONEST)
 
 
 def tamper_code(course_dir: Path) -> str:
@@ -108,7 +99,7 @@ def tamper_code(course_dir: Path) -> str:
         "    except OSError as exc:\n        print('write refused:', exc)\n"
         "for op in ('reset', 'set_count'):\n"
         "    try:\n        oracle.backend()._request(op)\n"
-        "    except oracle.OracleError as exc:\n        print('service refused:', exc)\n")
+        "    except Exception as exc:\n        print('refused:', exc)\n")
 
 
 FAKE_BACKEND = (
@@ -154,36 +145,14 @@ def submissions(course_dir: Path) -> dict[str, object]:
 
 
 def build_course(root: Path) -> Path:
-    course_dir = root / "course"
-    shutil.copytree(FIXTURE, course_dir, ignore=shutil.ignore_patterns("make_toy.py"))
-    subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", ASSIGNMENT, "--force"],
-                   cwd=course_dir, check=True, capture_output=True, env=tool_env())
-    source = course_dir / "source" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
+    course_dir = make_course(root, {})
     for student, edit in submissions(course_dir).items():
-        folder = course_dir / "submitted" / student / ASSIGNMENT
-        folder.mkdir(parents=True)
-        target = folder / f"{ASSIGNMENT}.ipynb"
-        if edit == "release":
-            shutil.copyfile(course_dir / "release" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", target)
-        elif edit == "no notebook":
-            (folder / "README.txt").write_text("I forgot to attach it.\n")
-        elif isinstance(edit, str):
-            target.write_text(edit)
-        else:
-            nb = nbformat.read(source, as_version=4)
-            if edit is not None:
-                edit(nb)
-            nbformat.write(nb, target)
+        add_submission(course_dir, student, edit, ASSIGNMENT)
     # files shipped beside a notebook: the real labels and a "model" (ignored by the grader)
-    split = data._split((7, 1))
+    split = data.split((7, 1))
     np.save(course_dir / "submitted" / "snoop" / ASSIGNMENT / "labels.npy", split.pool_digits)
     (course_dir / "submitted" / "snoop" / ASSIGNMENT / "model.pt").write_bytes(b"weights")
     return course_dir
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "autograder.cli", *args], capture_output=True, text=True,
-                          timeout=1800)
 
 
 @pytest.fixture(scope="module")
@@ -198,6 +167,12 @@ def graded(tmp_path_factory):
     assert second.returncode == 0, second.stderr[-3000:]
     rows = {r.student: r for r in store.load(course_dir, ASSIGNMENT)}
     return course_dir, rows, first, second
+
+
+def printed(course_dir: Path, student: str) -> str:
+    """Everything the executed notebook printed (kept in autograded/)."""
+    nb = nbformat.read(course_dir / "autograded" / student / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", as_version=4)
+    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
 
 
 def ledger(course_dir: Path, student: str) -> list[dict]:
@@ -221,7 +196,7 @@ def test_reference_passes_with_its_annotations(graded):
     assert (row.status, row.passed, row.annotations) == ("ok", True, 60), row
     assert row.accuracy >= 0.9 and (row.score, row.max_score) == (2.0, 2.0)
     charged = [e for e in ledger(course_dir, "reference") if e["op"] == "annotate"]
-    assert len(charged) == 1 and len(charged[0]["new"]) == 60
+    assert len(charged) == 1 and charged[0]["count"] == 60
 
 
 def test_blank_release_notebook_fails(graded):
@@ -234,8 +209,7 @@ def test_leaderboard_ranks_passing_by_annotations(graded):
     course_dir, rows, first, _ = graded
     with open(course_dir / "leaderboard" / f"{ASSIGNMENT}.csv") as f:
         table = list(csv.DictReader(f))
-    assert list(table[0]) == ["rank", "student", "accuracy", "annotations", "passed", "score",
-                              "max_score", "status", "detail"]
+    assert list(table[0]) == leaderboard.CSV_COLUMNS
     passing = [r["student"] for r in table if r["passed"] == "yes"]
     # frugal first (fewest annotations); the three honest 60-annotation runs next, by accuracy
     assert passing[0] == "frugal" and 30 <= rows["frugal"].annotations < 60
@@ -276,16 +250,17 @@ def test_bad_submission(graded, student, status, words):
 
 
 def test_timeout_left_no_process_behind(graded):
-    """The kernel of the endless loop (cwd in its autograded folder) was killed with nbgrader."""
-    endless = str(graded[0] / "autograded" / "endless")
-    alive = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if os.readlink(f"/proc/{pid}/cwd").startswith(endless):
-                alive.append(pid)
-        except OSError:  # gone meanwhile, or not ours to inspect
-            continue
-    assert not alive, f"processes left in {endless}: {alive}"
+    """The endless kernel (run as the sandbox's user) was killed with nbgrader."""
+    alive = [pid for pid in filter(str.isdigit, os.listdir("/proc"))
+             if _uid(pid) == sandbox.KERNEL_UID]
+    assert not alive, f"kernel processes left: {alive}"
+
+
+def _uid(pid: str) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return None
 
 
 # --- cheats: none of them improves the recorded numbers -----------------------------------
@@ -296,10 +271,10 @@ def test_tampering_keeps_the_service_count(graded):
     row = rows["tamper"]
     assert (row.status, row.annotations) == ("ok", 60), row
     entries = ledger(course_dir, "tamper")
-    assert sum(len(e.get("new", [])) for e in entries) == 60
-    assert {e["op"] for e in entries if not e["ok"]} == {"reset", "set_count"}
-    # the forged files stayed in the kernel's own folder or vanished with its sandbox
-    assert (course_dir / "autograded" / "tamper" / ASSIGNMENT / "ledger.jsonl").is_file()
+    assert max(e.get("count", 0) for e in entries) == 60
+    assert {e["op"] for e in entries if not e["ok"]} <= {"reset", "set_count"}
+    # the forged files vanished with the sandbox's RAM disk; only the executed notebook is kept
+    assert sorted(os.listdir(course_dir / "autograded" / "tamper" / ASSIGNMENT)) == [f"{ASSIGNMENT}.ipynb"]
     assert not store.ledger_path(course_dir, ASSIGNMENT, "tamper").read_text().count('"accuracy": 1.0')
     assert "LocalBackend refused" in (course_dir / "autograded" / "tamper" / ASSIGNMENT / "toy.ipynb").read_text()
 
@@ -313,7 +288,7 @@ def test_fake_backend_reaches_nothing(graded):
 
 def test_kernel_sees_no_labels_and_no_grader_files(graded):
     course_dir, rows, *_ = graded
-    found = json.loads((course_dir / "autograded" / "snoop" / ASSIGNMENT / "found.json").read_text())
+    found = json.loads(printed(course_dir, "snoop").split("FOUND=", 1)[1].splitlines()[0])
     for name in ("shared MNIST", "grader cache MNIST", "home cache MNIST", "repo data", "results db",
                  "ledgers", "shipped labels", "shipped model"):
         assert found[name] is False, (name, found[name])
