@@ -1,0 +1,113 @@
+"""Helpers for the live-event tests: one event built once per test session, real uvicorn servers.
+
+Building an event reads MNIST and shuffles it (tens of seconds on a busy machine), so it is
+done once into a template database; each test module copies the template and starts its own
+``autograder serve`` subprocess on 127.0.0.1 and a free port.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+TRACK = "7,1"
+SEED = 1
+_TEMPLATE: dict[str, tuple[Path, str, str]] = {}
+
+
+def template(folder: Path) -> tuple[Path, str, str]:
+    """(database, join code, admin token) of the session's event; built on first use."""
+    if "event" not in _TEMPLATE:
+        from autograder.event import cli
+
+        db = folder / "template.db"
+        code, admin = cli.create(str(db), TRACK, "03_clustering", seed=SEED)
+        _TEMPLATE["event"] = (db, code, admin)
+    return _TEMPLATE["event"]
+
+
+def copy_db(source: Path, target: Path) -> Path:
+    for suffix in ("", "-wal", "-shm"):
+        if Path(f"{source}{suffix}").exists():
+            shutil.copyfile(f"{source}{suffix}", f"{target}{suffix}")
+    return target
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    """``autograder serve`` in a subprocess on 127.0.0.1."""
+
+    db: Path
+    rate: float = 20.0
+    port: int = 0
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> "Server":
+        self.port = self.port or free_port()
+        log = open(self.db.with_suffix(".log"), "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "autograder.event.cli", "serve", "--db", str(self.db), "--host", "127.0.0.1",
+             "--port", str(self.port), "--rate", str(self.rate)],
+            cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the event server exited: {self.db.with_suffix('.log').read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/api/health", timeout=2) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("the event server did not start in time")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+    def kill9(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+
+
+def call(url: str, body=None, token: str | None = None, raw: bytes | None = None,
+         headers: dict | None = None) -> tuple[int, dict | bytes]:
+    """One HTTP request; (status, JSON reply or bytes)."""
+    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    all_headers = {"Content-Type": "application/json", **(headers or {})}
+    if token:
+        all_headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=data, headers=all_headers, method="GET" if data is None else "POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:
+            status, content, kind = r.status, r.read(), r.headers.get("Content-Type", "")
+    except urllib.error.HTTPError as exc:
+        status, content, kind = exc.code, exc.read(), exc.headers.get("Content-Type", "")
+    return status, (json.loads(content) if "json" in kind else content)

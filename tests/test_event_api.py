@@ -1,0 +1,207 @@
+"""The live event server's API against a real uvicorn server on 127.0.0.1 (issue 14, step 1).
+
+Join (a taken name refused, the same machine rejoins), the event's pool, annotations
+charged through `course.protocol.Rules` with the same messages as the local ledger, one
+counted submission, the admin routes, and bad input: every refusal is a 4xx JSON body
+that says what to do, and nothing is charged.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+
+from autograder.event import pool, store
+from course import config, protocol
+from tests import event_server as es
+
+
+@pytest.fixture(scope="module")
+def event(tmp_path_factory):
+    folder = tmp_path_factory.getbasetemp()
+    db, code, admin = es.template(folder)
+    copy = es.copy_db(db, tmp_path_factory.mktemp("api") / "events.db")
+    server = es.Server(copy, rate=20.0).start()
+    truth = pool.read_truth(store.Store(copy).blob(code, "truth"))
+    yield {"url": server.url, "code": code, "admin": admin, "truth": truth, "server": server}
+    server.stop()
+
+
+def join(event, name):
+    status, reply = es.call(f"{event['url']}/api/events/{event['code']}/join", {"name": name})
+    assert status == 200, reply
+    return reply["result"]
+
+
+def op(event, token, **request):
+    return es.call(f"{event['url']}/api/events/{event['code']}/op", request, token=token)
+
+
+def local_rules(truth):
+    """The participant's local ledger on the same data: the messages must match the server's."""
+    return protocol.Rules(tuple(truth["track"].tolist()), truth["pool_digits"],
+                          {protocol.PUBLIC: truth["public_digits"], protocol.PRIVATE: truth["private_digits"]},
+                          exam=True)
+
+
+def c_indices(truth, k, start=0):
+    return np.flatnonzero(np.isin(truth["pool_digits"], truth["track"]))[start:start + k].tolist()
+
+
+def test_join_gives_a_pseudonym_and_refuses_a_taken_name(event):
+    first = join(event, "Ada Lovelace")
+    assert first["track"] == [7, 1] and first["assignment"] == "03_clustering"
+    assert first["display_name"] != "Ada Lovelace" and len(first["display_name"].split()) >= 2
+    status, reply = es.call(f"{event['url']}/api/events/{event['code']}/join", {"name": "Ada Lovelace"})
+    assert status == 409 and reply["ok"] is False and "already taken" in reply["message"]
+    status, again = es.call(f"{event['url']}/api/events/{event['code']}/join",
+                            {"name": "Ada Lovelace", "token": first["token"]})
+    assert status == 200 and again["result"]["rejoined"] and again["result"]["token"] == first["token"]
+    for bad in ({"name": ""}, {"name": "x" * 41}, {"name": "a\nb"}, ["Ada"], {"name": 3}):
+        status, reply = es.call(f"{event['url']}/api/events/{event['code']}/join", bad)
+        assert status == 400 and reply["ok"] is False and reply["message"], bad
+
+
+def test_unknown_code_and_token_are_refused(event):
+    status, reply = es.call(f"{event['url']}/api/events/NOPE42/join", {"name": "x"})
+    assert status == 404 and "no event with join code" in reply["message"]
+    status, reply = op(event, "not-a-token", op="count")
+    assert status == 401 and "course.event.join" in reply["message"]
+    status, reply = es.call(f"{event['url']}/api/events/{event['code']}/op", {"op": "count"})
+    assert status == 401 and "join first" in reply["message"]
+    status, reply = es.call(f"{event['url']}/api/events/{event['code']}/pool")
+    assert status == 401
+
+
+def test_pool_has_merged_labels_and_no_label_of_c(event):
+    token = join(event, "pool reader")["token"]
+    status, blob = es.call(f"{event['url']}/api/events/{event['code']}/pool", token=token)
+    assert status == 200 and isinstance(blob, bytes)
+    with np.load(io.BytesIO(blob)) as f:
+        assert sorted(f.files) == ["images", "labels", "private_test_images", "test_images", "test_labels", "track"]
+        labels, images = f["labels"], f["images"]
+        assert images.shape == (60000, 28, 28) and images.dtype == np.uint8
+        assert f["private_test_images"].shape[0] == len(event["truth"]["private_digits"])
+        in_c = np.isin(event["truth"]["pool_digits"], event["truth"]["track"])
+        assert np.all(labels[in_c] == config.MERGED_LABEL)  # no original label of C
+        assert np.array_equal(labels[~in_c], event["truth"]["pool_digits"][~in_c])  # shuffled with the truth
+        assert not set(f["test_labels"].tolist()) & {7, 1}
+    assert len(blob) < 20e6  # compressed
+
+
+def test_annotate_is_charged_with_the_local_rules_messages(event):
+    token = join(event, "annotator")["token"]
+    truth, rules = event["truth"], local_rules(event["truth"])
+    idx = c_indices(truth, 5)
+    status, reply = op(event, token, op="annotate", indices=idx + idx[:2])
+    assert status == 200 and reply["result"]["count"] == 5
+    assert reply["result"]["labels"] == truth["pool_digits"][idx + idx[:2]].tolist()
+    not_c = int(np.flatnonzero(~np.isin(truth["pool_digits"], truth["track"]))[0])
+    bad_requests = [
+        {"op": "annotate", "indices": [idx[0], not_c]},  # NotInCError
+        {"op": "annotate", "indices": [idx[0], 60000]},  # OutOfRangeError
+        {"op": "annotate", "indices": [-1]},
+        {"op": "annotate", "indices": [1.5]},  # IndexTypeError
+        {"op": "annotate", "indices": "12"},
+        {"op": "annotate", "indices": [2**70]},
+        {"op": "nope"},
+        {"op": "score", "split": "public", "predictions": [7]},  # exam mode: never a public score
+    ]
+    for request in bad_requests:
+        status, reply = op(event, token, **request)
+        expected = rules.handle(request)
+        assert 400 <= status < 500 and reply == expected, request  # same kind, same message
+        assert reply["message"]
+    status, reply = op(event, token, op="count")
+    assert status == 200 and reply["result"] == 5  # nothing charged by any refusal
+    status, reply = op(event, token, op="history")
+    assert [row[1] for row in reply["result"]] == idx
+
+
+def test_bad_bodies_are_refused_and_charge_nothing(event):
+    token = join(event, "bad bodies")["token"]
+    url = f"{event['url']}/api/events/{event['code']}/op"
+    status, reply = es.call(url, token=token, raw=b"{not json")
+    assert status == 400 and "not valid JSON" in reply["message"]
+    status, reply = es.call(url, token=token, raw=b'{"op": "annotate", "indices": [' + b"1," * 600_000 + b"1]}")
+    assert status == 413 and "larger than" in reply["message"]
+    status, reply = es.call(url, token=token, raw=json.dumps(["annotate"]).encode())
+    assert status == 400 and reply["ok"] is False
+    status, reply = op(event, token, op="budget")
+    assert status == 200
+    status, reply = op(event, token, op="count")
+    assert reply["result"] == 0
+
+
+def test_one_counted_submission(event):
+    token = join(event, "submitter")["token"]
+    truth = event["truth"]
+    idx = c_indices(truth, 3, start=10)
+    op(event, token, op="annotate", indices=idx)
+    private = truth["private_digits"]
+    for wrong in ([7] * (len(private) - 1), [3] * len(private), [7.0] * len(private)):
+        status, reply = op(event, token, op="score", split="private", predictions=wrong)
+        assert status == 400 and reply["error"] == "PredictionError", reply  # nothing scored, still to come
+    status, reply = op(event, token, op="score", split="private", predictions=private.tolist())
+    assert status == 200 and reply["result"] == {"split": "private", "accuracy": 1.0, "count": 3, "n": len(private)}
+    status, reply = op(event, token, op="score", split="private", predictions=private.tolist())
+    assert status == 409 and reply["error"] == "SubmissionRefusedError"
+    assert "one submission per participant" in reply["message"] and "charged nothing" in reply["message"]
+    status, board = es.call(f"{event['url']}/api/events/{event['code']}/board")
+    row = next(r for r in board["rows"] if r["accuracy"] is not None and r["annotations"] == 3)
+    assert row["passed"] and row["rank"] >= 1 and "fewest annotations" in board["rule"]
+    assert all(r["name"] != "submitter" for r in board["rows"])  # pseudonyms only
+    assert token not in json.dumps(board)
+
+
+def test_rate_limit_per_participant(event):
+    token = join(event, "flooder")["token"]
+    statuses = [op(event, token, op="count")[0] for _ in range(80)]  # bounded: 80 requests
+    assert 429 in statuses and statuses[0] == 200
+    status, reply = op(event, token, op="count")
+    if status == 429:
+        assert "requests per second" in reply["message"]
+    other = join(event, "calm neighbour")["token"]
+    assert op(event, other, op="count")[0] == 200  # one participant's flood does not block another
+
+
+def test_admin_routes_need_the_admin_token(event):
+    base = f"{event['url']}/api/admin/{event['code']}"
+    participant = join(event, "admin probe")["token"]
+    for token in (None, participant, "wrong"):
+        status, reply = es.call(base, token=token)
+        assert status == 401 and "admin token" in reply["message"]
+    status, view = es.call(base, token=event["admin"])
+    assert status == 200
+    names = {p["name"] for p in view["participants"]}
+    assert {"Ada Lovelace", "annotator", "submitter"} <= names
+    annotator = next(p for p in view["participants"] if p["name"] == "annotator")
+    assert annotator["annotations"] == 5
+    assert any(f["error"] == "NotInCError" for f in view["failures"])
+    status, ledger = es.call(f"{base}/ledger/{annotator['id']}", token=event["admin"])
+    assert status == 200 and ledger["entries"][0]["op"] == "annotate" and ledger["entries"][0]["count"] == 5
+    assert protocol.summarize(ledger["entries"]).submissions == 0
+    status, csv_text = es.call(f"{base}/results.csv", token=event["admin"])
+    assert status == 200 and b"rank,name,display_name,passed,annotations" in csv_text and b"submitter" in csv_text
+    status, page = es.call(f"{event['url']}/admin")
+    assert status == 200 and event["admin"].encode() not in page
+
+
+def test_close_stops_joins_and_charges(tmp_path_factory, event):
+    # a fresh server on a copy: closing must not disturb the other tests' event
+    db, code, admin = es.template(tmp_path_factory.getbasetemp())
+    server = es.Server(es.copy_db(db, tmp_path_factory.mktemp("close") / "events.db")).start()
+    try:
+        status, reply = es.call(f"{server.url}/api/events/{code}/join", {"name": "late"})
+        token = reply["result"]["token"]
+        assert es.call(f"{server.url}/api/admin/{code}/close", {}, token=token)[0] == 401
+        assert es.call(f"{server.url}/api/admin/{code}/close", {}, token=admin)[0] == 200
+        status, reply = es.call(f"{server.url}/api/events/{code}/op", {"op": "annotate", "indices": [0]}, token=token)
+        assert status == 403 and "closed" in reply["message"]
+        status, reply = es.call(f"{server.url}/api/events/{code}/join", {"name": "later"})
+        assert status == 403 and "closed" in reply["message"]
+    finally:
+        server.stop()
