@@ -1,0 +1,95 @@
+"""The live board in a real browser (the system chromium, driven by Playwright): issue 14, step 3.
+
+A submission made through the API appears on an open board within 2 s without a reload;
+the ranking rule is stated, the scatter has one point per submission, names are
+pseudonyms, the freeze switch holds the board still until the reveal, and nothing is
+loaded from anywhere but the event server.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import pytest
+
+from autograder.event import pool, store
+from tests import event_server as es
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no system chromium (apt-get install -y chromium)")
+
+
+@pytest.fixture(scope="module")
+def event(tmp_path_factory):
+    db, code, admin = es.template(tmp_path_factory.getbasetemp())
+    copy = es.copy_db(db, tmp_path_factory.mktemp("board") / "events.db")
+    server = es.Server(copy).start()
+    truth = pool.read_truth(store.Store(copy).blob(code, "truth"))
+    yield {"url": server.url, "code": code, "admin": admin, "truth": truth}
+    server.stop()
+
+
+def submit(event, name, n_annotations, correct=True):
+    """Join, annotate `n_annotations` C images and submit, all through the API; the display name."""
+    status, reply = es.call(f"{event['url']}/api/events/{event['code']}/join", {"name": name})
+    token, display = reply["result"]["token"], reply["result"]["display_name"]
+    truth = event["truth"]
+    in_c = [int(i) for i in (truth["pool_digits"] == truth["track"][0]).nonzero()[0][:n_annotations]]
+    op = f"{event['url']}/api/events/{event['code']}/op"
+    if in_c:
+        assert es.call(op, {"op": "annotate", "indices": in_c}, token=token)[0] == 200
+    predictions = truth["private_digits"].tolist() if correct else [int(truth["track"][0])] * len(truth["private_digits"])
+    assert es.call(op, {"op": "score", "split": "private", "predictions": predictions}, token=token)[0] == 200
+    return display
+
+
+def names(page):
+    return page.eval_on_selector_all("#board tbody td.name", "cells => cells.map(c => c.textContent)")
+
+
+def test_board_updates_live_and_freezes(event):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the dev extra")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--headless"])
+        page = browser.new_page()
+        requested = []
+        page.on("request", lambda r: requested.append(r.url))
+        page.goto(f"{event['url']}/board")  # redirects to the newest open event's board
+        assert page.url.endswith(f"/board/{event['code']}")
+        page.wait_for_function("document.getElementById('count').textContent.includes('joined')", timeout=10000)
+        assert "fewest annotations" in page.inner_text("#rule")
+        assert event["code"] in page.inner_text("#join")
+
+        first = submit(event, "Alan Turing", 3)
+        start = time.monotonic()
+        page.wait_for_function(f"[...document.querySelectorAll('#board td.name')].some(c => c.textContent === "
+                               f"'{first}')", timeout=2000)
+        assert time.monotonic() - start < 2.0  # without a reload
+
+        second = submit(event, "Joan Clarke", 1)
+        third = submit(event, "Gordon Welchman", 0, correct=False)
+        page.wait_for_function("document.querySelectorAll('#scatter circle.point').length === 3", timeout=2000)
+        assert names(page)[:3] == [second, first, third]  # passed, then fewest annotations; failed last
+        text = page.inner_text("body")
+        assert "Alan Turing" not in text and "Joan Clarke" not in text  # pseudonyms only
+
+        admin = f"{event['url']}/api/admin/{event['code']}/freeze"
+        assert es.call(admin, {"frozen": True}, token=event["admin"])[0] == 200
+        page.wait_for_selector("#frozen", state="visible", timeout=2000)
+        hidden = submit(event, "Tommy Flowers", 0)
+        time.sleep(0.8)
+        assert hidden not in names(page)  # frozen: a later submission waits for the reveal
+        assert es.call(admin, {"frozen": False}, token=event["admin"])[0] == 200
+        page.wait_for_function(f"[...document.querySelectorAll('#board td.name')].some(c => c.textContent === "
+                               f"'{hidden}')", timeout=2000)
+        assert names(page)[0] == hidden  # 0 annotations, passed: first
+
+        assert all(url.startswith(event["url"]) for url in requested), requested  # nothing from the internet
+
+        # the instructor's page: real names, behind the admin token (kept in the URL fragment)
+        admin_page = browser.new_page()
+        admin_page.goto(f"{event['url']}/admin#code={event['code']}&token={event['admin']}")
+        admin_page.wait_for_function("document.querySelectorAll('#participants tr').length >= 5", timeout=5000)
+        assert "Alan Turing" in admin_page.inner_text("#participants")
+        browser.close()
