@@ -15,7 +15,8 @@ import pytest
 from conftest import REPO
 
 BENCH_ONLY = ("modAL", "skactiveml", "skorch", "pandas")
-NOT_FOR_PARTICIPANTS = BENCH_ONLY + ("nbgrader", "nbformat", "nbclient", "playwright", "pytest")
+NOT_FOR_PARTICIPANTS = BENCH_ONLY + ("nbgrader", "nbformat", "nbclient", "playwright", "pytest",
+                                     "fastapi", "uvicorn", "sqlalchemy", "httpx")  # instructor, event server, tests
 HEAVY_EXTRAS = ("playwright", "modal-python", "scikit-activeml", "skorch", "pandas")  # distributions
 
 IMPORT_EVERYTHING = """
@@ -88,7 +89,8 @@ def test_the_participant_install_pulls_no_instructor_bench_or_test_tool():
     reached = installed_closure(project["dependencies"])
     assert {"torch", "torchvision", "jupyterlab", "scikit-learn"} <= reached
     assert not reached & set(HEAVY_EXTRAS), sorted(reached & set(HEAVY_EXTRAS))
-    assert not reached & {"nbgrader", "pytest"}, "the instructor's and the tests' tools are extras"
+    others = reached & {"nbgrader", "fastapi", "uvicorn", "sqlalchemy", "pytest"}
+    assert not others, f"the instructor's, the event server's and the tests' tools are extras: {sorted(others)}"
 
 
 def test_dev_is_everything_the_tests_need():
