@@ -7,6 +7,7 @@ done once into a template database; each test module copies the template and sta
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -23,18 +24,38 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 TRACK = "7,1"
 SEED = 1
-_TEMPLATE: dict[str, tuple[Path, str, str]] = {}
+SLOTS = ("api", "close", "participant", "restart", "board")  # one event each on one shuffle; board last (/board opens the newest)
+_TEMPLATE: dict[str, object] = {}
 
 
-def template(folder: Path) -> tuple[Path, str, str]:
-    """(database, join code, admin token) of the session's event; built on first use."""
-    if "event" not in _TEMPLATE:
-        from autograder.event import cli
+def template(folder: Path) -> tuple[Path, dict[str, tuple[str, str]]]:
+    """(database, {slot: (join code, admin token)}) of the session's events; built on first use.
+
+    MNIST is read and shuffled once; every slot is an event of its own on that data, so the
+    tests of one module never see another module's participants.
+    """
+    if "db" not in _TEMPLATE:
+        from autograder.event import pool, store
 
         db = folder / "template.db"
-        code, admin = cli.create(str(db), TRACK, "03_clustering", seed=SEED)
-        _TEMPLATE["event"] = (db, code, admin)
-    return _TEMPLATE["event"]
+        seed, pool_file, truth = pool.build(tuple(int(d) for d in TRACK.split(",")), SEED)
+        events = store.Store(db)
+        _TEMPLATE["events"] = {slot: events.create_event((7, 1), "03_clustering", str(seed), pool_file, truth)
+                               for slot in SLOTS}
+        events.dispose()
+        _TEMPLATE["db"] = db
+    return _TEMPLATE["db"], _TEMPLATE["events"]  # type: ignore[return-value]
+
+
+def shared(folder: Path) -> tuple["Server", dict[str, tuple[str, str]]]:
+    """One server for the session on a copy of the template (stopped when the tests end)."""
+    if "server" not in _TEMPLATE:
+        db, events = template(folder)
+        (folder / "shared").mkdir(exist_ok=True)
+        server = Server(copy_db(db, folder / "shared" / "events.db")).start()
+        atexit.register(server.stop)
+        _TEMPLATE["server"] = server
+    return _TEMPLATE["server"], _TEMPLATE["events"]  # type: ignore[return-value]
 
 
 def copy_db(source: Path, target: Path) -> Path:

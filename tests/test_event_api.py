@@ -21,13 +21,10 @@ from tests import event_server as es
 
 @pytest.fixture(scope="module")
 def event(tmp_path_factory):
-    folder = tmp_path_factory.getbasetemp()
-    db, code, admin = es.template(folder)
-    copy = es.copy_db(db, tmp_path_factory.mktemp("api") / "events.db")
-    server = es.Server(copy, rate=20.0).start()
-    truth = pool.read_truth(store.Store(copy).blob(code, "truth"))
-    yield {"url": server.url, "code": code, "admin": admin, "truth": truth, "server": server}
-    server.stop()
+    server, events = es.shared(tmp_path_factory.getbasetemp())
+    code, admin = events["api"]
+    truth = pool.read_truth(store.Store(server.db).blob(code, "truth"))
+    return {"url": server.url, "code": code, "admin": admin, "truth": truth, "server": server}
 
 
 def join(event, name):
@@ -191,17 +188,16 @@ def test_admin_routes_need_the_admin_token(event):
 
 
 def test_close_stops_joins_and_charges(tmp_path_factory, event):
-    # a fresh server on a copy: closing must not disturb the other tests' event
-    db, code, admin = es.template(tmp_path_factory.getbasetemp())
-    server = es.Server(es.copy_db(db, tmp_path_factory.mktemp("close") / "events.db")).start()
-    try:
-        status, reply = es.call(f"{server.url}/api/events/{code}/join", {"name": "late"})
-        token = reply["result"]["token"]
-        assert es.call(f"{server.url}/api/admin/{code}/close", {}, token=token)[0] == 401
-        assert es.call(f"{server.url}/api/admin/{code}/close", {}, token=admin)[0] == 200
-        status, reply = es.call(f"{server.url}/api/events/{code}/op", {"op": "annotate", "indices": [0]}, token=token)
-        assert status == 403 and "closed" in reply["message"]
-        status, reply = es.call(f"{server.url}/api/events/{code}/join", {"name": "later"})
-        assert status == 403 and "closed" in reply["message"]
-    finally:
-        server.stop()
+    # an event of its own: closing must not disturb the other tests' event
+    server, events = es.shared(tmp_path_factory.getbasetemp())
+    code, admin = events["close"]
+    status, reply = es.call(f"{server.url}/api/events/{code}/join", {"name": "late"})
+    token = reply["result"]["token"]
+    assert es.call(f"{server.url}/api/admin/{code}/close", {}, token=token)[0] == 401
+    assert es.call(f"{server.url}/api/admin/{code}/close", {}, token=admin)[0] == 200
+    status, reply = es.call(f"{server.url}/api/events/{code}/op", {"op": "annotate", "indices": [0]}, token=token)
+    assert status == 403 and "closed" in reply["message"]
+    status, reply = es.call(f"{server.url}/api/events/{code}/join", {"name": "later"})
+    assert status == 403 and "closed" in reply["message"]
+    status, board = es.call(f"{server.url}/api/events/{code}/board")
+    assert status == 200 and board["closed"]

@@ -22,12 +22,10 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no system chromium (ap
 
 @pytest.fixture(scope="module")
 def event(tmp_path_factory):
-    db, code, admin = es.template(tmp_path_factory.getbasetemp())
-    copy = es.copy_db(db, tmp_path_factory.mktemp("board") / "events.db")
-    server = es.Server(copy).start()
-    truth = pool.read_truth(store.Store(copy).blob(code, "truth"))
-    yield {"url": server.url, "code": code, "admin": admin, "truth": truth}
-    server.stop()
+    server, events = es.shared(tmp_path_factory.getbasetemp())
+    code, admin = events["board"]
+    truth = pool.read_truth(store.Store(server.db).blob(code, "truth"))
+    return {"url": server.url, "code": code, "admin": admin, "truth": truth}
 
 
 def submit(event, name, n_annotations, correct=True):

@@ -17,10 +17,8 @@ from tests import event_server as es
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    db, code, admin = es.template(tmp_path_factory.getbasetemp())
-    running = es.Server(es.copy_db(db, tmp_path_factory.mktemp("participant") / "events.db")).start()
-    yield running, code
-    running.stop()
+    running, events = es.shared(tmp_path_factory.getbasetemp())
+    return running, events["participant"][0]
 
 
 @pytest.fixture

@@ -25,7 +25,8 @@ MAX_BATCHES = 300  # per participant: bounds the load whatever the machine's spe
 
 @pytest.fixture
 def event(tmp_path_factory):
-    db, code, admin = es.template(tmp_path_factory.getbasetemp())
+    db, events = es.template(tmp_path_factory.getbasetemp())
+    code, admin = events["restart"]
     copy = es.copy_db(db, tmp_path_factory.mktemp("restart") / "events.db")
     truth = pool.read_truth(store.Store(copy).blob(code, "truth"))
     server = es.Server(copy, rate=1000.0).start()
