@@ -81,8 +81,13 @@ def python_roots() -> list[Path]:
 
 
 def env_datasets() -> list[Path]:
-    """Folders of labelled data shipped inside installed packages (hidden from the kernel)."""
-    found = []
+    """Folders hidden inside the bound Python environment: labelled data shipped in packages,
+    and the base interpreter's own site-packages when the venv does not use it."""
+    import site
+
+    on_path = {str(Path(p).resolve()) for p in sys.path if p}
+    found = [Path(p).resolve() for p in site.getsitepackages([sys.base_prefix])
+             if Path(p).is_dir() and str(Path(p).resolve()) not in on_path and sys.base_prefix != sys.prefix]
     for folder in {p for p in sys.path if p}:
         for relative in ENV_DATASETS:
             path = Path(folder) / relative

@@ -74,7 +74,7 @@ def hunter_code(host_socket: str) -> str:
         "    if folder in ('/proc', '/sys', '/dev'):\n        dirs[:] = []\n        continue\n"
         "    for name in files:\n"
         "        low = name.lower()\n"
-        "        if 'ubyte' in low or 'mnist' in low or 'canary' in low or low.startswith('digits'):\n"
+        "        if 'ubyte' in low or 'idx1' in low or 'idx3' in low or low.startswith(('ag-canary', 'digits.csv')):\n"
         "            hits.append(os.path.join(folder, name))\n"
         "    if time.time() - start > 60:\n        hits.append('walk stopped at 60 s')\n        break\n"
         "reads = {}\n"
