@@ -1,0 +1,209 @@
+"""Load on the live event server: N participants annotating and submitting at once, on loopback.
+
+Targets (issue 14): 50 simulated participants, each joining, annotating in small batches
+and submitting, concurrently for 60 s: p99 latency of an annotate request under 100 ms on
+the 2-core machine, no error that is not the client's fault; with ``--kill-at S`` the
+server is killed with SIGKILL after S seconds and restarted on the same store, and every
+participant's count must equal their own tally afterwards (the clients retry the request
+the crash cut off: annotating the same indices again is free, so a retry never double-charges).
+
+It creates an event (reads MNIST: set COURSE_DATA_DIR), starts ``autograder serve`` on
+127.0.0.1 in a subprocess, times one pool download, then runs the participants as threads
+(one keep-alive HTTP connection each, a think time between requests). Everything is
+bounded: the run time, the requests per participant, the restart wait.
+
+    python -m benchmarks.event_load                       # 50 participants, 60 s
+    python -m benchmarks.event_load --kill-at 30          # and a kill -9 + restart half-way
+    python -m benchmarks.event_load -n 10 --seconds 10    # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+TARGET_P99_MS = 100.0
+MAX_REQUESTS = 2000  # per participant
+BATCH = 5
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(db: Path, port: int, log: Path) -> subprocess.Popen:
+    import httpx
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "autograder.event.cli", "serve", "--db", str(db), "--port", str(port),
+         "--rate", "1000"], cwd=REPO, stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError(f"the server did not start; see {log}")
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", "--participants", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--think", type=float, default=0.25, help="mean pause between a participant's requests (s)")
+    parser.add_argument("--kill-at", type=float, default=None, help="kill -9 the server after S s, then restart")
+    parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    args = parser.parse_args(argv)
+
+    import httpx
+
+    from autograder.event import cli, pool, store
+
+    with tempfile.TemporaryDirectory(prefix="event-load-") as tmp:
+        db, log = Path(tmp) / "events.db", Path(tmp) / "server.log"
+        t0 = time.perf_counter()
+        code, admin = cli.create(str(db), "7,1", "03_clustering")
+        create_s = time.perf_counter() - t0
+        truth = pool.read_truth(store.Store(db).blob(code, "truth"))
+        c_all = np.flatnonzero(np.isin(truth["pool_digits"], truth["track"]))
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        server = start_server(db, port, log)
+
+        # one participant's pool download, alone
+        with httpx.Client(timeout=60) as client:
+            token = client.post(f"{url}/api/events/{code}/join", json={"name": "downloader"}).json()["result"]["token"]
+            t0 = time.perf_counter()
+            pool_bytes = len(client.get(f"{url}/api/events/{code}/pool",
+                                        headers={"Authorization": f"Bearer {token}"}).content)
+            download_s = time.perf_counter() - t0
+
+        latencies: list[float] = []
+        errors: dict[str, int] = {}
+        clients: list[dict] = []
+        lock = threading.Lock()
+        start = time.monotonic()
+        end = start + args.seconds
+        down = threading.Event()
+
+        def participant(k: int) -> None:
+            rng = random.Random(k)
+            me = {"name": f"p{k:03d}", "tally": 0, "submitted": None, "retries": 0}
+            mine = c_all[k::args.participants]
+            with httpx.Client(timeout=30) as client:
+                def request(path: str, body: dict) -> httpx.Response:
+                    while time.monotonic() < end + 60:  # bounded: retry through a restart
+                        if down.is_set():
+                            time.sleep(0.05)
+                            continue
+                        try:
+                            t = time.perf_counter()
+                            response = client.post(f"{url}{path}", json=body, headers=headers)
+                            me["last_s"] = time.perf_counter() - t  # the server's time, not a wait for a restart
+                            return response
+                        except httpx.TransportError:
+                            me["retries"] += 1
+                            time.sleep(0.05)
+                    raise RuntimeError("the server did not come back")
+
+                headers: dict = {}
+                me["token"] = request(f"/api/events/{code}/join", {"name": me["name"]}).json()["result"]["token"]
+                headers = {"Authorization": f"Bearer {me['token']}"}
+                with lock:
+                    clients.append(me)
+                for b in range(MAX_REQUESTS):
+                    if time.monotonic() >= end:
+                        break
+                    batch = [int(i) for i in mine[b * BATCH:(b + 1) * BATCH]]
+                    retries = me["retries"]
+                    r = request(f"/api/events/{code}/op", {"op": "annotate", "indices": batch})
+                    with lock:
+                        if me["retries"] == retries:  # a request cut off by the kill is not a latency
+                            latencies.append(me["last_s"])
+                        if r.status_code != 200:
+                            errors[str(r.status_code)] = errors.get(str(r.status_code), 0) + 1
+                    if r.status_code == 200:
+                        me["tally"] = r.json()["result"]["count"]
+                    time.sleep(rng.expovariate(1 / args.think) if args.think > 0 else 0)
+                r = request(f"/api/events/{code}/op", {"op": "score", "split": "private",
+                                                       "predictions": truth["private_digits"].tolist()})
+                if r.status_code == 200:
+                    me["submitted"] = r.json()["result"]
+                else:
+                    errors[f"submit {r.status_code}"] = errors.get(f"submit {r.status_code}", 0) + 1
+
+        threads = [threading.Thread(target=participant, args=(k,), daemon=True) for k in range(args.participants)]
+        for t in threads:
+            t.start()
+        restart_s = None
+        if args.kill_at is not None:
+            time.sleep(max(0.0, start + args.kill_at - time.monotonic()))
+            down.set()
+            os.kill(server.pid, signal.SIGKILL)
+            server.wait(10)
+            t0 = time.perf_counter()
+            server = start_server(db, port, log)
+            restart_s = time.perf_counter() - t0
+            down.clear()
+        for t in threads:
+            t.join(args.seconds + 120)
+        wall = time.monotonic() - start
+
+        view = httpx.get(f"{url}/api/admin/{code}", headers={"Authorization": f"Bearer {admin}"}, timeout=60).json()
+        stored = {p["name"]: p for p in view["participants"]}
+        mismatches = [c["name"] for c in clients if stored[c["name"]]["annotations"] != c["tally"]
+                      or (c["submitted"] is not None and stored[c["name"]]["accuracy"] is None)]
+        board = httpx.get(f"{url}/api/events/{code}/board", timeout=60).json()
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+    ms = [1000 * x for x in latencies]
+    result = {
+        "participants": args.participants, "seconds": args.seconds, "think_s": args.think,
+        "annotate_requests": len(ms), "requests_per_s": round(len(ms) / wall, 1),
+        "p50_ms": round(percentile(ms, 50), 1), "p95_ms": round(percentile(ms, 95), 1),
+        "p99_ms": round(percentile(ms, 99), 1), "max_ms": round(max(ms), 1) if ms else None,
+        "errors": errors, "submitted": sum(c["submitted"] is not None for c in clients),
+        "annotations_total": sum(c["tally"] for c in clients),
+        "kill_at": args.kill_at, "restart_s": None if restart_s is None else round(restart_s, 2),
+        "retries": sum(c["retries"] for c in clients), "count_mismatches": mismatches,
+        "board_submitted_after": board["submitted"],
+        "event_create_s": round(create_s, 1), "pool_mb": round(pool_bytes / 1e6, 2),
+        "pool_download_s": round(download_s, 3), "cpus": os.cpu_count(),
+    }
+    print(json.dumps(result, indent=1))
+    ok = result["p99_ms"] < TARGET_P99_MS and not errors and not mismatches
+    print(f"p99 annotate {result['p99_ms']} ms (target < {TARGET_P99_MS:g}), "
+          f"{result['annotate_requests']} annotate requests, errors {errors or 'none'}, "
+          f"count mismatches {len(mismatches)}: {'MET' if ok else 'NOT MET'}")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main()
