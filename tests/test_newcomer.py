@@ -106,3 +106,19 @@ def test_documents_link_only_to_files_in_the_repository():
     assert "docs/architecture.md" in readme and "docs/cheatsheet.md" in readme
     for name in ("autograder/__init__.py", ".gitignore"):
         assert "DESIGN.md" not in (REPO / name).read_text(), name
+
+
+def test_no_test_requires_the_data_dir_variable():
+    """`os.environ[...DATA_DIR]` in a test is a KeyError for a newcomer with the files in data/."""
+    import ast
+
+    offenders = []
+    for path in sorted((REPO / "tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not (isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Load)):
+                continue
+            target, key = ast.unparse(node.value), ast.unparse(node.slice)
+            if target == "os.environ" and ("DATA_DIR" in key):
+                offenders.append(f"{path.relative_to(REPO)}:{node.lineno}: {ast.unparse(node)}")
+    assert not offenders, ("use the mnist_raw fixture (tests/conftest.py) or os.environ.get: "
+                           + ", ".join(offenders))
