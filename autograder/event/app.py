@@ -47,6 +47,7 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from autograder.event import pages, pool
+from autograder.event import store as store_module
 from autograder.event.store import MAX_NAME, NameTaken, Participant, Store, rank
 from course import config, protocol
 
@@ -108,6 +109,8 @@ class EventServer:
         self.truths: dict[str, dict[str, np.ndarray]] = {}
         self.pools: dict[str, bytes] = {}
         self.versions: dict[str, int] = {}
+        self.events: dict[str, Any] = {}  # code -> Event; this process is the only one that freezes or closes
+        self.tokens: dict[str, Participant] = {}  # token hash -> participant (tokens never change)
         self.stopping = False
 
     def bump(self, code: str) -> None:
@@ -115,8 +118,12 @@ class EventServer:
 
     # --- lookups -------------------------------------------------------------------------------
 
-    def event(self, code: str):
-        found = self.store.event(code) if isinstance(code, str) and len(code) <= 16 else None
+    def event(self, code: str, fresh: bool = False):
+        found = self.events.get(code) if not fresh else None
+        if found is None:
+            found = self.store.event(code) if isinstance(code, str) and len(code) <= 16 else None
+            if found is not None:
+                self.events[code] = found
         if found is None:
             raise Refused(404, f"there is no event with join code {protocol._clip(code)}; check the code on the "
                                "board or ask the instructor.")
@@ -128,7 +135,10 @@ class EventServer:
         if not token:
             raise Refused(401, "this request needs your participant token: join first with "
                                "course.event.join(url, code, name).")
-        found = self.store.participant(code, token)
+        key = f"{code} {store_module.token_hash(token)}"
+        found = self.tokens.get(key) or self.store.participant(code, token)
+        if found is not None:
+            self.tokens[key] = found
         if found is None:
             self.event(code)  # an unknown code says so first
             raise Refused(401, f"unknown participant token for event {code}; join again with "
@@ -321,9 +331,12 @@ def create_app(store: Store, *, rate: float = RATE, burst: int = BURST) -> FastA
 
     @app.post("/api/events/{code}/op")
     async def op(code: str, request: Request):
-        participant = await run_in_threadpool(server.participant, code, request)
         body = await read_json(request)
-        status, reply = await run_in_threadpool(server.op, participant, body)
+
+        def answer():
+            return server.op(server.participant(code, request), body)
+
+        status, reply = await run_in_threadpool(answer)
         return JSONResponse(reply, status)
 
     @app.get("/api/events/{code}/board")
@@ -400,6 +413,7 @@ def create_app(store: Store, *, rate: float = RATE, burst: int = BURST) -> FastA
         if not isinstance(body, dict) or not isinstance(body.get("frozen"), bool):
             raise Refused(400, 'send {"frozen": true} to freeze the board or {"frozen": false} to reveal it.')
         await run_in_threadpool(store.set_frozen, code, body["frozen"])
+        server.event(code, fresh=True)
         server.bump(code)
         return protocol.ok({"frozen": body["frozen"]})
 
@@ -407,6 +421,7 @@ def create_app(store: Store, *, rate: float = RATE, burst: int = BURST) -> FastA
     def admin_close(code: str, request: Request):
         server.admin(code, request)
         store.close(code)
+        server.event(code, fresh=True)
         server.bump(code)
         return protocol.ok({"closed": True})
 
