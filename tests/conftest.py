@@ -78,15 +78,17 @@ def copy_mnist_gz(raw: Path, target: Path) -> Path:
 
 @pytest.fixture(autouse=True)
 def fresh_oracle():
-    """Every test starts with an empty ledger on the default track."""
-    from course import data, oracle
+    """Every test starts with an empty ledger on the default track, in practice mode."""
+    from course import data, grading, oracle
 
     data._ACTIVE.clear()
     oracle._BACKENDS.clear()
     oracle._LISTENERS.clear()
+    grading._SWITCH.clear()
     yield
     oracle._BACKENDS.clear()
     oracle._LISTENERS.clear()
+    grading._SWITCH.clear()
     data._ACTIVE.clear()
 
 
