@@ -74,31 +74,72 @@ class _Handler(socketserver.StreamRequestHandler):
                 reply = server.rules.refuse(None, ServiceError(
                     f"a request of more than {MAX_REQUEST_BYTES} bytes is refused unread and the connection "
                     "closed; no valid request is that large (send each index once, annotate in parts)."))
-                self.wfile.write(protocol.encode(reply))
+                self._reply(reply)
                 return  # the rest of the line is never read
-            self.wfile.write(protocol.encode(server.answer(line)))
+            if not self._reply(server.answer(line)):
+                return
+
+    def _reply(self, reply: dict) -> bool:
+        """Send one reply; False if the kernel hung up (nothing to log: the request already is)."""
+        try:
+            self.wfile.write(protocol.encode(reply))
             self.wfile.flush()
+            return True
+        except OSError:
+            return False
 
 
 class Server(socketserver.UnixStreamServer):
-    """Serves one run's `protocol.Rules` on a Unix socket; requests are answered one at a time."""
+    """Serves one run's `protocol.Rules` on a Unix socket; requests are answered one at a time.
+
+    Whatever a line holds, it gets a reply and a ledger entry and counts toward the request
+    cap: a request the service cannot read (JSON nested too deep, text that is not UTF-8) is
+    a refusal like any other, never an exception. The service's own log (stderr, on the
+    grader's disk) gets at most `MAX_LOGGED_FAULTS` short lines, so no flood can grow it.
+    """
+
+    request_queue_size = 64  # a kernel's parallel clients wait in the queue instead of EAGAIN
+    MAX_LOGGED_FAULTS = 5
 
     def __init__(self, socket_path: Path, token: str, rules: protocol.Rules):
         self.token = token
         self.rules = rules
+        self.faults = 0
         super().__init__(str(socket_path), _Handler)
         os.chmod(socket_path, 0o600)
 
     def answer(self, line: bytes) -> dict:
         try:
+            return self._answer(line)
+        except Exception as exc:  # a bug or a request no check foresaw: refused, logged, counted
+            self._log_fault(exc)
+            return self.rules.refuse(None, ServiceError("the request could not be read; nothing was done."))
+
+    def _answer(self, line: bytes) -> dict:
+        try:
             req = protocol.decode(line)
         except ServiceError:
             return self.rules.refuse(None, ServiceError("the request is not valid JSON."))
         token = req.get("token") if isinstance(req, dict) else None
-        if not isinstance(token, str) or not hmac.compare_digest(token.encode(), self.token.encode()):
+        if not isinstance(token, str) or not hmac.compare_digest(_utf8(token), self.token.encode()):
             return self.rules.refuse(req.get("op") if isinstance(req, dict) else None,
                                      ServiceError("wrong or missing service token; nothing was done."))
         return self.rules.handle(req)
+
+    def handle_error(self, request, client_address) -> None:
+        """An exception escaped a connection's handler: one short line, for the first few only."""
+        self._log_fault(sys.exc_info()[1])
+
+    def _log_fault(self, exc: BaseException | None) -> None:
+        self.faults += 1
+        if self.faults <= self.MAX_LOGGED_FAULTS:
+            sys.stderr.write(f"autograder.service: {type(exc).__name__}: {protocol.clip(str(exc))}\n")
+            sys.stderr.flush()
+
+
+def _utf8(text: str) -> bytes:
+    """`text` as UTF-8; a lone surrogate (valid in JSON, not in UTF-8) cannot match a token."""
+    return text.encode("utf-8", "surrogatepass")
 
 
 def load_truth(path: Path) -> dict[str, np.ndarray]:

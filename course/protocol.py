@@ -128,7 +128,7 @@ def decode(line: bytes | str) -> Any:
     """Parse one line; `ServiceError` if it is not JSON."""
     try:
         return json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: valid JSON nested deeper than json reads
         raise ex.ServiceError("the message is not valid JSON.") from None
 
 

@@ -1,0 +1,256 @@
+"""A hostile participant against exam mode: the annotation service spoken to directly, a kernel that
+switches exam mode off, and a graded notebook hunting for labels inside the real sandbox.
+
+Every attack here tries to gain label information without paying for it, to get a better row than
+it earned, or to hurt the grader. The service-level attacks run a real service process on a real
+Unix socket (fast); the kernel-level ones run under the real `autograder grade` in one small batch
+(slow, bubblewrap). What cannot be closed in code (public MNIST smuggled into a notebook) is marked
+`xfail(strict=True)` with the reason, so it stays visible.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from autograder import prepare, service
+from course import config, data, evaluate, grading, oracle, protocol
+from course.exceptions import CourseError, ServiceError, SubmissionRefusedError
+from course.service_client import ServiceBackend
+from test_autograder_service import TOKEN, TRACK, direct, ledger_entries, prepared, running  # noqa: F401
+
+
+@pytest.fixture(autouse=True)
+def fresh_kernel_state():
+    """Each test starts like a fresh kernel: no backend, no exam switch, no notice shown."""
+    oracle._BACKENDS.clear()
+    grading._SWITCH.clear()
+    evaluate._NOTICE_SHOWN.clear()
+    yield
+    oracle._BACKENDS.clear()
+    grading._SWITCH.clear()
+    evaluate._NOTICE_SHOWN.clear()
+
+
+def _service(prepared, tmp_path, *extra: str):
+    """A real service with its stderr in a file (what the grader keeps as the service log)."""
+    root, info, truth = prepared
+    truth_copy = tmp_path / "truth.npz"
+    np.savez(truth_copy, **truth)
+    sock, ledger, err = tmp_path / "s.sock", tmp_path / "ledger.jsonl", tmp_path / "service.log"
+    with open(err, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "autograder.service", "--socket", str(sock), "--truth", str(truth_copy),
+             "--ledger", str(ledger), *extra], env={**os.environ, service.TOKEN_ENV: TOKEN},
+            stdout=subprocess.PIPE, stderr=log)
+    assert process.stdout.readline().strip() == b"ready"
+    return process, sock, ledger, err, truth
+
+
+def _stop(process) -> None:
+    process.terminate()
+    process.wait(timeout=10)
+
+
+def _send(sock: Path, payload: bytes, read: bool = True) -> bytes:
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(10)
+        for _ in range(200):  # a full listen queue says EAGAIN on a Unix socket: try again
+            try:
+                s.connect(str(sock))
+                break
+            except BlockingIOError:
+                time.sleep(0.05)
+        s.sendall(payload + b"\n")
+        return s.makefile("rb").readline() if read else b""
+
+
+NESTED = b"[" * 200_000 + b"]" * 200_000  # valid JSON, below the size cap, deeper than json's recursion
+HOSTILE_LINES = {
+    "nested": NESTED,
+    "nested_field": b'{"op": "count", "token": "' + TOKEN.encode() + b'", "x": ' + NESTED[:200_000] + b"}",
+    "surrogate_token": b'{"op": "count", "token": "\\ud800"}',
+    "surrogate_op": b'{"op": "\\ud800", "token": "' + TOKEN.encode() + b'"}',
+    "latin1": b'{"op": "count", "token": "\xff\xfe"}',
+    "nan_budget": b'{"op": "set_budget", "n": NaN, "token": "' + TOKEN.encode() + b'"}',
+    "huge_int": b'{"op": "annotate", "indices": [' + b"9" * 5000 + b'], "token": "' + TOKEN.encode() + b'"}',
+}
+
+
+# --- the socket spoken to directly -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_LINES))
+def test_unreadable_requests_are_refusals_not_crashes(prepared, tmp_path, name):
+    """A request the service cannot read is refused, logged and counted like any other; it never
+    kills the connection with a traceback (which escaped the ledger, the request cap and the log cap)."""
+    process, sock, ledger, err, truth = _service(prepared, tmp_path)
+    try:
+        reply = json.loads(_send(sock, HOSTILE_LINES[name]) or b"null")
+        assert isinstance(reply, dict) and reply["ok"] is False, reply
+        assert reply["error"] in protocol.ERRORS and "result" not in reply
+        assert json.loads(_send(sock, json.dumps({"op": "count", "token": TOKEN}).encode())) == \
+               {"ok": True, "result": 0}
+    finally:
+        _stop(process)
+    entries = protocol.read_ledger(ledger.read_text())
+    assert len(entries) == 2 and entries[0]["ok"] is False, entries
+    assert err.stat().st_size == 0, err.read_text()[-2000:]
+
+
+def test_hang_up_and_crash_floods_keep_the_service_log_small_and_hit_the_request_cap(prepared, tmp_path):
+    """Send-and-hang-up (a broken pipe per reply) and unreadable requests, a thousand times: the
+    service's log stays small (it is on the grader's disk) and every one of them counts toward the cap."""
+    cap = 40
+    process, sock, ledger, err, truth = _service(prepared, tmp_path, "--max-requests", str(cap))
+    try:
+        for i in range(600):
+            _send(sock, json.dumps({"op": "history", "token": TOKEN}).encode(), read=False)
+            _send(sock, HOSTILE_LINES["surrogate_token"], read=False)
+        time.sleep(0.5)
+        reply = json.loads(_send(sock, json.dumps({"op": "count", "token": TOKEN}).encode()))
+        assert reply["ok"] is False and f"more than {cap} requests" in reply["message"], reply
+    finally:
+        _stop(process)
+    assert err.stat().st_size < 8 * 1024, f"the service log grew to {err.stat().st_size} bytes"
+    assert len(ledger.read_text().splitlines()) <= cap + 2
+
+
+def test_racing_connections_get_exactly_one_counted_submission(running):
+    """Sixteen connections submit different labellings at the same instant: one counts, the rest are refused."""
+    sock, ledger, truth = running
+    private = truth["private_digits"]
+    labellings = [np.where(np.arange(len(private)) % 16 == k, 8 - private, private).tolist() for k in range(16)]
+    replies: list[dict] = []
+    barrier = threading.Barrier(len(labellings))
+
+    def submit(predictions):
+        payload = json.dumps({"op": "score", "split": "private", "predictions": predictions, "token": TOKEN})
+        barrier.wait()
+        replies.append(json.loads(_send(sock, payload.encode())))
+
+    threads = [threading.Thread(target=submit, args=(p,)) for p in labellings]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(replies) == 16 and sum(r["ok"] for r in replies) == 1
+    assert all(r["error"] == "SubmissionRefusedError" for r in replies if not r["ok"])
+    summary = protocol.summarize(protocol.read_ledger(ledger.read_text()))
+    assert summary.submissions == 16 and summary.accuracy == next(r for r in replies if r["ok"])["result"]["accuracy"]
+
+
+def _index_of(truth, digit: int, k: int = 0) -> int:
+    return int(np.flatnonzero(truth["pool_digits"] == digit)[k])
+
+
+def test_no_refusal_depends_on_the_hidden_digit(running):
+    """Every refusal a C index can get reads the same for a 7 and for a 1 (once the index number is
+    masked), and charges nothing: no refusal is an oracle."""
+    sock, ledger, truth = running
+    seven, one = _index_of(truth, 7), _index_of(truth, 1)
+    known = int(np.flatnonzero(~np.isin(truth["pool_digits"], TRACK))[0])
+    n_pool = len(truth["pool_digits"])
+
+    def refusals(index: int) -> list[str]:
+        out = []
+        for fields in ({"indices": [index, n_pool]}, {"indices": [index, -1]}, {"indices": [index, known]},
+                       {"indices": [index, 2.5]}, {"indices": [index, True]}, {"indices": [index, 2**70]}):
+            out.append(direct(sock, "annotate", **fields))
+        direct(sock, "set_budget", n=0)
+        out.append(direct(sock, "annotate", indices=[index]))
+        direct(sock, "set_budget", n=None)
+        texts = []
+        for reply in out:
+            assert reply["ok"] is False and "result" not in reply, reply
+            texts.append(re.sub(rf"(?<!\d){index}(?!\d)", "<i>", f"{reply['error']}: {reply['message']}"))
+        return texts
+
+    assert refusals(seven) == refusals(one)
+    assert direct(sock, "count")["result"] == 0
+
+
+def test_forged_operations_and_fields_gain_nothing(running):
+    """Ops the protocol does not have, public scoring, fields that try to switch exam mode off,
+    budgets shrunk under the count, negative and duplicate indices: refused or harmless."""
+    sock, ledger, truth = running
+    n_public, private = len(truth["public_digits"]), truth["private_digits"]
+    for op in ("Score", "score ", "reset", "labels", "truth", "set_exam", ["score"], {"op": "score"}, None, 7):
+        reply = direct(sock, op)
+        assert reply["ok"] is False and reply["error"] == "ServiceError", (op, reply)
+    for split in ("public", "PUBLIC", ["public"], None, "private "):
+        reply = direct(sock, "score", split=split, predictions=[7] * n_public, exam=False, mode="practice")
+        assert reply["ok"] is False, (split, reply)
+    assert direct(sock, "hello", exam=False)["result"]["exam"] is True
+    seven, one = _index_of(truth, 7), _index_of(truth, 1)
+    reply = direct(sock, "annotate", indices=[seven, seven, one, seven])
+    assert reply["result"] == {"labels": [7, 7, 1, 7], "count": 2}
+    assert direct(sock, "annotate", indices=[-len(truth["pool_digits"]) + seven])["ok"] is False  # no wrap-around
+    assert direct(sock, "set_budget", n=1)["ok"] is True  # below the count: nothing is refunded ...
+    assert direct(sock, "count")["result"] == 2 and direct(sock, "history")["result"] == [[0, seven, 7], [1, one, 1]]
+    assert direct(sock, "score", split="private", predictions=private.tolist())["result"]["count"] == 2  # ... or hidden
+    summary = protocol.summarize(protocol.read_ledger(ledger.read_text()))
+    assert (summary.annotations, summary.submissions, summary.evaluations) == (2, 1, 1)
+
+
+# --- a kernel that switches exam mode off ----------------------------------------------------------
+
+
+def test_a_kernel_that_switches_exam_mode_off_still_gets_no_held_out_score(running, monkeypatch):
+    """exam_mode(False), COURSE_EXAM and COURSE_SERVICE deleted, is_exam patched, modules reloaded:
+    the kernel-side course thinks it is in practice mode, yet no public score is answered and the
+    grading file has no labels for a local ledger."""
+    import importlib
+
+    sock, ledger, truth = running
+    ds = data.load()
+    oracle.annotate(ds.c_indices[:1])  # the service backend exists from now on
+    grading.exam_mode(False)
+    monkeypatch.delenv(config.ENV_EXAM, raising=False)
+    monkeypatch.setattr(grading, "is_exam", lambda: False)
+    public = truth["public_digits"]
+    # 1. the cached service backend: asked for a public score, refused
+    with pytest.raises(SubmissionRefusedError, match="no held-out score"):
+        evaluate.accuracy(lambda images: public.copy())
+    # 2. the service forgotten: a local ledger on the grading file has no labels to score with
+    monkeypatch.delenv(config.ENV_SERVICE)
+    oracle._BACKENDS.clear()
+    for module in (protocol, oracle, evaluate, grading):
+        importlib.reload(module)
+    try:
+        grading.exam_mode(False)
+        assert not grading.is_exam()
+        with pytest.raises(ServiceError, match="holds no labels"):
+            evaluate.accuracy(lambda images: public.copy())
+        with pytest.raises(ServiceError, match="holds no labels"):
+            oracle.LocalBackend(TRACK)
+    finally:
+        for module in (protocol, oracle, evaluate, grading):
+            importlib.reload(module)
+    summary = protocol.summarize(protocol.read_ledger(ledger.read_text()))
+    assert summary.evaluations == 1 and summary.accuracy is None
+    assert not [e for e in ledger_entries(ledger) if e["op"] == "score" and e["ok"]]
+
+
+def test_result_and_refusals_carry_only_the_counted_numbers(running):
+    """The counted Result (and the refusal of a later submission) says accuracy, count and n: nothing
+    per image that a second labelling could be tuned on."""
+    sock, ledger, truth = running
+    ds = data.load()
+    result = grading.submit(lambda images: np.full(len(images), 7))
+    fields = {k: v for k, v in vars(result).items()}
+    assert set(fields) == {"accuracy", "annotations", "passed", "n_images", "split"}
+    with pytest.raises(SubmissionRefusedError) as refused:
+        grading.submit(lambda images: np.full(len(images), 1))
+    assert str(len(truth["private_digits"])) in str(refused.value)  # n, as the Result already said
+    assert f"{result.accuracy:.1%}" in str(refused.value)
