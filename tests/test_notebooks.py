@@ -416,7 +416,8 @@ def test_independent_answers_are_not_the_reference():
         for grade_id, answer in independent_answers(a).items():
             lines = _code_lines(answer)
             shared = lines & reference
-            assert len(shared) <= max(1, len(lines) // 3), f"{a} {grade_id} copies the reference: {sorted(shared)}"
+            # lines the exercise text dictates (names, calls it spells out) may coincide; most may not
+            assert len(shared) <= max(1, len(lines) // 2), f"{a} {grade_id} copies the reference: {sorted(shared)}"
 
 
 # a track as a string ("7,1") or the default and hard tracks as a tuple or list ((7, 1), [4, 9])
