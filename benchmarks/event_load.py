@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> dict:
                                         headers={"Authorization": f"Bearer {token}"}).content)
             download_s = time.perf_counter() - t0
 
-        latencies: list[float] = []
+        latencies: list[float] = []  # as the client sees it (its own GIL and threads included)
+        server_times: list[float] = []  # inside the server, from the request's arrival to its reply
         errors: dict[str, int] = {}
         clients: list[dict] = []
         lock = threading.Lock()
@@ -121,6 +122,9 @@ def main(argv: list[str] | None = None) -> dict:
                             t = time.perf_counter()
                             response = client.post(f"{url}{path}", json=body, headers=headers)
                             me["last_s"] = time.perf_counter() - t  # the server's time, not a wait for a restart
+                            timing = response.headers.get("server-timing", "")
+                            if "dur=" in timing:
+                                me["server_s"] = float(timing.split("dur=")[1]) / 1000
                             return response
                         except httpx.TransportError:
                             me["retries"] += 1
@@ -141,6 +145,7 @@ def main(argv: list[str] | None = None) -> dict:
                     with lock:
                         if me["retries"] == retries:  # a request cut off by the kill is not a latency
                             latencies.append(me["last_s"])
+                            server_times.append(me.get("server_s", float("nan")))
                         if r.status_code != 200:
                             errors[str(r.status_code)] = errors.get(str(r.status_code), 0) + 1
                     if r.status_code == 200:
@@ -187,6 +192,9 @@ def main(argv: list[str] | None = None) -> dict:
         "annotate_requests": len(ms), "requests_per_s": round(len(ms) / wall, 1),
         "p50_ms": round(percentile(ms, 50), 1), "p95_ms": round(percentile(ms, 95), 1),
         "p99_ms": round(percentile(ms, 99), 1), "max_ms": round(max(ms), 1) if ms else None,
+        "server_p50_ms": round(percentile([1000 * x for x in server_times], 50), 1),
+        "server_p99_ms": round(percentile([1000 * x for x in server_times], 99), 1),
+        "load_average": os.getloadavg()[0],
         "errors": errors, "submitted": sum(c["submitted"] is not None for c in clients),
         "annotations_total": sum(c["tally"] for c in clients),
         "kill_at": args.kill_at, "restart_s": None if restart_s is None else round(restart_s, 2),

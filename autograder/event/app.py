@@ -331,13 +331,15 @@ def create_app(store: Store, *, rate: float = RATE, burst: int = BURST) -> FastA
 
     @app.post("/api/events/{code}/op")
     async def op(code: str, request: Request):
+        start = time.perf_counter()
         body = await read_json(request)
 
         def answer():
             return server.op(server.participant(code, request), body)
 
         status, reply = await run_in_threadpool(answer)
-        return JSONResponse(reply, status)
+        took = 1000 * (time.perf_counter() - start)
+        return JSONResponse(reply, status, headers={"Server-Timing": f"app;dur={took:.2f}"})
 
     @app.get("/api/events/{code}/board")
     def board(code: str):

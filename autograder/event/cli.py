@@ -26,8 +26,9 @@ def add_commands(commands) -> None:
                        help="address to listen on (default 127.0.0.1; 0.0.0.0 for participants on the network)")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--rate", type=float, default=20.0, help="requests per second per participant (default 20)")
-    serve.add_argument("--synchronous", choices=["FULL", "NORMAL"], default="FULL",
-                       help="SQLite durability: FULL survives power loss, NORMAL a crash of the server (default FULL)")
+    serve.add_argument("--synchronous", choices=["NORMAL", "FULL"], default="NORMAL",
+                       help="SQLite durability: NORMAL survives a crash or kill -9 of the server (default), "
+                            "FULL a power loss too (an fsync per request: slower)")
     event = commands.add_parser("event", help="create a live event")
     actions = event.add_subparsers(dest="action", required=True)
     create = actions.add_parser("create", help="create an event; prints its join code and admin token")
@@ -52,7 +53,7 @@ def create(db: str, track: str, assignment: str, seed: int | None = None) -> tup
 
 
 def serve(db: str, host: str = "127.0.0.1", port: int = 8000, rate: float = 20.0,
-          synchronous: str = "FULL") -> None:
+          synchronous: str = "NORMAL") -> None:
     import uvicorn
 
     from autograder.event import app, store
