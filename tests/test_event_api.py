@@ -201,3 +201,24 @@ def test_close_stops_joins_and_charges(tmp_path_factory, event):
     assert status == 403 and "closed" in reply["message"]
     status, board = es.call(f"{server.url}/api/events/{code}/board")
     assert status == 200 and board["closed"]
+
+
+def test_cli_event_create_prints_the_join_code_and_admin_token(tmp_path, tmp_path_factory, monkeypatch, capsys):
+    from autograder import cli
+    from autograder.event import pool as pool_module
+
+    db, events = es.template(tmp_path_factory.getbasetemp())
+    code, _ = events["api"]
+    template = store.Store(db)
+    blobs = (7, template.blob(code, "pool"), template.blob(code, "truth"))  # the shuffle is tested above
+    monkeypatch.setattr(pool_module, "build", lambda track, seed=None: blobs)
+    target = tmp_path / "cli.db"
+    assert cli.main(["event", "create", "--track", "7,1", "--assignment", "03_clustering", "--db", str(target)]) == 0
+    out = capsys.readouterr().out
+    new_code = out.split("join code:")[1].split()[0]
+    admin = out.split("admin token:")[1].split()[0]
+    created = store.Store(target)
+    assert created.event(new_code).track == (7, 1) and created.event(new_code).assignment == "03_clustering"
+    assert created.is_admin(new_code, admin) and not created.is_admin(new_code, "guess")
+    args = cli._parser().parse_args(["serve", "--db", str(target), "--port", "8123"])
+    assert args.command == "serve" and args.host == "127.0.0.1"  # loopback unless asked
