@@ -14,15 +14,15 @@ import html
 _STYLE = """
 body{font-family:system-ui,sans-serif;background:#111;color:#eee;margin:0;padding:1.5rem 2.5rem}
 h1{font-size:2.4rem;margin:.2rem 0} .muted{color:#aaa} code{background:#222;padding:.1rem .4rem;border-radius:4px}
-table{border-collapse:collapse;font-size:1.5rem;margin-top:1rem} th,td{padding:.35rem 1.1rem;text-align:right}
+table{border-collapse:collapse;font-size:1.35rem;margin-top:.5rem} th,td{padding:.25rem .8rem;text-align:right;white-space:nowrap} svg{flex:none}
 th{border-bottom:2px solid #555;color:#ccc} td.name,th.name{text-align:left}
 tr.passed td.name{color:#7fdc7f} tr.waiting{color:#888} .banner{background:#a33;color:#fff;padding:.5rem 1rem;
-font-size:1.4rem;display:none;margin:.5rem 0} .wrap{display:flex;gap:3rem;align-items:flex-start;flex-wrap:wrap}
+font-size:1.4rem;display:none;margin:.5rem 0} .wrap{display:flex;gap:2rem;align-items:flex-start}
 svg text{fill:#ccc;font-size:12px} p.rule{font-size:1.2rem}
 """
 
 _BOARD_JS = """
-const CODE = document.body.dataset.code;
+const CODE = document.body.dataset.code, ROWS = 18;  // what a projector shows
 document.getElementById('join').textContent =
   `course.event.join("${location.origin}", "${CODE}", "your name")`;
 const pct = a => a === null ? '' : (100 * a).toFixed(1) + '%';
@@ -38,7 +38,10 @@ function render(b) {
     'The board is frozen for the last minutes: results will be revealed at the end.';
   const body = document.querySelector('#board tbody');
   body.replaceChildren();
-  for (const r of b.rows) {
+  const shown = b.rows.slice(0, ROWS);
+  document.getElementById('more').textContent = b.rows.length > ROWS ?
+    `and ${b.rows.length - ROWS} more (the CSV export has everyone)` : '';
+  for (const r of shown) {
     const tr = document.createElement('tr');
     tr.className = r.rank === null ? 'waiting' : (r.passed ? 'passed' : 'failed');
     cell(tr, 'rank', r.rank === null ? '' : r.rank);
@@ -52,11 +55,11 @@ function render(b) {
   scatter(b);
 }
 function scatter(b) {
-  const svg = document.getElementById('scatter'), W = 420, H = 320, L = 50, B = 40, T = 10, R = 10;
+  const svg = document.getElementById('scatter'), W = 420, H = 320, L = 50, B = 40, T = 24, R = 20;
   const pts = b.rows.filter(r => r.accuracy !== null);
   const xmax = Math.max(10, ...pts.map(r => r.annotations));
   const ymin = Math.min(0.5, ...pts.map(r => r.accuracy));
-  const x = v => L + (W - L - R) * v / xmax, y = v => T + (H - T - B) * (1 - (v - ymin) / (1 - ymin));
+  const x = v => L + (W - L - R) * v / (1.05 * xmax), y = v => T + (H - T - B) * (1 - (v - ymin) / (1 - ymin));
   const ns = 'http://www.w3.org/2000/svg';
   const el = (tag, attrs, text) => { const e = document.createElementNS(ns, tag);
     for (const k in attrs) e.setAttribute(k, attrs[k]); if (text !== undefined) e.textContent = text; return e; };
@@ -67,7 +70,7 @@ function scatter(b) {
     'stroke-dasharray': '4 4'}));
   svg.appendChild(el('text', {x: W - R - 90, y: y(b.target) - 4}, `target ${pct(b.target)}`));
   svg.appendChild(el('text', {x: (W + L) / 2 - 40, y: H - 8}, 'annotations'));
-  svg.appendChild(el('text', {x: 4, y: T + 10}, 'accuracy'));
+  svg.appendChild(el('text', {x: 4, y: 12}, 'accuracy'));
   svg.appendChild(el('text', {x: L - 4, y: H - B + 14}, '0'));
   svg.appendChild(el('text', {x: W - R - 20, y: H - B + 14}, String(xmax)));
   svg.appendChild(el('text', {x: 4, y: H - B}, pct(ymin)));
@@ -99,6 +102,7 @@ def board(code: str, assignment: str, track: str) -> str:
 <th>accuracy</th><th>live count</th></tr></thead><tbody></tbody></table>
 <svg id="scatter" width="420" height="320" role="img" aria-label="accuracy against annotations"></svg>
 </div>
+<p class="muted" id="more"></p>
 <script>{_BOARD_JS}</script></body></html>"""
 
 
@@ -120,8 +124,8 @@ function table(el, rows, cols) {
   el.appendChild(head);
   for (const r of rows) { const tr = document.createElement('tr');
     for (const c of cols) { const td = document.createElement('td');
-      const v = r[c]; td.textContent = v === null || v === undefined ? '' : (typeof v === 'object' ?
-        JSON.stringify(v) : v); tr.appendChild(td); }
+      const v = r[c]; td.textContent = v === null || v === undefined ? '' : (c === 'accuracy' ?
+        (100 * v).toFixed(2) + '%' : (typeof v === 'object' ? JSON.stringify(v) : v)); tr.appendChild(td); }
     el.appendChild(tr); }
 }
 async function load() {
@@ -165,7 +169,7 @@ def admin() -> str:
     """The instructor's page; the token stays in the browser (fragment or form)."""
     style = _STYLE.replace("#111", "#fafafa").replace("#eee", "#111").replace("#222", "#eee")
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Event admin</title>
-<style>{style} table{{font-size:1rem}} td{{text-align:left}}</style></head><body>
+<style>{style} table{{font-size:1rem}} td,th{{text-align:left;color:#111}}</style></head><body>
 <h1>Event admin</h1>
 <form id="login">code <input name="code" size="8"> admin token <input name="token" type="password" size="34">
 <button>open</button></form>
