@@ -254,3 +254,199 @@ def test_result_and_refusals_carry_only_the_counted_numbers(running):
         grading.submit(lambda images: np.full(len(images), 1))
     assert str(len(truth["private_digits"])) in str(refused.value)  # n, as the Result already said
     assert f"{result.accuracy:.1%}" in str(refused.value)
+
+
+# --- under the real `autograder grade`: a kernel that hunts for labels inside the sandbox -------------
+
+SCAN = r'''
+import gzip, os, time, zipfile
+import numpy as np
+
+def label_hunt(budget_s=90):
+    """Every file the kernel can read whose CONTENT looks like labelled digits, whatever its name."""
+    hits, start, seen = [], time.time(), 0
+    for folder, dirs, files in os.walk('/'):
+        if folder.startswith(('/proc', '/sys', '/dev')):
+            dirs[:] = []
+            continue
+        for name in files:
+            path = os.path.join(folder, name)
+            try:
+                if os.path.islink(path) or not os.path.isfile(path) or os.path.getsize(path) < 2000:
+                    continue
+                with open(path, 'rb') as f:
+                    head = f.read(4)
+                seen += 1
+                if head in (b'\x00\x00\x08\x01', b'\x00\x00\x08\x03'):
+                    hits.append(path)
+                elif head[:2] == b'\x1f\x8b':
+                    with gzip.open(path) as g:
+                        inner = g.read(4)
+                    if inner in (b'\x00\x00\x08\x01', b'\x00\x00\x08\x03') or 'digit' in name or 'mnist' in name.lower():
+                        hits.append(path)
+                elif head == b'PK\x03\x04' and os.path.getsize(path) < 400 * 2**20:
+                    with zipfile.ZipFile(path) as z:
+                        for info in z.infolist()[:50]:
+                            if info.filename.endswith('.npy'):
+                                with z.open(info) as m:
+                                    version = np.lib.format.read_magic(m)
+                                    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                                    shape = read(m)[0]
+                                if len(shape) >= 2 and (tuple(shape[-2:]) == (28, 28) or shape[-1] in (784, 64)) and shape[0] >= 100:
+                                    hits.append(path + ':' + info.filename)
+                            elif info.filename.endswith('data.pkl'):
+                                hits.append('checkpoint ' + path)
+                elif head == b'\x93NUM':
+                    array = np.load(path, mmap_mode='r')
+                    if array.ndim >= 2 and (array.shape[-2:] == (28, 28) or array.shape[-1] in (784, 64)) and array.shape[0] >= 100:
+                        hits.append(path)
+            except Exception:
+                continue
+        if time.time() - start > budget_s:
+            hits.append('stopped at ' + folder)
+            break
+    return hits, seen
+'''
+
+SWITCHER = SCAN + r'''
+import importlib, json, os, socket
+import course
+from course import config, data, evaluate, grading, models, oracle, protocol
+
+saved = dict(os.environ)
+seen = {}
+
+def attempt(name, action):
+    try:
+        seen[name] = repr(action())[:300]
+    except BaseException as exc:
+        seen[name] = type(exc).__name__ + ': ' + str(exc)[:300]
+
+ds = data.load()
+oracle.annotate(ds.c_indices[:0])
+backend = oracle.backend()  # the service backend, cached
+public = evaluate.track_test_images('public')
+# 1. every in-kernel switch turned to practice mode
+grading.exam_mode(False)
+for name in ('COURSE_EXAM', 'COURSE_SERVICE'):
+    os.environ.pop(name, None)
+seen['is_exam'] = grading.is_exam()
+attempt('accuracy_cached_backend', lambda: evaluate.accuracy(lambda images: np.full(len(images), 7)))
+# 2. the service forgotten, the course reloaded, the data folder dropped: MNIST anywhere for a local ledger?
+oracle._BACKENDS.clear()
+for name in ('COURSE_DATA_DIR', 'COURSE_CACHE_DIR', 'COURSE_OFFLINE'):
+    os.environ.pop(name, None)
+for module in (config, data, protocol, oracle, evaluate, grading):
+    importlib.reload(module)
+attempt('local_split', lambda: data.split((7, 1)).pool_digits[:5])
+attempt('local_accuracy', lambda: evaluate.accuracy(lambda images: np.full(len(images), 7), track='7,1'))
+attempt('download', lambda: data._download(config.cache_dir() / 'MNIST' / 'raw'))
+attempt('sklearn_digits', lambda: __import__('sklearn.datasets', fromlist=['x']).load_digits().target[:5])
+# 3. the socket spoken to directly: a public score, the exam flag in the request
+def raw(req):
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(saved['COURSE_SERVICE'].removeprefix('unix:'))
+        s.sendall(json.dumps({**req, 'token': saved['COURSE_SERVICE_TOKEN']}).encode() + b'\n')
+        return json.loads(s.makefile('rb').readline())
+seen['direct_public'] = raw({'op': 'score', 'split': 'public', 'exam': False,
+                             'predictions': [7] * int((ds.test_labels == data.C).sum())})
+# 4. the baseline checkpoint: trained on merged labels only?
+folder = '/tmp/cache/models'
+seen['checkpoints'] = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+seen['checkpoint_classes'] = [models.CNNClassifier.load(os.path.join(folder, n)).classes_.tolist()
+                              for n in seen['checkpoints']]
+# 5. processes, the runtime folder, content that looks like labelled digits
+seen['pids'] = sorted(int(p) for p in os.listdir('/proc') if p.isdigit())
+seen['cmdlines'] = [open(f'/proc/{p}/cmdline', 'rb').read()[:80].decode(errors='replace') for p in seen['pids']]
+import ipykernel
+runtime = os.path.dirname(ipykernel.get_connection_file())
+seen['runtime'] = sorted(os.listdir(runtime))
+seen['hunt'], seen['files_read'] = label_hunt()
+print('FOUND=' + json.dumps(seen, default=str))
+# back to work, honestly
+os.environ.clear()
+os.environ.update(saved)
+for module in (config, data, protocol, oracle, evaluate, grading):
+    importlib.reload(module)
+oracle._BACKENDS.clear()
+ds = data.load()
+''' + "\n"
+
+FORGER = r'''
+# No annotation, a coin-flip labelling, and the hidden test cell fooled: tracebacks hidden, asserts
+# dropped before they run, and submit's Result dressed up after the service has counted the real one.
+import dataclasses
+get_ipython().showtraceback = lambda *args, **kwargs: None
+get_ipython().input_transformers_post.append(
+    lambda lines: [line for line in lines if not line.lstrip().startswith('assert')])
+_real_submit = grading.submit
+grading.submit = lambda predict: dataclasses.replace(_real_submit(predict), accuracy=1.0, passed=True)
+
+def predict(images):
+    return np.full(len(images), 7)
+'''
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    import shutil
+
+    if shutil.which("bwrap") is None:
+        pytest.skip("bubblewrap (bwrap) is not installed")
+    from helpers.courses import HONEST, make_course, run_cli, solution
+    from autograder import store
+
+    course_dir = make_course(tmp_path_factory.mktemp("exam-attacks"), {
+        "switcher": solution(SWITCHER + HONEST), "forger": solution(FORGER)})
+    run = run_cli("grade", "toy", "--course", str(course_dir), "--timeout", "400")  # torch needs > 3 GB of address space
+    rows = {r.student: r for r in store.load(course_dir, "toy")}
+    return course_dir, run, rows
+
+
+def _found(course_dir: Path, student: str) -> dict:
+    import nbformat
+
+    nb = nbformat.read(course_dir / "autograded" / student / "toy" / "toy.ipynb", as_version=4)
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "FOUND=" in text, text[-3000:]
+    return json.loads(text.split("FOUND=", 1)[1].splitlines()[0])
+
+
+@pytest.mark.slow
+def test_graded_kernel_that_switches_exam_mode_off_finds_no_labels(graded):
+    course_dir, run, rows = graded
+    assert run.returncode == 0, run.stderr[-3000:]
+    seen = _found(course_dir, "switcher")
+    assert seen["is_exam"] is False  # the kernel-side course believes it is in practice mode ...
+    assert seen["accuracy_cached_backend"].startswith("SubmissionRefusedError")  # ... the service does not
+    for name in ("local_split", "local_accuracy", "download"):
+        assert seen[name].startswith("DataError"), (name, seen[name])
+    assert seen["sklearn_digits"].startswith(("FileNotFoundError", "OSError")), seen["sklearn_digits"]
+    assert seen["direct_public"]["ok"] is False and "result" not in seen["direct_public"]
+    assert seen["checkpoints"] == ["baseline-v1-track71-seed0.pt"]
+    assert seen["checkpoint_classes"] == [[0, 2, 3, 4, 5, 6, 8, 9, data.C]]  # merged labels only
+    assert not any("autograder.service" in c or "nbgrader" in c for c in seen["cmdlines"]), seen["cmdlines"]
+    # nothing whose content looks like digits, whatever its name, beyond the two files it is given
+    expected = {"grading": f"/{data.GRADING_FILE}:", "checkpoint": "checkpoint /tmp/cache/models/"}
+    assert [h for h in seen["hunt"] if not any(e in h for e in expected.values())] == [], seen["hunt"]
+    assert all(any(e in h for h in seen["hunt"]) for e in expected.values()), seen["hunt"]  # the hunt works
+    assert seen["files_read"] > 1000
+    row = rows["switcher"]
+    assert row.status == "ok" and row.passed and row.annotations == 60, row
+    assert (row.evaluations, row.submissions) == (2, 1), row  # both public attempts are on the row
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=(
+    "owner G (autograder/judge.py, README): nbgrader gives a test cell full points when its output holds "
+    "no error, and the kernel decides what its output holds. This notebook (accuracy ~50%, 0 annotations, "
+    "not passed) hides tracebacks, drops asserts with an input transformer and wraps grading.submit to "
+    "dress up its Result: its row shows score == max_score. Rank and 'passed' come from the ledger and are "
+    "right; only the points column is forged (and for a points-only assignment, the rank). The grader "
+    "cannot trust the executed notebook: e.g. the judge could zero the points of a competition row whose "
+    "ledger says it failed, and the README should say nbgrader points are forgeable by participant code."))
+def test_a_kernel_that_fools_its_test_cells_does_not_earn_their_points(graded):
+    course_dir, run, rows = graded
+    row = rows["forger"]
+    assert row.status == "ok" and not row.passed and row.accuracy is not None and row.accuracy < 0.9, row
+    assert row.score is not None and row.max_score and row.score < row.max_score, row
