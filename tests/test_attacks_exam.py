@@ -10,6 +10,7 @@ Unix socket (fast); the kernel-level ones run under the real `autograder grade` 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -475,3 +476,57 @@ def test_a_table_of_mnist_hashes_pasted_into_a_notebook_gains_nothing(prepared):
                                 for image in f["private_test_images"]])
     accuracy = float(np.mean(predictions == truth["private_digits"]))
     assert accuracy < config.TARGET_ACCURACY, f"{accuracy:.1%} with 0 annotations"
+
+
+# --- the live event server (owner E): participants are not sandboxed and choose their names ----------
+
+
+@pytest.fixture(scope="module")
+def event_server(tmp_path_factory):
+    from autograder.event import pool as event_pool, store as event_store
+    from tests import event_server as es
+
+    db, events = es.template(tmp_path_factory.getbasetemp())
+    folder = tmp_path_factory.mktemp("sybil")
+    server = es.Server(es.copy_db(db, folder / "events.db")).start()
+    code, admin = events["api"]
+    truth = event_pool.read_truth(event_store.Store(server.db).blob(code, "truth"))
+    yield es, server, code, truth
+    server.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=(
+    "owner E (autograder/event/app.py, store.py): anyone may join an event under any number of names, "
+    "and every name gets the same pool (one shuffle per event) and its own counted submission, whose "
+    "accuracy the public board shows. One person buys 200 labels under a throw-away name, and the name "
+    "they play under passes with 0 annotations (the same works for cluster naming: submit the guess "
+    "under a throw-away name, read the board, submit the right naming under the real one). Fix: joins "
+    "by instructor-issued invites (one per person, e.g. `autograder event invite`), or at least flag "
+    "0-annotation passes and show joins per machine to the admin. Two people colluding stay possible."))
+def test_a_second_name_in_a_live_event_buys_labels_for_the_first(event_server):
+    es, server, code, truth = event_server
+    url = f"{server.url}/api/events/{code}"
+
+    def join(name):
+        status, reply = es.call(f"{url}/join", {"name": name})
+        assert status == 200, reply
+        return reply["result"]["token"]
+
+    main, throwaway = join("sybil main"), join("sybil throw-away")
+    status, blob = es.call(f"{url}/pool", token=main)
+    with np.load(io.BytesIO(blob)) as f:
+        images, labels, private = f["images"], f["labels"], f["private_test_images"]
+    bought = np.flatnonzero(labels == data.C)[:200]
+    status, reply = es.call(f"{url}/op", {"op": "annotate", "indices": bought.tolist()}, token=throwaway)
+    assert status == 200, reply
+    digits = np.asarray(reply["result"]["labels"])
+    centroids = {d: images[bought[digits == d]].reshape(-1, 784).mean(axis=0) for d in TRACK}
+    flat = private.reshape(len(private), -1).astype(float)
+    predictions = np.where(((flat - centroids[7]) ** 2).sum(1) < ((flat - centroids[1]) ** 2).sum(1), 7, 1)
+    status, reply = es.call(f"{url}/op", {"op": "score", "split": "private", "predictions": predictions.tolist()},
+                            token=main)
+    assert status == 200 and reply["result"]["accuracy"] >= config.TARGET_ACCURACY, reply
+    status, board = es.call(f"{url}/board")
+    row = next(r for r in board["rows"] if r["accuracy"] is not None and r["passed"])
+    assert row["annotations"] > 0, f"{row['name']} passed with {row['annotations']} annotations"
