@@ -157,8 +157,14 @@ class CNNClassifier:
 
     @classmethod
     def load(cls, path: str | Path) -> "CNNClassifier":
-        """Read a model written by `save`."""
-        blob = torch.load(path, weights_only=False)
+        """Read a model written by `save`.
+
+        Only tensors, numbers and the `classes_` array are read (``weights_only``): a checkpoint
+        is often a copied file (the instructor's cache on every machine), and a pickle could
+        run any code when loaded.
+        """
+        with torch.serialization.safe_globals(_CHECKPOINT_GLOBALS):
+            blob = torch.load(path, weights_only=True)
         if blob.get("version") != CHECKPOINT_VERSION:
             raise ValueError(f"{path} is from another version of course.models; delete it to retrain.")
         model = cls()
@@ -167,6 +173,10 @@ class CNNClassifier:
         model.net_.load_state_dict(blob["state"])
         model.net_.eval()
         return model
+
+
+_CHECKPOINT_GLOBALS = [np._core.multiarray._reconstruct, np.ndarray, np.dtype,  # what `save` writes for classes_
+                       *{type(np.dtype(t)) for t in (np.int64, np.int32, np.int8, np.uint8)}]
 
 
 def checkpoint_path(track: tuple[int, ...], seed: int = config.SEED) -> Path:

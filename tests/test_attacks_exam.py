@@ -557,3 +557,36 @@ def test_a_second_name_in_a_live_event_buys_labels_for_the_first(event_server):
     status, board = es.call(f"{url}/board")
     row = next(r for r in board["rows"] if r["accuracy"] is not None and r["passed"])
     assert row["annotations"] > 0, f"{row['name']} passed with {row['annotations']} annotations"
+
+
+# --- a copied checkpoint ------------------------------------------------------------------------------
+
+
+class _Payload:
+    """Pickled into a checkpoint: loading it with plain pickle would create `marker`."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (str(self.marker),))
+
+
+def test_a_planted_checkpoint_runs_no_code_when_loaded(tmp_path):
+    """The README tells instructors to copy the model cache to every machine; a baseline file that
+    carries a pickle payload must be refused, not executed (then `baseline()` retrains it)."""
+    import torch
+
+    from course import models
+
+    marker = tmp_path / "pwned"
+    path = tmp_path / "baseline.pt"
+    torch.save({"state": {}, "classes": _Payload(marker), "version": models.CHECKPOINT_VERSION}, path)
+    with pytest.raises(Exception):
+        models.CNNClassifier.load(path)
+    assert not marker.exists(), "loading a checkpoint ran code from it"
+    honest = models.CNNClassifier(epochs=1, progress=False)
+    honest.classes_ = np.array([0, 2, data.C])
+    honest.net_ = models.Net(3)
+    honest.save(tmp_path / "honest.pt")
+    assert models.CNNClassifier.load(tmp_path / "honest.pt").classes_.tolist() == [0, 2, data.C]
