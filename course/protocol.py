@@ -258,7 +258,7 @@ class Rules:
     def _annotate(self, req: dict) -> tuple[AnnotateReply, dict]:
         indices = self.check_indices(req.get("indices"))
         new = [i for i in dict.fromkeys(indices) if i not in self._charged]
-        if self._budget is not None and self.count + len(new) > self._budget:
+        if new and self._budget is not None and self.count + len(new) > self._budget:  # repeats stay free
             raise ex.BudgetExceededError(
                 f"this call needs {len(new)} new annotations but only {self._budget - self.count} of the "
                 f"budget of {self._budget} are left; nothing was charged. Ask for fewer indices.")

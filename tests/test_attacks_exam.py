@@ -198,6 +198,8 @@ def test_forged_operations_and_fields_gain_nothing(running):
     assert direct(sock, "annotate", indices=[-len(truth["pool_digits"]) + seven])["ok"] is False  # no wrap-around
     assert direct(sock, "set_budget", n=1)["ok"] is True  # below the count: nothing is refunded ...
     assert direct(sock, "count")["result"] == 2 and direct(sock, "history")["result"] == [[0, seven, 7], [1, one, 1]]
+    assert direct(sock, "annotate", indices=[one])["result"] == {"labels": [1], "count": 2}  # repeats stay free
+    assert direct(sock, "annotate", indices=[_index_of(truth, 7, 1)])["error"] == "BudgetExceededError"
     assert direct(sock, "score", split="private", predictions=private.tolist())["result"]["count"] == 2  # ... or hidden
     summary = protocol.summarize(protocol.read_ledger(ledger.read_text()))
     assert (summary.annotations, summary.submissions, summary.evaluations) == (2, 1, 1)
