@@ -222,6 +222,9 @@ def _http(url: str, body: Any | None = None, token: str | None = None, timeout: 
     rate-limited request is retried after the server's Retry-After, for up to `RETRY_S`.
     """
     data = None if body is None else json.dumps(body).encode()
+    if data is not None and len(data) > protocol.MAX_REQUEST_BYTES:
+        raise ServiceError(f"this request would be {len(data)} bytes, more than the {protocol.MAX_REQUEST_BYTES} the "
+                           "event server reads; nothing was sent or charged. Send fewer indices per call.")
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"

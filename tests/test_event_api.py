@@ -125,6 +125,11 @@ def test_bad_bodies_are_refused_and_charge_nothing(event):
     assert status == 400 and "not valid JSON" in reply["message"]
     status, reply = es.call(url, token=token, raw=b'{"op": "annotate", "indices": [' + b"1," * 600_000 + b"1]}")
     assert status == 413 and "larger than" in reply["message"]
+    try:  # far past the cap: refused without being read (413, or the connection closed)
+        status, reply = es.call(url, token=token, raw=b"[" + b"1," * 5_000_000 + b"1]")
+        assert status == 413
+    except OSError:
+        pass
     status, reply = es.call(url, token=token, raw=json.dumps(["annotate"]).encode())
     assert status == 400 and reply["ok"] is False
     status, reply = op(event, token, op="budget")
@@ -154,15 +159,22 @@ def test_one_counted_submission(event):
     assert token not in json.dumps(board)
 
 
-def test_rate_limit_per_participant(event):
-    token = join(event, "flooder")["token"]
-    statuses = [op(event, token, op="count")[0] for _ in range(80)]  # bounded: 80 requests
-    assert 429 in statuses and statuses[0] == 200
-    status, reply = op(event, token, op="count")
-    if status == 429:
-        assert "requests per second" in reply["message"]
-    other = join(event, "calm neighbour")["token"]
-    assert op(event, other, op="count")[0] == 200  # one participant's flood does not block another
+def test_rate_limit_per_participant(tmp_path, tmp_path_factory):
+    from autograder.event import app
+
+    db, events = es.template(tmp_path_factory.getbasetemp())
+    code, _ = events["api"]
+    copy = store.Store(es.copy_db(db, tmp_path / "rate.db"))
+    server = app.EventServer(copy, rate=0.001, burst=3)
+    flooder, neighbour = (copy.participant(code, server.join(code, {"name": n})["result"]["token"])
+                          for n in ("flooder", "calm neighbour"))
+    assert [server.op(flooder, {"op": "count"})[0] for _ in range(3)] == [200, 200, 200]  # the burst
+    with pytest.raises(app.Refused) as refused:
+        server.op(flooder, {"op": "annotate", "indices": c_indices(server.truth(code), 1)})
+    assert refused.value.status == 429 and refused.value.headers == {"Retry-After": "1"}
+    assert "requests per second" in refused.value.message and "Nothing was charged" in refused.value.message
+    assert server.op(neighbour, {"op": "count"}) == (200, {"ok": True, "result": 0})  # not blocked by the flood
+    assert app.EventServer(copy).op(flooder, {"op": "count"})[1]["result"] == 0  # from the store: nothing charged
 
 
 def test_admin_routes_need_the_admin_token(event):
@@ -222,3 +234,24 @@ def test_cli_event_create_prints_the_join_code_and_admin_token(tmp_path, tmp_pat
     assert created.is_admin(new_code, admin) and not created.is_admin(new_code, "guess")
     args = cli._parser().parse_args(["serve", "--db", str(target), "--port", "8123"])
     assert args.command == "serve" and args.host == "127.0.0.1"  # loopback unless asked
+
+
+def test_requests_per_participant_are_capped_and_the_ledger_stays_small(tmp_path, tmp_path_factory, monkeypatch):
+    from autograder.event import app
+
+    db, events = es.template(tmp_path_factory.getbasetemp())
+    code, _ = events["api"]
+    copy = store.Store(es.copy_db(db, tmp_path / "cap.db"))
+    monkeypatch.setattr(app, "MAX_REQUESTS", 5)
+    server = app.EventServer(copy, rate=1e6, burst=10**6)
+    participant = copy.participant(code, server.join(code, {"name": "capped"})["result"]["token"])
+    idx = c_indices(server.truth(code), 8)
+    for i in idx[:5]:
+        assert server.op(participant, {"op": "annotate", "indices": [i]})[0] == 200
+    for i in idx[5:]:
+        status, reply = server.op(participant, {"op": "annotate", "indices": [i]})
+        assert status == 400 and "more than 5 requests" in reply["message"]
+    assert len(copy.ledger(participant.id)) == 6  # only the first refusal past the cap is logged
+    again = app.EventServer(copy, rate=1e6, burst=10**6)  # a restart: the cap still holds
+    status, reply = again.op(participant, {"op": "count"})
+    assert status == 400 and again.session(participant).rules.count == 5

@@ -52,7 +52,9 @@ from autograder.event.store import MAX_NAME, NameTaken, Participant, Store, rank
 from course import config, protocol
 
 MAX_BODY = protocol.MAX_REQUEST_BYTES
+DRAIN_BODY = 8 * MAX_BODY  # a larger body is refused without reading it
 MAX_PARTICIPANTS = 2000  # per event
+MAX_REQUESTS = 20_000  # per participant and event: bounds a ledger (at 20 requests/s, over 16 minutes of flooding)
 RATE = 20.0  # requests per second per participant (sustained)
 BURST = 40  # requests a participant may make at once
 SSE_POLL_S = 0.2
@@ -164,7 +166,7 @@ class EventServer:
         sink = _Sink()
         rules = protocol.Rules(tuple(truth["track"].tolist()), truth["pool_digits"],
                                {protocol.PUBLIC: truth["public_digits"], protocol.PRIVATE: truth["private_digits"]},
-                               exam=True, ledger=sink)
+                               exam=True, ledger=sink, max_requests=MAX_REQUESTS)
         saved = self.store.load_participant(participant.id)
         if saved.charges:  # replay the charges in their order through the rules themselves
             protocol.result(rules.handle(protocol.request(protocol.Op.ANNOTATE,
@@ -179,7 +181,7 @@ class EventServer:
                                f"the store has {len(saved.charges)}")
         sink.take()
         sink.n = saved.n_entries
-        rules.requests = 0
+        rules.requests = saved.n_entries  # every answered or refused request left one entry, up to the cap
         found = self.sessions[participant.id] = _Session(participant, rules, sink, tokens=float(self.burst))
         return found
 
@@ -299,13 +301,19 @@ def create_app(store: Store, *, rate: float = RATE, burst: int = BURST) -> FastA
         length = request.headers.get("content-length")
         too_big = Refused(413, f"the request body is larger than {MAX_BODY} bytes, more than any valid request; "
                                "nothing was read or charged. Send fewer indices per call.")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
+        if length is not None and not length.isdigit():
             raise too_big
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_BODY:
+        if length is not None and int(length) > DRAIN_BODY:
+            raise too_big  # replied at once; such a client may see the connection closed instead
+        body, seen = bytearray(), 0
+        async for chunk in request.stream():  # a body up to DRAIN_BODY is read to its end, so its
+            seen += len(chunk)                # sender gets the 413 rather than a broken pipe
+            if seen <= MAX_BODY:
+                body += chunk
+            elif seen > DRAIN_BODY:
                 raise too_big
+        if seen > MAX_BODY:
+            raise too_big
         try:
             return json.loads(body)
         except ValueError:
