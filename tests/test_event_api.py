@@ -86,7 +86,7 @@ def test_pool_has_merged_labels_and_no_label_of_c(event):
         assert np.all(labels[in_c] == config.MERGED_LABEL)  # no original label of C
         assert np.array_equal(labels[~in_c], event["truth"]["pool_digits"][~in_c])  # shuffled with the truth
         assert not set(f["test_labels"].tolist()) & {7, 1}
-    assert len(blob) < 20e6  # compressed
+    assert len(blob) < 16e6  # compressed (MNIST raw: 55 MB)
 
 
 def test_annotate_is_charged_with_the_local_rules_messages(event):
