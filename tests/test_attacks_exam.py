@@ -617,3 +617,33 @@ def test_a_planted_checkpoint_runs_no_code_when_loaded(tmp_path):
     honest.net_ = models.Net(3)
     honest.save(tmp_path / "honest.pt")
     assert models.CNNClassifier.load(tmp_path / "honest.pt").classes_.tolist() == [0, 2, data.C]
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=(
+    "owner E (autograder/event/app.py read_json): valid JSON nested deeper than Python's json reads "
+    "(a 200 kB body of '[') raises RecursionError, which read_json does not catch (only ValueError): "
+    "the server answers 500 with a plain-text body instead of the protocol's 400 refusal. The op route "
+    "also reads and parses the body before it checks the token or the rate limit, so anyone can make the "
+    "server parse 1 MB bodies as fast as it likes. Fix: catch RecursionError too (course.protocol.decode "
+    "does), and authenticate before reading the body."))
+def test_the_event_server_refuses_deep_json_like_any_bad_body(event_server):
+    es, server, code, truth = event_server
+    for route in ("op", "join"):
+        status, reply = es.call(f"{server.url}/api/events/{code}/{route}", raw=NESTED)
+        assert status == 400 and isinstance(reply, dict) and reply["ok"] is False, (route, status, reply)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=(
+    "owner E (autograder/event/app.py join): joins have no rate limit and no invite, so one person can "
+    "take every name others would use (they then get 'already taken') and fill the event up to "
+    "MAX_PARTICIPANTS (2000), after which nobody can join: a few seconds of a script breaks the event for "
+    "everyone. Fix: invites issued by the instructor, or at least a join rate limit per client address."))
+def test_one_client_cannot_join_under_a_hundred_names_in_a_few_seconds(event_server):
+    es, server, code, truth = event_server
+    start, refused = time.monotonic(), 0
+    for k in range(100):
+        status, reply = es.call(f"{server.url}/api/events/{code}/join", {"name": f"squatter {k}"})
+        refused += status != 200
+    assert refused > 0, f"100 joins from one address in {time.monotonic() - start:.1f} s, none refused"
