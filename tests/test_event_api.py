@@ -152,6 +152,8 @@ def test_one_counted_submission(event):
     status, reply = op(event, token, op="score", split="private", predictions=private.tolist())
     assert status == 409 and reply["error"] == "SubmissionRefusedError"
     assert "one submission per participant" in reply["message"] and "charged nothing" in reply["message"]
+    status, reply = op(event, token, op="score", split="public", predictions=[7])
+    assert status == 409 and reply == local_rules(truth).handle({"op": "score", "split": "public"})  # held-out off
     status, board = es.call(f"{event['url']}/api/events/{event['code']}/board")
     row = next(r for r in board["rows"] if r["accuracy"] is not None and r["annotations"] == 3)
     assert row["passed"] and row["rank"] >= 1 and "fewest annotations" in board["rule"]

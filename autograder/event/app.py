@@ -235,7 +235,8 @@ class EventServer:
             before, budget_before, counted_before = rules.count, rules.budget, rules.counted
             reply = rules.handle(body)
             entries = session.sink.take()
-            if (not reply["ok"] and reply["error"] == "SubmissionRefusedError" and counted_before is not None):
+            if (not reply["ok"] and reply["error"] == "SubmissionRefusedError" and counted_before is not None
+                    and isinstance(body, dict) and body.get("split") == protocol.PRIVATE):  # a second submission
                 reply["message"] = event_second_submission(counted_before)
                 if entries:
                     entries[-1]["message"] = reply["message"][:protocol.LEDGER_MAX_TEXT]
