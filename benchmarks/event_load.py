@@ -9,7 +9,7 @@ the crash cut off: annotating the same indices again is free, so a retry never d
 
 It creates an event (reads MNIST: set COURSE_DATA_DIR), starts ``autograder serve`` on
 127.0.0.1 in a subprocess, times one pool download, then runs the participants as threads
-(one keep-alive HTTP connection each, a think time between requests). Everything is
+(asyncio tasks on keep-alive HTTP connections, a think time between requests). Everything is
 bounded: the run time, the requests per participant, the restart wait.
 
     python -m benchmarks.event_load                       # 50 participants, 60 s
@@ -20,16 +20,15 @@ bounded: the run time, the requests per participant, the restart wait.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import random
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -99,80 +98,86 @@ def main(argv: list[str] | None = None) -> dict:
                                         headers={"Authorization": f"Bearer {token}"}).content)
             download_s = time.perf_counter() - t0
 
-        latencies: list[float] = []  # as the client sees it (its own GIL and threads included)
-        server_times: list[float] = []  # inside the server, from the request's arrival to its reply
+        latencies: list[float] = []  # as the client sees it (one asyncio loop for all participants)
+        server_times: list[float] = []  # inside the server's handler (its Server-Timing header)
         errors: dict[str, int] = {}
         clients: list[dict] = []
-        lock = threading.Lock()
+        box = {"server": server, "restart_s": None}
         start = time.monotonic()
         end = start + args.seconds
-        down = threading.Event()
 
-        def participant(k: int) -> None:
-            rng = random.Random(k)
-            me = {"name": f"p{k:03d}", "tally": 0, "submitted": None, "retries": 0}
-            mine = c_all[k::args.participants]
-            with httpx.Client(timeout=30) as client:
-                def request(path: str, body: dict) -> httpx.Response:
-                    while time.monotonic() < end + 60:  # bounded: retry through a restart
-                        if down.is_set():
-                            time.sleep(0.05)
-                            continue
-                        try:
-                            t = time.perf_counter()
-                            response = client.post(f"{url}{path}", json=body, headers=headers)
-                            me["last_s"] = time.perf_counter() - t  # the server's time, not a wait for a restart
-                            timing = response.headers.get("server-timing", "")
-                            if "dur=" in timing:
-                                me["server_s"] = float(timing.split("dur=")[1]) / 1000
-                            return response
-                        except httpx.TransportError:
-                            me["retries"] += 1
-                            time.sleep(0.05)
-                    raise RuntimeError("the server did not come back")
+        async def run_all() -> None:
+            down = asyncio.Event()
+            limits = httpx.Limits(max_connections=args.participants + 10, max_keepalive_connections=args.participants)
+            async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
 
-                headers: dict = {}
-                me["token"] = request(f"/api/events/{code}/join", {"name": me["name"]}).json()["result"]["token"]
-                headers = {"Authorization": f"Bearer {me['token']}"}
-                with lock:
+                async def participant(k: int) -> None:
+                    rng = random.Random(k)
+                    me = {"name": f"p{k:03d}", "tally": 0, "submitted": None, "retries": 0}
+                    mine = c_all[k::args.participants]
+                    headers: dict = {}
+
+                    async def request(path: str, body: dict) -> tuple[httpx.Response, float | None]:
+                        retried = False
+                        while time.monotonic() < end + 60:  # bounded: retry through a restart
+                            if down.is_set():
+                                await asyncio.sleep(0.05)
+                                continue
+                            try:
+                                t = time.perf_counter()
+                                response = await client.post(path, json=body, headers=headers)
+                                elapsed = time.perf_counter() - t
+                                timing = response.headers.get("server-timing", "")
+                                if "dur=" in timing and not retried:
+                                    server_times.append(float(timing.split("dur=")[1]) / 1000)
+                                return response, None if retried else elapsed  # a cut-off request is no latency
+                            except httpx.TransportError:
+                                me["retries"] += 1
+                                retried = True
+                                await asyncio.sleep(0.05)
+                        raise RuntimeError("the server did not come back")
+
+                    reply, _ = await request(f"/api/events/{code}/join", {"name": me["name"]})
+                    me["token"] = reply.json()["result"]["token"]
+                    headers = {"Authorization": f"Bearer {me['token']}"}
                     clients.append(me)
-                for b in range(MAX_REQUESTS):
-                    if time.monotonic() >= end:
-                        break
-                    batch = [int(i) for i in mine[b * BATCH:(b + 1) * BATCH]]
-                    retries = me["retries"]
-                    r = request(f"/api/events/{code}/op", {"op": "annotate", "indices": batch})
-                    with lock:
-                        if me["retries"] == retries:  # a request cut off by the kill is not a latency
-                            latencies.append(me["last_s"])
-                            server_times.append(me.get("server_s", float("nan")))
-                        if r.status_code != 200:
+                    for b in range(MAX_REQUESTS):
+                        if time.monotonic() >= end:
+                            break
+                        batch = [int(i) for i in mine[b * BATCH:(b + 1) * BATCH]]
+                        r, elapsed = await request(f"/api/events/{code}/op", {"op": "annotate", "indices": batch})
+                        if elapsed is not None:
+                            latencies.append(elapsed)
+                        if r.status_code == 200:
+                            me["tally"] = r.json()["result"]["count"]
+                        else:
                             errors[str(r.status_code)] = errors.get(str(r.status_code), 0) + 1
+                        await asyncio.sleep(rng.expovariate(1 / args.think) if args.think > 0 else 0)
+                    r, _ = await request(f"/api/events/{code}/op", {"op": "score", "split": "private",
+                                                                   "predictions": truth["private_digits"].tolist()})
                     if r.status_code == 200:
-                        me["tally"] = r.json()["result"]["count"]
-                    time.sleep(rng.expovariate(1 / args.think) if args.think > 0 else 0)
-                r = request(f"/api/events/{code}/op", {"op": "score", "split": "private",
-                                                       "predictions": truth["private_digits"].tolist()})
-                if r.status_code == 200:
-                    me["submitted"] = r.json()["result"]
-                else:
-                    errors[f"submit {r.status_code}"] = errors.get(f"submit {r.status_code}", 0) + 1
+                        me["submitted"] = r.json()["result"]
+                    else:
+                        errors[f"submit {r.status_code}"] = errors.get(f"submit {r.status_code}", 0) + 1
 
-        threads = [threading.Thread(target=participant, args=(k,), daemon=True) for k in range(args.participants)]
-        for t in threads:
-            t.start()
-        restart_s = None
-        if args.kill_at is not None:
-            time.sleep(max(0.0, start + args.kill_at - time.monotonic()))
-            down.set()
-            os.kill(server.pid, signal.SIGKILL)
-            server.wait(10)
-            t0 = time.perf_counter()
-            server = start_server(db, port, log)
-            restart_s = time.perf_counter() - t0
-            down.clear()
-        for t in threads:
-            t.join(args.seconds + 120)
+                async def killer() -> None:
+                    await asyncio.sleep(max(0.0, start + args.kill_at - time.monotonic()))
+                    down.set()
+                    os.kill(box["server"].pid, signal.SIGKILL)
+                    box["server"].wait(10)
+                    t0 = time.perf_counter()
+                    box["server"] = await asyncio.get_running_loop().run_in_executor(
+                        None, start_server, db, port, log)
+                    box["restart_s"] = time.perf_counter() - t0
+                    down.clear()
+
+                jobs = [participant(k) for k in range(args.participants)]
+                if args.kill_at is not None:
+                    jobs.append(killer())
+                await asyncio.wait_for(asyncio.gather(*jobs), args.seconds + 180)
+
+        asyncio.run(run_all())
+        server, restart_s = box["server"], box["restart_s"]
         wall = time.monotonic() - start
 
         view = httpx.get(f"{url}/api/admin/{code}", headers={"Authorization": f"Bearer {admin}"}, timeout=60).json()
