@@ -6,7 +6,7 @@ the limits and runs bubblewrap; inside, ``setpriv`` drops to an unprivileged
 user before Python starts. The kernel sees (`Sandbox.argv`):
 
 - read-only: the system's ``/usr`` (and ``/bin``, ``/sbin``, ``/lib*`` or their
-  merged-usr links), a few files of ``/etc`` (`ETC`), the Python environment
+  merged-usr links), a few files of ``/etc`` (`ETC`), the CPU topology (`SYS`), the Python environment
   (``sys.prefix`` and ``sys.base_prefix``) without the labelled data sets some
   packages ship (`ENV_DATASETS`), the installed ``course`` package folder only,
   this run's grading data, the baseline checkpoint file, the service's socket;
@@ -14,7 +14,7 @@ user before Python starts. The kernel sees (`Sandbox.argv`):
   ``/tmp`` capped in size, holding its home ``/tmp/home`` and its working
   folder ``/tmp/work`` (empty at start; the grader never reads it);
 - nothing else: no ``/home``, ``/root``, ``/opt``, ``/var``, ``/srv``, ``/mnt``,
-  ``/run``, ``/sys``, no course folder, no other submission, no raw MNIST, no
+  ``/run``, no other ``/sys``, no course folder, no other submission, no raw MNIST, no
   host socket; an own PID, IPC, UTS, cgroup and network namespace (loopback
   only; the kernel speaks ZMQ over Unix sockets), no capabilities, no new
   privileges, and an environment built from scratch (`--clearenv`).
@@ -32,6 +32,7 @@ from pathlib import Path
 
 KERNEL_NAME = "autograder-sandbox"
 SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+SYS = ("/sys/devices/system/cpu",)  # CPU topology: joblib/loky, OpenBLAS and torch size their thread pools
 ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime", "fonts")
 ENV_DATASETS = ("sklearn/datasets/data", "sklearn/datasets/images")  # labelled data inside packages
 TMP, HOME, WORKDIR = "/tmp", "/tmp/home", "/tmp/work"
@@ -141,7 +142,7 @@ class Sandbox:
                  "--perms", "1777", "--size", str(int(self.limits.tmp_bytes)), "--tmpfs", TMP,
                  "--perms", "1777", "--dir", HOME, "--perms", "1777", "--dir", WORKDIR,
                  "--perms", "1777", "--size", str(SHM_BYTES), "--tmpfs", "/dev/shm"]
-        read_only = _existing(python_roots() + list(self.read_only))
+        read_only = _existing(python_roots() + [Path(p) for p in SYS] + list(self.read_only))
         writable = _existing(self.writable)
         # folders bwrap creates on the way to a bind are 0700 (root's) unless made first
         targets = [Path("/etc/x")] + read_only + writable + [Path(p) for p in self.files.values()]
