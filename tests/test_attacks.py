@@ -199,7 +199,8 @@ def attacked(tmp_path_factory):
             add_submission(course_dir, student, spec, A)
         os.symlink(course_dir / "submitted" / "reference", course_dir / "submitted" / "link_dir")
         before = (host["victim"].read_text(), os.stat(host["victim"]).st_mode)
-        env = {**os.environ, "AUTOGRADER_TEST_CANARY": CANARY}
+        env = {**os.environ, "AUTOGRADER_TEST_CANARY": CANARY, "OPENAI_API_KEY": CANARY,
+               "AWS_SECRET_ACCESS_KEY": CANARY}  # secrets an instructor may have set
         run = run_cli("grade", A, "--course", str(course_dir), *LIMITS, env=env)
         rows = {r.student: r for r in store.load(course_dir, A)}
         yield {"course": course_dir, "run": run, "rows": rows, "host": host, "victim_before": before}
@@ -280,7 +281,10 @@ def test_kernel_finds_no_labels_secrets_or_host_services(attacked):
     assert seen["socket"] in ("FileNotFoundError", "ConnectionRefusedError") and not host["accepted"]
     assert CANARY not in json.dumps(seen["env"]) and "AUTOGRADER_TEST_CANARY" not in seen["env"]
     # nothing of the grader's environment: only what the sandbox sets, and what libraries set themselves
-    allowed = set(sandbox.Sandbox().environment())
+    allowed = set(sandbox.Sandbox().environment()) | {
+        "COURSE_DATA_DIR", "COURSE_CACHE_DIR", "COURSE_SERVICE", "COURSE_SERVICE_TOKEN", "COURSE_TRACK",
+        "COURSE_OFFLINE", "COURSE_EXAM", "KMP_DUPLICATE_LIB_OK", "KMP_INIT_AT_FORK"}  # the run's, or sklearn's own
+    assert not {"AUTOGRADER_TEST_CANARY", "OPENAI_API_KEY", "AWS_SECRET_ACCESS_KEY"} & set(seen["env"])
     leaked = {k for k, v in seen["env"].items() if os.environ.get(k) == v} - allowed
     assert not leaked, sorted(leaked)
     assert seen["uid"] == sandbox.KERNEL_UID and "home" not in seen["root"] and "var" not in seen["root"]
