@@ -9,7 +9,7 @@ the crash cut off: annotating the same indices again is free, so a retry never d
 
 It creates an event (reads MNIST: set COURSE_DATA_DIR), starts ``autograder serve`` on
 127.0.0.1 in a subprocess, times one pool download, then runs the participants as threads
-(asyncio tasks on keep-alive HTTP connections, a think time between requests). Everything is
+(threads in a few client processes, one keep-alive connection each, a think time between requests). Everything is
 bounded: the run time, the requests per participant, the restart wait.
 
     python -m benchmarks.event_load                       # 50 participants, 60 s
@@ -20,7 +20,7 @@ bounded: the run time, the requests per participant, the restart wait.
 from __future__ import annotations
 
 import argparse
-import asyncio
+import multiprocessing
 import json
 import os
 import random
@@ -29,6 +29,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -62,6 +63,75 @@ def start_server(db: Path, port: int, log: Path) -> subprocess.Popen:
     raise RuntimeError(f"the server did not start; see {log}")
 
 
+def _worker(ids: list[int], cfg: dict, down, results) -> None:
+    """One client process: its participants as threads, each on its own keep-alive connection."""
+    import httpx
+
+    out = {"latencies": [], "server_times": [], "errors": {}, "clients": []}
+    lock = threading.Lock()
+
+    def participant(k: int) -> None:
+        rng = random.Random(k)
+        me = {"name": f"p{k:03d}", "tally": 0, "submitted": None, "retries": 0}
+        mine = cfg["c_all"][k::cfg["n"]]
+        headers: dict = {}
+        with httpx.Client(base_url=cfg["url"], timeout=30) as client:
+            def request(path: str, body: dict):
+                retried = False
+                while time.time() < cfg["end"] + 60:  # bounded: retry through a restart
+                    if down.is_set():
+                        time.sleep(0.05)
+                        continue
+                    try:
+                        t = time.perf_counter()
+                        response = client.post(path, json=body, headers=headers)
+                        elapsed = time.perf_counter() - t
+                    except httpx.TransportError:
+                        me["retries"] += 1
+                        retried = True
+                        time.sleep(0.05)
+                        continue
+                    timing = response.headers.get("server-timing", "")
+                    if retried:  # a request cut off by the kill is no latency
+                        return response, None, None
+                    return response, elapsed, float(timing.split("dur=")[1]) / 1000 if "dur=" in timing else None
+                raise RuntimeError("the server did not come back")
+
+            reply, _, _ = request(f"/api/events/{cfg['code']}/join", {"name": me["name"]})
+            me["token"] = reply.json()["result"]["token"]
+            headers = {"Authorization": f"Bearer {me['token']}"}
+            for b in range(MAX_REQUESTS):
+                if time.time() >= cfg["end"]:
+                    break
+                batch = [int(i) for i in mine[b * BATCH:(b + 1) * BATCH]]
+                r, elapsed, inside = request(f"/api/events/{cfg['code']}/op", {"op": "annotate", "indices": batch})
+                with lock:
+                    if elapsed is not None:
+                        out["latencies"].append(elapsed)
+                    if inside is not None:
+                        out["server_times"].append(inside)
+                    if r.status_code != 200:
+                        out["errors"][str(r.status_code)] = out["errors"].get(str(r.status_code), 0) + 1
+                if r.status_code == 200:
+                    me["tally"] = r.json()["result"]["count"]
+                time.sleep(rng.expovariate(1 / cfg["think"]) if cfg["think"] > 0 else 0)
+            r, _, _ = request(f"/api/events/{cfg['code']}/op",
+                              {"op": "score", "split": "private", "predictions": cfg["private"]})
+            with lock:
+                if r.status_code == 200:
+                    me["submitted"] = r.json()["result"]
+                else:
+                    out["errors"][f"submit {r.status_code}"] = out["errors"].get(f"submit {r.status_code}", 0) + 1
+                out["clients"].append(me)
+
+    threads = [threading.Thread(target=participant, args=(k,), daemon=True) for k in ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(cfg["seconds"] + 180)
+    results.put(out)
+
+
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
@@ -72,6 +142,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--think", type=float, default=0.25, help="mean pause between a participant's requests (s)")
     parser.add_argument("--kill-at", type=float, default=None, help="kill -9 the server after S s, then restart")
+    parser.add_argument("--processes", type=int, default=5, help="client processes (the participants are spread)")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     args = parser.parse_args(argv)
 
@@ -98,86 +169,37 @@ def main(argv: list[str] | None = None) -> dict:
                                         headers={"Authorization": f"Bearer {token}"}).content)
             download_s = time.perf_counter() - t0
 
-        latencies: list[float] = []  # as the client sees it (one asyncio loop for all participants)
-        server_times: list[float] = []  # inside the server's handler (its Server-Timing header)
-        errors: dict[str, int] = {}
-        clients: list[dict] = []
-        box = {"server": server, "restart_s": None}
+        cfg = {"url": url, "code": code, "seconds": args.seconds, "think": args.think, "n": args.participants,
+               "c_all": c_all, "private": truth["private_digits"].tolist()}
+        context = multiprocessing.get_context("fork")
+        down, results = context.Event(), context.Queue()
         start = time.monotonic()
-        end = start + args.seconds
-
-        async def run_all() -> None:
-            down = asyncio.Event()
-            limits = httpx.Limits(max_connections=args.participants + 10, max_keepalive_connections=args.participants)
-            async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
-
-                async def participant(k: int) -> None:
-                    rng = random.Random(k)
-                    me = {"name": f"p{k:03d}", "tally": 0, "submitted": None, "retries": 0}
-                    mine = c_all[k::args.participants]
-                    headers: dict = {}
-
-                    async def request(path: str, body: dict) -> tuple[httpx.Response, float | None]:
-                        retried = False
-                        while time.monotonic() < end + 60:  # bounded: retry through a restart
-                            if down.is_set():
-                                await asyncio.sleep(0.05)
-                                continue
-                            try:
-                                t = time.perf_counter()
-                                response = await client.post(path, json=body, headers=headers)
-                                elapsed = time.perf_counter() - t
-                                timing = response.headers.get("server-timing", "")
-                                if "dur=" in timing and not retried:
-                                    server_times.append(float(timing.split("dur=")[1]) / 1000)
-                                return response, None if retried else elapsed  # a cut-off request is no latency
-                            except httpx.TransportError:
-                                me["retries"] += 1
-                                retried = True
-                                await asyncio.sleep(0.05)
-                        raise RuntimeError("the server did not come back")
-
-                    reply, _ = await request(f"/api/events/{code}/join", {"name": me["name"]})
-                    me["token"] = reply.json()["result"]["token"]
-                    headers = {"Authorization": f"Bearer {me['token']}"}
-                    clients.append(me)
-                    for b in range(MAX_REQUESTS):
-                        if time.monotonic() >= end:
-                            break
-                        batch = [int(i) for i in mine[b * BATCH:(b + 1) * BATCH]]
-                        r, elapsed = await request(f"/api/events/{code}/op", {"op": "annotate", "indices": batch})
-                        if elapsed is not None:
-                            latencies.append(elapsed)
-                        if r.status_code == 200:
-                            me["tally"] = r.json()["result"]["count"]
-                        else:
-                            errors[str(r.status_code)] = errors.get(str(r.status_code), 0) + 1
-                        await asyncio.sleep(rng.expovariate(1 / args.think) if args.think > 0 else 0)
-                    r, _ = await request(f"/api/events/{code}/op", {"op": "score", "split": "private",
-                                                                   "predictions": truth["private_digits"].tolist()})
-                    if r.status_code == 200:
-                        me["submitted"] = r.json()["result"]
-                    else:
-                        errors[f"submit {r.status_code}"] = errors.get(f"submit {r.status_code}", 0) + 1
-
-                async def killer() -> None:
-                    await asyncio.sleep(max(0.0, start + args.kill_at - time.monotonic()))
-                    down.set()
-                    os.kill(box["server"].pid, signal.SIGKILL)
-                    box["server"].wait(10)
-                    t0 = time.perf_counter()
-                    box["server"] = await asyncio.get_running_loop().run_in_executor(
-                        None, start_server, db, port, log)
-                    box["restart_s"] = time.perf_counter() - t0
-                    down.clear()
-
-                jobs = [participant(k) for k in range(args.participants)]
-                if args.kill_at is not None:
-                    jobs.append(killer())
-                await asyncio.wait_for(asyncio.gather(*jobs), args.seconds + 180)
-
-        asyncio.run(run_all())
-        server, restart_s = box["server"], box["restart_s"]
+        cfg["end"] = time.time() + args.seconds  # wall clock: shared by the worker processes
+        ids = list(range(args.participants))
+        workers = [context.Process(target=_worker, args=(ids[w::args.processes], cfg, down, results), daemon=True)
+                   for w in range(args.processes)]
+        for w in workers:
+            w.start()
+        restart_s = None
+        if args.kill_at is not None:
+            time.sleep(max(0.0, start + args.kill_at - time.monotonic()))
+            down.set()
+            os.kill(server.pid, signal.SIGKILL)
+            server.wait(10)
+            t0 = time.perf_counter()
+            server = start_server(db, port, log)
+            restart_s = time.perf_counter() - t0
+            down.clear()
+        latencies, server_times, errors, clients = [], [], {}, []
+        for _ in workers:
+            part = results.get(timeout=args.seconds + 240)
+            latencies += part["latencies"]
+            server_times += part["server_times"]
+            clients += part["clients"]
+            for key, value in part["errors"].items():
+                errors[key] = errors.get(key, 0) + value
+        for w in workers:
+            w.join(30)
         wall = time.monotonic() - start
 
         view = httpx.get(f"{url}/api/admin/{code}", headers={"Authorization": f"Bearer {admin}"}, timeout=60).json()
@@ -193,7 +215,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     ms = [1000 * x for x in latencies]
     result = {
-        "participants": args.participants, "seconds": args.seconds, "think_s": args.think,
+        "participants": args.participants, "client_processes": args.processes, "seconds": args.seconds,
+        "think_s": args.think,
         "annotate_requests": len(ms), "requests_per_s": round(len(ms) / wall, 1),
         "p50_ms": round(percentile(ms, 50), 1), "p95_ms": round(percentile(ms, 95), 1),
         "p99_ms": round(percentile(ms, 99), 1), "max_ms": round(max(ms), 1) if ms else None,
