@@ -511,3 +511,55 @@ def test_release_rule_accepts_placeholder_and_its_consequences():
 def test_release_rule_rejects(cells, why):
     problems, _ = _release_verdict(cells, {"ex1": "answer = 1"})
     assert problems, f"{why} should be reported"
+
+
+# --- visible checks catch the common wrong answers (fast: no notebook is executed) ------
+
+HIDDEN = "### BEGIN HIDDEN TESTS"
+PRELUDE = ("import warnings\nimport numpy as np\nfrom sklearn.cluster import KMeans\n"
+           "from course import data\nSEED = 0\n")
+MISTAKES = {  # (assignment, test cell grade_id, setup, wrong answer, what it gets wrong)
+    "wrong count mapping": ("01_data", "ex1_counts_tests", "ds = data.load()",
+                            "v, n = np.unique(ds.labels, return_counts=True)\ncounts = dict(zip(ds.classes, sorted(n.tolist())))"),
+    "2-digit-only merge": ("01_data", "ex2_merge_tests", "ds = data.load()",
+                           "def merge(labels, track):\n    l = np.array(labels, dtype=np.int64)\n"
+                           "    return np.where((l == track[0]) | (l == track[1]), data.C, l)"),
+    "first member, not typical (03)": ("03_clustering", "ex3_typical_tests", "",
+                                       "def most_typical(features, ids):\n"
+                                       "    return np.array([np.flatnonzero(ids == c)[0] for c in range(ids.max() + 1)])"),
+    "first member, not typical (04)": ("04_transfer_learning", "ex2_typical_tests", "",
+                                       "def typical_members(points, k):\n"
+                                       "    ids = KMeans(k, n_init=10, random_state=SEED).fit_predict(points)\n"
+                                       "    return np.array([np.flatnonzero(ids == c)[0] for c in range(k)])"),
+    "unsorted cold start": ("05_active_learning", "ex1_cold_start_tests", "",
+                            "def cold_start(X, k):\n    km = KMeans(k, n_init=10, random_state=SEED).fit(X)\n"
+                            "    order = np.argsort(np.bincount(km.labels_))  # smallest first\n"
+                            "    return [int(((X - km.cluster_centers_[c]) ** 2).sum(1).argmin()) for c in order]"),
+    "max - min as margin": ("05_active_learning", "ex2_margins_tests", "",
+                            "def margins(model, X):\n    p = model.predict_proba(X)\n    return p.max(1) - p.min(1)"),
+}
+
+
+def visible_check(assignment: str, grade_id: str) -> str:
+    nb = nbformat.read(SOURCE / assignment / f"{assignment}.ipynb", as_version=4)
+    cell = next(c for c in nb.cells if nbgrader_meta(c).get("grade_id") == grade_id)
+    return cell.source.split(HIDDEN)[0]
+
+
+@pytest.mark.parametrize("mistake", sorted(MISTAKES))
+def test_visible_checks_catch_common_mistakes(mistake):
+    assignment, grade_id, setup, wrong = MISTAKES[mistake]
+    namespace: dict = {}
+    exec(PRELUDE + setup, namespace)
+    exec(wrong, namespace)
+    with pytest.raises(AssertionError) as caught:
+        exec(visible_check(assignment, grade_id), namespace)
+    assert str(caught.value), f"the check for {mistake!r} fails without saying what is wrong"
+
+
+@pytest.mark.parametrize("assignment, grade_id", [("05_active_learning", "ex4_stop_tests")])
+def test_visible_checks_accept_numpy_scalars(assignment, grade_id):
+    namespace: dict = {}
+    exec(PRELUDE + "COLD_START, PATIENCE, STOP_CHANGE = 4, 2, 0.005", namespace)
+    exec(independent_answers(assignment)["ex4_stop"], namespace)  # returns np.True_
+    exec(visible_check(assignment, grade_id), namespace)
