@@ -23,7 +23,9 @@ The rules (`Rules`):
   `course.grading.exam_mode()`): the public split is never scored, the first
   scoring of the private split is the counted submission, and any later one is
   refused with `SubmissionRefusedError`. So no value computed from held-out labels
-  reaches the kernel before its counted submission.
+  reaches the kernel before its counted submission. After it the oracle sells no
+  new label (an `OracleError`; repeats of paid labels stay free): a label bought
+  then would count on no row, yet could be printed into the feedback and reused.
 
 Every request, answered or refused, becomes one ledger entry (a JSON object; the
 service appends them to a JSONL file). Entries are bounded: at most
@@ -173,6 +175,13 @@ def second_submission_message(counted: Mapping) -> str:
             "kernel.")
 
 
+def oracle_closed_message(counted: Mapping) -> str:
+    """Why exam mode sells no new label after the counted submission."""
+    return ("exam mode closes the oracle at the counted submission: labels bought after it would count on "
+            "no row, so they are not sold (the labels you paid for before it are still yours). Nothing was "
+            "charged. To try another model, run the notebook again from a fresh kernel.")
+
+
 # --- the rules ------------------------------------------------------------------------------
 
 
@@ -258,6 +267,8 @@ class Rules:
     def _annotate(self, req: dict) -> tuple[AnnotateReply, dict]:
         indices = self.check_indices(req.get("indices"))
         new = [i for i in dict.fromkeys(indices) if i not in self._charged]
+        if new and self.exam and self.counted is not None:
+            raise ex.OracleError(oracle_closed_message(self.counted))
         if new and self._budget is not None and self.count + len(new) > self._budget:  # repeats stay free
             raise ex.BudgetExceededError(
                 f"this call needs {len(new)} new annotations but only {self._budget - self.count} of the "

@@ -205,6 +205,21 @@ def test_forged_operations_and_fields_gain_nothing(running):
     assert (summary.annotations, summary.submissions, summary.evaluations) == (2, 1, 1)
 
 
+
+def test_labels_after_the_counted_submission_are_not_free(running):
+    """Annotations after the counted submission would count on no row, yet they are labels: printed into
+    the feedback, keyed by pool index (one shuffle per assignment, kept at regrades) or by image, they
+    would serve a resubmission or another participant. Exam mode closes the oracle at the submission."""
+    sock, ledger, truth = running
+    c = np.flatnonzero(np.isin(truth["pool_digits"], TRACK))
+    assert direct(sock, "annotate", indices=c[:3].tolist())["ok"]
+    assert direct(sock, "score", split="private", predictions=[7] * len(truth["private_digits"]))["ok"]
+    reply = direct(sock, "annotate", indices=c[3:500].tolist())
+    assert reply["ok"] is False and "result" not in reply and "counted submission" in reply["message"], reply
+    assert direct(sock, "annotate", indices=c[:2].tolist())["result"]["count"] == 3  # what was paid for stays
+    assert direct(sock, "count")["result"] == 3 and len(direct(sock, "history")["result"]) == 3
+
+
 # --- a kernel that switches exam mode off ----------------------------------------------------------
 
 

@@ -196,10 +196,11 @@ def test_submit_scores_the_private_split_once(running, capsys):
     result = grading.submit(lambda images: perfect.copy())
     assert result.split == "private" and result.accuracy == 1.0 and result.annotations == 4 and result.passed
     assert "PASSED" in capsys.readouterr().out
-    oracle.annotate(ds.c_indices[4:6])  # allowed, but nothing after the counted submission counts
+    with pytest.raises(oracle.OracleError, match="closes the oracle at the counted submission"):
+        oracle.annotate(ds.c_indices[4:6])  # a label after the counted submission would count on no row
     with pytest.raises(SubmissionRefusedError, match=r"only the first submission.*100\.0%.*4 annotations"):
         grading.submit(lambda images: np.full(len(images), 7))
-    assert oracle.count() == 6
+    assert oracle.count() == 4
     entries = ledger_entries(ledger)
     scores = [e for e in entries if e["op"] == "score"]
     assert [(e["split"], e["ok"], e["error"]) for e in scores] == [

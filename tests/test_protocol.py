@@ -121,11 +121,13 @@ def test_exam_mode_one_counted_submission_and_no_public_score():
         call(r, "score", split="private", predictions=[1, 7])
     first = call(r, "score", split="private", predictions=[1, 7, 1])
     assert first == {"split": "private", "accuracy": pytest.approx(2 / 3), "count": 2, "n": 3}
-    call(r, "annotate", indices=[3])
+    with pytest.raises(ex.OracleError, match="closes the oracle at the counted submission"):
+        call(r, "annotate", indices=[3])  # no label is sold after the counted submission ...
+    assert call(r, "annotate", indices=[1])["count"] == 2  # ... repeats of paid ones stay free
     with pytest.raises(ex.SubmissionRefusedError,
                        match=r"only the first submission.*66\.7% on 3 private images with 2 annotations\)"):
         call(r, "score", split="private", predictions=[1, 7, 7])
-    assert r.counted == first and r.count == 3
+    assert r.counted == first and r.count == 2
 
 
 @pytest.mark.parametrize("predictions, message", [
