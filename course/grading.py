@@ -8,7 +8,9 @@ may reach a graded kernel before its one counted submission.
 - **Exam mode** (always under the autograder; locally with env ``COURSE_EXAM=1`` or
   `exam_mode()`): `course.evaluate.accuracy` returns ``nan``; the first `submit`
   scores the *private* split and is the one that counts; every later `submit`
-  raises `course.exceptions.SubmissionRefusedError`, charges nothing and says why.
+  raises `course.exceptions.SubmissionRefusedError`, charges nothing and says why,
+  and the oracle sells no new label after it (`course.oracle.OracleError`; labels
+  you paid for before stay free to ask again).
   Locally the private split is scored against your own MNIST copy, exactly as
   the grader scores it, so a local exam run gives the grader's numbers for the
   same predictions (restart the kernel for another try; the grader gives one).
