@@ -152,6 +152,10 @@ def test_one_counted_submission(event):
     status, reply = op(event, token, op="score", split="private", predictions=private.tolist())
     assert status == 409 and reply["error"] == "SubmissionRefusedError"
     assert "one submission per participant" in reply["message"] and "charged nothing" in reply["message"]
+    status, reply = op(event, token, op="annotate", indices=idx + c_indices(truth, 1, start=20))
+    assert status == 400 and "sells you no new label" in reply["message"]  # the oracle closed at the submission
+    status, reply = op(event, token, op="annotate", indices=idx)
+    assert status == 200 and reply["result"]["count"] == 3  # repeats stay free
     status, reply = op(event, token, op="score", split="public", predictions=[7])
     assert status == 409 and reply == local_rules(truth).handle({"op": "score", "split": "public"})  # held-out off
     status, board = es.call(f"{event['url']}/api/events/{event['code']}/board")

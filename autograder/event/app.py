@@ -100,6 +100,12 @@ def event_second_submission(counted: protocol.ScoreReply) -> str:
             "refused and charged nothing.")
 
 
+def event_oracle_closed(counted: protocol.ScoreReply) -> str:
+    return (f"your counted submission is made (accuracy {float(counted['accuracy']):.1%} with "
+            f"{int(counted['count'])} annotations), so the event sells you no new label: it would count on no row. "
+            "The labels you bought before it are still yours (asking again is free). Nothing was charged.")
+
+
 class EventServer:
     """The state behind the routes: the store, each participant's rules, the board's version."""
 
@@ -235,9 +241,11 @@ class EventServer:
             before, budget_before, counted_before = rules.count, rules.budget, rules.counted
             reply = rules.handle(body)
             entries = session.sink.take()
-            if (not reply["ok"] and reply["error"] == "SubmissionRefusedError" and counted_before is not None
-                    and isinstance(body, dict) and body.get("split") == protocol.PRIVATE):  # a second submission
-                reply["message"] = event_second_submission(counted_before)
+            if not reply["ok"] and counted_before is not None and isinstance(body, dict):
+                if reply["error"] == "SubmissionRefusedError" and body.get("split") == protocol.PRIVATE:
+                    reply["message"] = event_second_submission(counted_before)  # no "fresh kernel" in an event
+                elif reply["error"] == "OracleError" and body.get("op") == protocol.Op.ANNOTATE.value:
+                    reply["message"] = event_oracle_closed(counted_before)
                 if entries:
                     entries[-1]["message"] = reply["message"][:protocol.LEDGER_MAX_TEXT]
             charges = [tuple(row) for row in rules.history()[before:]] if rules.count != before else []
