@@ -3,6 +3,8 @@
     autograder grade 03_clustering [--course DIR] [--student ID ...] [--timeout S] [--wait S]
     autograder leaderboard 03_clustering [--course DIR]
     autograder secret rotate 03_clustering [--course DIR]
+    autograder event create --track 7,1 --assignment 03_clustering [--db PATH_OR_URL]   (live event mode:
+    autograder serve [--db PATH_OR_URL] [--host 127.0.0.1] [--port 8000]                see autograder.event)
 
 ``grade`` autogrades every ``DIR/submitted/*/<assignment>/`` with nbgrader (one
 annotation service, sandboxed kernel and wall-clock limit per submission), stores
