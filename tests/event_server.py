@@ -51,8 +51,8 @@ def shared(folder: Path) -> tuple["Server", dict[str, tuple[str, str]]]:
     """One server for the session on a copy of the template (stopped when the tests end)."""
     if "server" not in _TEMPLATE:
         db, events = template(folder)
-        (folder / "shared").mkdir(exist_ok=True)
-        server = Server(copy_db(db, folder / "shared" / "events.db")).start()
+        (folder / "session-server").mkdir(exist_ok=True)
+        server = Server(copy_db(db, folder / "session-server" / "events.db")).start()
         atexit.register(server.stop)
         _TEMPLATE["server"] = server
     return _TEMPLATE["server"], _TEMPLATE["events"]  # type: ignore[return-value]
