@@ -1,12 +1,20 @@
 """The results store: one row per (student, assignment) in ``<course>/grades.db``.
 
-Each row is written in its own transaction, so a crash in the middle of a batch
-never leaves a half-written row, and regrading a student replaces the row. A
+Graded on several tracks (``autograder grade --tracks 7,1 2,5``, hidden tracks),
+a submission has one row per track (``level = "track"``, ``track`` = that track)
+plus its combined row (``level = "combined"``, ``track`` = "7,1 2,5"): passed on
+every track, total annotations, mean accuracy. `load` returns the combined rows
+(one per student, what the leaderboard ranks), `load_tracks` the per-track ones.
+Graded on one track, the single row is the combined row, as before.
+
+A submission's rows are written in one transaction, so a crash in the middle of a batch
+never leaves a half-written row, and regrading a student replaces all its rows. A
 database locked by another process is waited for (`WAIT_S`, retried with
 back-off); if it stays unavailable the row is kept in
 ``<course>/.autograder/pending-rows.jsonl`` and written by the next save, so the
 batch never stops for it. Databases of older versions gain the new columns on
-first use (`_migrate`). The service's ledger of every run is kept beside the
+first use (`_migrate`; a database keyed by (student, assignment) is rebuilt keyed
+by (student, assignment, track)). The service's ledger of every run is kept beside the
 database in ``<course>/ledgers/<assignment>/<student>.jsonl``.
 """
 
@@ -42,7 +50,7 @@ CREATE TABLE IF NOT EXISTS results (
     detail      TEXT NOT NULL,
     runtime     REAL NOT NULL,
     graded_at   TEXT NOT NULL,
-    PRIMARY KEY (student, assignment)
+    PRIMARY KEY (student, assignment, track)
 )
 """
 # columns added after the first release: name -> declaration (ALTER TABLE ... ADD COLUMN)
@@ -51,7 +59,9 @@ _ADDED = {
     "submissions": "INTEGER",
     "review": "TEXT NOT NULL DEFAULT ''",
     "kind": "TEXT NOT NULL DEFAULT 'competition'",
+    "level": "TEXT NOT NULL DEFAULT 'combined'",
 }
+LEVELS = ("combined", "track")  # the row a submission is ranked by; one track's row (hidden tracks)
 
 
 class StoreUnavailable(RuntimeError):
@@ -78,6 +88,7 @@ class Row:
     submissions: int | None = None  # submissions (private scores) the run attempted
     review: str = ""  # why the instructor should look at this row ('' = nothing to review)
     kind: str = "competition"  # one of KINDS
+    level: str = "combined"  # one of LEVELS: "track" = one track's row of a submission graded on several
 
 
 COLUMNS = [f.name for f in fields(Row)]
@@ -92,6 +103,16 @@ def ledger_path(course_dir: Path, assignment: str, student: str) -> Path:
 
 
 def _migrate(connection: sqlite3.Connection) -> None:
+    table = connection.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'results'").fetchone()
+    if table and "PRIMARY KEY (student, assignment)" in table[0]:  # before hidden tracks: rebuild with the new key
+        old = [row[1] for row in connection.execute("PRAGMA table_info(results)")]
+        connection.execute("ALTER TABLE results RENAME TO results_before_tracks")
+        connection.execute(_SCHEMA)
+        for name, declaration in _ADDED.items():
+            connection.execute(f"ALTER TABLE results ADD COLUMN {name} {declaration}")
+        kept = ", ".join(c for c in old if c in COLUMNS)
+        connection.execute(f"INSERT INTO results ({kept}) SELECT {kept} FROM results_before_tracks")
+        connection.execute("DROP TABLE results_before_tracks")
     present = {row[1] for row in connection.execute("PRAGMA table_info(results)")}
     for name, declaration in _ADDED.items():
         if name not in present:
@@ -131,6 +152,8 @@ def _retrying(course_dir: Path, action, wait: float):
 def _values(row: Row) -> dict:
     if row.status not in STATUSES:
         raise ValueError(f"status must be one of {STATUSES}, got {row.status!r}.")
+    if row.level not in LEVELS:
+        raise ValueError(f"level must be one of {LEVELS}, got {row.level!r}.")
     values = asdict(row)
     values["passed"] = int(row.passed)
     values["student"] = clean.line(row.student, 200)
@@ -139,21 +162,26 @@ def _values(row: Row) -> dict:
     return values
 
 
-def _insert(connection: sqlite3.Connection, values_list: list[dict]) -> None:
+def _insert(connection: sqlite3.Connection, groups: list[list[dict]]) -> None:
+    """Write each group (the rows of one graded submission), replacing every earlier row of its submission."""
     with connection:  # commits, or rolls back on error
-        for values in values_list:
-            connection.execute(
-                f"INSERT OR REPLACE INTO results ({', '.join(COLUMNS)}) "
-                f"VALUES ({', '.join(':' + c for c in COLUMNS)})", values)
+        for group in groups:
+            for key in dict.fromkeys((v["student"], v["assignment"]) for v in group):
+                connection.execute("DELETE FROM results WHERE student = ? AND assignment = ?", key)
+            for values in group:
+                connection.execute(
+                    f"INSERT OR REPLACE INTO results ({', '.join(COLUMNS)}) "
+                    f"VALUES ({', '.join(':' + c for c in COLUMNS)})", values)
 
 
-def save(course_dir: Path, row: Row, wait: float | None = None) -> None:
-    """Insert or replace the row of (student, assignment) in one transaction (with earlier pending rows).
+def save(course_dir: Path, row: Row | list[Row], wait: float | None = None) -> None:
+    """Store a submission's row (or its rows: one per track and the combined one) in one transaction.
 
-    Raises StoreUnavailable when the database stays locked for `wait` seconds; the row
-    is then appended to the pending file and written by a later save.
+    Every earlier row of the same (student, assignment) is replaced, and earlier pending
+    rows are written first. Raises StoreUnavailable when the database stays locked for
+    `wait` seconds; the rows are then appended to the pending file and written by a later save.
     """
-    values = _values(row)
+    values = [_values(r) for r in (row if isinstance(row, list) else [row])]
     pending_file = Path(course_dir) / PENDING
     pending = _read_pending(pending_file)
     try:
@@ -181,29 +209,41 @@ def flush_pending(course_dir: Path, wait: float | None = None) -> int:
 def _read_pending(path: Path) -> list[dict]:
     if not path.is_file() or path.is_symlink():
         return []
-    rows = []
+    groups = []
     for line in path.read_text().splitlines():
         try:
-            values = json.loads(line)
+            found = json.loads(line)
         except ValueError:
             continue
-        rows.append({c: values.get(c) for c in COLUMNS} | {"review": values.get("review") or "",
-                                                           "kind": values.get("kind") or "competition"})
-    return rows
+        group = []
+        for values in (found if isinstance(found, list) else [found]):  # a line: one submission's rows
+            if isinstance(values, dict):
+                group.append({c: values.get(c) for c in COLUMNS} | {
+                    "review": values.get("review") or "", "kind": values.get("kind") or "competition",
+                    "level": values.get("level") or "combined"})
+        if group:
+            groups.append(group)
+    return groups
 
 
-def load(course_dir: Path, assignment: str) -> list[Row]:
-    """Every stored row of `assignment`, by student."""
+def load(course_dir: Path, assignment: str, level: str = "combined") -> list[Row]:
+    """The stored rows of `assignment` at `level` (default: one combined row per student), by student."""
     if not db_path(course_dir).is_file():
         return []
 
     def select(connection):
         cursor = connection.execute(
-            f"SELECT {', '.join(COLUMNS)} FROM results WHERE assignment = ? ORDER BY student", (assignment,))
+            f"SELECT {', '.join(COLUMNS)} FROM results WHERE assignment = ? AND level = ? ORDER BY student, track",
+            (assignment, level))
         return [dict(zip(COLUMNS, values)) for values in cursor]
 
     rows = _retrying(course_dir, select, WAIT_S)
     return [Row(**{**r, "passed": bool(r["passed"])}) for r in rows]
+
+
+def load_tracks(course_dir: Path, assignment: str) -> list[Row]:
+    """The per-track rows of `assignment` (submissions graded on several tracks), by student and track."""
+    return load(course_dir, assignment, level="track")
 
 
 def save_ledger(course_dir: Path, assignment: str, student: str, text: str, suffix: str = ".jsonl") -> Path:
