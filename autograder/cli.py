@@ -1,6 +1,6 @@
 """The ``autograder`` command: grade the submissions of an assignment, build its leaderboard.
 
-    autograder grade 03_clustering [--course DIR] [--student ID ...] [--timeout S] [--wait S]
+    autograder grade 03_clustering [--course DIR] [--student ID ...] [--timeout S] [--wait S] [--tracks 7,1 2,5 ...]
     autograder leaderboard 03_clustering [--course DIR]
     autograder secret rotate 03_clustering [--course DIR]
     autograder event create --track 7,1 --assignment 03_clustering [--db PATH_OR_URL]   (live event mode:
@@ -12,7 +12,10 @@ one row each in ``DIR/grades.db``, rebuilds ``DIR/leaderboard/<assignment>.*`` a
 prints the table. One batch per course at a time: a second ``grade`` says so and
 stops (or queues with ``--wait``). ``leaderboard`` only rebuilds the leaderboard
 from the store. ``secret rotate`` draws a new shuffle secret for an assignment
-(regrade everyone afterwards).
+(regrade everyone afterwards). ``--tracks 7,1 2,5`` grades every submission once
+per track (hidden tracks, `autograder.tracks`): it passes only if it passes on every
+track; the baselines and grading data of all tracks are made before the first
+submission.
 """
 
 from __future__ import annotations
@@ -51,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     grade.add_argument("--wait", type=float, default=0.0, metavar="S",
                        help="wait up to S seconds for another batch on this course to finish (default: stop)")
     grade.add_argument("--track", default=None, help='track to grade, e.g. "7,1" (default: $COURSE_TRACK or 7,1)')
+    grade.add_argument("--tracks", nargs="+", default=None, metavar="TRACK",
+                       help="grade on several tracks, the course track first, e.g. --tracks 7,1 2,5 "
+                            "(hidden tracks: name them only now; a submission passes only on all of them)")
     board = commands.add_parser("leaderboard", help="rebuild the leaderboard from the results store")
     board.add_argument("assignment")
     board.add_argument("--course", type=Path, default=Path("."), help="course root (default: .)")
@@ -77,7 +83,8 @@ def _grade(args) -> int:
                                 max_file_bytes=int(args.max_file_mb * 2**20))
         try:
             grader = runner.Grader(course_dir, args.assignment, track=args.track, timeout=args.timeout,
-                                   memory_gb=args.memory, limits=limits, max_output_mb=args.max_output_mb)
+                                   memory_gb=args.memory, limits=limits, max_output_mb=args.max_output_mb,
+                                   tracks=args.tracks)
         except (runner.GraderError, ValueError) as exc:
             print(f"autograder: {exc}", file=sys.stderr)
             return 2
@@ -94,9 +101,18 @@ def _grade(args) -> int:
             print(f"autograder: nothing to grade: no folder submitted/*/{args.assignment}/ in "
                   f"{grader.course_dir}", file=sys.stderr)
             return 2
-        bar = tqdm(students, desc=f"grading {args.assignment}", unit="submission")
         pending = 0
         try:
+            if len(grader.tracks) > 1:  # every track's data and baseline before the first time limit starts
+                try:
+                    ready = grader.prepare()
+                except Exception as exc:
+                    print(f"autograder: cannot prepare the tracks' grading data: {type(exc).__name__}: "
+                          f"{clean.first_line(exc)}", file=sys.stderr)
+                    return 2
+                for name, seconds in ready.items():
+                    print(f"track {name}: grading data and baseline ready in {seconds:.0f} s", file=sys.stderr)
+            bar = tqdm(students, desc=f"grading {args.assignment}", unit="submission")
             for student in bar:
                 bar.set_postfix_str(clean.line(student, 40))
                 outcome = grader.grade(student)
@@ -104,6 +120,9 @@ def _grade(args) -> int:
                 pending += not outcome.saved
                 bar.write(f"{clean.line(row.student, 60)}: {row.status} ({row.runtime:.0f} s) {clean.line(row.detail)}"
                           + ("" if outcome.saved else " [results database locked: row kept as pending]"))
+                for part in outcome.track_rows:
+                    bar.write(f"    track {part.track}: {'passed' if part.passed else part.status} "
+                              f"({part.runtime:.0f} s) {clean.line(part.detail, 120)}")
         finally:
             grader.close()
         if pending:
@@ -124,7 +143,11 @@ def _report(course_dir: Path, assignment: str) -> int:
               f"run `autograder grade {assignment}` first.", file=sys.stderr)
         return 2
     paths = leaderboard.build(course_dir, assignment)
-    print(leaderboard.table(leaderboard.rank(rows)))
+    graded_on = sorted({row.track for row in rows})
+    if len(graded_on) > 1:  # rows of different track sets are not comparable
+        print(f"autograder: the rows of {assignment} were graded on different tracks ({'; '.join(graded_on)}); "
+              "regrade everyone with the same --tracks before publishing.", file=sys.stderr)
+    print(leaderboard.table(leaderboard.rank(rows), per_track=leaderboard.per_track_rows(course_dir, assignment)))
     print("\nleaderboard: " + ", ".join(str(p) for p in paths.values()))
     return 0
 

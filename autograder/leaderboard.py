@@ -5,6 +5,12 @@ fewest annotations, then the higher accuracy; equal keys share a rank. The HTML
 page is self-contained (inline CSS and JS, columns sortable by a click on their
 header) so an instructor can project it or mail it; the PNG plots annotations
 against accuracy with the 90% line.
+
+Graded on several tracks (hidden tracks, `autograder.tracks`), a row is the
+submission's combined row: passed means passed on every track, annotations is the
+total and accuracy the mean over the tracks, so the same ranking reads "passed on
+all, then total annotations, then mean accuracy"; columns ``accuracy <track>`` and
+``annotations <track>`` show each track's numbers.
 """
 
 from __future__ import annotations
@@ -45,9 +51,37 @@ def rank(rows: list[store.Row]) -> list[tuple[int, store.Row]]:
     return ranked
 
 
+PerTrack = dict  # student -> {track name: that track's row}; empty when graded on one track
+
+
+def _num(value, digits=4):
+    return "" if value is None else (f"{value:.{digits}f}".rstrip("0").rstrip(".") if digits else str(value))
+
+
+def track_names(ranked: list[tuple[int, store.Row]], per_track: PerTrack | None) -> list[str]:
+    """The tracks with their own columns, in the order they were named (course track first)."""
+    if not per_track:
+        return []
+    names: dict[str, None] = {}
+    for _, row in ranked:
+        for name in row.track.split():
+            if name in per_track.get(row.student, {}):
+                names[name] = None
+    return list(names)
+
+
+def _track_cells(row: store.Row, per_track: PerTrack | None, names: list[str]) -> dict[str, str]:
+    cells = {}
+    mine = (per_track or {}).get(row.student, {})
+    for name in names:
+        part = mine.get(name)
+        cells[f"accuracy {name}"] = "" if part is None else _num(part.accuracy)
+        cells[f"annotations {name}"] = "" if part is None or part.annotations is None else str(part.annotations)
+    return cells
+
+
 def _cells(rank_: int, row: store.Row) -> dict[str, str]:
-    def num(value, digits=4):
-        return "" if value is None else (f"{value:.{digits}f}".rstrip("0").rstrip(".") if digits else str(value))
+    num = _num
     return {"rank": str(rank_), "student": clean.line(row.student, 200), "accuracy": num(row.accuracy),
             "annotations": "" if row.annotations is None else str(row.annotations),
             "passed": "yes" if row.passed else "no", "score": num(row.score, 2),
@@ -57,11 +91,17 @@ def _cells(rank_: int, row: store.Row) -> dict[str, str]:
             "review": clean.line(row.review), "detail": clean.line(row.detail, 500)}
 
 
-def columns(ranked: list[tuple[int, store.Row]]) -> list[str]:
-    """The leaderboard's columns: no accuracy or annotations for a points-only assignment."""
+def columns(ranked: list[tuple[int, store.Row]], per_track: PerTrack | None = None) -> list[str]:
+    """The leaderboard's columns: no accuracy or annotations for a points-only assignment;
+    per-track accuracy and annotations after ``passed`` when graded on several tracks."""
     if ranked and all(row.kind == "points" for _, row in ranked):
         return POINTS_COLUMNS
-    return CSV_COLUMNS
+    names = track_names(ranked, per_track)
+    if not names:
+        return CSV_COLUMNS
+    at = CSV_COLUMNS.index("passed") + 1
+    extra = [f"{what} {name}" for name in names for what in ("accuracy", "annotations")]
+    return CSV_COLUMNS[:at] + extra + CSV_COLUMNS[at:]
 
 
 def _csv_safe(value: str) -> str:
@@ -69,13 +109,15 @@ def _csv_safe(value: str) -> str:
     return "'" + value if value[:1] in ("=", "+", "-", "@") and not value[1:2].isdigit() else value
 
 
-def to_csv(ranked: list[tuple[int, store.Row]]) -> str:
+def to_csv(ranked: list[tuple[int, store.Row]], per_track: PerTrack | None = None) -> str:
     buffer = io.StringIO()
-    names = columns(ranked)
+    names = columns(ranked, per_track)
+    tracks = track_names(ranked, per_track)
     writer = csv.DictWriter(buffer, fieldnames=names, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     for rank_, row in ranked:
-        writer.writerow({k: _csv_safe(v) for k, v in _cells(rank_, row).items()})
+        cells = _cells(rank_, row) | _track_cells(row, per_track, tracks)
+        writer.writerow({k: _csv_safe(v) for k, v in cells.items()})
     return buffer.getvalue()
 
 
@@ -117,27 +159,37 @@ document.querySelectorAll('th').forEach(function (th, col) {
 _NUMERIC = {"rank", "accuracy", "annotations", "score", "max_score", "evaluations", "submissions"}
 
 
-def _rule(ranked) -> str:
+def _rule(ranked, tracks: list[str] | None = None) -> str:
     if columns(ranked) == POINTS_COLUMNS:
         return "This assignment has no submit cell: it is graded for nbgrader's points only."
+    if tracks:
+        return (f"Every submission was graded on {len(tracks)} tracks ({html.escape(', '.join(tracks))}). "
+                f"A submission <strong>passes</strong> with at least <strong>{config.TARGET_ACCURACY:.0%}</strong> "
+                "accuracy on held-out images it never saw <strong>on every track</strong>; on each track its first "
+                "submission counts. Passing submissions are ranked by the <strong>fewest annotations in total</strong>, "
+                "then by the mean accuracy over the tracks. Rows marked <em>review</em> passed a track with 0 "
+                "annotations.")
     return (f"A submission <strong>passes</strong> with at least <strong>{config.TARGET_ACCURACY:.0%}</strong> "
             "accuracy on held-out images it never saw (scored by the grader, not the notebook); its first "
             "submission counts. Passing submissions are ranked by the <strong>fewest annotations</strong>, "
             "then by accuracy. Rows marked <em>review</em> passed with 0 annotations.")
 
 
-def to_html(assignment: str, ranked: list[tuple[int, store.Row]], generated: str) -> str:
-    names = columns(ranked)
+def to_html(assignment: str, ranked: list[tuple[int, store.Row]], generated: str,
+            per_track: PerTrack | None = None) -> str:
+    names = columns(ranked, per_track)
+    tracks = track_names(ranked, per_track)
     head = "".join(f"<th scope=\"col\">{html.escape(c)}</th>" for c in names)
     body = []
     for rank_, row in ranked:
-        cells = _cells(rank_, row)
+        cells = _cells(rank_, row) | _track_cells(row, per_track, tracks)
         tds = []
         for column in names:
             text = cells[column]
-            if column == "accuracy" and row.accuracy is not None:
-                text = f"{row.accuracy:.2%}"
-            classes = " ".join(c for c in (column, "num" if column in _NUMERIC else "") if c)
+            if column.startswith("accuracy") and text:
+                text = f"{float(text):.2%}"
+            kind = column.split(" ")[0]
+            classes = " ".join(c for c in (kind, "num" if kind in _NUMERIC else "") if c)
             tds.append(f"<td class=\"{classes}\" data-value=\"{html.escape(cells[column])}\">{html.escape(text)}</td>")
         css = " ".join(c for c in ("passed" if row.passed else "", "review" if row.review else "") if c)
         body.append(f"<tr class=\"{css}\">{''.join(tds)}</tr>")
@@ -147,7 +199,7 @@ def to_html(assignment: str, ranked: list[tuple[int, store.Row]], generated: str
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1"><style>{_STYLE}</style></head>
 <body><h1>{title}</h1>
-<p class="rule">{_rule(ranked)}</p>
+<p class="rule">{_rule(ranked, tracks)}</p>
 <p class="meta">{passed} of {len(ranked)} submissions passed. Generated {html.escape(generated)}.
 Click a column header to sort.</p>
 <table><thead><tr>{head}</tr></thead><tbody>
@@ -158,7 +210,8 @@ Click a column header to sort.</p>
 """
 
 
-def to_png(assignment: str, ranked: list[tuple[int, store.Row]], path: Path) -> None:
+def to_png(assignment: str, ranked: list[tuple[int, store.Row]], path: Path,
+           per_track: PerTrack | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -183,6 +236,13 @@ def to_png(assignment: str, ranked: list[tuple[int, store.Row]], path: Path) -> 
         chosen = [r for r in points if r.passed == passed]
         ax.scatter([r.annotations for r in chosen], [r.accuracy for r in chosen], c=colour,
                    label=f"{label} ({len(chosen)})", s=45, alpha=.85, edgecolors="white", zorder=3)
+    tracks = track_names(ranked, per_track)
+    markers = "^sDvP*"
+    for number, name in enumerate(tracks):  # each track's own numbers, small and hollow
+        parts = [per_track[r.student][name] for r in points if name in per_track.get(r.student, {})]
+        parts = [p for p in parts if p.accuracy is not None and p.annotations is not None]
+        ax.scatter([p.annotations for p in parts], [p.accuracy for p in parts], marker=markers[number % 6],
+                   facecolors="none", edgecolors="#555", s=25, alpha=.7, zorder=2, label=f"track {name}")
     if len(points) <= MAX_LABELLED_POINTS:
         for r in points:
             label = clean.mathtext(r.student) + (" (review)" if r.review else "")
@@ -190,12 +250,15 @@ def to_png(assignment: str, ranked: list[tuple[int, store.Row]], path: Path) -> 
                         xytext=(4, 4), fontsize=8)
     ax.axhline(config.TARGET_ACCURACY, color="#555", linestyle="--", linewidth=1,
                label=f"target {config.TARGET_ACCURACY:.0%}")
-    ax.set_xlabel("annotations (distinct labels bought from the oracle)")
-    ax.set_ylabel("accuracy on the private held-out images")
+    ax.set_xlabel("annotations (distinct labels bought from the oracle)" + (", total over the tracks" if tracks else ""))
+    ax.set_ylabel("accuracy on the private held-out images" + (" (mean over the tracks)" if tracks else ""))
     missing = len(ranked) - len(points)
     ax.set_title(f"{clean.mathtext(assignment)}: annotations vs accuracy"
                  + (f" ({missing} without a submission not shown)" if missing else ""))
-    ax.set_ylim(min([0.4] + [r.accuracy - 0.02 for r in points]), 1.03)
+    low = [r.accuracy - 0.02 for r in points] + [per_track[r.student][n].accuracy - 0.02 for r in points
+                                                 for n in tracks if n in per_track.get(r.student, {})
+                                                 and per_track[r.student][n].accuracy is not None]
+    ax.set_ylim(min([0.4] + low), 1.03)
     ax.set_xlim(left=0)
     ax.grid(alpha=.3)
     ax.legend(loc="best")
@@ -210,26 +273,40 @@ def build(course_dir: Path, assignment: str, now: _dt.datetime | None = None) ->
     """Write the CSV, HTML and PNG of `assignment` from the results store; return their paths."""
     course_dir = Path(course_dir)
     ranked = rank(store.load(course_dir, assignment))
+    per_track = per_track_rows(course_dir, assignment)
     now = now or _dt.datetime.now(_dt.timezone.utc)
     generated = now.strftime("%Y-%m-%d %H:%M UTC")
     folder = course_dir / FOLDER
     paths = {ext: folder / f"{assignment}.{ext}" for ext in ("csv", "html", "png")}
-    write_atomic(paths["csv"], to_csv(ranked))
-    write_atomic(paths["html"], to_html(assignment, ranked, generated))
-    to_png(assignment, ranked, paths["png"])
+    write_atomic(paths["csv"], to_csv(ranked, per_track))
+    write_atomic(paths["html"], to_html(assignment, ranked, generated, per_track))
+    to_png(assignment, ranked, paths["png"], per_track)
     return paths
 
 
-def table(ranked: list[tuple[int, store.Row]], width: int = 60) -> str:
-    """A plain-text table for the terminal."""
-    header = ["rank", "student", "accuracy", "annotations", "passed", "score", "status", "detail"]
+def per_track_rows(course_dir: Path, assignment: str) -> PerTrack:
+    """student -> {track: row} of the submissions graded on several tracks (empty if none was)."""
+    found: PerTrack = {}
+    for row in store.load_tracks(course_dir, assignment):
+        found.setdefault(row.student, {})[row.track] = row
+    return found
+
+
+def table(ranked: list[tuple[int, store.Row]], width: int = 60, per_track: PerTrack | None = None) -> str:
+    """A plain-text table for the terminal (with each track's accuracy/annotations when graded on several)."""
+    tracks = track_names(ranked, per_track)
+    header = ["rank", "student", "accuracy", "annotations", "passed", *tracks, "score", "status", "detail"]
     lines = []
     for rank_, row in ranked:
         c = _cells(rank_, row)
+        t = _track_cells(row, per_track, tracks)
+        parts = [(f"{float(t[f'accuracy {n}']):.1%}" if t[f"accuracy {n}"] else "-") + "/" + (t[f"annotations {n}"] or "-")
+                 for n in tracks]
         accuracy = "" if row.accuracy is None else f"{row.accuracy:.2%}"
         score = "" if row.score is None else f"{c['score']}/{c['max_score']}"
         detail = clean.line(row.detail, width) + (f" [review: {clean.line(row.review, 60)}]" if row.review else "")
-        lines.append([c["rank"], c["student"], accuracy, c["annotations"], c["passed"], score, row.status, detail])
+        lines.append([c["rank"], c["student"], accuracy, c["annotations"], c["passed"], *parts, score, row.status,
+                      detail])
     widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(header)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     out = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]

@@ -21,10 +21,19 @@ nbgrader configuration, `autograder.layout`) the `Grader`
    own error handling.
 
 A bad submission never stops the batch: whatever happens becomes its row.
+
+With several tracks (``tracks=["7,1", "2,5"]``, `autograder.tracks`) steps 2-4 run
+once per track, each with its own grading data, shuffle (the assignment's secret
+combined with the track), service and baseline checkpoint; every track's data and
+checkpoint are made before the first submission (`prepare`), never inside a time
+limit. The hidden tracks run first and the course track last, so ``autograded/``
+and nbgrader's gradebook show the course track's run; the hidden tracks' ledgers and
+logs are kept as ``ledgers/<assignment>/<student>.track<digits>.*``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import os
 import secrets
@@ -41,6 +50,7 @@ import nbformat
 
 from course import config, data
 from autograder import clean, judge, layout, prepare, safefs, sandbox, secret, store
+from autograder import tracks as tracks_
 from autograder.runfolder import RunFolder, remove_stale
 from autograder.worker import WorkerClient, die_with_parent
 
@@ -74,9 +84,11 @@ class Timings:
 
 @dataclass
 class Outcome:
-    row: store.Row
-    timings: Timings = field(default_factory=Timings)
+    row: store.Row  # the combined row (the only row when graded on one track)
+    timings: Timings = field(default_factory=Timings)  # summed over the tracks
     saved: bool = True  # False: the database was unavailable, the row is pending
+    track_rows: list[store.Row] = field(default_factory=list)  # one per track when graded on several
+    track_timings: dict[str, Timings] = field(default_factory=dict)  # by track name
 
 
 def _now() -> str:
@@ -129,11 +141,13 @@ class Grader:
 
     def __init__(self, course_dir: Path, assignment: str, track: str | None = None,
                  timeout: float = DEFAULT_TIMEOUT_S, memory_gb: float = DEFAULT_MEMORY_GB,
-                 limits: sandbox.Limits | None = None, max_output_mb: float = DEFAULT_OUTPUT_MB):
+                 limits: sandbox.Limits | None = None, max_output_mb: float = DEFAULT_OUTPUT_MB,
+                 tracks: list[str] | None = None):
         self.course = layout.Course.open(course_dir)
         self.course_dir = self.course.root
         self.assignment = assignment
-        self.track = data.parse_track(track)
+        self.tracks = tracks_.parse(tracks, track)  # the course track first, then the hidden ones
+        self.track = self.tracks[0]
         self.timeout = float(timeout)
         self.memory_gb = float(memory_gb)
         self.limits = limits or sandbox.Limits()
@@ -159,8 +173,9 @@ class Grader:
         remove_stale()
         self._worker = WorkerClient(self.course_dir, tool_env({k: v for k, v in os.environ.items()
                                                                if k not in ENV_DROP}))
-        self._batch: _Batch | None = None
-        self._checkpoint: Path | None = None
+        self._batches: dict[tuple[int, ...], _Batch] = {}
+        self._checkpoints: dict[tuple[int, ...], Path] = {}
+        self.prepare_seconds: dict[str, float] = {}  # by track: grading data + baseline checkpoint
 
     def students(self) -> list[str]:
         """Folders in ``submitted/`` that hold this assignment (odd ids included: they get a row)."""
@@ -169,20 +184,37 @@ class Grader:
     # --- one submission -----------------------------------------------------------
 
     def grade(self, student: str) -> Outcome:
-        """Grade one student's submission and store its row; never raises for a bad submission."""
-        start = time.perf_counter()
-        timings = Timings()
+        """Grade one student's submission (on every track) and store its rows; never raises for a bad submission."""
+        several = len(self.tracks) > 1
+        rows, timings = {}, {}
+        for track in self.tracks[1:] + self.tracks[:1]:  # the course track last: autograded/ shows its run
+            start = time.perf_counter()
+            timings[track] = Timings()
+            try:
+                verdict = self._grade(student, timings[track], track)
+            except Exception as exc:  # the grader's own failure still becomes a row
+                verdict = judge.Verdict("error", f"grader error: {type(exc).__name__}: {clean.first_line(exc)}")
+            rows[track] = judge.to_row(verdict, clean.line(student, 200), self.assignment, data.track_name(track),
+                                       self.kind, runtime=round(time.perf_counter() - start, 2), graded_at=_now())
+        total = Timings(*(sum(getattr(t, f.name) for t in timings.values()) for f in dataclasses.fields(Timings)))
+        by_name = {data.track_name(t): timings[t] for t in self.tracks}
+        if several:
+            track_rows = [dataclasses.replace(rows[t], level="track") for t in self.tracks]
+            row, saved = tracks_.combine(track_rows, self.tracks), track_rows
+        else:
+            row, track_rows = rows[self.track], []
+            saved = []
         try:
-            verdict = self._grade(student, timings)
-        except Exception as exc:  # the grader's own failure still becomes a row
-            verdict = judge.Verdict("error", f"grader error: {type(exc).__name__}: {clean.first_line(exc)}")
-        row = judge.to_row(verdict, clean.line(student, 200), self.assignment, data.track_name(self.track),
-                           self.kind, runtime=round(time.perf_counter() - start, 2), graded_at=_now())
-        try:
-            store.save(self.course_dir, row)
-            return Outcome(row, timings)
+            store.save(self.course_dir, saved + [row])
+            return Outcome(row, total, track_rows=track_rows, track_timings=by_name)
         except Exception:  # locked for too long: kept as pending, written by a later save
-            return Outcome(row, timings, saved=False)
+            return Outcome(row, total, saved=False, track_rows=track_rows, track_timings=by_name)
+
+    def prepare(self) -> dict[str, float]:
+        """Make every track's grading data and baseline checkpoint now (before any time limit); seconds by track."""
+        for track in self.tracks:
+            self._prepare_batch(track)
+        return dict(self.prepare_seconds)
 
     def _stage(self, student: str, run: RunFolder) -> tuple[str, list[str]]:
         """Copy the notebook(s) into the run folder; return (problem, notes)."""
@@ -224,28 +256,31 @@ class Grader:
                 notes.append("timestamp.txt ignored (not a date nbgrader reads)")
         return "", notes
 
-    def _prepare_batch(self) -> _Batch:
-        if self._batch is None:
-            seed = secret.seed(self.course.private(), self.assignment, data.track_name(self.track))
-            self._batch = _Batch(self.track, seed)
-            self._checkpoint = prepare.checkpoint(self.track)
-        return self._batch
+    def _prepare_batch(self, track: tuple[int, ...]) -> _Batch:
+        if track not in self._batches:
+            t0 = time.perf_counter()
+            seed = secret.seed(self.course.private(), self.assignment, data.track_name(track))
+            self._batches[track] = _Batch(track, seed)
+            self._checkpoints[track] = prepare.checkpoint(track)
+            self.prepare_seconds[data.track_name(track)] = time.perf_counter() - t0
+        return self._batches[track]
 
-    def _sandbox(self, run: RunFolder, token: str) -> sandbox.Sandbox:
-        batch = self._prepare_batch()
+    def _sandbox(self, run: RunFolder, token: str, track: tuple[int, ...]) -> sandbox.Sandbox:
+        batch = self._prepare_batch(track)
+        checkpoint = self._checkpoints.get(track)
         cache = "/tmp/cache"  # inside the kernel's RAM disk: only the checkpoint is in it
         env = {
             config.ENV_DATA_DIR: str(batch.data),
             config.ENV_CACHE_DIR: cache,
             config.ENV_SERVICE: f"unix:{run.socket}",
             config.ENV_SERVICE_TOKEN: token,
-            config.ENV_TRACK: data.track_name(self.track),
+            config.ENV_TRACK: data.track_name(track),
             config.ENV_OFFLINE: "1",
             config.ENV_EXAM: "1",
         }
         files = {run.socket: str(run.socket)}
-        if self._checkpoint is not None and self._checkpoint.is_file():
-            files[self._checkpoint] = f"{cache}/models/{self._checkpoint.name}"
+        if checkpoint is not None and checkpoint.is_file():
+            files[checkpoint] = f"{cache}/models/{checkpoint.name}"
         if self.uid is not None:
             sandbox.write_etc(run.etc, self.uid, self.gid)
         return sandbox.Sandbox(read_only=[sandbox.course_package(), batch.data], files=files,
@@ -253,7 +288,7 @@ class Grader:
                                etc=run.etc if self.uid is not None else None, limits=self.limits,
                                uid=self.uid, gid=self.gid)
 
-    def _grade(self, student: str, timings: Timings) -> judge.Verdict:
+    def _grade(self, student: str, timings: Timings, track: tuple[int, ...]) -> judge.Verdict:
         t0 = time.perf_counter()
         run = RunFolder.create(self.uid, self.gid)
         service = None
@@ -261,13 +296,13 @@ class Grader:
             problem, notes = self._stage(student, run)
             if problem:
                 return judge.Verdict("error", problem)
-            batch = self._prepare_batch()
+            batch = self._prepare_batch(track)
             os.link(batch.truth, run.truth)  # the service deletes its copy once read
             token = secrets.token_hex(32)
             service = _start_service(run, token)
             if self.uid is not None:
                 os.chown(run.socket, self.uid, self.gid)
-            box = self._sandbox(run, token)
+            box = self._sandbox(run, token, track)
             box.write_kernelspec(run.jupyter, run.kernel_log)
             timings.prepare = time.perf_counter() - t0
 
@@ -278,7 +313,7 @@ class Grader:
             t2 = time.perf_counter()
             _stop(service)
             service = None
-            evidence = self._evidence(student, run, ok, timed_out, notes)
+            evidence = self._evidence(student, run, ok, timed_out, notes, track)
             timings.cells = judge.cell_seconds(evidence.notebooks)
             verdict = judge.judge(evidence, judge.Settings(self.timeout, self.memory_gb, self.kind))
             timings.finish = time.perf_counter() - t2
@@ -303,14 +338,16 @@ class Grader:
                            "Execute.timeout": int(self.timeout) + 60}}  # the wall clock comes first
 
     def _evidence(self, student: str, run: RunFolder, ok: bool, timed_out: bool,
-                  notes: list[str]) -> judge.Evidence:
+                  notes: list[str], track: tuple[int, ...]) -> judge.Evidence:
+        course_track = track == self.track
+        tag = "" if course_track else f".track{''.join(map(str, track))}"  # a hidden track's ledger and log
         ledger_text = safefs.read_tail(run.ledger, LEDGER_KEEP_BYTES)
-        store.save_ledger(self.course_dir, self.assignment, student, ledger_text)
+        store.save_ledger(self.course_dir, self.assignment, student, ledger_text, suffix=tag + ".jsonl")
         log = safefs.read_tail(run.nbgrader_log, LOG_KEEP_BYTES)
         kernel_log = safefs.read_tail(run.kernel_log, LOG_KEEP_BYTES)
         store.save_ledger(self.course_dir, self.assignment, student,
                           clean.text(log + ("\n--- kernel ---\n" + kernel_log if kernel_log else "")),
-                          suffix=".nbgrader.log")
+                          suffix=tag + ".nbgrader.log")
         executed, first = [], True
         built = run.nbgrader / "autograded" / student / self.assignment
         for name in self.notebooks:
@@ -319,6 +356,8 @@ class Grader:
             except FileNotFoundError:
                 continue
             executed.append(nbformat.reads(raw.decode("utf-8", errors="replace"), as_version=4))
+            if not course_track:
+                continue  # autograded/ keeps the course track's run (graded last)
             relative = Path(self.course.autograded) / student / self.assignment / name
             safefs.write_bytes(self.course_dir, relative, raw, replace_folder=first)
             first = False
@@ -334,11 +373,11 @@ class Grader:
         self.close()
 
     def close(self) -> None:
-        """Stop the nbgrader worker and remove the batch's data."""
+        """Stop the nbgrader worker and remove the batches' data."""
         self._worker.close()
-        if self._batch is not None:
-            self._batch.remove()
-            self._batch = None
+        for batch in self._batches.values():
+            batch.remove()
+        self._batches.clear()
 
 
 def _start_service(run: RunFolder, token: str) -> subprocess.Popen:
