@@ -37,9 +37,7 @@ import dataclasses
 import datetime as _dt
 import os
 import secrets
-import select
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -49,15 +47,14 @@ from pathlib import Path
 import nbformat
 
 from course import config, data
-from autograder import clean, judge, layout, prepare, safefs, sandbox, secret, store
+from autograder import clean, judge, layout, prepare, safefs, sandbox, secret, service_process, store
 from autograder import tracks as tracks_
 from autograder.runfolder import RunFolder, remove_stale
-from autograder.worker import WorkerClient, die_with_parent
+from autograder.worker import WorkerClient
 
 DEFAULT_TIMEOUT_S = 900.0  # wall clock per submission (the slowest notebook takes ~2 min)
 DEFAULT_MEMORY_GB = 8.0  # address-space cap of the kernel; torch alone maps ~4 GB
 DEFAULT_OUTPUT_MB = 8.0  # outputs kept in an executed notebook
-SERVICE_START_S = 30.0
 LOG_KEEP_BYTES = 256 * 1024  # of nbgrader's and the kernel's logs, kept beside the ledger
 LEDGER_KEEP_BYTES = 32 * 2**20
 ENV_DROP = (config.ENV_SERVICE, config.ENV_SERVICE_TOKEN, config.ENV_DATA_DIR, config.ENV_CACHE_DIR,
@@ -299,9 +296,8 @@ class Grader:
             batch = self._prepare_batch(track)
             os.link(batch.truth, run.truth)  # the service deletes its copy once read
             token = secrets.token_hex(32)
-            service = _start_service(run, token)
-            if self.uid is not None:
-                os.chown(run.socket, self.uid, self.gid)
+            service = service_process.start(run, token, {k: v for k, v in os.environ.items() if k not in ENV_DROP},
+                                            owner=None if self.uid is None else (self.uid, self.gid))
             box = self._sandbox(run, token, track)
             box.write_kernelspec(run.jupyter, run.kernel_log)
             timings.prepare = time.perf_counter() - t0
@@ -311,7 +307,7 @@ class Grader:
             timings.nbgrader = time.perf_counter() - t1
 
             t2 = time.perf_counter()
-            _stop(service)
+            service_process.stop(service)
             service = None
             evidence = self._evidence(student, run, ok, timed_out, notes, track)
             timings.cells = judge.cell_seconds(evidence.notebooks)
@@ -320,7 +316,7 @@ class Grader:
             return verdict
         finally:
             if service is not None:
-                _stop(service)
+                service_process.stop(service)
             run.remove()
 
     def _job(self, student: str, run: RunFolder) -> dict:
@@ -378,32 +374,3 @@ class Grader:
         for batch in self._batches.values():
             batch.remove()
         self._batches.clear()
-
-
-def _start_service(run: RunFolder, token: str) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k not in ENV_DROP}
-    env["AUTOGRADER_TOKEN"] = token
-    with open(run.service_log, "wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "autograder.service", "--socket", str(run.socket),
-             "--truth", str(run.truth), "--ledger", str(run.ledger)],
-            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log_file,
-            start_new_session=True, preexec_fn=die_with_parent)
-    ready, _, _ = select.select([process.stdout], [], [], SERVICE_START_S)
-    line = process.stdout.readline() if ready else b""
-    if line.strip() != b"ready":
-        _stop(process)
-        raise GraderError(f"the annotation service did not start: {safefs.read_tail(run.service_log, 500)}")
-    return process
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    if process.stdout:
-        process.stdout.close()
