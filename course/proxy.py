@@ -39,6 +39,8 @@ from tqdm.auto import tqdm
 
 from course import config, data
 
+_PREPARED: dict = {}  # (prepare, track, random_state, repetition, n_images) -> prepared pool
+PREPARED_KEEP = 8  # prepared pools kept, so that several runs with one `prepare` share them
 N_IMAGES = 2000  # proxy pool images per repetition: enough for clusters, quick to embed
 REPETITIONS = 3  # independent random proxy pools
 
@@ -214,7 +216,9 @@ def run(pipeline: Callable, budgets: Sequence[int], repetitions: int = REPETITIO
     (`random_state`, repetition). It returns either a `predict(images) -> digits`
     function, scored on the proxy's public test images, or one digit per pool image,
     scored on the pool. `prepare(images)`, if given, is computed once per repetition
-    (e.g. features) and passed to the pipeline instead of the images.
+    (e.g. features) and passed to the pipeline instead of the images; its results are
+    kept for later runs with the same `prepare` function object (e.g. one run per
+    threshold), so that they are computed once.
     """
     t = task(track, base)
     budgets = np.asarray(list(budgets), dtype=int)
@@ -225,8 +229,7 @@ def run(pipeline: Callable, budgets: Sequence[int], repetitions: int = REPETITIO
     measured_on = ""
     bar = tqdm(total=repetitions * len(budgets), desc=desc, disable=not progress, leave=False)
     for rep, rng, pool, truth in _subsets(t, repetitions, n_images, random_state):
-        images = data.load(_track(track)).images[pool]
-        given = prepare(images) if prepare is not None else images
+        given = _prepared(prepare, t, track, random_state, rep, n_images, pool)
         for b, budget in enumerate(budgets):
             label_of = Labeler(truth, int(budget))
             out = pipeline(given, label_of, int(budget), np.random.default_rng([random_state, rep, int(budget)]))
@@ -253,8 +256,7 @@ def run_loop(loop: Callable, budget: int, repetitions: int = REPETITIONS, n_imag
     used = np.zeros((repetitions, len(budgets)), dtype=int)
     for rep, rng, pool, truth in tqdm(_subsets(t, repetitions, n_images, random_state), total=repetitions,
                                       desc=desc, disable=not progress, leave=False):
-        images = data.load(_track(track)).images[pool]
-        given = prepare(images) if prepare is not None else images
+        given = _prepared(prepare, t, track, random_state, rep, n_images, pool)
         label_of = Labeler(truth, int(budget))
         history = list(loop(given, label_of, int(budget), rng))
         if not history:
@@ -263,6 +265,18 @@ def run_loop(loop: Callable, budget: int, repetitions: int = REPETITIONS, n_imag
         accuracy[rep] = scores + [scores[-1]] * (len(budgets) - len(scores))
         used[rep] = np.minimum(budgets, len(scores))
     return Curves(budgets, accuracy, used, "the proxy pool", t.digits)
+
+
+def _prepared(prepare, t: Task, track, random_state: int, rep: int, n_images: int, pool: np.ndarray):
+    images = data.load(_track(track)).images[pool]
+    if prepare is None:
+        return images
+    key = (prepare, _track(track), t.digits, random_state, rep, n_images)
+    if key not in _PREPARED:
+        while len(_PREPARED) >= PREPARED_KEEP:
+            _PREPARED.pop(next(iter(_PREPARED)))
+        _PREPARED[key] = prepare(images)
+    return _PREPARED[key]
 
 
 def _track(track) -> tuple[int, ...]:

@@ -120,3 +120,19 @@ def test_run_loop_reads_the_history(blind):
     assert curves.labels_used.tolist() == [[1, 2, 3, 3, 3]] * 2
     assert np.allclose(curves.accuracy[:, 3:], curves.accuracy[:, 2:3])
     assert curves.measured_on == "the proxy pool"
+
+
+def test_prepare_runs_once_per_pool(blind):
+    calls = []
+
+    def prepare(images):
+        calls.append(len(images))
+        return images
+
+    def first_label(images, label_of, budget, rng):
+        return np.full(len(images), label_of([0])[0])
+
+    for _ in range(2):
+        proxy.run(first_label, [1, 2], repetitions=2, n_images=60, track="7,1", base=Confuses(),
+                  prepare=prepare, progress=False)
+    assert calls == [60, 60], "prepare runs once per repetition, and its result is reused by later runs"
