@@ -40,7 +40,8 @@ def _key(image: np.ndarray) -> int:
 def hash_table_code() -> str:
     """A participant's notebook carrying the true digits of every 7/1 held-out image, by image hash.
 
-    Built at home from public MNIST; the grader's shuffle does not change an image's bytes.
+    Built at home from public MNIST; the grader's shuffle does not change an image's bytes. Its
+    answers are mapped onto the running track's digits (``ds.track``), so on any track it submits.
     """
     home = data.split(COURSE_TRACK)
     table = {_key(image): int(digit) for image, digit in zip(home.private_test_images, home.private_test_digits)}
@@ -50,23 +51,26 @@ def hash_table_code() -> str:
             "def predict(images):\n"
             "    keys = [int.from_bytes(hashlib.sha1(np.ascontiguousarray(im).tobytes()).digest()[:4], 'big')\n"
             "            for im in images]\n"
-            "    return np.array([TABLE.get(k, 7) for k in keys])\n")
+            "    first, second = ds.track  # 7, 1 on the course track\n"
+            "    return np.array([second if TABLE.get(k) == 1 else first for k in keys])\n")
 
 
 def home_model_code() -> str:
-    """A participant's notebook carrying a logistic regression trained at home on 4000 true 7/1 labels."""
+    """A participant's notebook carrying a logistic regression trained at home on 4000 true 7/1 labels
+    (its two answers mapped onto the running track's digits, so on any track it submits)."""
     from sklearn.linear_model import LogisticRegression
 
     home = data.split(COURSE_TRACK)
     idx = home.public.c_indices[:4000]
     x = home.public.images[idx].reshape(len(idx), -1) / 255.0
     model = LogisticRegression(max_iter=300).fit(x, home.pool_digits[idx])
-    low, high = (int(c) for c in model.classes_)
+    assert [int(c) for c in model.classes_] == [1, 7]
     weights = [round(float(w), 3) for w in model.coef_[0]]
     return (f"W = np.array({weights!r})\nB = {float(model.intercept_[0]):.4f}\n\n"
             "def predict(images):\n"
             "    x = images.reshape(len(images), -1) / 255.0\n"
-            f"    return np.where(x @ W + B > 0, {high}, {low})\n")
+            "    seven, one = ds.track  # 7, 1 on the course track\n"
+            "    return np.where(x @ W + B > 0, seven, one)\n")
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +103,8 @@ def test_memorised_notebook_passes_the_course_track_alone_with_0_annotations(gra
 def test_memorised_notebook_fails_once_a_hidden_track_is_added(graded, student):
     course_dir, run, combined, per_track = graded
     hidden = per_track[(student, HIDDEN_TRACK)]
-    assert hidden.status == "ok" and not hidden.passed and hidden.annotations == 0, hidden
-    assert hidden.accuracy < config.TARGET_ACCURACY
+    assert hidden.status == "ok" and not hidden.passed and hidden.annotations == 0, hidden  # it did submit
+    assert hidden.accuracy < 0.75  # about a coin flip: the memory is of 7 and 1
     row = combined[student]
     assert (row.level, row.track, row.passed) == ("combined", f"{COURSE_TRACK} {HIDDEN_TRACK}", False), row
     assert f"{HIDDEN_TRACK}: failed" in row.detail
