@@ -524,27 +524,49 @@ def test_widget_state_cannot_flood_the_kept_notebook(graded):
 # --- what no code can close: MNIST is public --------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "not closable in code (instructor policy; README): the held-out images are MNIST test images and "
-    "every participant has MNIST with its labels at home. A 4 kB table of image hashes -> digits built "
-    "locally (or a 785-weight logistic regression trained locally on all of MNIST) pasted into a "
-    "notebook labels the private split with 0 annotations; buying 1 annotation avoids the 0-annotation "
-    "review flag and ties or beats the best honest row. The shuffle only stops index-based tables. "
-    "Mitigations: read the notebooks of the top rows before publishing; prepare (owner G) could add a "
-    "secret, label-preserving perturbation so exact-hash tables fail (a smuggled model still works)."))
-def test_a_table_of_mnist_hashes_pasted_into_a_notebook_gains_nothing(prepared):
+def test_a_table_of_mnist_hashes_pasted_into_a_notebook_gains_nothing(prepared, tmp_path):
+    """Closed by hidden tracks (`autograder grade --tracks`, `autograder.tracks`), at the level of the rows.
+
+    Every participant has MNIST with its labels at home: a 4 kB table of image hashes -> 7/1 digits
+    pasted into a notebook labels the 7,1 private split with 0 annotations (the shuffle only stops
+    index-based tables), so its 7,1 track row passes, flagged for review. The notebooks never name
+    the track's digits; on a hidden track the table knows no image, and the combined row fails.
+    The same under the real autograder, with a smuggled model too: tests/test_hidden_tracks.py.
+    A table of ALL 10,000 MNIST test digits (40 kB) would pass every track: read the notebooks of
+    0-annotation rows before publishing.
+    """
     import hashlib
+
+    from autograder import judge, prepare, tracks
 
     root, info, truth = prepared
     home = data.split(TRACK)  # the participant's own machine, in practice mode
     table = {hashlib.sha1(image.tobytes()).digest()[:4]: int(digit)
              for image, digit in zip(home.private_test_images, home.private_test_digits)}
     assert len(table) == len(home.private_test_images) and 4 * len(table) < 5000  # fits in one cell
-    with np.load(info.data_file) as f:  # the grader's shuffled grading file, as the kernel reads it
-        predictions = np.array([table.get(hashlib.sha1(image.tobytes()).digest()[:4], 7)
-                                for image in f["private_test_images"]])
-    accuracy = float(np.mean(predictions == truth["private_digits"]))
-    assert accuracy < config.TARGET_ACCURACY, f"{accuracy:.1%} with 0 annotations"
+
+    def row(track, data_file, digits):
+        """The track's row the judge makes of the table's submission (as the kernel's predict would answer)."""
+        first, second = track  # the notebook maps its answers onto ds.track
+        with np.load(data_file) as f:
+            predictions = np.array([second if table.get(hashlib.sha1(image.tobytes()).digest()[:4]) == TRACK[1]
+                                    else first for image in f["private_test_images"]])
+        accuracy = float(np.mean(predictions == digits))
+        ledger = json.dumps({"seq": 0, "time": 0, "op": "score", "split": "private", "ok": True,
+                             "accuracy": accuracy, "count": 0, "n": len(digits)})
+        verdict = judge.judge(judge.Evidence(ledger, nbgrader_ok=True, score=2, max_score=2),
+                              judge.Settings(timeout=60, memory_gb=1))
+        return judge.to_row(verdict, "memory", "toy", data.track_name(track), "competition")
+
+    course = row(TRACK, info.data_file, truth["private_digits"])
+    assert course.passed and course.annotations == 0 and "0 annotations" in course.review, course
+    hidden_track = (2, 5)
+    hidden = prepare.prepare(hidden_track, tmp_path / "data", tmp_path / "truth.npz", seed=321)
+    with np.load(hidden.truth_file) as f:
+        hidden_row = row(hidden_track, hidden.data_file, f["private_digits"])
+    assert not hidden_row.passed and hidden_row.accuracy < 0.75, hidden_row
+    combined = tracks.combine([course, hidden_row], [TRACK, hidden_track])
+    assert not combined.passed and combined.annotations == 0, combined
 
 
 # --- the live event server (owner E): participants are not sandboxed and choose their names ----------
