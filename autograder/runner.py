@@ -331,6 +331,8 @@ class Grader:
                            # ZMQ over Unix sockets: the sandboxed kernel has no network at all
                            "KernelManager.transport": "ipc",
                            "KernelManager.ip": str(run.runtime / "kernel"),
+                           # widget comm state bypasses the output cap; a graded notebook needs none
+                           "Execute.store_widget_state": False,
                            "Execute.timeout": int(self.timeout) + 60}}  # the wall clock comes first
 
     def _evidence(self, student: str, run: RunFolder, ok: bool, timed_out: bool,

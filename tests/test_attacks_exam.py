@@ -507,14 +507,9 @@ def test_a_resubmission_after_a_failed_counted_submission_is_on_the_row(graded):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "owner G (autograder/worker.py): the output cap counts outputs only; nbclient also keeps every "
-    "widget comm's state (store_widget_state=True) in the worker's memory and writes it into the "
-    "executed notebook's metadata, uncapped: 30 comm messages of 1 MB give a 30 MB notebook in "
-    "autograded/ (and 30 MB in the long-lived worker), past the 8 MB cap. Fix: Execute.store_widget_state "
-    "= False in the job's config (graded notebooks need no widget state), or count comm messages "
-    "toward the cap."))
 def test_widget_state_cannot_flood_the_kept_notebook(graded):
+    """nbclient keeps widget comm state in the notebook's metadata, outside the output cap: the
+    grader turns it off (Execute.store_widget_state = False), so 30 MB of comm state is not kept."""
     course_dir, run, rows = graded
     assert rows["widgets"].status == "ok" and rows["widgets"].annotations == 60, rows["widgets"]
     kept = course_dir / "autograded" / "widgets" / "toy" / "toy.ipynb"
