@@ -56,6 +56,8 @@ DRAIN_BODY = 8 * MAX_BODY  # a larger body is refused without reading it
 MAX_PARTICIPANTS = 2000  # per event
 MAX_REQUESTS = 20_000  # per participant and event: bounds a ledger (at 20 requests/s, over 16 minutes of flooding)
 RATE = 20.0  # requests per second per participant (sustained)
+JOIN_BURST = 60  # joins at once from one address (a class behind one NAT joins in one go)
+JOIN_RATE = 1.0  # joins per second per address after that (a script cannot squat every name)
 BURST = 40  # requests a participant may make at once
 SSE_POLL_S = 0.2
 SSE_PING_S = 15.0
@@ -119,6 +121,7 @@ class EventServer:
         self.versions: dict[str, int] = {}
         self.events: dict[str, Any] = {}  # code -> Event; this process is the only one that freezes or closes
         self.tokens: dict[str, Participant] = {}  # token hash -> participant (tokens never change)
+        self.join_buckets: dict[str, tuple[float, float]] = {}  # client address -> (tokens, stamp)
         self.stopping = False
 
     def bump(self, code: str) -> None:
@@ -204,7 +207,20 @@ class EventServer:
                           headers={"Retry-After": "1"})
         session.tokens -= 1.0
 
-    def join(self, code: str, body: Any) -> dict:
+    def admit_join(self, client: str) -> None:
+        """Joins per client address (a token bucket): a class joins at once, a name-squatting script does not."""
+        now = time.monotonic()
+        with self.lock:
+            tokens, stamp = self.join_buckets.get(client, (float(JOIN_BURST), now))
+            tokens = min(float(JOIN_BURST), tokens + (now - stamp) * JOIN_RATE)
+            if tokens < 1.0:
+                self.join_buckets[client] = (tokens, now)
+                raise Refused(429, f"more than {JOIN_BURST} joins from your address in a short time; wait a "
+                                   "moment and join again. Nothing was changed.", headers={"Retry-After": "2"})
+            self.join_buckets[client] = (tokens - 1.0, now)
+
+    def join(self, code: str, body: Any, client: str = "") -> dict:
+        self.admit_join(client)
         event = self.event(code)
         if event.closed_at is not None:
             raise Refused(403, f"event {code} is closed; no one can join it any more.")
@@ -325,7 +341,7 @@ def create_app(store: Store, *, rate: float = RATE, burst: int = BURST) -> FastA
             raise too_big
         try:
             return json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: valid JSON nested deeper than json reads
             raise Refused(400, "the request body is not valid JSON; send one JSON object such as "
                                '{"op": "annotate", "indices": [12, 40]}. Nothing was charged.') from None
 
@@ -336,7 +352,8 @@ def create_app(store: Store, *, rate: float = RATE, burst: int = BURST) -> FastA
     @app.post("/api/events/{code}/join")
     async def join(code: str, request: Request):
         body = await read_json(request)
-        return await run_in_threadpool(server.join, code, body)
+        client = request.client.host if request.client else ""
+        return await run_in_threadpool(server.join, code, body, client)
 
     @app.get("/api/events/{code}/pool")
     def get_pool(code: str, request: Request):
