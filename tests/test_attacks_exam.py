@@ -413,6 +413,59 @@ for k in range(30):
 '''
 
 
+# Issue 10's three ways to learn labels from held-out scores, each run under the real grader.
+TWO_MEANS = r"""
+import json
+from sklearn.cluster import KMeans
+from course import evaluate
+sub = ds.c_indices[:2000]
+km = KMeans(2, n_init=3, random_state=0).fit(ds.images[sub].reshape(len(sub), -1) / 255.0)
+a, b = ds.track
+namings = [{0: a, 1: b}, {0: b, 1: a}]
+
+def named(naming):
+    return lambda images: np.array([naming[int(c)] for c in km.predict(images.reshape(len(images), -1) / 255.0)])
+"""
+
+NAMER = TWO_MEANS + r"""
+# name the two clusters by comparing the held-out scores of both namings: 0 annotations
+scores = [evaluate.accuracy(named(n)) for n in namings]
+print('ATTACK=' + json.dumps([repr(x) for x in scores]))
+predict = named(namings[0 if np.isnan(scores).all() else int(np.nanargmax(scores))])
+"""
+
+GROUP_TESTER = r"""
+# read held-out labels one image at a time: flip one prediction, watch the score move
+import json
+from course import evaluate, oracle
+a, b = ds.track
+flips = []
+for k in range(20):
+    def flip(images, k=k):
+        out = np.full(len(images), a)
+        out[k] = b
+        return out
+    flips.append(repr(evaluate.accuracy(flip)))
+try:  # the backend's own scoring, past evaluate's exam check
+    n = len(evaluate.track_test_images('public'))
+    direct = repr(oracle.backend().score(np.full(n, a), 'public'))
+except Exception as exc:
+    direct = type(exc).__name__ + ': ' + str(exc)
+print('ATTACK=' + json.dumps({'flips': flips, 'direct': direct}))
+"""
+
+DOUBLE = TWO_MEANS + r"""
+# submit both namings and keep the better one: only the first counts, the second is refused
+first = grading.submit(named(namings[0]))
+try:
+    second = repr(grading.submit(named(namings[1])))
+except Exception as exc:
+    second = type(exc).__name__ + ': ' + str(exc)
+print('ATTACK=' + json.dumps({'first': first.accuracy, 'annotations': first.annotations, 'second': second}))
+predict = named(namings[1])
+"""
+
+
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
     import shutil
@@ -423,7 +476,8 @@ def graded(tmp_path_factory):
     from autograder import store
 
     course_dir = make_course(tmp_path_factory.mktemp("exam-attacks"), {
-        "switcher": solution(SWITCHER + HONEST), "forger": solution(FORGER), "widgets": solution(WIDGETS + HONEST)})
+        "switcher": solution(SWITCHER + HONEST), "forger": solution(FORGER), "widgets": solution(WIDGETS + HONEST),
+        "namer": solution(NAMER), "grouptester": solution(GROUP_TESTER + HONEST), "double": solution(DOUBLE)})
     run = run_cli("grade", "toy", "--course", str(course_dir), "--timeout", "400")  # torch needs > 3 GB of address space
     rows = {r.student: r for r in store.load(course_dir, "toy")}
     return course_dir, run, rows
@@ -514,6 +568,54 @@ def test_widget_state_cannot_flood_the_kept_notebook(graded):
     assert rows["widgets"].status == "ok" and rows["widgets"].annotations == 60, rows["widgets"]
     kept = course_dir / "autograded" / "widgets" / "toy" / "toy.ipynb"
     assert kept.stat().st_size < 10 * 2**20, f"{kept.stat().st_size / 2**20:.0f} MB kept"
+
+
+def _attack(course_dir: Path, student: str):
+    import nbformat
+
+    nb = nbformat.read(course_dir / "autograded" / student / "toy" / "toy.ipynb", as_version=4)
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "ATTACK=" in text, text[-3000:]
+    return json.loads(text.split("ATTACK=", 1)[1].splitlines()[0])
+
+
+def _ledger(course_dir: Path, student: str) -> list[dict]:
+    from course import protocol
+
+    path = next((course_dir / "ledgers" / "toy").glob(f"{student}*.jsonl"))
+    return protocol.read_ledger(path.read_text())
+
+
+@pytest.mark.slow
+def test_naming_clusters_by_comparing_held_out_scores_learns_nothing(graded):
+    course_dir, run, rows = graded
+    assert _attack(course_dir, "namer") == ["nan", "nan"]  # both namings: no score at all
+    row = rows["namer"]
+    assert row.annotations == 0 and row.submissions == 1, row
+    assert not any(e.get("op") == "score" and e.get("split") == "public" and e.get("ok")
+                   for e in _ledger(course_dir, "namer"))  # the service scored nothing public
+    if row.passed:  # a lucky coin flip with 0 annotations is flagged for the instructor
+        assert row.review, row
+
+
+@pytest.mark.slow
+def test_group_testing_on_held_out_scores_reads_no_label(graded):
+    course_dir, run, rows = graded
+    seen = _attack(course_dir, "grouptester")
+    assert seen["flips"] == ["nan"] * 20, seen["flips"]
+    assert seen["direct"].startswith("ServiceError") or "exam" in seen["direct"], seen["direct"]
+    row = rows["grouptester"]
+    assert row.status == "ok" and row.annotations == 60 and row.evaluations == 1, row  # the refused direct one
+
+
+@pytest.mark.slow
+def test_submitting_twice_to_pick_the_better_labelling_gains_nothing(graded):
+    course_dir, run, rows = graded
+    seen = _attack(course_dir, "double")
+    assert "SubmissionRefusedError" in seen["second"] and "nothing" in seen["second"], seen["second"]
+    row = rows["double"]
+    assert row.accuracy == pytest.approx(seen["first"]) and row.annotations == 0, (row, seen)  # the first counts
+    assert row.submissions >= 1 and row.detail, row
 
 
 # --- what no code can close: MNIST is public --------------------------------------------------------
