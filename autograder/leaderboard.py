@@ -166,8 +166,8 @@ def _rule(ranked, tracks: list[str] | None = None) -> str:
         return (f"Every submission was graded on {len(tracks)} tracks ({html.escape(', '.join(tracks))}). "
                 f"A submission <strong>passes</strong> with at least <strong>{config.TARGET_ACCURACY:.0%}</strong> "
                 "accuracy on held-out images it never saw <strong>on every track</strong>; on each track its first "
-                "submission counts. Passing submissions are ranked by the <strong>fewest annotations in total</strong>, "
-                "then by the mean accuracy over the tracks. Rows marked <em>review</em> passed a track with 0 "
+                "submission counts. Passing submissions are ranked by the <strong>fewest annotations in "
+                "total</strong>, then by the mean accuracy over the tracks. Rows marked <em>review</em> passed a track with 0 "
                 "annotations.")
     return (f"A submission <strong>passes</strong> with at least <strong>{config.TARGET_ACCURACY:.0%}</strong> "
             "accuracy on held-out images it never saw (scored by the grader, not the notebook); its first "
@@ -250,7 +250,8 @@ def to_png(assignment: str, ranked: list[tuple[int, store.Row]], path: Path,
                         xytext=(4, 4), fontsize=8)
     ax.axhline(config.TARGET_ACCURACY, color="#555", linestyle="--", linewidth=1,
                label=f"target {config.TARGET_ACCURACY:.0%}")
-    ax.set_xlabel("annotations (distinct labels bought from the oracle)" + (", total over the tracks" if tracks else ""))
+    ax.set_xlabel("annotations (distinct labels bought from the oracle)"
+                  + (", total over the tracks" if tracks else ""))
     ax.set_ylabel("accuracy on the private held-out images" + (" (mean over the tracks)" if tracks else ""))
     missing = len(ranked) - len(points)
     ax.set_title(f"{clean.mathtext(assignment)}: annotations vs accuracy"
@@ -300,8 +301,8 @@ def table(ranked: list[tuple[int, store.Row]], width: int = 60, per_track: PerTr
     for rank_, row in ranked:
         c = _cells(rank_, row)
         t = _track_cells(row, per_track, tracks)
-        parts = [(f"{float(t[f'accuracy {n}']):.1%}" if t[f"accuracy {n}"] else "-") + "/" + (t[f"annotations {n}"] or "-")
-                 for n in tracks]
+        parts = [(f"{float(t[f'accuracy {n}']):.1%}" if t[f"accuracy {n}"] else "-") + "/"
+                 + (t[f"annotations {n}"] or "-") for n in tracks]
         accuracy = "" if row.accuracy is None else f"{row.accuracy:.2%}"
         score = "" if row.score is None else f"{c['score']}/{c['max_score']}"
         detail = clean.line(row.detail, width) + (f" [review: {clean.line(row.review, 60)}]" if row.review else "")
