@@ -162,9 +162,14 @@ def graded(tmp_path_factory):
     first = run_cli("grade", ASSIGNMENT, "--course", str(course_dir), "--memory", str(MEMORY_GB),
                     "--timeout", "300", *[arg for s in everyone for arg in ("--student", s)])
     assert first.returncode == 0, first.stderr[-3000:]
+    # its own temp folder: the run folder (and so the kernel's environment) names it, which tells
+    # this grader's kernels from those of another grader on the same machine
+    endless_tmp = tmp_path_factory.mktemp("endless-tmp")
     second = run_cli("grade", ASSIGNMENT, "--course", str(course_dir), "--student", "endless",
-                     "--timeout", str(ENDLESS_TIMEOUT_S), "--memory", str(MEMORY_GB))
+                     "--timeout", str(ENDLESS_TIMEOUT_S), "--memory", str(MEMORY_GB),
+                     env={**os.environ, "TMPDIR": str(endless_tmp)})
     assert second.returncode == 0, second.stderr[-3000:]
+    second.tmpdir = endless_tmp
     rows = {r.student: r for r in store.load(course_dir, ASSIGNMENT)}
     return course_dir, rows, first, second
 
@@ -251,8 +256,9 @@ def test_bad_submission(graded, student, status, words):
 
 def test_timeout_left_no_process_behind(graded):
     """The endless kernel (run as the sandbox's user) was killed with nbgrader."""
+    mine = str(graded[3].tmpdir).encode()
     alive = [pid for pid in filter(str.isdigit, os.listdir("/proc"))
-             if _uid(pid) == sandbox.KERNEL_UID]
+             if _uid(pid) == sandbox.KERNEL_UID and mine in _environ(pid)]
     assert not alive, f"kernel processes left: {alive}"
 
 
@@ -261,6 +267,14 @@ def _uid(pid: str) -> int | None:
         return os.stat(f"/proc/{pid}").st_uid
     except OSError:
         return None
+
+
+def _environ(pid: str) -> bytes:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return f.read()
+    except OSError:  # gone, or not ours to read: either way not a kernel of this grader left running
+        return b""
 
 
 # --- cheats: none of them improves the recorded numbers -----------------------------------
