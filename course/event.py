@@ -42,6 +42,7 @@ import numpy as np
 
 from course import config, protocol
 from course.exceptions import ServiceError
+from course.remote import RemoteBackend
 
 TIMEOUT_S = 60.0  # one request
 POOL_TIMEOUT_S = 600.0  # the pool download (about 12 MB)
@@ -157,50 +158,20 @@ def backend(track: tuple[int, ...]) -> "EventBackend":
     return EventBackend(joined, track)
 
 
-class EventBackend:
+class EventBackend(RemoteBackend):
     """`course.oracle.Backend` on the event server: every call is one `course.protocol` request over HTTP."""
 
     def __init__(self, joined: Joined, track: tuple[int, ...]):
         self.joined = joined
         self.track = tuple(track)
-        info: protocol.HelloReply = self._request(protocol.Op.HELLO)
+        info = self._hello()
         if tuple(info["track"]) != self.track:
             raise ServiceError(f"event {joined.code} is on track {','.join(map(str, info['track']))}, not "
                                f"{','.join(map(str, self.track))}; call course.data.load() without a track.")
-        self._count = int(info["count"])
-        self._budget = info["budget"]
 
     def _request(self, op: protocol.Op, **fields) -> Any:
         return protocol.result(_http(f"{self.joined.url}/api/events/{self.joined.code}/op",
                                      protocol.request(op, **fields), token=self.joined.token))
-
-    def annotate(self, indices: np.ndarray) -> np.ndarray:
-        reply: protocol.AnnotateReply = self._request(protocol.Op.ANNOTATE, indices=[int(i) for i in indices])
-        self._count = int(reply["count"])
-        return np.asarray(reply["labels"], dtype=np.int64)
-
-    def count(self) -> int:
-        return self._count
-
-    def history(self) -> list:
-        from course import oracle
-
-        rows = self._request(protocol.Op.HISTORY)
-        self._count = len(rows)
-        return [oracle.Annotation(*map(int, row)) for row in rows]
-
-    def set_budget(self, n: int | None) -> None:
-        self._request(protocol.Op.SET_BUDGET, n=n)
-        self._budget = n
-
-    def budget(self) -> int | None:
-        return self._budget
-
-    def score(self, predictions: np.ndarray, split: str) -> tuple[float, int]:
-        reply: protocol.ScoreReply = self._request(protocol.Op.SCORE, split=split,
-                                                   predictions=[int(p) for p in predictions])
-        self._count = int(reply["count"])
-        return float(reply["accuracy"]), int(reply["count"])
 
 
 # --- HTTP ---------------------------------------------------------------------------------------

@@ -21,26 +21,25 @@ import numpy as np
 
 from course import config, data, oracle, protocol
 from course.exceptions import ServiceError
+from course.remote import RemoteBackend
 
 TIMEOUT_S = 120.0  # one request; the service answers in milliseconds unless it is gone
 MAX_REPLY_BYTES = 16 << 20  # a history of a whole pool is ~1 MB; the service is trusted, this is a fuse
 ERRORS = protocol.ERRORS  # the old name of the error-kind table
 
 
-class ServiceBackend:
+class ServiceBackend(RemoteBackend):
     """`course.oracle.Backend` that forwards everything to the annotation service."""
 
     def __init__(self, address: str, token: str, track: tuple[int, ...]):
         self.address = address.removeprefix("unix:")
         self._token = token
         self.track = tuple(track)
-        info: protocol.HelloReply = self._request(protocol.Op.HELLO)
+        info = self._hello()
         if tuple(info["track"]) != self.track:
             raise ServiceError(
                 f"the annotation service grades track {data.track_name(tuple(info['track']))}, not "
                 f"{data.track_name(self.track)}; call course.data.load() without a track.")
-        self._count = int(info["count"])
-        self._budget = info["budget"]
 
     @classmethod
     def from_env(cls, track: tuple[int, ...]) -> "ServiceBackend":
@@ -71,29 +70,3 @@ class ServiceBackend:
         if not line:
             raise ServiceError("the annotation service closed the connection without an answer.")
         return protocol.result(protocol.decode(line))
-
-    def annotate(self, indices: np.ndarray) -> np.ndarray:
-        reply: protocol.AnnotateReply = self._request(protocol.Op.ANNOTATE, indices=[int(i) for i in indices])
-        self._count = int(reply["count"])
-        return np.asarray(reply["labels"], dtype=np.int64)
-
-    def count(self) -> int:
-        return self._count
-
-    def history(self) -> list[oracle.Annotation]:
-        rows = self._request(protocol.Op.HISTORY)
-        self._count = len(rows)
-        return [oracle.Annotation(*map(int, row)) for row in rows]
-
-    def set_budget(self, n: int | None) -> None:
-        self._request(protocol.Op.SET_BUDGET, n=n)
-        self._budget = n
-
-    def budget(self) -> int | None:
-        return self._budget
-
-    def score(self, predictions: np.ndarray, split: str) -> tuple[float, int]:
-        reply: protocol.ScoreReply = self._request(protocol.Op.SCORE, split=split,
-                                                   predictions=[int(p) for p in predictions])
-        self._count = int(reply["count"])
-        return float(reply["accuracy"]), int(reply["count"])
