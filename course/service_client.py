@@ -17,9 +17,7 @@ from __future__ import annotations
 import os
 import socket
 
-import numpy as np
-
-from course import config, data, oracle, protocol
+from course import config, data, protocol
 from course.exceptions import ServiceError
 from course.remote import RemoteBackend
 

@@ -136,7 +136,7 @@ class EventServer:
             if found is not None:
                 self.events[code] = found
         if found is None:
-            raise Refused(404, f"there is no event with join code {protocol._clip(code)}; check the code on the "
+            raise Refused(404, f"there is no event with join code {protocol.clip(code)}; check the code on the "
                                "board or ask the instructor.")
         return found
 
@@ -229,7 +229,7 @@ class EventServer:
         name, token = body.get("name"), body.get("token")
         if not isinstance(name, str) or not name.strip() or len(name.strip()) > MAX_NAME \
                 or any(not ch.isprintable() for ch in name):
-            raise Refused(400, f"the name must be 1 to {MAX_NAME} printable characters, got {protocol._clip(name)}.")
+            raise Refused(400, f"the name must be 1 to {MAX_NAME} printable characters, got {protocol.clip(name)}.")
         if token is not None and not isinstance(token, str):
             raise Refused(400, "token must be a string (the one an earlier join gave) or null.")
         with self.lock:
