@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         return _grade(args)
     if args.command == "secret":
         return _secret(args)
-    if args.command in ("serve", "event"):
+    if args.command in ("serve", "event", "verify"):
         return event_cli.run(args)
     return _report(args.course.resolve(), args.assignment)
 
