@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from course import config, event
+from course import config, event, files
 from course.exceptions import DataError, TrackError  # re-exported: course.data.DataError still works
 
 C = config.MERGED_LABEL
@@ -298,13 +298,16 @@ def _materialise(raw: Path, unpacked: Path) -> Path:
         if target.is_file() and _sha256(target) == expected:
             continue
         source = raw / name
-        tmp = target.with_suffix(".part")
-        if source.is_file():
-            shutil.copyfile(source, tmp)
-        else:
-            with gzip.open(raw / f"{name}.gz", "rb") as src, open(tmp, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-        os.replace(tmp, target)  # atomic: never leave a half-written file behind
+        tmp = files.temp_beside(target)
+        try:
+            if source.is_file():
+                shutil.copyfile(source, tmp)
+            else:
+                with gzip.open(raw / f"{name}.gz", "rb") as src, open(tmp, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+            os.replace(tmp, target)  # atomic: never leave a half-written file behind
+        finally:
+            tmp.unlink(missing_ok=True)
     _verify(unpacked)
     return unpacked
 

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from course import config, data
+from course import config, data, files
 
 EPOCHS = 3
 BATCH_SIZE = 128
@@ -150,10 +150,13 @@ class CNNClassifier:
         """Write the weights and classes atomically (a temp file, then a rename)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".part")
-        torch.save({"state": self._check_fitted().state_dict(), "classes": self.classes_,
-                    "version": CHECKPOINT_VERSION}, tmp)
-        os.replace(tmp, path)
+        tmp = files.temp_beside(path)
+        try:
+            torch.save({"state": self._check_fitted().state_dict(), "classes": self.classes_,
+                        "version": CHECKPOINT_VERSION}, tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     @classmethod
     def load(cls, path: str | Path) -> "CNNClassifier":
