@@ -6,11 +6,22 @@ submission), how many held-out evaluations and submissions the run attempted.
 nbgrader's points come from the gradebook; the first error from the executed
 notebook. Nothing the notebook printed is believed. A pass with 0 annotations is
 possible only by guessing or by a hole in the rules, so it is marked for review.
+
+nbgrader gives a test cell its points when its output holds no error, and the kernel
+decides what its outputs hold (it can hide tracebacks, drop asserts, dress up its
+`Result`), so participant code can forge points. For the points that say "the
+submission reached 90%" the ledger knows better: the test cells that check the
+submission (`submission_points`: graded cells whose source, which nbgrader restores
+from the instructor's version, calls ``submit(`` or reads the submission's
+``result``) earn their points only if the counted submission passed. The rule only
+takes points away, so no cell a participant adds or moves can earn any. Every other
+test cell's points stay nbgrader's (README: "What the grader defends").
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import re
 from dataclasses import dataclass, field
 
 from course import config, protocol
@@ -81,6 +92,41 @@ def cell_seconds(notebooks: list) -> float:
     return total
 
 
+# the source of a test cell that checks the submission: it calls submit( or reads its result
+_CHECKS_SUBMISSION = re.compile(r"\bsubmit\s*\(|\bresult\s*\.\s*(?:passed|accuracy|annotations)\b")
+
+
+def submission_points(notebooks: list) -> float:
+    """Points of the graded cells that check the submission (their source calls ``submit(`` or
+    reads ``result.passed``/``.accuracy``/``.annotations``).
+
+    nbgrader restores a locked cell's source and points from its gradebook before it runs the
+    notebook, so what is read here is the instructor's, whatever the participant edited.
+    """
+    total = 0.0
+    for nb in notebooks:
+        for cell in nb.cells:
+            meta = cell.get("metadata", {}).get("nbgrader", {})
+            checks = _CHECKS_SUBMISSION.search(cell.get("source", ""))
+            if cell.get("cell_type") == "code" and meta.get("grade") and checks:
+                try:
+                    total += float(meta.get("points") or 0)
+                except (TypeError, ValueError):
+                    continue
+    return total
+
+
+def _withhold(score: float | None, max_score: float | None, notebooks: list) -> tuple[float | None, str]:
+    """The score without the submission's points when the counted submission did not pass; a note if cut."""
+    if score is None or not max_score:
+        return score, ""
+    cap = max(0.0, max_score - submission_points(notebooks))
+    if score <= cap:
+        return score, ""
+    return cap, (f"{score - cap:g} point(s) of the submission's test cells withheld: nbgrader saw them pass, "
+                 "the service's ledger says the counted submission did not")
+
+
 def _memory_hint(error: str, memory_gb: float) -> str:
     if "MemoryError" in error:
         return f"{error} (memory limit {memory_gb:g} GB)"
@@ -116,15 +162,20 @@ def judge(evidence: Evidence, settings: Settings) -> Verdict:
     if points:
         full = bool(evidence.max_score) and evidence.score is not None and evidence.score >= evidence.max_score
         return Verdict("ok", "graded for points only (no submit cell)" + tail, passed=full, **pts)
+    passed = summary.accuracy is not None and summary.accuracy >= config.TARGET_ACCURACY
+    withheld = ""
+    if not passed:  # the submission's points are the ledger's, not the kernel's outputs'
+        pts["score"], withheld = _withhold(evidence.score, evidence.max_score, evidence.notebooks)
+        tail += f"; {withheld}" if withheld else ""
+    review = ("the submission's test cells passed in the kernel, not in the service's ledger: "
+              "check the notebook" if withheld else "")
     if summary.accuracy is None:
         detail = "no submission reached the annotation service (grading.submit was not called or failed)"
         if summary.submissions:
             detail = f"{summary.submissions} submission(s) refused by the service; none counted"
-        return Verdict("failed", detail + tail, **numbers, **pts)
-    passed = summary.accuracy >= config.TARGET_ACCURACY
+        return Verdict("failed", detail + tail, review=review, **numbers, **pts)
     detail = (f"counted the first of {summary.submissions} submission{'s' if summary.submissions != 1 else ''}; "
               f"{summary.evaluations} held-out evaluation{'s' if summary.evaluations != 1 else ''}")
-    review = ""
     if passed and not summary.annotations:
         review = "passed with 0 annotations: check the notebook before publishing"
     return Verdict("ok", detail + tail, passed=passed, review=review, **numbers, **pts)

@@ -517,19 +517,17 @@ def test_graded_kernel_that_switches_exam_mode_off_finds_no_labels(graded):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "owner G (autograder/judge.py, README): nbgrader gives a test cell full points when its output holds "
-    "no error, and the kernel decides what its output holds. This notebook (accuracy ~50%, 0 annotations, "
-    "not passed) hides tracebacks, drops asserts with an input transformer and wraps grading.submit to "
-    "dress up its Result: its row shows score == max_score. Rank and 'passed' come from the ledger and are "
-    "right; only the points column is forged (and for a points-only assignment, the rank). The grader "
-    "cannot trust the executed notebook: e.g. the judge could zero the points of a competition row whose "
-    "ledger says it failed, and the README should say nbgrader points are forgeable by participant code."))
 def test_a_kernel_that_fools_its_test_cells_does_not_earn_their_points(graded):
+    """nbgrader gives a test cell its points when its output holds no error, and the kernel decides what
+    its outputs hold: this notebook (a coin flip, 0 annotations) hides tracebacks, drops asserts and dresses
+    up submit's Result, so nbgrader sees every test cell pass. The points of the cells that check the
+    submission are the service's ledger's (autograder/judge.py): it did not pass, so they are withheld."""
     course_dir, run, rows = graded
     row = rows["forger"]
     assert row.status == "ok" and not row.passed and row.accuracy is not None and row.accuracy < 0.9, row
+    assert "withheld" in row.detail and "check the notebook" in row.review, row
     assert row.score is not None and row.max_score and row.score < row.max_score, row
+    assert row.score == 0  # the toy's only points are its submission's (test_passed, 2 points)
 
 
 
