@@ -1,6 +1,7 @@
 """The leaderboard of an assignment: ``<course>/leaderboard/<assignment>.{csv,html,png}``.
 
-Rows come from the results store. Ranking: passing submissions first, then the
+Rows come from the results store (`store.resolve_url`: the course's ``grades.db``, or the
+database of ``url=`` / ``$AUTOGRADER_DB``). Ranking: passing submissions first, then the
 fewest annotations, then the higher accuracy; equal keys share a rank. The HTML
 page is self-contained (inline CSS and JS, columns sortable by a click on their
 header) so an instructor can project it or mail it; the PNG plots annotations
@@ -270,11 +271,13 @@ def to_png(assignment: str, ranked: list[tuple[int, store.Row]], path: Path,
     write_atomic(path, buffer.getvalue())
 
 
-def build(course_dir: Path, assignment: str, now: _dt.datetime | None = None) -> dict[str, Path]:
-    """Write the CSV, HTML and PNG of `assignment` from the results store; return their paths."""
+def build(course_dir: Path, assignment: str, now: _dt.datetime | None = None, *,
+          url: str | None = None) -> dict[str, Path]:
+    """Write the CSV, HTML and PNG of `assignment` from the results store (`url`: see
+    `store.resolve_url`) into ``<course>/leaderboard/``; return their paths."""
     course_dir = Path(course_dir)
-    ranked = rank(store.load(course_dir, assignment))
-    per_track = per_track_rows(course_dir, assignment)
+    ranked = rank(store.load(course_dir, assignment, url=url))
+    per_track = per_track_rows(course_dir, assignment, url=url)
     now = now or _dt.datetime.now(_dt.timezone.utc)
     generated = now.strftime("%Y-%m-%d %H:%M UTC")
     folder = course_dir / FOLDER
@@ -285,10 +288,10 @@ def build(course_dir: Path, assignment: str, now: _dt.datetime | None = None) ->
     return paths
 
 
-def per_track_rows(course_dir: Path, assignment: str) -> PerTrack:
+def per_track_rows(course_dir: Path, assignment: str, url: str | None = None) -> PerTrack:
     """student -> {track: row} of the submissions graded on several tracks (empty if none was)."""
     found: PerTrack = {}
-    for row in store.load_tracks(course_dir, assignment):
+    for row in store.load_tracks(course_dir, assignment, url=url):
         found.setdefault(row.student, {})[row.track] = row
     return found
 

@@ -1,41 +1,83 @@
-"""The results store: one row per (student, assignment) in ``<course>/grades.db``.
+"""The results store: the table ``results`` behind one SQLAlchemy URL.
 
-Graded on several tracks (``autograder grade --tracks 7,1 2,5``, hidden tracks),
-a submission has one row per track (``level = "track"``, ``track`` = that track)
-plus its combined row (``level = "combined"``, ``track`` = "7,1 2,5"): passed on
-every track, total annotations, mean accuracy. `load` returns the combined rows
-(one per student, what the leaderboard ranks), `load_tracks` the per-track ones.
-Graded on one track, the single row is the combined row, as before.
+By default an SQLite file, ``<course>/grades.db``; any SQLAlchemy URL instead (``url=``, or the
+environment variable ``AUTOGRADER_DB``, a path or a URL; `resolve_url`), e.g. one PostgreSQL
+database that every grading machine of a large course writes to, so there is nothing to merge.
 
-A submission's rows are written in one transaction, so a crash in the middle of a batch
-never leaves a half-written row, and regrading a student replaces all its rows. A
-database locked by another process is waited for (`WAIT_S`, retried with
-back-off); if it stays unavailable the row is kept in
-``<course>/.autograder/pending-rows.jsonl`` and written by the next save, so the
-batch never stops for it. Databases of older versions gain the new columns on
-first use (`_migrate`; a database keyed by (student, assignment) is rebuilt keyed
-by (student, assignment, track)). The service's ledger of every run is kept beside the
-database in ``<course>/ledgers/<assignment>/<student>.jsonl``.
+Graded on several tracks (``autograder grade --tracks 7,1 2,5``, hidden tracks), a submission
+has one row per track (``level = "track"``, ``track`` = that track) plus its combined row
+(``level = "combined"``, ``track`` = "7,1 2,5"): passed on every track, total annotations, mean
+accuracy. `load` returns the combined rows (one per student, what the leaderboard ranks),
+`load_tracks` the per-track ones. Graded on one track, the single row is the combined row.
+
+A submission's rows are written in one transaction that first deletes the submission's earlier
+rows, so a crash in the middle never leaves a half-written submission and a regrade replaces all
+of its rows. Several processes may write and read at once (parallel grading, the leaderboard):
+SQLite runs in WAL mode (readers never wait for a writer) and each write transaction takes the
+write lock when it begins (``BEGIN IMMEDIATE``, waiting up to a busy timeout); PostgreSQL write
+transactions take a table lock, so writers queue there too. A transaction that fails on a
+transient error (database locked, connection lost) is retried with back-off for up to `WAIT_S`
+seconds; if the store stays unavailable the rows are kept in
+``<course>/.autograder/pending-rows.jsonl`` and written by the next save, so a grading batch
+never stops for the store. Tables of older versions are brought up to date on first use
+(`_ensure`: added columns; a table keyed by (student, assignment) is rebuilt keyed by
+(student, assignment, track)). An SQLite file that is a symbolic link is refused. The
+service's ledger of every run is kept beside the default database, in
+``<course>/ledgers/<assignment>/<student>.jsonl``.
 """
 
 from __future__ import annotations
 
+import fcntl
+import importlib.util
 import json
 import os
-import sqlite3
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
 
 from autograder import clean, safefs
 
 DB_NAME = "grades.db"
+ENV = "AUTOGRADER_DB"  # a path or a SQLAlchemy URL; below an explicit url=, above <course>/grades.db
 LEDGER_DIR = "ledgers"
 PENDING = Path(".autograder") / "pending-rows.jsonl"
 STATUSES = ("ok", "failed", "timeout", "error")
 KINDS = ("competition", "points")  # points: an assignment without a submit cell
-WAIT_S = float(os.environ.get("AUTOGRADER_DB_WAIT_S", "600"))  # total wait for a locked database per row
+LEVELS = ("combined", "track")  # the row a submission is ranked by; one track's row (hidden tracks)
+WAIT_S = float(os.environ.get("AUTOGRADER_DB_WAIT_S", "600"))  # total wait for a locked store per save
 
+METADATA = sa.MetaData()
+RESULTS = sa.Table(
+    "results", METADATA,
+    sa.Column("student", sa.String(255), primary_key=True),
+    sa.Column("assignment", sa.String(255), primary_key=True),
+    sa.Column("track", sa.String(255), primary_key=True),
+    sa.Column("accuracy", sa.Float),
+    sa.Column("annotations", sa.Integer),
+    sa.Column("passed", sa.Integer, nullable=False),  # 0/1, as the first SQLite release stored it
+    sa.Column("score", sa.Float),
+    sa.Column("max_score", sa.Float),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("runtime", sa.Float, nullable=False),
+    sa.Column("graded_at", sa.String(40), nullable=False),
+    # added after the first release (old tables gain them: `_ensure`)
+    sa.Column("evaluations", sa.Integer),
+    sa.Column("submissions", sa.Integer),
+    sa.Column("review", sa.Text, nullable=False, server_default=""),
+    sa.Column("kind", sa.String(16), nullable=False, server_default="competition"),
+    sa.Column("level", sa.String(16), nullable=False, server_default="combined"),
+    sa.CheckConstraint(f"status IN ({', '.join(repr(s) for s in STATUSES)})", name="results_status"),
+)
+KEY = ["student", "assignment", "track"]
+# The first release's SQLite table, what old course folders hold (tests build one from it).
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS results (
     student     TEXT NOT NULL,
@@ -53,19 +95,17 @@ CREATE TABLE IF NOT EXISTS results (
     PRIMARY KEY (student, assignment, track)
 )
 """
-# columns added after the first release: name -> declaration (ALTER TABLE ... ADD COLUMN)
-_ADDED = {
-    "evaluations": "INTEGER",
-    "submissions": "INTEGER",
-    "review": "TEXT NOT NULL DEFAULT ''",
-    "kind": "TEXT NOT NULL DEFAULT 'competition'",
-    "level": "TEXT NOT NULL DEFAULT 'combined'",
-}
-LEVELS = ("combined", "track")  # the row a submission is ranked by; one track's row (hidden tracks)
+# a driver SQLAlchemy names -> the package that provides it
+_PACKAGES = {"psycopg": "psycopg[binary]", "psycopg2": "psycopg2-binary", "pg8000": "pg8000",
+             "pymysql": "PyMySQL", "mysqldb": "mysqlclient", "oracledb": "oracledb", "pyodbc": "pyodbc"}
 
 
 class StoreUnavailable(RuntimeError):
-    """The results database stayed locked or unwritable; the row was kept as pending."""
+    """The results store stayed locked or unreachable; the rows were kept as pending."""
+
+
+class StoreConfigError(ValueError):
+    """The store's URL is not usable: not a URL, an unknown database, a missing driver, no such folder."""
 
 
 @dataclass(frozen=True)
@@ -92,9 +132,11 @@ class Row:
 
 
 COLUMNS = [f.name for f in fields(Row)]
+assert COLUMNS == [c.name for c in RESULTS.columns]
 
 
 def db_path(course_dir: Path) -> Path:
+    """The default store: the course's SQLite file."""
     return Path(course_dir) / DB_NAME
 
 
@@ -102,54 +144,176 @@ def ledger_path(course_dir: Path, assignment: str, student: str) -> Path:
     return Path(course_dir) / LEDGER_DIR / assignment / f"{student}.jsonl"
 
 
-def _migrate(connection: sqlite3.Connection) -> None:
-    table = connection.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'results'").fetchone()
-    if table and "PRIMARY KEY (student, assignment)" in table[0]:  # before hidden tracks: rebuild with the new key
-        old = [row[1] for row in connection.execute("PRAGMA table_info(results)")]
-        connection.execute("ALTER TABLE results RENAME TO results_before_tracks")
-        connection.execute(_SCHEMA)
-        for name, declaration in _ADDED.items():
-            connection.execute(f"ALTER TABLE results ADD COLUMN {name} {declaration}")
-        kept = ", ".join(c for c in old if c in COLUMNS)
-        connection.execute(f"INSERT INTO results ({kept}) SELECT {kept} FROM results_before_tracks")
-        connection.execute("DROP TABLE results_before_tracks")
-    present = {row[1] for row in connection.execute("PRAGMA table_info(results)")}
-    for name, declaration in _ADDED.items():
-        if name not in present:
-            connection.execute(f"ALTER TABLE results ADD COLUMN {name} {declaration}")
+# --- where the store is ----------------------------------------------------------------------------
 
 
-def _connect(course_dir: Path, timeout: float) -> sqlite3.Connection:
-    path = db_path(course_dir)
-    if path.is_symlink():
-        raise StoreUnavailable(f"{path} is a symlink; refusing to write through it")
-    connection = sqlite3.connect(path, timeout=timeout)
-    with connection:
-        connection.execute(_SCHEMA)
-        _migrate(connection)
-    return connection
+def resolve_url(course_dir: Path, url: str | None = None) -> str:
+    """The store's SQLAlchemy URL: `url` (a URL or a path), else $AUTOGRADER_DB, else <course>/grades.db.
+
+    A path becomes ``sqlite:///<absolute path>``; a bare ``postgresql://`` uses psycopg (3) when
+    psycopg2 is not installed. Raises StoreConfigError for something that is not a database URL,
+    an unknown database, or a driver that is not installed (naming the package to install).
+    """
+    value = str(url or os.environ.get(ENV) or db_path(course_dir))
+    if "://" not in value:
+        return f"sqlite:///{Path(value).expanduser().absolute()}"
+    try:
+        parsed = sa.engine.make_url(value)
+    except sa.exc.ArgumentError as exc:
+        raise StoreConfigError(f"not a database URL: {value!r} (e.g. sqlite:///path/grades.db, "
+                               "postgresql+psycopg://user:password@host/database, or a path)") from exc
+    if parsed.drivername == "postgresql" and not importlib.util.find_spec("psycopg2") \
+            and importlib.util.find_spec("psycopg"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    shown = parsed.render_as_string(hide_password=True)
+    try:
+        dialect = parsed.get_dialect()
+    except sa.exc.NoSuchModuleError as exc:
+        raise StoreConfigError(f"{shown}: SQLAlchemy knows no database {parsed.drivername!r} "
+                               "(e.g. sqlite, postgresql+psycopg)") from exc
+    if getattr(dialect, "is_async", False):
+        raise StoreConfigError(f"{shown}: {dialect.driver} is an asyncio driver; use a plain one "
+                               "(e.g. postgresql+psycopg://)")
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        package = _PACKAGES.get(dialect.driver, dialect.driver)
+        raise StoreConfigError(f"{shown}: the database driver {dialect.driver!r} is not installed; "
+                               f"pip install '{package}'") from exc
+    return parsed.render_as_string(hide_password=False)
 
 
-def _retrying(course_dir: Path, action, wait: float):
-    """Run action(connection); a locked or busy database is retried until `wait` seconds passed."""
+def describe(course_dir: Path, url: str | None = None) -> str:
+    """The store for a message: the SQLite file's path, or the URL without its password."""
+    target = resolve_url(course_dir, url)
+    path = _sqlite_file(target)
+    return str(path) if path else sa.engine.make_url(target).render_as_string(hide_password=True)
+
+
+def _sqlite_file(url: str) -> Path | None:
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+# --- engines and transactions ----------------------------------------------------------------------
+
+_ENGINES: dict[str, sa.Engine] = {}
+_READY: set[str] = set()  # non-SQLite stores whose table is known to be current in this process
+_LOCK = threading.Lock()
+
+
+def _engine(url: str) -> sa.Engine:
+    """The process's engine for `url` (one connection pool per store)."""
+    with _LOCK:
+        engine = _ENGINES.get(url)
+        if engine is None:
+            engine = _ENGINES[url] = _new_engine(url)
+        return engine
+
+
+def _new_engine(url: str) -> sa.Engine:
+    if sa.engine.make_url(url).get_backend_name() != "sqlite":
+        return sa.create_engine(url, pool_pre_ping=True)
+    engine = sa.create_engine(url, connect_args={"timeout": min(WAIT_S, 30.0)})
+
+    @sa.event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN (below), sqlite3 does not
+        dbapi_connection.execute("PRAGMA journal_mode=WAL")  # readers and one writer at a time, no waiting
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(connection: sa.Connection) -> None:
+        options = connection.get_execution_options()
+        connection.exec_driver_sql(f"PRAGMA busy_timeout = {int(options.get('busy_ms', 30_000))}")
+        # a writer takes the lock up front: a deferred transaction that read first could not wait for it
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if options.get("write") else "BEGIN")
+
+    return engine
+
+
+def _forget_engines() -> None:
+    """In a forked child: never use the parent's pooled connections."""
+    for engine in _ENGINES.values():
+        engine.dispose(close=False)
+    _ENGINES.clear()
+    _READY.clear()
+
+
+os.register_at_fork(after_in_child=_forget_engines)
+
+T = TypeVar("T")
+
+
+def _transient(exc: sa.exc.DBAPIError) -> bool:
+    return isinstance(exc, sa.exc.OperationalError) or exc.connection_invalidated
+
+
+def _run(url: str, action: Callable[[sa.Connection], T], wait: float, write: bool) -> T:
+    """Run action(connection) in one transaction; transient failures are retried for `wait` seconds."""
+    engine = _engine(url)
+    path = _sqlite_file(url)
+    shown = str(path) if path else sa.engine.make_url(url).render_as_string(hide_password=True)
     deadline = time.monotonic() + wait
     delay = 0.2
     while True:
+        if path is not None and path.is_symlink():
+            raise StoreUnavailable(f"{path} is a symlink; refusing to write through it")
         left = deadline - time.monotonic()
         try:
-            connection = _connect(course_dir, timeout=max(min(left, 30.0), 0.05))
-            try:
-                return action(connection)
-            finally:
-                connection.close()
-        except sqlite3.OperationalError as exc:
+            with engine.connect() as connection:
+                connection.execution_options(write=write, busy_ms=int(max(min(left, 30.0), 0.05) * 1000))
+                with connection.begin():
+                    _ensure(connection, url)
+                    if write and connection.dialect.name == "postgresql":  # writers queue, readers go on
+                        connection.exec_driver_sql("LOCK TABLE results IN SHARE ROW EXCLUSIVE MODE")
+                    return action(connection)
+        except sa.exc.DBAPIError as exc:
+            if not _transient(exc):
+                raise
             if time.monotonic() + delay >= deadline:
-                raise StoreUnavailable(f"{db_path(course_dir)}: {exc}") from exc
+                raise StoreUnavailable(f"{shown}: {clean.first_line(exc.orig or exc)}") from exc
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
 
 
-def _values(row: Row) -> dict:
+def _ensure(connection: sa.Connection, url: str) -> None:
+    """Create the table, or bring an older one up to date, in the caller's transaction."""
+    if url in _READY:
+        return
+    if connection.dialect.name == "postgresql":  # one process at a time creates or migrates the table
+        connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": 0x67726164})
+    if connection.dialect.name == "sqlite":  # one cheap query, every transaction (the file may be new)
+        info = connection.exec_driver_sql("PRAGMA table_info(results)").all()  # cid, name, type, notnull, default, pk
+        present = [r[1] for r in info]
+        key = [r[1] for r in sorted(info, key=lambda r: r[5]) if r[5]]
+    else:
+        inspector = sa.inspect(connection)
+        exists = inspector.has_table("results")
+        present = [c["name"] for c in inspector.get_columns("results")] if exists else []
+        key = inspector.get_pk_constraint("results")["constrained_columns"] if exists else []
+    if not present:
+        RESULTS.create(connection, checkfirst=True)
+    elif key != KEY:  # before hidden tracks: keyed by (student, assignment); rebuild with the new key
+        connection.exec_driver_sql("ALTER TABLE results RENAME TO results_before_tracks")
+        RESULTS.create(connection)
+        kept = ", ".join(c for c in present if c in COLUMNS)
+        connection.exec_driver_sql(f"INSERT INTO results ({kept}) SELECT {kept} FROM results_before_tracks")
+        connection.exec_driver_sql("DROP TABLE results_before_tracks")
+    else:
+        for column in RESULTS.columns:
+            if column.name not in present:
+                declaration = sa.schema.CreateColumn(column).compile(dialect=connection.dialect)
+                connection.exec_driver_sql(f"ALTER TABLE results ADD COLUMN {declaration}")
+    if connection.dialect.name != "sqlite":
+        _READY.add(url)
+
+
+# --- writing -----------------------------------------------------------------------------------
+
+
+def _values(row: Row) -> dict[str, Any]:
     if row.status not in STATUSES:
         raise ValueError(f"status must be one of {STATUSES}, got {row.status!r}.")
     if row.level not in LEVELS:
@@ -159,54 +323,86 @@ def _values(row: Row) -> dict:
     values["student"] = clean.line(row.student, 200)
     values["detail"] = clean.line(row.detail, 500)  # always one clean line
     values["review"] = clean.line(row.review, 300)
+    missing = [c.name for c in RESULTS.columns if not c.nullable and values[c.name] is None]
+    if missing:
+        raise ValueError(f"a row needs {', '.join(missing)}.")
     return values
 
 
-def _insert(connection: sqlite3.Connection, groups: list[list[dict]]) -> None:
+def _insert(connection: sa.Connection, groups: list[list[dict]]) -> None:
     """Write each group (the rows of one graded submission), replacing every earlier row of its submission."""
-    with connection:  # commits, or rolls back on error
-        for group in groups:
-            for key in dict.fromkeys((v["student"], v["assignment"]) for v in group):
-                connection.execute("DELETE FROM results WHERE student = ? AND assignment = ?", key)
-            for values in group:
-                connection.execute(
-                    f"INSERT OR REPLACE INTO results ({', '.join(COLUMNS)}) "
-                    f"VALUES ({', '.join(':' + c for c in COLUMNS)})", values)
+    for group in groups:
+        for student, assignment in dict.fromkeys((v["student"], v["assignment"]) for v in group):
+            connection.execute(RESULTS.delete().where(RESULTS.c.student == student,
+                                                      RESULTS.c.assignment == assignment))
+        unique = {(v["student"], v["assignment"], v["track"]): v for v in group}  # the last row of a key wins
+        connection.execute(RESULTS.insert(), list(unique.values()))
 
 
-def save(course_dir: Path, row: Row | list[Row], wait: float | None = None) -> None:
+@contextmanager
+def _pending_lock(course_dir: Path) -> Iterator[None]:
+    """One process at a time reads-and-clears or appends the pending file (a lock file beside it)."""
+    lock = Path(course_dir) / PENDING.with_suffix(".lock")
+    lock.parent.mkdir(mode=0o700, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def save(course_dir: Path, row: Row | list[Row], wait: float | None = None, *, url: str | None = None) -> None:
     """Store a submission's row (or its rows: one per track and the combined one) in one transaction.
 
-    Every earlier row of the same (student, assignment) is replaced, and earlier pending
-    rows are written first. Raises StoreUnavailable when the database stays locked for
-    `wait` seconds; the rows are then appended to the pending file and written by a later save.
+    Every earlier row of the same (student, assignment) is replaced, and earlier pending rows are
+    written first. Raises StoreUnavailable when the store stays locked or unreachable for `wait`
+    seconds (StoreConfigError for an unusable URL); the rows are then appended to the pending file
+    and written by a later save.
     """
     values = [_values(r) for r in (row if isinstance(row, list) else [row])]
     pending_file = Path(course_dir) / PENDING
-    pending = _read_pending(pending_file)
+    wait = WAIT_S if wait is None else wait
     try:
-        _retrying(course_dir, lambda c: _insert(c, pending + [values]), WAIT_S if wait is None else wait)
-    except StoreUnavailable:
-        pending_file.parent.mkdir(mode=0o700, exist_ok=True)
-        fd = os.open(pending_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "a") as handle:
-            handle.write(json.dumps(values) + "\n")
+        target = _writable(course_dir, url)
+        if pending_file.is_file():
+            with _pending_lock(course_dir):
+                pending = _read_pending(pending_file)
+                _run(target, lambda c: _insert(c, pending + [values]), wait, write=True)
+                pending_file.unlink(missing_ok=True)
+        else:
+            _run(target, lambda c: _insert(c, [values]), wait, write=True)
+    except (StoreUnavailable, StoreConfigError):
+        with _pending_lock(course_dir):
+            fd = os.open(pending_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "a") as handle:
+                handle.write(json.dumps(values) + "\n")
         raise
-    if pending:
-        pending_file.unlink(missing_ok=True)
 
 
-def flush_pending(course_dir: Path, wait: float | None = None) -> int:
-    """Write rows kept while the database was locked; return how many."""
+def flush_pending(course_dir: Path, wait: float | None = None, *, url: str | None = None) -> int:
+    """Write rows kept while the store was unavailable; return how many submissions."""
     pending_file = Path(course_dir) / PENDING
-    pending = _read_pending(pending_file)
-    if pending:
-        _retrying(course_dir, lambda c: _insert(c, pending), WAIT_S if wait is None else wait)
+    if not pending_file.is_file():
+        return 0
+    target = _writable(course_dir, url)
+    with _pending_lock(course_dir):
+        pending = _read_pending(pending_file)
+        if pending:
+            _run(target, lambda c: _insert(c, pending), WAIT_S if wait is None else wait, write=True)
         pending_file.unlink(missing_ok=True)
     return len(pending)
 
 
-def _read_pending(path: Path) -> list[dict]:
+def _writable(course_dir: Path, url: str | None) -> str:
+    target = resolve_url(course_dir, url)
+    path = _sqlite_file(target)
+    if path is not None and not path.parent.is_dir():
+        raise StoreConfigError(f"{path}: no such folder")
+    return target
+
+
+def _read_pending(path: Path) -> list[list[dict]]:
     if not path.is_file() or path.is_symlink():
         return []
     groups = []
@@ -218,35 +414,43 @@ def _read_pending(path: Path) -> list[dict]:
         group = []
         for values in (found if isinstance(found, list) else [found]):  # a line: one submission's rows
             if isinstance(values, dict):
-                group.append({c: values.get(c) for c in COLUMNS} | {
+                values = {c: values.get(c) for c in COLUMNS} | {
                     "review": values.get("review") or "", "kind": values.get("kind") or "competition",
-                    "level": values.get("level") or "combined"})
+                    "level": values.get("level") or "combined"}
+                try:
+                    group.append(_values(Row(**values)))
+                except (TypeError, ValueError):  # not a row this version can store
+                    continue
         if group:
             groups.append(group)
     return groups
 
 
-def load(course_dir: Path, assignment: str, level: str = "combined") -> list[Row]:
+# --- reading -----------------------------------------------------------------------------------
+
+
+def load(course_dir: Path, assignment: str, level: str = "combined", *, url: str | None = None) -> list[Row]:
     """The stored rows of `assignment` at `level` (default: one combined row per student), by student."""
-    if not db_path(course_dir).is_file():
+    target = resolve_url(course_dir, url)
+    path = _sqlite_file(target)
+    if path is not None and not path.is_file():
         return []
 
-    def select(connection):
-        cursor = connection.execute(
-            f"SELECT {', '.join(COLUMNS)} FROM results WHERE assignment = ? AND level = ? ORDER BY student, track",
-            (assignment, level))
-        return [dict(zip(COLUMNS, values)) for values in cursor]
+    def select(connection: sa.Connection) -> list[dict]:
+        query = (sa.select(RESULTS).where(RESULTS.c.assignment == assignment, RESULTS.c.level == level)
+                 .order_by(RESULTS.c.student, RESULTS.c.track))
+        return [dict(r._mapping) for r in connection.execute(query)]
 
-    rows = _retrying(course_dir, select, WAIT_S)
+    rows = _run(target, select, WAIT_S, write=False)
     return [Row(**{**r, "passed": bool(r["passed"])}) for r in rows]
 
 
-def load_tracks(course_dir: Path, assignment: str) -> list[Row]:
+def load_tracks(course_dir: Path, assignment: str, *, url: str | None = None) -> list[Row]:
     """The per-track rows of `assignment` (submissions graded on several tracks), by student and track."""
-    return load(course_dir, assignment, level="track")
+    return load(course_dir, assignment, level="track", url=url)
 
 
 def save_ledger(course_dir: Path, assignment: str, student: str, text: str, suffix: str = ".jsonl") -> Path:
-    """Keep a run's ledger (or, with `suffix`, a log) beside the database, atomically, never through a link."""
+    """Keep a run's ledger (or, with `suffix`, a log) in the course folder, atomically, never through a link."""
     relative = Path(LEDGER_DIR) / assignment / f"{student}{suffix}"
     return safefs.write_bytes(Path(course_dir), relative, text.encode("utf-8", errors="replace"))
