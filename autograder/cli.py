@@ -1,7 +1,8 @@
 """The ``autograder`` command: grade the submissions of an assignment, build its leaderboard.
 
     autograder grade 03_clustering [--course DIR] [--student ID ...] [--timeout S] [--wait S] [--tracks 7,1 2,5 ...]
-    autograder leaderboard 03_clustering [--course DIR]
+                                   [--jobs N | --scheduler tcp://HOST:8786] [--db URL]
+    autograder leaderboard 03_clustering [--course DIR] [--db URL]
     autograder secret rotate 03_clustering [--course DIR]
     autograder event create --track 7,1 --assignment 03_clustering [--db PATH_OR_URL]   (live event mode:
     autograder serve [--db PATH_OR_URL] [--host 127.0.0.1] [--port 8000]                see autograder.event)
@@ -15,18 +16,23 @@ from the store. ``secret rotate`` draws a new shuffle secret for an assignment
 (regrade everyone afterwards). ``--tracks 7,1 2,5`` grades every submission once
 per track (hidden tracks, `autograder.tracks`): it passes only if it passes on every
 track; the baselines and grading data of all tracks are made before the first
-submission.
+submission. ``--jobs N`` grades N submissions at once on this machine
+(`autograder.parallel`), ``--scheduler`` on the workers of a Dask cluster
+(`autograder.cluster`); either way this process alone writes the course. A batch
+killed in the middle (``kill -9``, power cut) resumes when the same command runs
+again: the saved rows are kept, the others graded (`autograder.journal`).
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from autograder import clean, layout, leaderboard, locks, runner, sandbox, secret, store
+from autograder import clean, journal, layout, leaderboard, locks, runner, sandbox, secret, store
 from autograder.event import cli as event_cli
 
 
@@ -57,9 +63,17 @@ def _parser() -> argparse.ArgumentParser:
     grade.add_argument("--tracks", nargs="+", default=None, metavar="TRACK",
                        help="grade on several tracks, the course track first, e.g. --tracks 7,1 2,5 "
                             "(hidden tracks: name them only now; a submission passes only on all of them)")
+    grade.add_argument("--jobs", type=int, default=1, metavar="N",
+                       help="grade N submissions at once on this machine (default 1; each needs a core)")
+    grade.add_argument("--scheduler", default=None, metavar="URL",
+                       help="grade on a Dask cluster, e.g. tcp://HOST:8786 (workers: `dask worker URL --nthreads 1`)")
+    grade.add_argument("--db", default=None, metavar="URL",
+                       help="results store: a SQLAlchemy URL or a path (default: $AUTOGRADER_DB, else <course>/grades.db)")
     board = commands.add_parser("leaderboard", help="rebuild the leaderboard from the results store")
     board.add_argument("assignment")
     board.add_argument("--course", type=Path, default=Path("."), help="course root (default: .)")
+    board.add_argument("--db", default=None, metavar="URL",
+                       help="results store: a SQLAlchemy URL or a path (default: $AUTOGRADER_DB, else <course>/grades.db)")
     sec = commands.add_parser("secret", help="manage an assignment's shuffle secret")
     sec.add_argument("action", choices=["rotate"])
     sec.add_argument("assignment")
@@ -68,11 +82,46 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _runner(args):
+    """None (here, one at a time), a local process pool, or a Dask cluster; raises ValueError/ClusterError."""
+    if args.scheduler and args.jobs != 1:
+        raise ValueError("give --jobs (this machine) or --scheduler (a Dask cluster), not both; "
+                         "on a cluster, start one `dask worker --nthreads 1` per submission to grade at once")
+    if args.scheduler:
+        from autograder import cluster
+
+        return cluster.DaskRunner(args.scheduler)
+    if args.jobs < 1:
+        raise ValueError(f"--jobs must be at least 1 (got {args.jobs}): the number of submissions graded at once "
+                         "on this machine, e.g. --jobs 2; each needs a core and a few GB of memory")
+    if args.jobs == 1:
+        return None
+    from autograder import parallel
+
+    return parallel.LocalPool(args.jobs)
+
+
+def _settings(args, grader: runner.Grader, students: list[str]) -> dict:
+    """What makes two `grade` commands the same batch (a batch journal's key)."""
+    import hashlib
+
+    return {"assignment": args.assignment, "students": students, "tracks": [list(t) for t in grader.tracks],
+            "timeout": grader.timeout, "memory_gb": grader.memory_gb, "limits": vars(grader.limits),
+            "max_output_bytes": grader.max_output_bytes, "db": args.db,
+            "seeds": hashlib.sha256(repr(grader.spec.seeds).encode()).hexdigest()[:16]}
+
+
 def _grade(args) -> int:
     course_dir = args.course.resolve()
     if not course_dir.is_dir():
         print(f"autograder: no course folder {course_dir}", file=sys.stderr)
         return 2
+    if args.jobs < 1 or (args.scheduler and args.jobs != 1):
+        try:
+            _runner(args)
+        except ValueError as exc:
+            print(f"autograder: {exc}", file=sys.stderr)
+            return 2
     try:
         lock = locks.CourseLock(layout.Course.open(course_dir).private("grading.lock")).acquire(args.wait)
     except locks.CourseBusy as exc:
@@ -84,7 +133,7 @@ def _grade(args) -> int:
         try:
             grader = runner.Grader(course_dir, args.assignment, track=args.track, timeout=args.timeout,
                                    memory_gb=args.memory, limits=limits, max_output_mb=args.max_output_mb,
-                                   tracks=args.tracks)
+                                   tracks=args.tracks, db_url=args.db)
         except (runner.GraderError, ValueError) as exc:
             print(f"autograder: {exc}", file=sys.stderr)
             return 2
@@ -101,10 +150,23 @@ def _grade(args) -> int:
             print(f"autograder: nothing to grade: no folder submitted/*/{args.assignment}/ in "
                   f"{grader.course_dir}", file=sys.stderr)
             return 2
+        try:
+            backend = _runner(args)
+        except Exception as exc:  # ValueError, cluster.ClusterError
+            print(f"autograder: {exc}", file=sys.stderr)
+            return 2
         pending = 0
         try:
-            if len(grader.tracks) > 1:  # every track's data and baseline before the first time limit starts
-                try:
+            batch = journal.Journal(grader.course.private(journal.NAME), _settings(args, grader, students))
+            stored = {r.student: r.graded_at for r in store.load(grader.course_dir, args.assignment, **_db(args))}
+            kept = [s for s in students if s in batch.done and stored.get(clean.line(s, 200)) == batch.done[s]]
+            todo = [s for s in students if s not in kept]
+            if kept:
+                print(f"resuming the interrupted batch started {batch.started}: {len(kept)} of {len(students)} "
+                      "submissions already graded (kept), grading the other "
+                      f"{len(todo)}", file=sys.stderr)
+            if len(grader.tracks) > 1 and backend is None and todo:
+                try:  # every track's data and baseline before the first time limit starts
                     ready = grader.prepare()
                 except Exception as exc:
                     print(f"autograder: cannot prepare the tracks' grading data: {type(exc).__name__}: "
@@ -112,42 +174,60 @@ def _grade(args) -> int:
                     return 2
                 for name, seconds in ready.items():
                     print(f"track {name}: grading data and baseline ready in {seconds:.0f} s", file=sys.stderr)
-            bar = tqdm(students, desc=f"grading {args.assignment}", unit="submission")
-            for student in bar:
-                bar.set_postfix_str(clean.line(student, 40))
-                outcome = grader.grade(student)
+            bar = tqdm(total=len(students), initial=len(kept), desc=f"grading {args.assignment}", unit="submission")
+            for outcome in grader.grade_all(todo, backend):
                 row = outcome.row
+                bar.update(1)
+                bar.set_postfix_str(clean.line(row.student, 40))
                 pending += not outcome.saved
+                if outcome.saved:
+                    batch.record(row.student, row.graded_at)
                 bar.write(f"{clean.line(row.student, 60)}: {row.status} ({row.runtime:.0f} s) {clean.line(row.detail)}"
                           + ("" if outcome.saved else " [results database locked: row kept as pending]"))
                 for part in outcome.track_rows:
                     bar.write(f"    track {part.track}: {'passed' if part.passed else part.status} "
                               f"({part.runtime:.0f} s) {clean.line(part.detail, 120)}")
+            bar.close()
+            if not pending:
+                batch.finish()
         finally:
             grader.close()
+            if backend is not None and hasattr(backend, "close"):
+                backend.close()
         if pending:
             try:
-                store.flush_pending(grader.course_dir)
+                grader.flush_pending()
             except store.StoreUnavailable:
-                print(f"autograder: {pending} row(s) could not be written to {store.db_path(grader.course_dir)} "
+                print(f"autograder: {pending} row(s) could not be written to the results store "
                       f"(locked); they are kept in {grader.course_dir / store.PENDING} and written by the next "
                       "`autograder grade`.", file=sys.stderr)
                 return 1
-        return _report(grader.course_dir, args.assignment)
+        return _report(grader.course_dir, args.assignment, args.db)
 
 
-def _report(course_dir: Path, assignment: str) -> int:
-    rows = store.load(course_dir, assignment)
+def _db(args) -> dict:
+    """``{"url": ...}`` for the results store when --db was given."""
+    return {"url": args.db} if getattr(args, "db", None) else {}
+
+
+def _report(course_dir: Path, assignment: str, db: str | None = None) -> int:
+    url = {"url": db} if db else {}
+    if db and "url" not in inspect.signature(leaderboard.build).parameters:
+        print("autograder: --db needs the SQLAlchemy results store (store and leaderboard with url=); "
+              "this version reads <course>/grades.db only", file=sys.stderr)
+        return 2
+    rows = store.load(course_dir, assignment, **url)
     if not rows:
-        print(f"autograder: no graded submissions of {assignment} in {store.db_path(course_dir)}; "
+        where = db or store.db_path(course_dir)
+        print(f"autograder: no graded submissions of {assignment} in {where}; "
               f"run `autograder grade {assignment}` first.", file=sys.stderr)
         return 2
-    paths = leaderboard.build(course_dir, assignment)
+    paths = leaderboard.build(course_dir, assignment, **url)
     graded_on = sorted({row.track for row in rows})
     if len(graded_on) > 1:  # rows of different track sets are not comparable
         print(f"autograder: the rows of {assignment} were graded on different tracks ({'; '.join(graded_on)}); "
               "regrade everyone with the same --tracks before publishing.", file=sys.stderr)
-    print(leaderboard.table(leaderboard.rank(rows), per_track=leaderboard.per_track_rows(course_dir, assignment)))
+    print(leaderboard.table(leaderboard.rank(rows), per_track=leaderboard.per_track_rows(course_dir, assignment, **url)))
     print("\nleaderboard: " + ", ".join(str(p) for p in paths.values()))
     return 0
 
@@ -168,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         return _secret(args)
     if args.command in ("serve", "event", "verify"):
         return event_cli.run(args)
-    return _report(args.course.resolve(), args.assignment)
+    return _report(args.course.resolve(), args.assignment, args.db)
 
 
 if __name__ == "__main__":

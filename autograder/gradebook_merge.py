@@ -1,0 +1,138 @@
+"""nbgrader's gradebook when several submissions are graded at once: private copies, one writer.
+
+nbgrader's gradebook is one SQLite file and not safe for concurrent writers, and a
+grading machine of a cluster has no course folder at all. So every graded run
+writes into a gradebook of its own, and only the one ``autograder grade`` process
+writes the course's gradebook:
+
+1. `definition` reads the assignment's definition from the course gradebook
+   (notebooks, grade/solution/task/source cells, due date: what
+   ``nbgrader generate_assignment`` wrote) and `template` builds a fresh SQLite
+   gradebook holding only it (no student, no other assignment) - its bytes travel
+   with the task;
+2. each run gets its own copy of the template in its private folder, and nbgrader
+   autogrades against it;
+3. `export_submission` reads what nbgrader wrote for the student (timestamp, auto
+   scores, auto comments, late penalties) and `apply` replays it into the course
+   gradebook through nbgrader's own API, in the grading process, one submission
+   at a time, with nbgrader's own rule: a grade with a manual score keeps it and is
+   marked for manual review.
+
+The same path serves one submission at a time, ``--jobs N`` and a Dask cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+
+def _gradebook(url: str, course_id: str):
+    from nbgrader.api import Gradebook
+
+    scripts = str(Path(sys.executable).parent)  # nbgrader runs `alembic` by name when it creates a gradebook
+    if scripts not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = os.pathsep.join(p for p in (scripts, os.environ.get("PATH")) if p)
+    return Gradebook(url, course_id)
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{Path(path).resolve()}"
+
+
+def definition(db_url: str, course_id: str, assignment: str) -> dict:
+    """What ``generate_assignment`` stored about `assignment` (JSON-able)."""
+    with _gradebook(db_url, course_id) as gb:
+        found = gb.find_assignment(assignment)
+        notebooks = []
+        for nb in found.notebooks:
+            notebooks.append({
+                "name": nb.name, "kernelspec": nb.kernelspec,
+                "grade_cells": [{"name": c.name, "max_score": c.max_score, "cell_type": c.cell_type}
+                                for c in nb.grade_cells],
+                "solution_cells": [c.name for c in nb.solution_cells],
+                "task_cells": [{"name": c.name, "max_score": c.max_score, "cell_type": c.cell_type}
+                               for c in nb.task_cells],
+                "source_cells": [{"name": c.name, "cell_type": c.cell_type, "locked": c.locked,
+                                  "source": c.source, "checksum": c.checksum} for c in nb.source_cells],
+            })
+        return {"name": found.name, "duedate": found.duedate.isoformat() if found.duedate else None,
+                "notebooks": notebooks}
+
+
+def template(course_id: str, assignment: dict) -> bytes:
+    """A fresh SQLite gradebook holding only `assignment` (a `definition`), as bytes."""
+    with tempfile.TemporaryDirectory(prefix="autograder-gradebook-") as tmp:
+        path = Path(tmp) / "gradebook.db"
+        with _gradebook(sqlite_url(path), course_id) as gb:
+            gb.update_or_create_assignment(assignment["name"], duedate=assignment["duedate"])
+            for nb in assignment["notebooks"]:
+                gb.update_or_create_notebook(nb["name"], assignment["name"], kernelspec=nb["kernelspec"])
+                for cell in nb["grade_cells"]:
+                    gb.update_or_create_grade_cell(cell["name"], nb["name"], assignment["name"],
+                                                   max_score=cell["max_score"], cell_type=cell["cell_type"])
+                for name in nb["solution_cells"]:
+                    gb.update_or_create_solution_cell(name, nb["name"], assignment["name"])
+                for cell in nb["task_cells"]:
+                    gb.update_or_create_task_cell(cell["name"], nb["name"], assignment["name"],
+                                                  max_score=cell["max_score"], cell_type=cell["cell_type"])
+                for cell in nb["source_cells"]:
+                    gb.update_or_create_source_cell(cell["name"], nb["name"], assignment["name"],
+                                                    cell_type=cell["cell_type"], locked=cell["locked"],
+                                                    source=cell["source"], checksum=cell["checksum"])
+        return path.read_bytes()
+
+
+def score(db_url: str, course_id: str, assignment: str, student: str) -> tuple[float | None, float | None]:
+    """(score, max_score) of the student's submission in a gradebook, or (None, None)."""
+    from nbgrader.api import MissingEntry
+
+    with _gradebook(db_url, course_id) as gb:
+        try:
+            submission = gb.find_submission(assignment, student)
+        except MissingEntry:
+            return None, None
+        return float(submission.score), float(submission.max_score)
+
+
+def export_submission(db_url: str, course_id: str, assignment: str, student: str) -> dict | None:
+    """What nbgrader wrote for `student` in a run's own gradebook (None: nothing, it stopped before)."""
+    from nbgrader.api import MissingEntry
+
+    with _gradebook(db_url, course_id) as gb:
+        try:
+            submission = gb.find_submission(assignment, student)
+        except MissingEntry:
+            return None
+        notebooks = {}
+        for nb in submission.notebooks:
+            notebooks[nb.name] = {
+                "late_submission_penalty": nb.late_submission_penalty,
+                "grades": {g.name: g.auto_score for g in nb.grades},
+                "comments": {c.name: c.auto_comment for c in nb.comments},
+            }
+        stamp = submission.timestamp.isoformat() if submission.timestamp else None
+        return {"timestamp": stamp, "notebooks": notebooks}
+
+
+def apply(db_url: str, course_id: str, assignment: str, student: str, exported: dict) -> None:
+    """Replay an `export_submission` into the course gradebook (one commit)."""
+    with _gradebook(db_url, course_id) as gb, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # nbgrader's add_submission trips SQLAlchemy's autoflush warnings
+        gb.update_or_create_student(student)
+        extra = {"timestamp": exported["timestamp"]} if exported.get("timestamp") else {}
+        gb.update_or_create_submission(assignment, student, **extra)
+        for name, nb in exported["notebooks"].items():
+            notebook = gb.find_submission_notebook(name, assignment, student)
+            notebook.late_submission_penalty = nb["late_submission_penalty"]
+            for cell, auto_score in nb["grades"].items():
+                grade = gb.find_grade(cell, name, assignment, student)
+                grade.auto_score = auto_score
+                # nbgrader's rule (SaveAutoGrades): a manual score stays and asks for review
+                grade.needs_manual_grade = grade.manual_score is not None or auto_score is None
+            for cell, auto_comment in nb["comments"].items():
+                gb.find_comment(cell, name, assignment, student).auto_comment = auto_comment
+        gb.db.commit()

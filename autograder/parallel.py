@@ -1,0 +1,104 @@
+"""``autograder grade --jobs N``: N submissions graded at once on this machine.
+
+A process pool of N workers (spawned, so none inherits the course lock or any open
+file of the grader; each dies with the grader) runs `autograder.tasks.grade_task`.
+Each worker keeps its own executor for the batch: its own task course folder,
+grading data, baseline checkpoint and nbgrader worker, a run folder, annotation
+service, socket and gradebook copy per submission, and its own kernel user
+(``KERNEL_UID + slot``, so the kernels of two slots share no process limit and
+cannot signal each other). At most 2 N submissions are staged at a time. Results
+come back in the order they finish; the grader applies each one as it arrives.
+
+A worker that dies (killed, out of memory) breaks the pool: the pool is started
+again and the submissions it was grading are graded again, once; a second death
+gives them an error row.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.util
+import os
+from collections.abc import Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+
+from autograder import sandbox, tasks
+from autograder.worker import die_with_parent
+
+ATTEMPTS = 2  # a submission whose worker died this often gets an error row
+
+_SPEC: tasks.GradeSpec | None = None
+
+
+def _start_worker(spec: tasks.GradeSpec, slots) -> None:
+    """Pool initializer: die with the grader, take a slot (its own kernel user), keep the spec."""
+    global _SPEC
+    die_with_parent()
+    slot = slots.get()
+    if os.geteuid() == 0:
+        os.environ[tasks.KERNEL_UID_ENV] = str(sandbox.KERNEL_UID + slot)
+    _SPEC = spec
+    multiprocessing.util.Finalize(None, tasks.close_executor, exitpriority=10)  # when the pool shuts down
+
+
+def _grade(submission: tasks.Submission) -> tasks.TaskResult:
+    return tasks.grade_task(_SPEC, submission)
+
+
+class LocalPool:
+    """Grades the submissions of a batch in `jobs` local worker processes."""
+
+    def __init__(self, jobs: int):
+        if jobs < 1:
+            raise ValueError(f"--jobs must be at least 1 (got {jobs}): the number of submissions graded at once "
+                             "on this machine, e.g. --jobs 2; each needs a core and a few GB of memory")
+        self.jobs = jobs
+
+    def _pool(self, spec: tasks.GradeSpec) -> ProcessPoolExecutor:
+        context = multiprocessing.get_context("spawn")
+        slots = context.Queue()
+        for slot in range(1, self.jobs * (ATTEMPTS + 1) + 1):  # a restarted pool takes fresh slots
+            slots.put(slot)
+        return ProcessPoolExecutor(self.jobs, mp_context=context, initializer=_start_worker,
+                                   initargs=(spec, slots))
+
+    def run(self, spec: tasks.GradeSpec, submissions: Iterable[tasks.Submission]) -> Iterator[tasks.TaskResult]:
+        waiting = iter(submissions)
+        retry: list[tasks.Submission] = []
+        attempts: dict[str, int] = {}
+        pool = self._pool(spec)
+        running: dict = {}
+        try:
+            while True:
+                while len(running) < 2 * self.jobs:
+                    submission = retry.pop() if retry else next(waiting, None)
+                    if submission is None:
+                        break
+                    attempts[submission.student] = attempts.get(submission.student, 0) + 1
+                    running[pool.submit(_grade, submission)] = submission
+                if not running:
+                    return
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                broken = False
+                for future in done:
+                    submission = running.pop(future)
+                    try:
+                        yield future.result()
+                    except BrokenProcessPool:
+                        broken = True
+                        if attempts[submission.student] < ATTEMPTS:
+                            retry.append(submission)
+                        else:
+                            yield tasks.failed(spec, submission, "grader error: its grading process died "
+                                                                 f"{ATTEMPTS} times (killed, or out of memory)")
+                    except Exception as exc:
+                        yield tasks.failed(spec, submission, f"grader error: {type(exc).__name__}: {exc}")
+                if broken:
+                    for future, submission in running.items():  # the whole pool is gone: grade them again
+                        retry.append(submission)
+                    running.clear()
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    pool = self._pool(spec)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
