@@ -1,0 +1,321 @@
+"""A hostile participant against grading at scale: submissions graded side by side or one after
+another on one machine, under the real `autograder grade`.
+
+Every kernel runs as the same unprivileged user (uid 64100) in its own bubblewrap sandbox. What one
+kernel leaves behind or holds must not reach the next kernel (a covert channel lets a sock puppet
+buy the labels and a friend submit with none), and what one kernel does must not make another
+honest submission fail (a fairness attack on the leaderboard). Results must never land on another
+student's row.
+
+Attacks that work today are kept as ``xfail(strict=True)`` with the owner of the fix in the reason;
+attacks that fail are plain tests (they prove the defence).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from autograder import sandbox, store
+from helpers.courses import HONEST, add_submission, make_course, run_cli, solution
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed"),
+              pytest.mark.skipif(os.geteuid() != 0, reason="the kernels run as uid 64100 only when the grader is root")]
+
+A = "toy"
+LIMITS = ["--memory", "3", "--tmp-mb", "64", "--max-processes", "96", "--max-file-mb", "32",
+          "--max-output-mb", "1", "--timeout", "300"]
+SYS_ADD_KEY, SYS_KEYCTL = 248, 250  # x86_64
+KEYCTL_UNLINK, KEYCTL_SEARCH, KEYCTL_READ, KEYCTL_SET_TIMEOUT = 9, 10, 11, 15
+KEY_SPEC_USER_KEYRING = -4
+
+
+def _probe(expr: str) -> str:
+    return f"import json as _json\nprint('FOUND=' + _json.dumps({expr}))\n"
+
+
+def found(course_dir: Path, student: str):
+    nb = nbformat.read(course_dir / "autograded" / student / A / f"{A}.ipynb", as_version=4)
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    return json.loads(text.split("FOUND=", 1)[1].splitlines()[0])
+
+
+def rows_of(course_dir: Path) -> dict:
+    return {r.student: r for r in store.load(course_dir, A)}
+
+
+def _uid_tasks(pids) -> list[int]:
+    """Those of `pids` (and their threads) that run as the kernels' user."""
+    out = []
+    for pid in pids:
+        try:
+            if os.stat(f"/proc/{pid}").st_uid == sandbox.KERNEL_UID:
+                out.append(pid)
+        except OSError:
+            continue
+    return out
+
+
+def _descendants(pid: int) -> list[int]:
+    parents: dict[int, list[int]] = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        parents.setdefault(ppid, []).append(int(entry))
+    found_, todo = [], [pid]
+    while todo:
+        kids = parents.get(todo.pop(), [])
+        found_ += kids
+        todo += kids
+    return found_
+
+
+# --- the notebooks -------------------------------------------------------------------------------
+
+KEYRING = (
+    "import ctypes as _ct\n"
+    "_libc = _ct.CDLL(None, use_errno=True)\n"
+    "_L = _ct.c_long\n"
+    f"def _add_key(name, payload):\n"
+    f"    return _libc.syscall(_L({SYS_ADD_KEY}), b'user', name.encode(), payload, _L(len(payload)), "
+    f"_L({KEY_SPEC_USER_KEYRING}))\n"
+    f"def _read_key(name):\n"
+    f"    kid = _libc.syscall(_L({SYS_KEYCTL}), _L({KEYCTL_SEARCH}), _L({KEY_SPEC_USER_KEYRING}), b'user', "
+    f"name.encode(), _L(0))\n"
+    "    if kid <= 0:\n        return None\n"
+    "    buf = _ct.create_string_buffer(65536)\n"
+    f"    n = _libc.syscall(_L({SYS_KEYCTL}), _L({KEYCTL_READ}), _L(kid), buf, _L(65536))\n"
+    "    return buf.raw[:n] if n > 0 else None\n")
+
+
+def puppet_code(key: str, mark: str) -> str:
+    """A sock puppet: pays for 60 labels honestly, then leaves them where the next kernel of the same
+    user may look (the user keyring), and tries to leave a process behind."""
+    return (HONEST + "\n" + KEYRING +
+            "import json, os\n"
+            "payload = json.dumps({'i': [int(i) for i in indices], 'd': [int(d) for d in digits]}).encode()\n"
+            f"kid = _add_key({key!r}, payload)\n"
+            f"_libc.syscall(_L({SYS_KEYCTL}), _L({KEYCTL_SET_TIMEOUT}), _L(kid), _L(900))  # test hygiene only\n"
+            "if os.fork() == 0:\n"
+            "    os.setsid()\n"
+            "    if os.fork() == 0:\n"
+            f"        os.execv('/bin/sleep', ['sleep', {mark!r}])\n"
+            "    os._exit(0)\n"
+            + _probe("{'key': kid}"))
+
+
+def cheat_code(key: str) -> str:
+    """The friend: takes the puppet's labels from the keyring, pays for one label only."""
+    return (KEYRING +
+            "import json\n"
+            f"raw = _read_key({key!r})\n"
+            "stolen = json.loads(raw) if raw else None\n"
+            "if stolen:\n"
+            "    indices, digits = np.array(stolen['i']), np.array(stolen['d'])\n"
+            "    oracle.annotate(indices[:1])  # one paid label: not a 0-annotation pass to review\n"
+            "else:\n"
+            "    indices = ds.c_indices[:60]\n    digits = oracle.annotate(indices)\n"
+            "model = LogisticRegression(max_iter=1000).fit(ds.images[indices].reshape(len(indices), -1) / 255.0, digits)\n"
+            "def predict(images):\n    return model.predict(images.reshape(len(images), -1) / 255.0).astype(int)\n"
+            + _probe("{'stolen': stolen is not None}"))
+
+
+MEMORY_HOG = (
+    "import os, time\n"
+    "r, w = os.pipe()\nkids = []\n"
+    "for k in range(3):\n"
+    "    pid = os.fork()\n"
+    "    if pid == 0:\n"
+    "        try:\n"
+    "            block = b'\\x01' * (1100 * 2**20)\n"
+    "            rss = next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmRSS')) // 1024\n"
+    "        except MemoryError:\n            rss = -1\n"
+    "        os.write(w, (str(rss) + '\\n').encode())\n"
+    "        time.sleep(60)\n        os._exit(0)\n"
+    "    kids.append(pid)\n"
+    "rf = os.fdopen(r)\nheld = [int(rf.readline()) for _ in kids]\n"
+    "own = next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmRSS')) // 1024\n"
+    "for pid in kids:\n    os.kill(pid, 9)\n    os.waitpid(pid, 0)\n"
+    + _probe("{'children_mb': held, 'own_mb': own, 'total_mb': own + sum(max(h, 0) for h in held)}"))
+
+
+# --- one batch: what one kernel leaves behind, what reaches the next one ---------------------------
+
+
+def _unlink_key(key: str) -> None:
+    """Remove the puppet's key from uid 64100's user keyring (as that user), so runs stay independent."""
+    code = (KEYRING + f"kid = _libc.syscall(_L({SYS_KEYCTL}), _L({KEYCTL_SEARCH}), _L({KEY_SPEC_USER_KEYRING}), "
+            f"b'user', {key!r}.encode(), _L(0))\n"
+            f"if kid > 0:\n    _libc.syscall(_L({SYS_KEYCTL}), _L({KEYCTL_UNLINK}), _L(kid), _L({KEY_SPEC_USER_KEYRING}))\n")
+    subprocess.run([shutil.which("setpriv"), f"--reuid={sandbox.KERNEL_UID}", f"--regid={sandbox.KERNEL_UID}",
+                    "--clear-groups", sys.executable, "-I", "-c", code], capture_output=True, timeout=30)
+
+
+def _marked(mark: str) -> list[int]:
+    out = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if mark.encode() in Path(f"/proc/{entry}/cmdline").read_bytes():
+                out.append(int(entry))
+        except OSError:
+            continue
+    return out
+
+
+@pytest.fixture(scope="module")
+def sequential(tmp_path_factory):
+    root = tmp_path_factory.mktemp("scale")
+    key = f"ag-stash-{root.name}-{os.getpid()}"
+    mark = f"{os.getpid()}.{int(time.time()) % 100000}"  # sleep's argument: seconds, and a mark to find it by
+    try:
+        course_dir = make_course(root, {"alice": None})
+        subs = {
+            "a_puppet": solution(puppet_code(key, mark)),
+            "b_cheat": solution(cheat_code(key)),
+            "alice ": "no notebook",  # sorts after alice; its cleaned id is "alice"
+            "alice\u200b": "no notebook",  # a zero-width space: cleaned away too
+            "mem_hog": solution(MEMORY_HOG + "\n" + HONEST),
+        }
+        for student, spec in subs.items():
+            add_submission(course_dir, student, spec, A)
+        run = run_cli("grade", A, "--course", str(course_dir), *LIMITS)
+        survivors = _marked(mark)
+        yield {"course": course_dir, "run": run, "rows": rows_of(course_dir), "survivors": survivors}
+    finally:
+        _unlink_key(key)
+        for pid in _marked(mark):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_batch_finishes(sequential):
+    run, rows = sequential["run"], sequential["rows"]
+    assert run.returncode in (0, 1), run.stderr[-3000:]
+    assert {"a_puppet", "b_cheat", "mem_hog"} <= set(rows), sorted(rows)
+    assert rows["a_puppet"].passed and rows["a_puppet"].annotations == 60, rows["a_puppet"]
+
+
+def test_no_process_outlives_its_kernel(sequential):
+    """A double-forked, setsid daemon of the puppet dies with its sandbox (own PID namespace)."""
+    assert found(sequential["course"], "a_puppet")["key"] != 0
+    assert sequential["survivors"] == []
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "owner P (autograder/sandbox.py): every kernel runs as uid 64100 in the host's user namespace, and the "
+    "kernel keyring is per user: a key added by one kernel (add_key to @u) is read by every later kernel of "
+    "any batch (keyctl search/read), so a sock puppet who pays for 60 labels hands them to a friend who pays 1. "
+    "Fix: a seccomp filter in bwrap (--seccomp) refusing add_key/keyctl/request_key, or a user namespace per run"))
+def test_labels_left_in_the_user_keyring_do_not_reach_the_next_kernel(sequential):
+    rows = sequential["rows"]
+    assert found(sequential["course"], "b_cheat")["stolen"] is False
+    cheat = rows["b_cheat"]
+    assert not (cheat.passed and cheat.annotations < 60), cheat
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "owner P (autograder/runner.py): a submission folder whose id is refused ('alice ' or 'alice' + a "
+    "zero-width space) still gets its error row, stored under the cleaned id 'alice', which replaces the real "
+    "alice's passing row (ids are cleaned by dropping characters, so two folders map to one row). Fix: store "
+    "refused ids under a form that cannot collide (escape, never drop: e.g. ascii() of the raw name), or refuse "
+    "to replace a row of another folder"))
+def test_an_id_that_cleans_to_another_students_id_does_not_replace_their_row(sequential):
+    alice = sequential["rows"]["alice"]
+    assert alice.status == "ok" and alice.passed and alice.annotations == 60, alice
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "owner P (autograder/launch.py): without cgroup v2 delegation --memory caps each process's address space, "
+    "not the kernel: 3 forked children hold 3 x 1.1 GB resident under --memory 3 (plus --tmp-mb of RAM disk), "
+    "so with several gradings at once (two courses, or --jobs N) one submission can take the memory an honest "
+    "one needs. Fix: launch.py also uses the cgroup v1 memory and pids controllers when v2 is not delegated "
+    "(this machine mounts v1 memory/pids/cpu, rw for root), or refuse --jobs > 1 without a memory cgroup"))
+def test_memory_cap_holds_for_the_whole_kernel(sequential):
+    held = found(sequential["course"], "mem_hog")
+    assert held["total_mb"] <= 3 * 10**9 / 2**20, held
+
+
+# --- two gradings at once: one kernel must not make another honest submission fail ----------------
+
+NPROC_HOG = (
+    "import os, time\nkids = []\n"
+    "for _ in range(400):\n"
+    "    try:\n        pid = os.fork()\n    except OSError:\n        break\n"
+    "    if pid == 0:\n        time.sleep(240)\n        os._exit(0)\n"
+    "    kids.append(pid)\n"
+    "time.sleep(180)\n")
+
+CPU_HOG = (
+    "import os, time\nend = time.time() + 150\nkids = []\n"
+    "for _ in range(24):\n"
+    "    pid = os.fork()\n"
+    "    if pid == 0:\n"
+    "        while time.time() < end:\n            pass\n"
+    "        os._exit(0)\n"
+    "    kids.append(pid)\n"
+    "for pid in kids:\n    os.waitpid(pid, 0)\n")
+
+
+def _hog_then_victim(tmp_path: Path, hog_code: str, hog_processes: int, victim_args: list[str],
+                     hog_args: list[str]):
+    """Grade a hog on one course; once it holds `hog_processes` processes, grade an honest submission of
+    another course (its own `autograder grade`, as two instructors or two batches on one machine)."""
+    hog_course = make_course(tmp_path / "hog", {"hog": solution(hog_code)})
+    victim_course = make_course(tmp_path / "victim", {"honest": None})
+    with open(tmp_path / "hog.log", "wb") as log:
+        hog = subprocess.Popen([sys.executable, "-m", "autograder.cli", "grade", A, "--course", str(hog_course),
+                                *hog_args], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline, held = time.time() + 240, []
+        while time.time() < deadline and hog.poll() is None:
+            held = _uid_tasks(_descendants(hog.pid))
+            if len(held) >= hog_processes:
+                break
+            time.sleep(1)
+        assert len(held) >= hog_processes, (len(held), (tmp_path / "hog.log").read_text()[-2000:])
+        start = time.time()
+        victim = run_cli("grade", A, "--course", str(victim_course), *victim_args)
+        return victim, rows_of(victim_course).get("honest"), time.time() - start, len(held)
+    finally:
+        os.kill(hog.pid, signal.SIGKILL)  # the worker, the service and the kernel die with it
+        hog.wait()
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "owner P (autograder/sandbox.py, launch.py): RLIMIT_NPROC counts every process and thread of the kernels' "
+    "one user (uid 64100) on the host, so a kernel that forks up to --max-processes while another grading runs "
+    "leaves the other kernel unable to start (setpriv's exec fails with EAGAIN): the honest submission gets an "
+    "error row. Fix: a distinct uid per concurrent slot (e.g. 64100 + slot, --jobs N and per process), or a "
+    "pids cgroup per kernel (v1 pids.max here) instead of the per-user rlimit"))
+def test_a_process_hog_does_not_make_another_grading_fail(tmp_path):
+    args = ["--memory", "3", "--max-processes", "64", "--tmp-mb", "64"]
+    victim, row, seconds, held = _hog_then_victim(tmp_path, NPROC_HOG, 30, args + ["--timeout", "120"],
+                                                  args + ["--timeout", "400"])
+    assert row is not None, victim.stderr[-2000:]
+    assert row.status == "ok" and row.passed and row.annotations == 60, (row, held, seconds)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "owner P (autograder/launch.py): nothing shares the CPU between kernels (no cpu cgroup, no per-kernel "
+    "CPU limit; the wall clock is the only clock): 24 busy processes of one kernel leave an honest notebook of "
+    "another grading a few percent of the cores, and it times out. Fix: a cpu cgroup per kernel (v1 cpu.shares "
+    "equal per kernel; v2 cpu.weight), and with several gradings at once a timed-out submission is graded again "
+    "alone before its timeout row is kept"))
+def test_a_cpu_hog_does_not_make_another_grading_time_out(tmp_path):
+    args = ["--memory", "3", "--max-processes", "96", "--tmp-mb", "64"]
+    victim, row, seconds, held = _hog_then_victim(tmp_path, CPU_HOG, 20, args + ["--timeout", "45"],
+                                                  args + ["--timeout", "400"])
+    assert row is not None, victim.stderr[-2000:]
+    assert row.status == "ok" and row.passed, (row, held, seconds)
