@@ -29,6 +29,7 @@ service's ledger of every run is kept beside the default database, in
 from __future__ import annotations
 
 import fcntl
+import functools
 import importlib.util
 import json
 import os
@@ -155,8 +156,13 @@ def resolve_url(course_dir: Path, url: str | None = None) -> str:
     an unknown database, or a driver that is not installed (naming the package to install).
     """
     value = str(url or os.environ.get(ENV) or db_path(course_dir))
-    if "://" not in value:
+    if "://" not in value:  # a path (not resolved: a symlinked file must stay visible as one)
         return f"sqlite:///{Path(value).expanduser().absolute()}"
+    return _checked(value)
+
+
+@functools.lru_cache(maxsize=64)
+def _checked(value: str) -> str:
     try:
         parsed = sa.engine.make_url(value)
     except sa.exc.ArgumentError as exc:
@@ -216,12 +222,28 @@ def _engine(url: str) -> sa.Engine:
 def _new_engine(url: str) -> sa.Engine:
     if sa.engine.make_url(url).get_backend_name() != "sqlite":
         return sa.create_engine(url, pool_pre_ping=True)
-    engine = sa.create_engine(url, connect_args={"timeout": min(WAIT_S, 30.0)})
+    # a short busy timeout while connecting (switching an old file to WAL waits for its lock; `_run`
+    # retries); each transaction sets its own from the time left (`_begin`)
+    engine = sa.create_engine(url, connect_args={"timeout": 1.0})
+    path = _sqlite_file(url)
+
+    def identity() -> tuple[int, int] | None:
+        try:
+            found = os.stat(path) if path else None
+        except OSError:
+            return None
+        return found and (found.st_dev, found.st_ino)
 
     @sa.event.listens_for(engine, "connect")
-    def _connect(dbapi_connection: Any, _record: Any) -> None:
+    def _connect(dbapi_connection: Any, record: Any) -> None:
         dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN (below), sqlite3 does not
         dbapi_connection.execute("PRAGMA journal_mode=WAL")  # readers and one writer at a time, no waiting
+        record.info["file"] = identity()
+
+    @sa.event.listens_for(engine, "checkout")
+    def _checkout(_dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        if record.info.get("file") != identity():  # grades.db was deleted or replaced: a new connection
+            raise sa.exc.DisconnectionError("the database file changed")
 
     @sa.event.listens_for(engine, "begin")
     def _begin(connection: sa.Connection) -> None:

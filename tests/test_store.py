@@ -66,6 +66,17 @@ def test_a_regrade_replaces_every_row_of_the_submission(tmp_path):
     assert [r.annotations for r in store.load_tracks(tmp_path, A)] == [10, 9]
 
 
+def test_a_database_file_deleted_between_saves_is_made_anew(tmp_path):
+    store.save(tmp_path, row("ana"))
+    for name in (store.DB_NAME, store.DB_NAME + "-wal", store.DB_NAME + "-shm"):
+        (tmp_path / name).unlink(missing_ok=True)
+    assert store.load(tmp_path, A) == []
+    store.save(tmp_path, row("bo"))  # not into the deleted file through a pooled connection
+    assert [r.student for r in store.load(tmp_path, A)] == ["bo"]
+    with sqlite3.connect(tmp_path / store.DB_NAME) as connection:
+        assert connection.execute("SELECT student FROM results").fetchall() == [("bo",)]
+
+
 def test_an_exception_in_the_middle_of_a_transaction_writes_nothing(tmp_path):
     store.save(tmp_path, graded_on_two_tracks("bo"))
     engine = store._engine(store.resolve_url(tmp_path))
