@@ -99,6 +99,25 @@ def test_an_exception_in_the_middle_of_a_transaction_writes_nothing(tmp_path):
     assert not (tmp_path / store.PENDING).exists()  # not a store outage: nothing kept for later
 
 
+def test_a_transaction_failing_on_a_transient_error_is_retried_whole(tmp_path):
+    store.save(tmp_path, graded_on_two_tracks("bo"))
+    engine = store._engine(store.resolve_url(tmp_path))
+    statements = []
+
+    def fail_once(_conn, _cursor, statement, _parameters, _context, _many):
+        statements.append(statement.split()[0])
+        if statement.startswith("INSERT") and statements.count("INSERT") == 1:
+            raise sqlite3.OperationalError("database is locked")  # as a lost race would
+
+    sa.event.listen(engine, "before_cursor_execute", fail_once)
+    try:
+        store.save(tmp_path, graded_on_two_tracks("bo", annotations=20), wait=30)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", fail_once)
+    assert statements.count("DELETE") == 2 and statements.count("INSERT") == 2  # the whole transaction again
+    assert [r.annotations for r in store.load_tracks(tmp_path, A)] == [21, 20]
+
+
 def test_an_old_sqlite_file_is_migrated(tmp_path):
     # the format before hidden tracks: keyed by (student, assignment), none of the added columns,
     # a rollback journal
