@@ -279,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--render", action="store_true", help="only rebuild results.md from --out's results.json")
     p.add_argument("--update-readme", action="store_true",
                    help="also write the table into README.md (between its track-difficulty markers)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the steps --out's results.json already has (same notebooks and seeds), run the rest")
     args = p.parse_args(argv)
     if args.render:
         results = json.loads((args.out / "results.json").read_text())
@@ -300,21 +302,38 @@ def main(argv: list[str] | None = None) -> int:
                         "command": f"python -m benchmarks.tracks {argv_text}".strip(), "tracks": args.tracks,
                         "notebooks": args.notebooks, "seed": args.seed, "random_seeds": args.random_seeds},
                "tracks": {t: {} for t in args.tracks}}
+    earlier = 0.0
+    if args.resume and (args.out / "results.json").is_file():
+        old = json.loads((args.out / "results.json").read_text())
+        same = ("notebooks", "seed", "random_seeds")
+        if any(old["meta"].get(k) != results["meta"][k] for k in same):
+            p.error(f"--resume: {args.out}/results.json was run with other {', '.join(same)}")
+        results["tracks"] = {t: old["tracks"].get(t, {}) for t in args.tracks}
+        results["meta"]["date"] = old["meta"]["date"]
+        earlier = old["meta"].get("wall_s") or 0.0
+    def checkpoint() -> None:  # a cut-short run keeps every step it finished, and its time
+        results["meta"]["wall_s"] = earlier + time.perf_counter() - start
+        save(results, args.out)
+
     for track in args.tracks:
         block = results["tracks"][track]
+        if "pair" in block:  # measured in full by an earlier run
+            continue
         print(f"track {track}: baseline", flush=True)
-        block["baseline"] = train_baseline(track)
-        save(results, args.out)
+        block["baseline"] = block.get("baseline") or train_baseline(track)
+        checkpoint()
         for assignment in args.notebooks:
+            if assignment in block.get("notebooks", {}):
+                continue
             print(f"track {track}: {assignment}", flush=True)
             run = run_notebook(assignment, track, args.seed)
             block.setdefault("notebooks", {})[assignment] = run
             print(f"  {_nb_cell(run)} in {run['seconds']} s {run['errors'][:1] or ''}", flush=True)
-            save(results, args.out)
+            checkpoint()
         print(f"track {track}: measures of the pair", flush=True)
         block["pair"] = measure_pair(track, args.random_seeds)
-        results["meta"]["wall_s"] = time.perf_counter() - start
-        save(results, args.out)
+        checkpoint()
+    checkpoint()
     if args.update_readme:
         update_readme(README, results)
     print(markdown(results), flush=True)

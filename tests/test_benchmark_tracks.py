@@ -84,3 +84,15 @@ def test_the_ledger_cell_reads_the_kernels_counted_submission():
                {"op": "score", "split": "private", "ok": True, "accuracy": .97, "count": 3, "n": 900}]
     summary = protocol.summarize(entries)
     assert (summary.accuracy, summary.annotations, summary.submissions) == (.97, 3, 1)
+
+
+def test_resume_keeps_the_measured_tracks_and_refuses_other_settings(tmp_path):
+    results = fake_results()
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    common = ["--resume", "--out", str(tmp_path), "--notebooks", *NOTEBOOKS]
+    assert tracks.main(common + ["--tracks", "7,1", "2,5"]) == 0  # both measured in full: nothing to run
+    again = json.loads((tmp_path / "results.json").read_text())
+    assert list(again["tracks"]) == ["7,1", "2,5"] and again["tracks"]["2,5"] == results["tracks"]["2,5"]
+    assert again["meta"]["tracks"] == ["7,1", "2,5"] and again["meta"]["date"] == results["meta"]["date"]
+    with pytest.raises(SystemExit):
+        tracks.main(common + ["--tracks", "7,1", "--seed", "3"])
