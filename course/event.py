@@ -5,6 +5,10 @@
     ds = data.load()          # the event's pool, downloaded once (no MNIST files needed)
     oracle.annotate([12, 40]) # charged on the event server, in your ledger there
     grading.submit(predict)   # your counted submission: it appears on the board at once
+    event.upload("03_clustering.ipynb")  # the saved notebook, for the instructor's `autograder verify`
+
+An invite-only event (the instructor made it with a roster) takes your personal code
+instead of the event code and a name: ``event.join(url, "K7QX2P-AB3CD4EF")``.
 
 Or without a code change: set env ``COURSE_EVENT_URL``, ``COURSE_EVENT_CODE`` and
 ``COURSE_EVENT_NAME`` (default: your login name) before starting Jupyter; the
@@ -20,6 +24,11 @@ is in exam mode: `course.evaluate.accuracy` returns nan, and the first successfu
 refused (`SubmissionRefusedError`) and charges nothing. Your count belongs to you,
 not to the kernel: after a kernel restart, joining under the same name from the same
 machine rejoins (the token is kept in the cache folder) and keeps your count.
+
+A request refused for its rate (429: more requests per second than the event allows;
+the server charged nothing) is sent again after the server's Retry-After, a bounded
+number of times. Under the autograder (``autograder verify`` re-runs a notebook on the
+event's data) `join` and `upload` do nothing and the grader's service holds the labels.
 
 Talks HTTP with the standard library only (urllib); needs nothing beyond numpy.
 """
@@ -46,7 +55,9 @@ from course.remote import RemoteBackend
 
 TIMEOUT_S = 60.0  # one request
 POOL_TIMEOUT_S = 600.0  # the pool download (about 12 MB)
-RETRY_S = 60.0  # how long a rate-limited request is retried before it gives up
+RETRY_S = 60.0  # how long a rate-limited request (429) is retried before it gives up
+MAX_RETRIES = 20  # and how many times at most
+MAX_NOTEBOOK_BYTES = 4 * 2**20  # an uploaded notebook, outputs dropped (the server's cap)
 POOL_FILE = "course-grading.npz"  # the `course.data` grading-file name: data.load() reads it
 
 
@@ -72,24 +83,39 @@ _JOINED: list[Joined] = []
 _POOL_DIR: dict[str, Path] = {}
 
 
-def join(url: str, code: str, name: str | None = None) -> Joined:
+def join(url: str, code: str, name: str | None = None) -> Joined | None:
     """Join event `code` on the server at `url` as `name` (default: your login name).
 
-    Refused with a `ServiceError` that says why: an unknown code, a name taken by
-    someone else, a closed event. Joining again under your own name from the same
-    machine rejoins (e.g. after a kernel restart) and keeps your annotations.
+    In an invite-only event `code` is your personal code (``"K7QX2P-AB3CD4EF"``, from the
+    instructor) and the name comes with it. Refused with a `ServiceError` that says why:
+    an unknown code, a name taken by someone else, a closed event. Joining again under
+    your own name from the same machine rejoins (e.g. after a kernel restart) and keeps
+    your annotations; a personal code rejoins from any machine.
+
+    Under the autograder (``autograder verify`` re-runs your notebook on the event's data)
+    this does nothing: the grader holds the labels there.
     """
+    if _graded():
+        print("running under the autograder: the grader holds the labels, so the event is not joined.")
+        return None
     url = _check_url(url)
     code = str(code).strip().upper()
-    name = (name if name is not None else getpass.getuser()).strip()
-    saved = _token_file(url, code, name)
+    invite = code if "-" in code else None
+    code = code.split("-", 1)[0]
+    if name is None and invite is None:
+        name = getpass.getuser()
+    name = None if name is None else name.strip()
+    saved = _token_file(url, code, name if name is not None else invite)
     token = None
     if saved.is_file():
         try:
             token = json.loads(saved.read_text()).get("token")
         except (OSError, ValueError):
             token = None
-    reply = protocol.result(_http(f"{url}/api/events/{urllib.parse.quote(code)}/join", {"name": name, "token": token}))
+    body = {"name": name, "token": token}
+    if invite is not None:
+        body["invite"] = invite
+    reply = protocol.result(_http(f"{url}/api/events/{urllib.parse.quote(code)}/join", body))
     joined = Joined(url=url, code=code, name=reply["name"], display_name=reply["display_name"],
                     track=tuple(int(d) for d in reply["track"]), assignment=reply["assignment"],
                     pool_bytes=int(reply["pool_bytes"]), token=reply["token"])
@@ -105,6 +131,34 @@ def join(url: str, code: str, name: str | None = None) -> Joined:
     return joined
 
 
+def upload(path: str | os.PathLike) -> dict | None:
+    """Send your notebook file to the event server, for the instructor's `autograder verify`.
+
+    Save the notebook first (the file on disk is what is sent); outputs are left out. The
+    last upload counts. The winners' notebooks are re-run on the event's data, so upload
+    the notebook that made your counted submission. Does nothing under the autograder.
+    """
+    if _graded():
+        return None
+    joined = current()
+    if joined is None:
+        raise ServiceError("no event joined; call course.event.join(url, code, name) first.")
+    path = Path(path)
+    try:
+        nb = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ServiceError(f"cannot read the notebook {str(path)!r} ({type(exc).__name__}); give the path of the "
+                           ".ipynb file, e.g. course.event.upload(\"03_clustering.ipynb\").") from None
+    for cell in nb.get("cells", []) if isinstance(nb, dict) else []:
+        if isinstance(cell, dict) and cell.get("cell_type") == "code":  # outputs are not needed to re-run it
+            cell["outputs"], cell["execution_count"] = [], None
+    raw = json.dumps(nb).encode()
+    reply = protocol.result(_http(f"{joined.url}/api/events/{joined.code}/notebook", raw=raw, token=joined.token,
+                                  limit=MAX_NOTEBOOK_BYTES))
+    print(f"uploaded {path.name} ({reply['bytes']} bytes) to event {joined.code}; the last upload counts.")
+    return reply
+
+
 def leave() -> None:
     """Stop taking part in the event in this kernel (back to the local course)."""
     _forget_backends()
@@ -112,12 +166,21 @@ def leave() -> None:
 
 
 def active() -> bool:
-    """True once `join` was called, or when env ``COURSE_EVENT_URL`` names an event."""
+    """True once `join` was called, or when env ``COURSE_EVENT_URL`` names an event (never under the grader)."""
+    if _graded():
+        return False
     return bool(_JOINED) or bool(os.environ.get(config.ENV_EVENT_URL, "").strip())
+
+
+def _graded() -> bool:
+    """Under the autograder (its annotation service is set): the event is not used."""
+    return bool(os.environ.get(config.ENV_SERVICE))
 
 
 def current() -> Joined | None:
     """The joined event; joins from the env variables on first use; None outside event mode."""
+    if _graded():
+        return None
     if _JOINED:
         return _JOINED[0]
     url = os.environ.get(config.ENV_EVENT_URL, "").strip()
@@ -186,34 +249,40 @@ def _check_url(url: str) -> str:
 
 
 def _http(url: str, body: Any | None = None, token: str | None = None, timeout: float = TIMEOUT_S,
-          raw: bool = False) -> Any:
-    """One request (POST JSON if `body`, else GET); the reply's JSON, or the raw response if `raw`.
+          stream: bool = False, raw: bytes | None = None, limit: int = protocol.MAX_REQUEST_BYTES) -> Any:
+    """One request (POST JSON if `body`, POST `raw` bytes if given, else GET); the reply's JSON, or the
+    open response if `stream`.
 
-    A refusal's JSON (``{"ok": false, ...}``) is returned as it is, for `protocol.result`; a
-    rate-limited request is retried after the server's Retry-After, for up to `RETRY_S`.
+    A refusal's JSON (``{"ok": false, ...}``) is returned as it is, for `protocol.result`. A
+    rate-limited request (429: the server read and charged nothing) is sent again after the
+    server's Retry-After, at most `MAX_RETRIES` times and for at most `RETRY_S` seconds; then
+    the server's refusal is returned.
     """
-    data = None if body is None else json.dumps(body).encode()
-    if data is not None and len(data) > protocol.MAX_REQUEST_BYTES:
-        raise ServiceError(f"this request would be {len(data)} bytes, more than the {protocol.MAX_REQUEST_BYTES} the "
-                           "event server reads; nothing was sent or charged. Send fewer indices per call.")
+    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    if data is not None and len(data) > limit:
+        raise ServiceError(f"this request would be {len(data)} bytes, more than the {limit} the event server "
+                           "reads; nothing was sent or charged." + (" Send fewer indices per call." if raw is None
+                                                                    else ""))
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     deadline = time.monotonic() + RETRY_S
+    retries = 0
     while True:
         request = urllib.request.Request(url, data=data, headers=headers, method="GET" if data is None else "POST")
         try:
             response = urllib.request.urlopen(request, timeout=timeout)
-            if raw:
+            if stream:
                 return response
             with response:
                 return json.loads(response.read())
         except urllib.error.HTTPError as exc:
             with exc:
                 text = exc.read(protocol.MAX_REQUEST_BYTES)
-                retry = exc.headers.get("Retry-After", "1")
-            if exc.code == 429 and time.monotonic() < deadline:
-                time.sleep(min(float(retry) if retry.replace(".", "", 1).isdigit() else 1.0, 5.0))
+                wait = _retry_after(exc.headers.get("Retry-After"))
+            if exc.code == 429 and retries < MAX_RETRIES and time.monotonic() + wait <= deadline:
+                retries += 1
+                time.sleep(wait)
                 continue
             try:
                 reply = json.loads(text)
@@ -228,11 +297,20 @@ def _http(url: str, body: Any | None = None, token: str | None = None, timeout: 
                                "server runs; oracle.count() tells what was charged once it answers again.") from None
 
 
+def _retry_after(value: str | None) -> float:
+    """Seconds to wait from a Retry-After header (delta-seconds; 1 s if absent or unreadable)."""
+    try:
+        wait = float(value) if value is not None else 1.0
+    except ValueError:
+        return 1.0
+    return wait if wait >= 0 and wait == wait else 1.0
+
+
 def _download(joined: Joined, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     part = target.with_name(target.name + ".part")
     response = _http(f"{joined.url}/api/events/{joined.code}/pool", token=joined.token, timeout=POOL_TIMEOUT_S,
-                     raw=True)
+                     stream=True)
     if isinstance(response, dict):  # a refusal
         protocol.result(response)
         raise ServiceError("the event server sent no pool file.")

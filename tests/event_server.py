@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 TRACK = "7,1"
 SEED = 1
-SLOTS = ("api", "close", "participant", "restart", "board")  # one event each on one shuffle; board last (/board opens the newest)
+SLOTS = ("api", "close", "participant", "restart", "roster", "board")  # one event each on one shuffle; board last (/board opens the newest)
 _TEMPLATE: dict[str, object] = {}
 
 
@@ -77,6 +77,7 @@ class Server:
 
     db: Path
     rate: float = 20.0
+    burst: int = 40
     port: int = 0
     process: subprocess.Popen | None = None
 
@@ -89,7 +90,7 @@ class Server:
         log = open(self.db.with_suffix(".log"), "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "autograder.event.cli", "serve", "--db", str(self.db), "--host", "127.0.0.1",
-             "--port", str(self.port), "--rate", str(self.rate)],
+             "--port", str(self.port), "--rate", str(self.rate), "--burst", str(self.burst)],
             cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -681,25 +681,8 @@ def event_server(tmp_path_factory):
     server.stop()
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "owner E (autograder/event/app.py, store.py): anyone may join an event under any number of names, "
-    "and every name gets the same pool (one shuffle per event) and its own counted submission, whose "
-    "accuracy the public board shows. One person buys 200 labels under a throw-away name, and the name "
-    "they play under passes with 0 annotations (the same works for cluster naming: submit the guess "
-    "under a throw-away name, read the board, submit the right naming under the real one). Fix: joins "
-    "by instructor-issued invites (one per person, e.g. `autograder event invite`), or at least flag "
-    "0-annotation passes and show joins per machine to the admin. Two people colluding stay possible."))
-def test_a_second_name_in_a_live_event_buys_labels_for_the_first(event_server):
-    es, server, code, truth = event_server
-    url = f"{server.url}/api/events/{code}"
-
-    def join(name):
-        status, reply = es.call(f"{url}/join", {"name": name})
-        assert status == 200, reply
-        return reply["result"]["token"]
-
-    main, throwaway = join("sybil main"), join("sybil throw-away")
+def _sybil_buys_under_a_throwaway_name(es, url, main, throwaway, truth):
+    """Buy 200 labels under `throwaway`, submit a centroid classifier under `main`: (status, reply) of the submit."""
     status, blob = es.call(f"{url}/pool", token=main)
     with np.load(io.BytesIO(blob)) as f:
         images, labels, private = f["images"], f["labels"], f["private_test_images"]
@@ -710,12 +693,69 @@ def test_a_second_name_in_a_live_event_buys_labels_for_the_first(event_server):
     centroids = {d: images[bought[digits == d]].reshape(-1, 784).mean(axis=0) for d in TRACK}
     flat = private.reshape(len(private), -1).astype(float)
     predictions = np.where(((flat - centroids[7]) ** 2).sum(1) < ((flat - centroids[1]) ** 2).sum(1), 7, 1)
-    status, reply = es.call(f"{url}/op", {"op": "score", "split": "private", "predictions": predictions.tolist()},
-                            token=main)
+    return es.call(f"{url}/op", {"op": "score", "split": "private", "predictions": predictions.tolist()},
+                   token=main)
+
+
+@pytest.mark.slow
+def test_an_open_event_lets_one_person_join_under_several_names(event_server):
+    """The open mode's documented limit (README, "Running a live event"): anyone may join an open event
+    under any number of names; every name gets the same pool and its own counted submission. One person
+    buys 200 labels under a throw-away name, and the name they play under passes with 0 annotations.
+    An invite-only event (`autograder event create --roster`) closes this: the next test."""
+    es, server, code, truth = event_server
+    url = f"{server.url}/api/events/{code}"
+
+    def join(name):
+        status, reply = es.call(f"{url}/join", {"name": name})
+        assert status == 200, reply
+        return reply["result"]["token"]
+
+    main, throwaway = join("sybil main"), join("sybil throw-away")
+    status, reply = _sybil_buys_under_a_throwaway_name(es, url, main, throwaway, truth)
     assert status == 200 and reply["result"]["accuracy"] >= config.TARGET_ACCURACY, reply
+    assert reply["result"]["count"] == 0  # the open mode's limit: the labels were bought under another name
+
+
+@pytest.mark.slow
+def test_a_roster_event_refuses_a_second_name(event_server):
+    """Invite-only: every join needs a personal code, one name per code, so the throw-away name never
+    gets in; the labels a person buys are charged to the one name their code carries."""
+    from autograder.event import store as event_store
+
+    es, server, _, truth = event_server
+    events = event_store.Store(server.db)
+    template = events.events()[0].code
+    code, admin = events.create_event((7, 1), "03_clustering", str(es.SEED), events.blob(template, "pool"),
+                                      events.blob(template, "truth"))
+    codes = events.add_invites(code, ["sybil main", "a classmate"])
+    events.dispose()
+    url = f"{server.url}/api/events/{code}"
+
+    for body in ({"name": "sybil throw-away"}, {"name": "sybil main"}):  # no personal code: refused
+        status, reply = es.call(f"{url}/join", body)
+        assert status == 403 and "invite-only" in reply["message"] and "personal code" in reply["message"], reply
+    status, reply = es.call(f"{url}/join", {"name": "sybil throw-away", "invite": codes["sybil main"]})
+    assert status == 403 and "belongs to another name" in reply["message"]  # one name per code
+    status, reply = es.call(f"{url}/join", {"invite": f"{code}-AAAAAAAA"})
+    assert status == 403 and "not a personal code" in reply["message"]
+
+    status, reply = es.call(f"{url}/join", {"invite": codes["sybil main"]})
+    assert status == 200 and reply["result"]["name"] == "sybil main"
+    main = reply["result"]["token"]
+    assert es.call(f"{url}/op", {"op": "count"}, token=main)[0] == 200
+    status, reply = es.call(f"{url}/join", {"invite": codes["sybil main"].lower()})  # the same code again:
+    assert status == 200 and reply["result"]["rejoined"]  # the same participant, from another machine
+    second = reply["result"]["token"]
+    assert es.call(f"{url}/op", {"op": "count"}, token=main)[0] == 401  # the old machine's token ended
+    status, reply = _sybil_buys_under_a_throwaway_name(es, url, second, second, truth)
+    assert status == 200 and reply["result"]["count"] == 200  # the labels count on the one name
+    status, view = es.call(f"{server.url}/api/admin/{code}", token=admin)
+    assert [p["name"] for p in view["participants"]] == ["sybil main"]
+    assert {r["name"]: r["participant"] is not None for r in view["roster"]} == {"sybil main": True,
+                                                                               "a classmate": False}
     status, board = es.call(f"{url}/board")
-    row = next(r for r in board["rows"] if r["accuracy"] is not None and r["passed"])
-    assert row["annotations"] > 0, f"{row['name']} passed with {row['annotations']} annotations"
+    assert [r["annotations"] for r in board["rows"]] == [200]
 
 
 # --- a copied checkpoint ------------------------------------------------------------------------------

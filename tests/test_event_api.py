@@ -177,7 +177,7 @@ def test_rate_limit_per_participant(tmp_path, tmp_path_factory):
     assert [server.op(flooder, {"op": "count"})[0] for _ in range(3)] == [200, 200, 200]  # the burst
     with pytest.raises(app.Refused) as refused:
         server.op(flooder, {"op": "annotate", "indices": c_indices(server.truth(code), 1)})
-    assert refused.value.status == 429 and refused.value.headers == {"Retry-After": "1"}
+    assert refused.value.status == 429 and refused.value.headers == {"Retry-After": "1000"}  # whole seconds to wait
     assert "requests per second" in refused.value.message and "Nothing was charged" in refused.value.message
     assert server.op(neighbour, {"op": "count"}) == (200, {"ok": True, "result": 0})  # not blocked by the flood
     assert app.EventServer(copy).op(flooder, {"op": "count"})[1]["result"] == 0  # from the store: nothing charged
@@ -261,3 +261,95 @@ def test_requests_per_participant_are_capped_and_the_ledger_stays_small(tmp_path
     again = app.EventServer(copy, rate=1e6, burst=10**6)  # a restart: the cap still holds
     status, reply = again.op(participant, {"op": "count"})
     assert status == 400 and again.session(participant).rules.count == 5
+
+
+def test_notebook_upload_is_capped_validated_and_the_last_one_wins(event):
+    import nbformat
+
+    token = join(event, "uploader")["token"]
+    url = f"{event['url']}/api/events/{event['code']}/notebook"
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")])
+    nb.cells[0].outputs = [nbformat.v4.new_output("stream", text="a large output " * 1000)]
+    status, reply = es.call(url, token=token, raw=nbformat.writes(nb).encode())
+    assert status == 200 and reply["ok"] and reply["result"]["bytes"] < 2000  # stored without outputs
+    nb.cells[0].source = "x = 2"
+    assert es.call(url, token=token, raw=nbformat.writes(nb).encode())[0] == 200
+    pid = store.Store(event["server"].db).participant(event["code"], token).id
+    kept = nbformat.reads(store.Store(event["server"].db).notebook(pid).decode(), as_version=4)
+    assert kept.cells[0].source == "x = 2" and kept.cells[0].outputs == []  # the last upload wins
+    for bad in (b"{not json", b'{"cells": 3}', json.dumps({"nbformat": 4}).encode()):
+        status, reply = es.call(url, token=token, raw=bad)
+        assert status == 400 and "not a valid Jupyter notebook" in reply["message"], reply
+    status, reply = es.call(url, token=token, raw=b" " * (5 * 2**20))
+    assert status == 413 and "larger than" in reply["message"]
+    assert es.call(url, raw=nbformat.writes(nb).encode())[0] == 401  # a participant's token is needed
+    status, reply = op(event, token, op="count")
+    assert status == 200 and reply["result"] == 0  # nothing charged
+
+
+def test_cli_event_create_with_a_roster_prints_and_exports_personal_codes(tmp_path, tmp_path_factory,
+                                                                          monkeypatch, capsys):
+    import csv as csv_module
+
+    from autograder import cli
+    from autograder.event import pool as pool_module
+
+    db, events = es.template(tmp_path_factory.getbasetemp())
+    code, _ = events["api"]
+    template = store.Store(db)
+    blobs = (7, template.blob(code, "pool"), template.blob(code, "truth"))
+    monkeypatch.setattr(pool_module, "build", lambda track, seed=None: blobs)
+    roster = tmp_path / "names.txt"
+    roster.write_text("# my class\nAda Lovelace\n\nGrace Hopper\n")
+    target, invites = tmp_path / "cli.db", tmp_path / "codes.csv"
+    assert cli.main(["event", "create", "--track", "7,1", "--assignment", "03_clustering", "--db", str(target),
+                     "--roster", str(roster), "--invites", str(invites)]) == 0
+    out = capsys.readouterr().out
+    new_code = out.split("join code:")[1].split()[0]
+    rows = list(csv_module.DictReader(invites.open()))
+    assert [r["name"] for r in rows] == ["Ada Lovelace", "Grace Hopper"] and oct(invites.stat().st_mode)[-3:] == "600"
+    assert all(r["personal_code"].startswith(f"{new_code}-") and r["personal_code"] in out for r in rows)
+    assert "invite-only" in out and store.Store(target).event(new_code).roster
+    roster.write_text("Ada\nAda\n")
+    with pytest.raises(SystemExit, match="more than once"):
+        cli.main(["event", "create", "--track", "7,1", "--assignment", "x", "--db", str(target),
+                  "--roster", str(roster)])
+    assert cli.main(["event", "create", "--track", "7,1", "--assignment", "03_clustering", "--db", str(target)]) == 0
+    assert "one person can join under several" in capsys.readouterr().out  # an open event says its limit
+
+
+def test_a_rate_limited_client_waits_and_retries_and_is_charged_once(tmp_path, tmp_path_factory, monkeypatch):
+    """course.event against a real server with --rate 2 --burst 3: every 429 is retried after Retry-After,
+    every annotation is charged once, and no refusal reaches the participant's ledger."""
+    from course import event as course_event, oracle
+
+    db, events = es.template(tmp_path_factory.getbasetemp())
+    code, _ = events["participant"]
+    server = es.Server(es.copy_db(db, tmp_path / "rate.db"), rate=2.0, burst=3).start()
+    monkeypatch.setenv(config.ENV_CACHE_DIR, str(tmp_path / "cache"))
+    for name in (config.ENV_EVENT_URL, config.ENV_EVENT_CODE, config.ENV_SERVICE):
+        monkeypatch.delenv(name, raising=False)
+    waits = []
+    real_sleep = course_event.time.sleep
+    monkeypatch.setattr(course_event.time, "sleep", lambda s: (waits.append(s), real_sleep(s)))
+    try:
+        course_event.join(server.url, code, "patient")
+        truth = pool.read_truth(store.Store(server.db).blob(code, "truth"))
+        picked = c_indices(truth, 8)
+        backend = oracle.backend((7, 1))
+        for i in picked:  # 8 requests after the hello: past the burst of 3 at 2 per second
+            backend.annotate(np.array([i]))
+        assert backend.count() == 8 and len(waits) >= 3 and all(w >= 1 for w in waits)
+        assert [row.index for row in backend.history()] == picked  # each charged once, in order
+        view = store.Store(server.db)
+        pid = next(r["id"] for r in view.standings(code) if r["name"] == "patient")
+        assert all(e["ok"] for e in view.ledger(pid))  # a 429 is refused before the rules: nothing logged
+
+        monkeypatch.setattr(course_event, "MAX_RETRIES", 0)  # bounded: then the server's message
+        with pytest.raises(course_event.ServiceError, match="requests per second"):
+            for i in picked * 3:
+                backend.annotate(np.array([i]))
+        assert len(view.load_participant(pid).charges) == 8
+    finally:
+        course_event.leave()
+        server.stop()

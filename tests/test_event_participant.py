@@ -102,3 +102,23 @@ def test_join_refusals_say_what_to_do(server, no_mnist):
         path.unlink()
     with pytest.raises(ServiceError, match="already taken"):
         event.join(running.url, code, "Dorothy Vaughan")
+
+
+def test_a_personal_code_joins_an_invite_only_event_from_any_machine(tmp_path_factory, no_mnist, capsys):
+    from autograder.event import store
+
+    running, events = es.shared(tmp_path_factory.getbasetemp())
+    code = events["roster"][0]  # an event of its own, made a roster event here
+    events = store.Store(running.db)
+    personal = events.add_invites(code, ["Mary Jackson"])["Mary Jackson"]
+    events.dispose()
+    with pytest.raises(ServiceError, match="invite-only"):
+        event.join(running.url, code, "Mary Jackson")
+    joined = event.join(running.url, personal)  # the personal code alone: it carries the name
+    assert joined.name == "Mary Jackson" and joined.code == code
+    oracle.annotate(data.load().c_indices[:3])
+    event.leave()
+    for path in (no_mnist / "cache" / "events").glob("token-*.json"):  # another machine
+        path.unlink()
+    again = event.join(running.url, personal.lower())
+    assert again.name == "Mary Jackson" and "rejoined" in capsys.readouterr().out and oracle.count() == 3

@@ -2,15 +2,18 @@
 
 Participant routes (``Authorization: Bearer <participant token>`` except join):
 
-    POST /api/events/{code}/join    {"name": "...", "token": null}  -> token, display name, track
-    GET  /api/events/{code}/pool    the event's pool file (npz, the `course.data` grading format)
-    POST /api/events/{code}/op      one `course.protocol` request -> its reply
+    POST /api/events/{code}/join      {"name": "...", "token": null}  -> token, display name, track
+                                      (a roster event: {"invite": "<personal code>"}, the name optional)
+    GET  /api/events/{code}/pool      the event's pool file (npz, the `course.data` grading format)
+    POST /api/events/{code}/op        one `course.protocol` request -> its reply
+    POST /api/events/{code}/notebook  the participant's .ipynb (for `autograder verify`; the last one wins)
 
 Public routes: ``GET /board``, ``/board/{code}``, ``/api/events/{code}/board`` (JSON),
 ``/api/events/{code}/stream`` (server-sent events), ``/api/health``.
 Instructor routes (``Authorization: Bearer <admin token>``): ``GET /admin`` (the page),
 ``GET /api/admin/{code}``, ``GET /api/admin/{code}/ledger/{participant}``,
-``GET /api/admin/{code}/results.csv``, ``POST /api/admin/{code}/freeze`` ``{"frozen": true}``,
+``GET /api/admin/{code}/results.csv``, ``GET /api/admin/{code}/invites.csv`` (a roster event),
+``POST /api/admin/{code}/freeze`` ``{"frozen": true}``,
 ``POST /api/admin/{code}/close``.
 
 Every participant request is answered by that participant's `course.protocol.Rules`
@@ -26,6 +29,11 @@ The first successful `course.grading.submit` counts; a later one is refused with
 `SubmissionRefusedError` and charges nothing. Annotations are per participant, not per
 kernel: a restarted kernel rejoins under the same name and keeps its count.
 
+Open or invite-only: an event created with a roster (`autograder event create --roster
+names.txt`) admits only joins with a personal code, one name per code; presenting the code
+again rejoins from any machine (a new token). An open event admits any name, so it cannot
+stop one person from joining under several names.
+
 One server process holds the participants' rules in memory (rebuilt from the store on
 first use after a restart), so run it with a single worker.
 """
@@ -34,7 +42,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
+import io
 import json
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -53,6 +64,7 @@ from course import config, protocol
 
 MAX_BODY = protocol.MAX_REQUEST_BYTES
 DRAIN_BODY = 8 * MAX_BODY  # a larger body is refused without reading it
+MAX_NOTEBOOK = 4 * 2**20  # an uploaded notebook (outputs are dropped: a notebook's code is far smaller)
 MAX_PARTICIPANTS = 2000  # per event
 MAX_REQUESTS = 20_000  # per participant and event: bounds a ledger (at 20 requests/s, over 16 minutes of flooding)
 RATE = 20.0  # requests per second per participant (sustained)
@@ -92,6 +104,44 @@ class _Session:
     sink: _Sink
     tokens: float = float(BURST)
     stamp: float = field(default_factory=time.monotonic)
+
+
+def invites_csv(invites: list[dict]) -> str:
+    """The roster with its personal codes, for the instructor to hand out."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["name", "personal_code", "joined"])
+    for row in invites:
+        writer.writerow([store_module._csv_safe(row["name"]), row["code"], int(row["participant"] is not None)])
+    return out.getvalue()
+
+
+def verified(check: dict | None) -> dict:
+    """What the board shows of a verification: its status, and the re-run's numbers when they differ."""
+    if check is None:
+        return {"verified": None}
+    out = {"verified": check["status"]}
+    if check["status"] == "differs":
+        out.update(verified_accuracy=check["accuracy"], verified_annotations=check["annotations"])
+    return out
+
+
+def clean_notebook(raw: bytes) -> bytes:
+    """A participant's upload as stored: a valid nbformat-4 notebook without outputs; Refused otherwise."""
+    import nbformat
+
+    try:
+        nb = nbformat.reads(raw.decode("utf-8"), as_version=4)
+        nbformat.validate(nb)
+    except Exception as exc:
+        detail = protocol.clip(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        raise Refused(400, f"this is not a valid Jupyter notebook ({type(exc).__name__}: {detail}); upload the "
+                           ".ipynb file itself, e.g. course.event.upload(\"03_clustering.ipynb\"). Nothing was "
+                           "stored.", "NotebookError") from None
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    return nbformat.writes(nb).encode()
 
 
 def event_second_submission(counted: protocol.ScoreReply) -> str:
@@ -202,9 +252,10 @@ class EventServer:
         session.tokens = min(float(self.burst), session.tokens + (now - session.stamp) * self.rate)
         session.stamp = now
         if session.tokens < 1.0:
-            raise Refused(429, f"more than {self.rate:g} requests per second from you; wait a moment and annotate "
+            wait = max(1, math.ceil((1.0 - session.tokens) / self.rate))  # whole seconds until a token is back
+            raise Refused(429, f"more than {self.rate:g} requests per second from you; wait {wait} s and annotate "
                                "in batches (one call with many indices is one request). Nothing was charged.",
-                          headers={"Retry-After": "1"})
+                          headers={"Retry-After": str(wait)})
         session.tokens -= 1.0
 
     def admit_join(self, client: str) -> None:
@@ -226,8 +277,18 @@ class EventServer:
             raise Refused(403, f"event {code} is closed; no one can join it any more.")
         if not isinstance(body, dict):
             raise Refused(400, 'send a JSON object {"name": "your name"}.')
-        name, token = body.get("name"), body.get("token")
-        if not isinstance(name, str) or not name.strip() or len(name.strip()) > MAX_NAME \
+        name, token, invite = body.get("name"), body.get("token"), body.get("invite")
+        if invite is not None and (not isinstance(invite, str) or not 0 < len(invite) <= 40):
+            raise Refused(400, f"invite must be your personal code as a string, got {protocol.clip(invite)}.")
+        if invite is not None and not event.roster:
+            raise Refused(400, f"event {code} has no roster, so there are no personal codes; join with "
+                               f"course.event.join(url, \"{code}\", \"your name\").")
+        if event.roster and invite is None:
+            raise Refused(403, f"event {code} is invite-only: join with the personal code the instructor gave you, "
+                               "course.event.join(url, \"<your personal code>\"). Nothing was changed.")
+        if name is None and invite is not None:
+            pass  # the personal code names the participant
+        elif not isinstance(name, str) or not name.strip() or len(name.strip()) > MAX_NAME \
                 or any(not ch.isprintable() for ch in name):
             raise Refused(400, f"the name must be 1 to {MAX_NAME} printable characters, got {protocol.clip(name)}.")
         if token is not None and not isinstance(token, str):
@@ -236,12 +297,23 @@ class EventServer:
             if len(self.store.standings(code)) >= MAX_PARTICIPANTS:
                 raise Refused(403, f"event {code} is full ({MAX_PARTICIPANTS} participants).")
             try:
-                participant, token, rejoined = self.store.join(event, name.strip(), token or None)
+                participant, new_token, rejoined = self.store.join(
+                    event, None if name is None else name.strip(), token or None,
+                    invite.strip().upper() if invite else None)
             except NameTaken:
                 raise Refused(409, f"the name {name.strip()!r} is already taken in event {code}; join under "
                                    "another name (a restarted kernel on the same machine rejoins by itself).") from None
+            except store_module.InviteRefused as refused:
+                why = str(refused)
+                raise Refused(403, f"{protocol.clip(invite)} is not a personal code of event {code}; check it "
+                                   f"(it looks like {code}-XXXXXXXX) or ask the instructor. Nothing was changed."
+                              if why == "unknown" else
+                              "this personal code belongs to another name; join with course.event.join(url, "
+                              "\"<your personal code>\") and no name. Nothing was changed.") from None
+            if rejoined and new_token != token:  # a personal code rejoined from another machine: the old token ends
+                self.tokens = {k: p for k, p in self.tokens.items() if p.id != participant.id}
         self.bump(code)
-        return protocol.ok({"token": token, "name": participant.name, "display_name": participant.display,
+        return protocol.ok({"token": new_token, "name": participant.name, "display_name": participant.display,
                             "rejoined": rejoined, "track": list(event.track), "assignment": event.assignment,
                             "pool_bytes": len(self.pool_file(code))})
 
@@ -264,7 +336,7 @@ class EventServer:
                     reply["message"] = event_oracle_closed(counted_before)
                 if entries:
                     entries[-1]["message"] = reply["message"][:protocol.LEDGER_MAX_TEXT]
-            charges = [tuple(row) for row in rules.history()[before:]] if rules.count != before else []
+            charges = self.new_charges(rules, before, body, entries, participant.event)
             submission = None
             if rules.counted is not None and counted_before is None:
                 submission = {"accuracy": rules.counted["accuracy"], "annotations": rules.counted["count"],
@@ -280,18 +352,48 @@ class EventServer:
             self.bump(participant.event)
         return (200 if reply["ok"] else STATUS.get(reply["error"], 400)), reply
 
+    def upload(self, participant: Participant, raw: bytes) -> dict:
+        """Store the participant's notebook for `autograder verify` (the last upload wins)."""
+        with self.lock:
+            self.admit(self.session(participant))
+        content = clean_notebook(raw)
+        with self.lock:
+            info = self.store.save_notebook(participant.id, content)
+        return protocol.ok({"bytes": info["size"], "sha256": info["sha256"],
+                            "message": "notebook stored; the instructor's `autograder verify` re-runs the last "
+                                       "one you upload."})
+
+    def new_charges(self, rules: protocol.Rules, before: int, body: Any, entries: list[dict],
+                    code: str) -> list[tuple[int, int, int]]:
+        """The (order, index, digit) rows a request charged, in O(batch): from its ledger entry (which
+        keeps the first new indices) or its own indices when all were new; `rules.history()` (a copy of
+        every charge so far, which made a request's cost grow with the count) only in the rare rest."""
+        added = rules.count - before
+        if added <= 0:
+            return []
+        new = entries[-1].get("new") if entries and entries[-1].get("op") == protocol.Op.ANNOTATE.value else None
+        if not (isinstance(new, list) and len(new) == added):
+            distinct = list(dict.fromkeys(body.get("indices") or [])) if isinstance(body, dict) else []
+            new = distinct if len(distinct) == added else None
+        if new is None:
+            return [tuple(row) for row in rules.history()[before:]]
+        digits = self.truth(code)["pool_digits"]
+        return [(before + k, int(i), int(digits[i])) for k, i in enumerate(new)]
+
     # --- the board ---------------------------------------------------------------------------
 
     def board(self, code: str) -> dict:
         event = self.event(code)
         rows = rank(self.store.standings(code, as_of=event.frozen_at))
+        checks = self.store.verifications(code)
         return {
             "event": code, "assignment": event.assignment, "track": event.track_name,
             "frozen": event.frozen_at is not None, "closed": event.closed_at is not None,
             "target": config.TARGET_ACCURACY, "rule": RULE.format(target=config.TARGET_ACCURACY),
             "participants": len(rows), "submitted": sum(r["accuracy"] is not None for r in rows),
             "rows": [{"rank": r["rank"], "name": r["display"], "passed": r["passed"], "accuracy": r["accuracy"],
-                      "annotations": r["annotations"], "live": r["count"]} for r in rows],
+                      "annotations": r["annotations"], "live": r["count"], **verified(checks.get(r["id"]))}
+                     for r in rows],
         }
 
     def admin(self, code: str, request: Request):
@@ -322,23 +424,30 @@ def create_app(store: Store, *, rate: float = RATE, burst: int = BURST) -> FastA
         return JSONResponse({"ok": False, "error": exc.kind, "message": exc.message}, exc.status,
                             headers=exc.headers)
 
-    async def read_json(request: Request) -> Any:
+    async def read_body(request: Request, limit: int, what: str) -> bytes:
+        """The body, up to `limit` bytes; a larger one is a 413 (a body up to 8 x `limit` is read to its
+        end, so its sender gets the 413 rather than a broken pipe; a larger one is refused unread)."""
         length = request.headers.get("content-length")
-        too_big = Refused(413, f"the request body is larger than {MAX_BODY} bytes, more than any valid request; "
-                               "nothing was read or charged. Send fewer indices per call.")
+        too_big = Refused(413, f"the request body is larger than {limit} bytes, more than any valid {what}; "
+                               "nothing was read, stored or charged." + (" Send fewer indices per call."
+                                                                        if what == "request" else ""))
         if length is not None and not length.isdigit():
             raise too_big
-        if length is not None and int(length) > DRAIN_BODY:
+        if length is not None and int(length) > 8 * limit:
             raise too_big  # replied at once; such a client may see the connection closed instead
         body, seen = bytearray(), 0
-        async for chunk in request.stream():  # a body up to DRAIN_BODY is read to its end, so its
-            seen += len(chunk)                # sender gets the 413 rather than a broken pipe
-            if seen <= MAX_BODY:
+        async for chunk in request.stream():
+            seen += len(chunk)
+            if seen <= limit:
                 body += chunk
-            elif seen > DRAIN_BODY:
+            elif seen > 8 * limit:
                 raise too_big
-        if seen > MAX_BODY:
+        if seen > limit:
             raise too_big
+        return bytes(body)
+
+    async def read_json(request: Request) -> Any:
+        body = await read_body(request, MAX_BODY, "request")
         try:
             return json.loads(body)
         except (ValueError, RecursionError):  # RecursionError: valid JSON nested deeper than json reads
@@ -373,6 +482,12 @@ def create_app(store: Store, *, rate: float = RATE, burst: int = BURST) -> FastA
         status, reply = server.op(server.participant(code, request), body)
         took = 1000 * (time.perf_counter() - start)
         return JSONResponse(reply, status, headers={"Server-Timing": f"app;dur={took:.2f}"})
+
+    @app.post("/api/events/{code}/notebook")
+    async def upload(code: str, request: Request):
+        participant = server.participant(code, request)
+        raw = await read_body(request, MAX_NOTEBOOK, "notebook")
+        return await run_in_threadpool(server.upload, participant, raw)
 
     @app.get("/api/events/{code}/board")
     def board(code: str):
@@ -409,7 +524,7 @@ def create_app(store: Store, *, rate: float = RATE, burst: int = BURST) -> FastA
     @app.get("/board/{code}", response_class=HTMLResponse)
     def board_page(code: str):
         event = server.event(code)
-        return pages.board(event.code, event.assignment, event.track_name)
+        return pages.board(event.code, event.assignment, event.track_name, event.roster)
 
     @app.get("/admin", response_class=HTMLResponse)
     def admin_page():
@@ -419,14 +534,23 @@ def create_app(store: Store, *, rate: float = RATE, burst: int = BURST) -> FastA
     def admin_view(code: str, request: Request):
         event = server.admin(code, request)
         rows = rank(store.standings(code))
+        checks, uploads = store.verifications(code), store.uploads(code)
         return {"event": code, "assignment": event.assignment, "track": event.track_name,
                 "frozen": event.frozen_at is not None, "closed": event.closed_at is not None,
+                "roster": store.invites(code) if event.roster else None,
                 "participants": [{"id": r["id"], "name": r["name"], "display_name": r["display"],
                                   "joined": r["joined"], "annotations": r["count"], "rank": r["rank"],
                                   "passed": r["passed"], "accuracy": r["accuracy"],
-                                  "submitted_annotations": r["annotations"], "submitted": r["submitted"]}
+                                  "submitted_annotations": r["annotations"], "submitted": r["submitted"],
+                                  "notebook": uploads.get(r["id"]), "verification": checks.get(r["id"])}
                                  for r in rows],
                 "failures": store.failures(code)}
+
+    @app.get("/api/admin/{code}/invites.csv")
+    def admin_invites(code: str, request: Request):
+        server.admin(code, request)
+        return PlainTextResponse(invites_csv(store.invites(code)), media_type="text/csv",
+                                 headers={"Content-Disposition": f'attachment; filename="invites-{code}.csv"'})
 
     @app.get("/api/admin/{code}/ledger/{pid}")
     def admin_ledger(code: str, pid: int, request: Request):

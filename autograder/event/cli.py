@@ -1,7 +1,8 @@
-"""``autograder serve`` and ``autograder event create``: added to the ``autograder`` command.
+"""``autograder serve``, ``autograder event create`` and ``autograder verify``: added to ``autograder``.
 
-    autograder event create --track 7,1 --assignment 03_clustering [--db PATH_OR_URL]
-    autograder serve [--db PATH_OR_URL] [--host 127.0.0.1] [--port 8000] [--rate 20]
+    autograder event create --track 7,1 --assignment 03_clustering [--db PATH_OR_URL] [--roster names.txt]
+    autograder serve [--db PATH_OR_URL] [--host 127.0.0.1] [--port 8000] [--rate 20] [--burst 40]
+    autograder verify CODE --top 3 --course DIR [--notebooks DIR] [--db PATH_OR_URL]
 
 ``--db`` is a path to an SQLite file (WAL mode) or any SQLAlchemy URL; default
 ``.autograder/events.db`` in the current folder (git-ignored: it holds the labels).
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 DEFAULT_DB = os.path.join(".autograder", "events.db")
 DB_ENV = "AUTOGRADER_EVENT_DB"
@@ -26,6 +28,7 @@ def add_commands(commands) -> None:
                        help="address to listen on (default 127.0.0.1; 0.0.0.0 for participants on the network)")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--rate", type=float, default=20.0, help="requests per second per participant (default 20)")
+    serve.add_argument("--burst", type=int, default=40, help="requests a participant may make at once (default 40)")
     serve.add_argument("--synchronous", choices=["NORMAL", "FULL"], default="NORMAL",
                        help="SQLite durability: NORMAL survives a crash or kill -9 of the server (default), "
                             "FULL a power loss too (an fsync per request: slower)")
@@ -35,7 +38,20 @@ def add_commands(commands) -> None:
     create.add_argument("--track", required=True, help='e.g. "7,1"')
     create.add_argument("--assignment", required=True, help="e.g. 03_clustering")
     create.add_argument("--db", default=None, help=db_help)
+    create.add_argument("--roster", type=Path, default=None,
+                        help="a text file with one participant name per line: the event becomes invite-only, "
+                             "each name gets a personal join code (printed and written to --invites)")
+    create.add_argument("--invites", type=Path, default=None,
+                        help="where to write the personal codes as CSV (default: invites-<CODE>.csv here)")
     create.add_argument("--seed", type=int, default=None, help=argparse.SUPPRESS)  # tests only
+    verify = commands.add_parser("verify", help="re-run the top N of a live event's board in the sandboxed grader")
+    verify.add_argument("code", help="the event's join code")
+    verify.add_argument("--top", type=int, default=3, help="how many of the live ranking to verify (default 3)")
+    verify.add_argument("--course", type=Path, required=True, help="the nbgrader course the event's assignment is in")
+    verify.add_argument("--notebooks", type=Path, default=None,
+                        help="collected notebooks, DIR/<participant name>.ipynb (default: the participants' uploads)")
+    verify.add_argument("--db", default=None, help=db_help)
+    verify.add_argument("--timeout", type=float, default=None, help="seconds per notebook (default: the grader's)")
 
 
 def _db(args) -> str:
@@ -52,13 +68,33 @@ def create(db: str, track: str, assignment: str, seed: int | None = None) -> tup
     return store.Store(db).create_event(digits, assignment, str(seed), pool_file, truth)
 
 
+def read_roster(path: Path) -> list[str]:
+    """Names from a roster file: one per line; blank lines and lines starting with # are skipped."""
+    from autograder.event.store import MAX_NAME
+
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SystemExit(f"cannot read the roster {path}: {exc}") from None
+    names = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+    bad = [n for n in names if len(n) > MAX_NAME or any(not ch.isprintable() for ch in n)]
+    if bad:
+        raise SystemExit(f"roster {path}: names must be 1 to {MAX_NAME} printable characters: {bad[0]!r}")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise SystemExit(f"roster {path}: {twice[0]!r} appears more than once; one line per person.")
+    if not names:
+        raise SystemExit(f"roster {path} has no name (one name per line).")
+    return names
+
+
 def serve(db: str, host: str = "127.0.0.1", port: int = 8000, rate: float = 20.0,
-          synchronous: str = "NORMAL") -> None:
+          synchronous: str = "NORMAL", burst: int = 40) -> None:
     import uvicorn
 
     from autograder.event import app, store
 
-    application = app.create_app(store.Store(db, synchronous=synchronous), rate=rate)
+    application = app.create_app(store.Store(db, synchronous=synchronous), rate=rate, burst=burst)
     uvicorn.run(application, host=host, port=port, workers=1, timeout_graceful_shutdown=2,
                 log_level="warning", access_log=False)
 
@@ -67,14 +103,49 @@ def run(args) -> int:
     if args.command == "serve":
         print(f"event server on http://{args.host}:{args.port} (board: /board, admin: /admin), store {_db(args)}",
               flush=True)
-        serve(_db(args), args.host, args.port, args.rate, args.synchronous)
+        serve(_db(args), args.host, args.port, args.rate, args.synchronous, args.burst)
         return 0
+    if args.command == "verify":
+        return _verify(args)
+    names = read_roster(args.roster) if args.roster is not None else None
     code, admin = create(_db(args), args.track, args.assignment, args.seed)
     print(f"event created for {args.assignment} on track {args.track}\n"
           f"join code:   {code}\n"
-          f"admin token: {admin}   (keep it secret; the admin page is /admin)\n"
-          f"participants: course.event.join(\"http://<this machine>:8000\", \"{code}\", \"their name\")")
+          f"admin token: {admin}   (keep it secret; the admin page is /admin)")
+    if names is None:
+        print(f"participants: course.event.join(\"http://<this machine>:8000\", \"{code}\", \"their name\")\n"
+              "an open event: anyone with the code joins under any name (one person can join under several); "
+              "--roster names.txt makes it invite-only")
+        return 0
+    from autograder.event import app, store
+
+    invites = store.Store(_db(args)).add_invites(code, names)
+    target = args.invites or Path(f"invites-{code}.csv")
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", newline="") as handle:
+        handle.write(app.invites_csv([{"name": n, "code": c, "participant": None} for n, c in invites.items()]))
+    print(f"invite-only: {len(invites)} personal codes, one per name (also in {target}; the admin page "
+          "exports them again). Each participant joins with their own code:\n"
+          f"    course.event.join(\"http://<this machine>:8000\", \"<personal code>\")")
+    width = max(len(n) for n in invites)
+    for name, personal in invites.items():
+        print(f"  {name:<{width}}  {personal}")
     return 0
+
+
+def _verify(args) -> int:
+    from autograder.event import verify
+
+    try:
+        checks = verify.verify(_db(args), args.code.strip().upper(), args.course, args.top, args.notebooks,
+                               timeout=args.timeout)
+    except verify.VerifyError as exc:
+        print(f"autograder verify: {exc}", file=sys.stderr)
+        return 2
+    counts = {s: sum(c.status == s for c in checks) for s in ("verified", "differs", "missing")}
+    print(f"{counts['verified']} verified, {counts['differs']} differ, {counts['missing']} missing "
+          "(stored in the event: the board and the admin page show them)")
+    return 0 if counts["differs"] == counts["missing"] == 0 else 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,8 +1,8 @@
 """The board (projector) and the instructor's page: self-contained HTML, nothing loaded from the internet.
 
-The board shows display names only (pseudonyms), never a real name or a token; it
-follows ``/api/events/{code}/stream`` (server-sent events) and redraws the table and
-the accuracy-vs-annotations scatter without a reload. The admin page asks for the
+The board shows display names only (pseudonyms), never a real name or a token, and each
+entry's `autograder verify` result; it follows ``/api/events/{code}/stream`` (server-sent
+events) and redraws the table and the accuracy-vs-annotations scatter without a reload. The admin page asks for the
 event code and admin token (or reads them from the URL fragment, which never reaches
 the server) and calls the ``/api/admin`` routes with the token as a Bearer header.
 """
@@ -16,18 +16,26 @@ body{font-family:system-ui,sans-serif;background:#111;color:#eee;margin:0;paddin
 h1{font-size:2.4rem;margin:.2rem 0} .muted{color:#aaa} code{background:#222;padding:.1rem .4rem;border-radius:4px}
 table{border-collapse:collapse;font-size:1.35rem;margin-top:.5rem} th,td{padding:.25rem .8rem;text-align:right;white-space:nowrap} svg{flex:none}
 th{border-bottom:2px solid #555;color:#ccc} td.name,th.name{text-align:left}
-tr.passed td.name{color:#7fdc7f} tr.waiting{color:#888} .banner{background:#a33;color:#fff;padding:.5rem 1rem;
+tr.passed td.name{color:#7fdc7f} td.verified{text-align:left;font-size:1rem;color:#9cf} tr.waiting{color:#888} .banner{background:#a33;color:#fff;padding:.5rem 1rem;
 font-size:1.4rem;display:none;margin:.5rem 0} .wrap{display:flex;gap:2rem;align-items:flex-start}
 svg text{fill:#ccc;font-size:12px} p.rule{font-size:1.2rem}
 """
 
 _BOARD_JS = """
 const CODE = document.body.dataset.code, ROWS = 18;  // what a projector shows
-document.getElementById('join').textContent =
+document.getElementById('join').textContent = document.body.dataset.roster === '1' ?
+  `course.event.join("${location.origin}", "<your personal code>")` :
   `course.event.join("${location.origin}", "${CODE}", "your name")`;
 const pct = a => a === null ? '' : (100 * a).toFixed(1) + '%';
 function cell(tr, cls, text) { const td = document.createElement('td'); td.className = cls;
   td.textContent = text; tr.appendChild(td); }
+function verdict(r) {  // `autograder verify`: the winners' notebooks re-run in the grader
+  if (r.verified === 'verified') return 'verified';
+  if (r.verified === 'differs') return r.verified_accuracy === null ? 'differs: no submission in the re-run' :
+    `differs: ${pct(r.verified_accuracy)} with ${r.verified_annotations}`;
+  if (r.verified === 'missing') return 'no notebook';
+  return '';
+}
 function render(b) {
   document.getElementById('rule').textContent = b.rule;
   document.getElementById('count').textContent =
@@ -50,6 +58,7 @@ function render(b) {
     cell(tr, 'annotations', r.annotations === null ? '' : r.annotations);
     cell(tr, 'accuracy', pct(r.accuracy));
     cell(tr, 'live', r.live);
+    cell(tr, 'verified', verdict(r));
     body.appendChild(tr);
   }
   scatter(b);
@@ -87,11 +96,11 @@ source.onerror = () => { document.getElementById('count').textContent = 'reconne
 """
 
 
-def board(code: str, assignment: str, track: str) -> str:
+def board(code: str, assignment: str, track: str, roster: bool = False) -> str:
     """The projector page of one event."""
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <title>Live board {html.escape(code)}</title><style>{_STYLE}</style></head>
-<body data-code="{html.escape(code)}">
+<body data-code="{html.escape(code)}" data-roster="{int(roster)}">
 <h1>{html.escape(assignment)} &middot; track {html.escape(track)}</h1>
 <p class="muted">Join: <code id="join"></code> &middot; code <b>{html.escape(code)}</b> &middot;
 <span id="count">connecting...</span></p>
@@ -99,7 +108,7 @@ def board(code: str, assignment: str, track: str) -> str:
 <div class="banner" id="frozen"></div>
 <div class="wrap">
 <table id="board"><thead><tr><th>#</th><th class="name">name</th><th>passed</th><th>annotations</th>
-<th>accuracy</th><th>live count</th></tr></thead><tbody></tbody></table>
+<th>accuracy</th><th>live count</th><th>verified</th></tr></thead><tbody></tbody></table>
 <svg id="scatter" width="420" height="320" role="img" aria-label="accuracy against annotations"></svg>
 </div>
 <p class="muted" id="more"></p>
@@ -134,9 +143,20 @@ async function load() {
     document.getElementById('status').textContent =
       `${d.assignment}, track ${d.track}: ${d.participants.length} participants` +
       (d.frozen ? ', board frozen' : '') + (d.closed ? ', closed' : '');
-    for (const p of d.participants) { p.ledger = 'show'; }
+    for (const p of d.participants) {
+      const v = p.verification;
+      const again = v === null || v.accuracy === null ? 'no submission' :
+        (100 * v.accuracy).toFixed(2) + '% with ' + v.annotations;
+      p.verified = v === null ? '' : v.status + (v.status === 'differs' ? `: re-run ${again}; ${v.detail}` :
+        (v.status === 'missing' ? ': ' + v.detail : ''));
+      p.notebook_uploaded = p.notebook === null ? '' : new Date(1000 * p.notebook.time).toLocaleTimeString();
+    }
     table(document.getElementById('participants'), d.participants,
-      ['rank', 'name', 'display_name', 'annotations', 'passed', 'accuracy', 'submitted_annotations', 'id']);
+      ['rank', 'name', 'display_name', 'annotations', 'passed', 'accuracy', 'submitted_annotations', 'verified',
+       'notebook_uploaded', 'id']);
+    document.getElementById('roster-part').style.display = d.roster ? 'block' : 'none';
+    if (d.roster) { for (const r of d.roster) { r.joined = r.participant === null ? 'no' : 'yes'; }
+      table(document.getElementById('roster'), d.roster, ['name', 'code', 'joined']); }
     table(document.getElementById('failures'), d.failures, ['name', 'op', 'error', 'message']);
     document.getElementById('error').textContent = '';
   } catch (e) { document.getElementById('error').textContent = e.message; }
@@ -157,6 +177,10 @@ document.getElementById('close').onclick = async () => {
   if (confirm('Close the event? No one can annotate or submit afterwards.')) {
     await api('/close', {method: 'POST'}); load(); } };
 document.getElementById('showledger').onclick = ledger;
+document.getElementById('invites').onclick = async () => {
+  const blob = await (await api('/invites.csv')).blob();
+  const a = document.createElement('a'); a.href = URL.createObjectURL(blob);
+  a.download = `invites-${CODE}.csv`; a.click(); };
 document.getElementById('csv').onclick = async () => {
   const blob = await (await api('/results.csv')).blob();
   const a = document.createElement('a'); a.href = URL.createObjectURL(blob);
@@ -177,6 +201,8 @@ def admin() -> str:
 <p><button id="freeze">freeze board</button> <button id="reveal">reveal board</button>
 <button id="csv">export CSV</button> <button id="close">close event</button></p>
 <h2>Participants</h2><table id="participants"></table>
+<div id="roster-part" style="display:none"><h2>Roster (invite-only: personal join codes)</h2>
+<p><button id="invites">export codes (CSV)</button></p><table id="roster"></table></div>
 <h2>Ledger</h2><p>participant id <input id="pid" size="5"> <button id="showledger">show</button></p>
 <table id="ledger"></table>
 <h2>Refused requests</h2><table id="failures"></table>

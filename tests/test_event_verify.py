@@ -1,0 +1,154 @@
+"""`autograder verify`: the winners' notebooks re-run in the sandboxed grader on the event's data (issue 14, step 5).
+
+A real event server (uvicorn), a real toy course (nbgrader), real kernels: one participant runs
+the toy notebook live against the event (a real kernel, joined by a cell, uploading itself by a
+cell); another's live submission comes from a script that bought more labels than the notebook
+it uploads; a third uploads nothing. `autograder verify --top 3` (the real command, the
+bubblewrap sandbox) re-runs the uploads with the event's track and seed: the honest notebook is
+verified with the same accuracy and count, the script's is marked as differing, the third is
+reported missing; the board and the admin page show it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+
+import nbformat
+import numpy as np
+import pytest
+
+from autograder.event import pool, store, verify
+from course import config
+from tests import event_server as es
+from tests.helpers.courses import TOY, make_course, tool_env
+
+pytestmark = [pytest.mark.slow,  # a real grading of two notebooks: about 40 s on a quiet machine
+              pytest.mark.skipif(shutil.which("bwrap") is None, reason="the grader's sandbox needs bubblewrap")]
+
+
+@pytest.fixture(scope="module")
+def event(tmp_path_factory):
+    """A toy-assignment event on the session's shuffle, its own server, and the toy course."""
+    db, events = es.template(tmp_path_factory.getbasetemp())
+    folder = tmp_path_factory.mktemp("verify")
+    copy = store.Store(es.copy_db(db, folder / "events.db"))
+    source_code = events["api"][0]
+    blobs = copy.blob(source_code, "pool"), copy.blob(source_code, "truth")
+    code, admin = copy.create_event((7, 1), "toy", str(es.SEED), *blobs)
+    truth = pool.read_truth(blobs[1])
+    copy.dispose()
+    server = es.Server(folder / "events.db").start()
+    course = make_course(folder, {})
+    yield {"server": server, "url": server.url, "code": code, "admin": admin, "truth": truth, "course": course,
+           "db": folder / "events.db", "folder": folder}
+    server.stop()
+
+
+def participant_notebook(url: str, code: str, name: str) -> nbformat.NotebookNode:
+    """The toy notebook as a participant runs it in the event: a join cell first, an upload cell last."""
+    nb = nbformat.read(TOY, as_version=4)
+    join = nbformat.v4.new_code_cell(f"from course import event\nevent.join({url!r}, {code!r}, {name!r})")
+    upload = nbformat.v4.new_code_cell("event.upload('toy.ipynb')")
+    nb.cells = [join, *nb.cells, upload]
+    return nb
+
+
+def run_live(nb: nbformat.NotebookNode, folder) -> nbformat.NotebookNode:
+    """Execute `nb` in a real kernel on the participant's machine: no MNIST, its own cache."""
+    from nbclient import NotebookClient
+
+    folder.mkdir(parents=True)
+    nbformat.write(nb, folder / "toy.ipynb")  # the saved file is what event.upload sends
+    with pytest.MonkeyPatch.context() as patch:  # the kernel's environment only
+        patch.setenv(config.ENV_DATA_DIR, str(folder / "no-data"))
+        patch.setenv(config.ENV_CACHE_DIR, str(folder / "cache"))
+        for name in (config.ENV_EVENT_URL, config.ENV_EVENT_CODE, config.ENV_SERVICE, config.ENV_EXAM):
+            patch.delenv(name, raising=False)
+        client = NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(folder)}})
+        client.execute()
+    return nb
+
+
+def test_verify_marks_the_honest_notebook_verified_a_scripted_row_differing_and_a_missing_one(
+        event, tmp_path):
+    url, code, truth = event["url"], event["code"], event["truth"]
+    api = f"{url}/api/events/{code}"
+
+    # Ada: the notebook itself, live, in a real kernel (60 annotations, then the counted submission)
+    ran = run_live(participant_notebook(url, code, "Ada Lovelace"), tmp_path / "ada")
+    text = "".join(o.get("text", "") for c in ran.cells for o in c.get("outputs", []))
+    assert "joined event" in text and "uploaded toy.ipynb" in text
+
+    # Bob: a script buys 300 labels and submits the truth; he uploads the honest 60-label notebook
+    status, reply = es.call(f"{api}/join", {"name": "Bob"})
+    bob = reply["result"]["token"]
+    c_all = np.flatnonzero(np.isin(truth["pool_digits"], truth["track"]))
+    assert es.call(f"{api}/op", {"op": "annotate", "indices": c_all[:300].tolist()}, token=bob)[0] == 200
+    status, reply = es.call(f"{api}/op", {"op": "score", "split": "private",
+                                          "predictions": truth["private_digits"].tolist()}, token=bob)
+    assert status == 200 and reply["result"]["count"] == 300
+    status, reply = es.call(f"{api}/notebook", token=bob, raw=(tmp_path / "ada" / "toy.ipynb").read_bytes())
+    assert status == 200, reply
+
+    # Cy: submits (a constant guess, 2 labels) and uploads nothing
+    status, reply = es.call(f"{api}/join", {"name": "Cy"})
+    cy = reply["result"]["token"]
+    es.call(f"{api}/op", {"op": "annotate", "indices": c_all[:2].tolist()}, token=cy)
+    assert es.call(f"{api}/op", {"op": "score", "split": "private",
+                                 "predictions": [7] * len(truth["private_digits"])}, token=cy)[0] == 200
+
+    status, board = es.call(f"{api}/board")
+    live = {r["name"]: r for r in board["rows"]}
+    ada_live = next(r for r in board["rows"] if r["annotations"] == 60)
+    assert ada_live["passed"] and ada_live["rank"] == 1 and ada_live["verified"] is None
+
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "autograder.cli", "verify", code.lower(), "--top", "3",
+                           "--course", str(event["course"]), "--db", str(event["db"])],
+                          capture_output=True, text=True, timeout=900, env=tool_env())
+    out = done.stdout
+    print(f"autograder verify --top 3: {time.monotonic() - started:.1f} s")
+    assert done.returncode == 1, done.stdout + done.stderr  # not all verified
+    assert "1 verified, 1 differ, 1 missing" in out, out
+    assert "#1 Ada Lovelace" in out and "verified - live" in out
+    assert "#2 Bob" in out and "DIFFERS" in out and "annotations 300 live, 60 in the re-run" in out
+    assert "#3 Cy" in out and "MISSING" in out and "uploaded none" in out
+
+    status, board = es.call(f"{api}/board")
+    rows = {r["name"]: r for r in board["rows"]}
+    assert rows[ada_live["name"]]["verified"] == "verified"
+    bob_row = next(r for r in board["rows"] if r["annotations"] == 300)
+    assert bob_row["verified"] == "differs" and bob_row["verified_annotations"] == 60
+    assert bob_row["verified_accuracy"] == pytest.approx(ada_live["accuracy"])  # the same notebook, same data
+    assert sum(r["verified"] == "missing" for r in board["rows"]) == 1
+    assert set(rows) == set(live)
+
+    status, view = es.call(f"{url}/api/admin/{code}", token=event["admin"])
+    people = {p["name"]: p for p in view["participants"]}
+    ada = people["Ada Lovelace"]["verification"]
+    assert ada["status"] == "verified" and ada["annotations"] == 60 and ada["accuracy"] == ada_live["accuracy"]
+    assert ada["grader_status"] == "ok" and ada["source"] == "upload"
+    assert people["Bob"]["notebook"]["size"] > 0 and people["Cy"]["notebook"] is None
+    assert people["Cy"]["verification"]["status"] == "missing"
+
+
+def test_collected_notebooks_are_found_by_name(tmp_path):
+    (tmp_path / "Ada Lovelace.ipynb").write_text("{}")
+    (tmp_path / "bob-b.ipynb").write_text("{}")
+    (tmp_path / "cy").mkdir()
+    (tmp_path / "cy" / "03_clustering (1).ipynb").write_text("{}")
+    assert verify.collected(tmp_path, "Ada Lovelace").name == "Ada Lovelace.ipynb"
+    assert verify.collected(tmp_path, "Bob B").name == "bob-b.ipynb"
+    assert verify.collected(tmp_path, "Cy").name == "03_clustering (1).ipynb"
+    assert verify.collected(tmp_path, "Dee") is None
+    assert verify.safe_id(12, "Zoë O'Neil") == "p12-zoe-o-neil" and verify.safe_id(3, "???") == "p3"
+
+
+def test_verify_refuses_an_unknown_event_and_a_course_without_the_assignment(event, tmp_path):
+    with pytest.raises(verify.VerifyError, match="no event ZZZZZZ"):
+        verify.verify(str(event["db"]), "ZZZZZZ", event["course"], 3)
+    with pytest.raises(verify.VerifyError, match="not an nbgrader course"):
+        verify.verify(str(event["db"]), event["code"], tmp_path, 3)
