@@ -2,7 +2,8 @@
 
 By default an SQLite file, ``<course>/grades.db``; any SQLAlchemy URL instead (``url=``, or the
 environment variable ``AUTOGRADER_DB``, a path or a URL; `resolve_url`), e.g. one PostgreSQL
-database that every grading machine of a large course writes to, so there is nothing to merge.
+database that every grading machine of a large course writes to, so there is nothing to merge
+(an SQLite file wants a local disk: WAL mode shares memory between the processes of one host).
 
 Graded on several tracks (``autograder grade --tracks 7,1 2,5``, hidden tracks), a submission
 has one row per track (``level = "track"``, ``track`` = that track) plus its combined row
