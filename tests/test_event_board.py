@@ -25,7 +25,7 @@ def event(tmp_path_factory):
     server, events = es.shared(tmp_path_factory.getbasetemp())
     code, admin = events["board"]
     truth = pool.read_truth(store.Store(server.db).blob(code, "truth"))
-    return {"url": server.url, "code": code, "admin": admin, "truth": truth}
+    return {"url": server.url, "code": code, "admin": admin, "truth": truth, "db": server.db}
 
 
 def submit(event, name, n_annotations, correct=True):
@@ -82,6 +82,23 @@ def test_board_updates_live_and_freezes(event):
         page.wait_for_function(f"[...document.querySelectorAll('#board td.name')].some(c => c.textContent === "
                                f"'{hidden}')", timeout=2000)
         assert names(page)[0] == hidden  # 0 annotations, passed: first
+
+        # `autograder verify` stores its results from another process: the open board shows them
+        status, view = es.call(f"{event['url']}/api/admin/{event['code']}", token=event["admin"])
+        ids = {p["display_name"]: p["id"] for p in view["participants"]}
+        results = store.Store(event["db"])
+        results.save_verification(ids[first], "verified", accuracy=1.0, annotations=3, live_accuracy=1.0,
+                                  live_annotations=3, grader_status="ok", detail="", source="upload")
+        results.save_verification(ids[second], "differs", accuracy=0.9, annotations=9, live_accuracy=1.0,
+                                  live_annotations=1, grader_status="ok", detail="annotations 1 live, 9 in the re-run.",
+                                  source="upload")
+        results.dispose()
+        verdicts = ("[...document.querySelectorAll('#board tr')].map(tr => [tr.querySelector('td.name')?.textContent, "
+                    "tr.querySelector('td.verified')?.textContent])")
+        page.wait_for_function(f"({verdicts}).some(([n, v]) => n === '{second}' && v === 'differs: 90.0% with 9')",
+                               timeout=6000)
+        shown = dict(page.evaluate(verdicts)[1:])
+        assert shown[first] == "verified" and shown[third] == ""
 
         assert all(url.startswith(event["url"]) for url in requested), requested  # nothing from the internet
 

@@ -73,6 +73,7 @@ JOIN_RATE = 1.0  # joins per second per address after that (a script cannot squa
 BURST = 40  # requests a participant may make at once
 SSE_POLL_S = 0.2
 SSE_PING_S = 15.0
+VERIFY_POLL_S = 2.0  # how often an open board looks for new `autograder verify` results
 RULE = ("Ranking: passed (accuracy at least {target:.0%}) first, then fewest annotations, then higher accuracy, "
         "then earlier submission. One counted submission per participant.")
 STATUS = {"SubmissionRefusedError": 409, "BudgetExceededError": 409}  # other refusals: 400
@@ -172,6 +173,7 @@ class EventServer:
         self.events: dict[str, Any] = {}  # code -> Event; this process is the only one that freezes or closes
         self.tokens: dict[str, Participant] = {}  # token hash -> participant (tokens never change)
         self.join_buckets: dict[str, tuple[float, float]] = {}  # client address -> (tokens, stamp)
+        self.verify_stamps: dict[str, tuple] = {}  # code -> the verifications last seen (count, newest time)
         self.stopping = False
 
     def bump(self, code: str) -> None:
@@ -498,8 +500,14 @@ def create_app(store: Store, *, rate: float = RATE, burst: int = BURST) -> FastA
         await run_in_threadpool(server.event, code)
 
         async def events():
-            last, pinged = None, time.monotonic()
+            last, pinged, checked = None, time.monotonic(), 0.0
             while not server.stopping and not await request.is_disconnected():
+                if time.monotonic() - checked > VERIFY_POLL_S:  # `autograder verify` writes from another process
+                    checked = time.monotonic()
+                    stamp = await run_in_threadpool(store.verify_stamp, code)
+                    if server.verify_stamps.setdefault(code, stamp) != stamp:
+                        server.verify_stamps[code] = stamp
+                        server.bump(code)
                 version = server.versions.get(code, 0)
                 if version != last:
                     last = version

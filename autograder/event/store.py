@@ -455,6 +455,14 @@ class Store:
                 .where(PARTICIPANTS.c.event == code)).all()
         return {r.participant: {k: v for k, v in r._mapping.items() if k != "participant"} for r in rows}
 
+    def verify_stamp(self, code: str) -> tuple:
+        """(number, newest time) of event `code`'s verifications: changes when `autograder verify` stores one."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(sa.func.count(), sa.func.max(VERIFICATIONS.c.time)).select_from(
+                VERIFICATIONS.join(PARTICIPANTS, VERIFICATIONS.c.participant == PARTICIPANTS.c.id))
+                .where(PARTICIPANTS.c.event == code)).one()
+        return tuple(row)
+
     def uploads(self, code: str) -> dict[int, dict]:
         """{participant id: time, size and hash of the uploaded notebook} of event `code`."""
         with self.engine.connect() as conn:
