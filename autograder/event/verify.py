@@ -62,7 +62,8 @@ class Check:
         live = f"live {_pct(self.live_accuracy)} with {self.live_annotations}"
         if self.status == "missing":
             return f"#{self.rank} {self.name} ({self.display}): MISSING - {self.detail}"
-        again = f"re-run {_pct(self.accuracy)} with {self.annotations}"
+        again = ("re-run: no counted submission" if self.accuracy is None
+                 else f"re-run {_pct(self.accuracy)} with {self.annotations}")
         word = "verified" if self.status == "verified" else "DIFFERS"
         return f"#{self.rank} {self.name} ({self.display}): {word} - {live}, {again} ({self.source}). {self.detail}"
 
