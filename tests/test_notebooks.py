@@ -9,13 +9,13 @@ What is proved, per assignment (each notebook runs in a fresh kernel):
 - `release/` is exactly what ``nbgrader generate_assignment`` makes from `source/` today;
 - ``nbgrader autograde`` in a temporary course copy gives a perfect submission (the source
   notebook) full points and a blank one (the release notebook) zero;
-- with ``COURSE_TRACK=4,9`` and in exam mode (``COURSE_EXAM=1``: no held-out scores, one
-  counted submission) every source notebook still passes its own tests;
 - every release notebook, answered by an *independent* solution (`tests/independent/`,
-  written from the exercise text alone) and run in a fresh kernel in practice mode and in
-  exam mode, passes every graded cell without an error or stderr in a test cell: a given
-  cell that needs a name no exercise asks for, or a check that rejects a correct answer,
-  fails here;
+  written from the exercise text alone) and run in a fresh kernel, passes every graded cell
+  without an error or stderr in a test cell, in practice mode on the course track and in exam
+  mode (``COURSE_EXAM=1``: no held-out scores, one counted submission) on the hard track
+  ``4,9``: a given cell that needs a name no exercise asks for, a check that rejects a correct
+  answer, or a notebook that only works on 7,1 or only with held-out scores fails here (the
+  source notebooks in exam mode on other tracks: tests/test_hidden_tracks.py, under the grader);
 - no code cell outside the test cells names a track's digits.
 
 Budget: every notebook is executed once per role, in module-scoped fixtures, and the checks
@@ -24,8 +24,8 @@ read those runs. One ``nbgrader autograde "*"`` call grades two students on ever
 notebooks are the source and release runs (nbgrader executes them with nbclient in a fresh
 kernel, as it does for real submissions). The validator checks apply nbgrader's own
 `Validator` (its pass/fail rules) to those runs instead of executing each notebook again.
-The hard track adds one nbclient run per source notebook (in exam mode), and the independent
-answers two per release notebook (practice and exam mode).
+The independent answers add two nbclient runs per release notebook (practice mode on the
+course track, exam mode on the hard track).
 """
 
 from __future__ import annotations
@@ -334,27 +334,6 @@ def test_release_validate_invert(release_run):
     assert nbgrader_validate(release_run, invert=False).get("failed")
 
 
-# --- the hard track -------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def hard_run(assignment, tmp_path_factory) -> Run:
-    """The source notebook on the hard track, in exam mode, as the autograder runs it."""
-    return execute(SOURCE / assignment / f"{assignment}.ipynb",
-                   tmp_path_factory.mktemp(f"hard-{assignment}"), track=HARD_TRACK, exam=True)
-
-
-@pytest.mark.slow
-def test_source_passes_on_hard_track_in_exam_mode(hard_run):
-    problems = [describe(k, c, e) for k, c in enumerate(hard_run.nb.cells) if c.cell_type == "code"
-                for e in errors(c)]
-    problems += [f"cell {k} ({nbgrader_meta(c)['grade_id']}) wrote to stderr: {o.text[:200]!r}"
-                 for k, c in enumerate(hard_run.nb.cells) if nbgrader_meta(c).get("grade")
-                 for o in c.get("outputs", []) if o.output_type == "stream" and o.name == "stderr"]
-    assert not problems, (f"with COURSE_TRACK={HARD_TRACK} COURSE_EXAM=1 the source notebook fails:\n"
-                          + "\n".join(problems))
-
-
 # --- the release notebooks, answered independently ------------------------------------
 
 INDEPENDENT = REPO / "tests" / "independent"
@@ -439,19 +418,23 @@ def test_no_code_cell_names_the_track():
 
 @pytest.fixture(scope="module", params=["practice", "exam"])
 def independent_run(request, assignment, tmp_path_factory) -> Run:
-    """The release notebook with the independent answers, in a fresh kernel, in one mode."""
+    """The release notebook with the independent answers, in a fresh kernel: in practice mode on
+    the course track, and in exam mode on the hard track (as the grader runs it on a hidden track)."""
+    exam = request.param == "exam"
     return execute(answered(assignment), tmp_path_factory.mktemp(f"independent-{assignment}-{request.param}"),
-                   exam=request.param == "exam", name=f"{assignment}.ipynb")
+                   track=HARD_TRACK if exam else None, exam=exam, name=f"{assignment}.ipynb")
 
 
 @pytest.mark.slow
-def test_release_passes_with_independent_answers(assignment, independent_run):
+def test_release_passes_with_independent_answers(assignment, independent_run, request):
     problems = [describe(k, c, e) for k, c in enumerate(independent_run.nb.cells) if c.cell_type == "code"
                 for e in errors(c)]
     problems += [f"cell {k} ({nbgrader_meta(c)['grade_id']}) wrote to stderr: {o.text[:200]!r}"
                  for k, c in enumerate(independent_run.nb.cells) if nbgrader_meta(c).get("grade")
                  for o in c.get("outputs", []) if o.output_type == "stream" and o.name == "stderr"]
-    assert not problems, f"{assignment}, answered independently, fails:\n" + "\n".join(problems)
+    exam = request.node.callspec.params["independent_run"] == "exam"
+    mode = f"exam mode on track {HARD_TRACK}" if exam else "practice mode"
+    assert not problems, f"{assignment}, answered independently, fails in {mode}:\n" + "\n".join(problems)
 
 
 # --- the release rule itself, on small hand-made notebooks (fast) -----------------------
