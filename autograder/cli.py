@@ -116,12 +116,16 @@ def _grade(args) -> int:
     if not course_dir.is_dir():
         print(f"autograder: no course folder {course_dir}", file=sys.stderr)
         return 2
-    if args.jobs < 1 or (args.scheduler and args.jobs != 1):
-        try:
+    try:  # bad --jobs / --scheduler, or no dask: say so before anything else
+        if args.jobs < 1 or (args.scheduler and args.jobs != 1):
             _runner(args)
-        except ValueError as exc:
-            print(f"autograder: {exc}", file=sys.stderr)
-            return 2
+        if args.scheduler:
+            from autograder import cluster
+
+            cluster.require()
+    except Exception as exc:  # ValueError, cluster.ClusterError
+        print(f"autograder: {exc}", file=sys.stderr)
+        return 2
     try:
         lock = locks.CourseLock(layout.Course.open(course_dir).private("grading.lock")).acquire(args.wait)
     except locks.CourseBusy as exc:
@@ -159,7 +163,7 @@ def _grade(args) -> int:
         try:
             batch = journal.Journal(grader.course.private(journal.NAME), _settings(args, grader, students))
             stored = {r.student: r.graded_at for r in store.load(grader.course_dir, args.assignment, **_db(args))}
-            kept = [s for s in students if s in batch.done and stored.get(clean.line(s, 200)) == batch.done[s]]
+            kept = [s for s in students if stored.get(grader.row_id(s)) == batch.done.get(s, "-")]
             todo = [s for s in students if s not in kept]
             if kept:
                 print(f"resuming the interrupted batch started {batch.started}: {len(kept)} of {len(students)} "
@@ -175,18 +179,15 @@ def _grade(args) -> int:
                 for name, seconds in ready.items():
                     print(f"track {name}: grading data and baseline ready in {seconds:.0f} s", file=sys.stderr)
             bar = tqdm(total=len(students), initial=len(kept), desc=f"grading {args.assignment}", unit="submission")
-            for outcome in grader.grade_all(todo, backend):
-                row = outcome.row
-                bar.update(1)
-                bar.set_postfix_str(clean.line(row.student, 40))
-                pending += not outcome.saved
-                if outcome.saved:
-                    batch.record(row.student, row.graded_at)
-                bar.write(f"{clean.line(row.student, 60)}: {row.status} ({row.runtime:.0f} s) {clean.line(row.detail)}"
-                          + ("" if outcome.saved else " [results database locked: row kept as pending]"))
-                for part in outcome.track_rows:
-                    bar.write(f"    track {part.track}: {'passed' if part.passed else part.status} "
-                              f"({part.runtime:.0f} s) {clean.line(part.detail, 120)}")
+            try:
+                outcomes = list(_graded(grader, todo, backend, bar, batch))
+            except Exception as exc:  # the pool or the cluster broke down: what is saved stays saved
+                bar.close()
+                print(f"autograder: grading stopped: {type(exc).__name__}: {clean.first_line(exc)}; "
+                      f"{len(batch.done)} of {len(students)} submissions are saved. Run the same command again "
+                      "to grade the others.", file=sys.stderr)
+                return 1
+            pending = sum(not o.saved for o in outcomes)
             bar.close()
             if not pending:
                 batch.finish()
@@ -203,6 +204,22 @@ def _grade(args) -> int:
                       "`autograder grade`.", file=sys.stderr)
                 return 1
         return _report(grader.course_dir, args.assignment, args.db)
+
+
+def _graded(grader: runner.Grader, todo: list[str], backend, bar, batch: journal.Journal):
+    """Grade `todo`, one progress bar and one line per submission; record each saved one in the journal."""
+    for outcome in grader.grade_all(todo, backend):
+        row = outcome.row
+        bar.update(1)
+        bar.set_postfix_str(clean.line(row.student, 40))
+        if outcome.saved:
+            batch.record(outcome.student, row.graded_at)  # the folder's own name: cleaned ids may collide
+        bar.write(f"{clean.line(row.student, 60)}: {row.status} ({row.runtime:.0f} s) {clean.line(row.detail)}"
+                  + ("" if outcome.saved else " [results database locked: row kept as pending]"))
+        for part in outcome.track_rows:
+            bar.write(f"    track {part.track}: {'passed' if part.passed else part.status} "
+                      f"({part.runtime:.0f} s) {clean.line(part.detail, 120)}")
+        yield outcome
 
 
 def _db(args) -> dict:

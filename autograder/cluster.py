@@ -13,21 +13,30 @@ Results come back to the ``autograder grade`` process as they finish
 (``as_completed``), which writes them into the one results store at once. A task
 whose worker dies (killed, machine lost) is moved to another worker by the
 scheduler (up to its ``distributed.scheduler.allowed-failures``, 3 by default);
-then it gets an error row. At most 2 tasks per worker thread are queued at a time.
+then it gets an error row. As many tasks as worker threads are on the cluster at a
+time (a worker that joins gets work within seconds), so no task waits behind another
+on a busy worker while a worker is idle.
 """
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Iterable, Iterator
 
 from autograder import tasks
 
-CONNECT_TIMEOUT_S = 20
+CHECK_S = 5.0  # how often new workers are looked for while every task is running
+CONNECT_TIMEOUT_S = float(os.environ.get("AUTOGRADER_DASK_CONNECT_S", "20"))  # to reach the scheduler
 
 
 class ClusterError(RuntimeError):
     """The Dask cluster cannot be used (not installed, unreachable, no worker)."""
+
+
+def require() -> None:
+    """Raise ClusterError unless dask's distributed scheduler can be used here."""
+    _distributed()
 
 
 def _distributed():
@@ -42,11 +51,12 @@ def _distributed():
 class DaskRunner:
     """Grades the submissions of a batch on the workers of the Dask scheduler at `address`."""
 
-    def __init__(self, address: str, connect_timeout: float = CONNECT_TIMEOUT_S, worker_wait: float = 60.0):
+    def __init__(self, address: str, connect_timeout: float | None = None, worker_wait: float = 60.0):
         distributed = _distributed()
         self.address = address
+        connect_timeout = CONNECT_TIMEOUT_S if connect_timeout is None else connect_timeout
         try:
-            self.client = distributed.Client(address, timeout=f"{connect_timeout}s", set_as_default=False)
+            self.client = distributed.Client(address, timeout=f"{connect_timeout}s")  # the default: wait() uses it
         except (OSError, TimeoutError, ValueError) as exc:
             raise ClusterError(
                 f"cannot reach the Dask scheduler at {address} ({type(exc).__name__}: {exc}); start it with "
@@ -68,29 +78,33 @@ class DaskRunner:
         batch = secrets.token_hex(4)
         waiting = iter(submissions)
         running: dict = {}
-        completed = distributed.as_completed()
-
-        def submit_more() -> None:
-            while len(running) < 2 * self.threads():
+        exhausted = False
+        while True:
+            # as many tasks as worker threads (workers that join later get work at the next check):
+            # the scheduler may queue a second task on a busy worker while another one is idle
+            while not exhausted and len(running) < self.threads():
                 submission = next(waiting, None)
                 if submission is None:
-                    return
+                    exhausted = True
+                    break
                 future = self.client.submit(tasks.grade_task, shipped, submission, pure=False,
-                                            key=f"grade-{batch}-{len(running)}-{secrets.token_hex(4)}")
+                                            key=f"grade-{batch}-{secrets.token_hex(6)}")
                 running[future] = submission
-                completed.add(future)
-
-        submit_more()
-        for future in completed:
-            submission = running.pop(future)
+            if not running:
+                return
             try:
-                yield future.result()
-            except Exception as exc:  # KilledWorker: its workers died too often; or the task raised
-                yield tasks.failed(spec, submission, f"grader error on the cluster: {type(exc).__name__}: "
-                                                     f"{str(exc)[:200]}")
-            finally:
-                future.release()
-            submit_more()
+                done, _ = distributed.wait(list(running), timeout=CHECK_S, return_when="FIRST_COMPLETED")
+            except TimeoutError:  # every task still running: look for new workers
+                continue
+            for future in done:
+                submission = running.pop(future)
+                try:
+                    yield future.result()
+                except Exception as exc:  # KilledWorker: its workers died too often; or the task raised
+                    yield tasks.failed(spec, submission, f"grader error on the cluster: {type(exc).__name__}: "
+                                                         f"{str(exc)[:200]}")
+                finally:
+                    future.release()
 
     def close(self) -> None:
         try:

@@ -5,8 +5,8 @@ file of the grader; each dies with the grader) runs `autograder.tasks.grade_task
 Each worker keeps its own executor for the batch: its own task course folder,
 grading data, baseline checkpoint and nbgrader worker, a run folder, annotation
 service, socket and gradebook copy per submission, and its own kernel user
-(``KERNEL_UID + slot``, so the kernels of two slots share no process limit and
-cannot signal each other). At most 2 N submissions are staged at a time. Results
+(`autograder.tasks.claim_kernel_uid`: the kernels of two slots share no process
+limit and cannot signal each other). At most 2 N submissions are staged at a time. Results
 come back in the order they finish; the grader applies each one as it arrives.
 
 A worker that dies (killed, out of memory) breaks the pool: the pool is started
@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.util
-import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
-from autograder import sandbox, tasks
+from autograder import tasks
 from autograder.worker import die_with_parent
 
 ATTEMPTS = 2  # a submission whose worker died this often gets an error row
@@ -31,13 +30,10 @@ ATTEMPTS = 2  # a submission whose worker died this often gets an error row
 _SPEC: tasks.GradeSpec | None = None
 
 
-def _start_worker(spec: tasks.GradeSpec, slots) -> None:
-    """Pool initializer: die with the grader, take a slot (its own kernel user), keep the spec."""
+def _start_worker(spec: tasks.GradeSpec) -> None:
+    """Pool initializer: die with the grader, keep the spec."""
     global _SPEC
     die_with_parent()
-    slot = slots.get()
-    if os.geteuid() == 0:
-        os.environ[tasks.KERNEL_UID_ENV] = str(sandbox.KERNEL_UID + slot)
     _SPEC = spec
     multiprocessing.util.Finalize(None, tasks.close_executor, exitpriority=10)  # when the pool shuts down
 
@@ -57,11 +53,7 @@ class LocalPool:
 
     def _pool(self, spec: tasks.GradeSpec) -> ProcessPoolExecutor:
         context = multiprocessing.get_context("spawn")
-        slots = context.Queue()
-        for slot in range(1, self.jobs * (ATTEMPTS + 1) + 1):  # a restarted pool takes fresh slots
-            slots.put(slot)
-        return ProcessPoolExecutor(self.jobs, mp_context=context, initializer=_start_worker,
-                                   initargs=(spec, slots))
+        return ProcessPoolExecutor(self.jobs, mp_context=context, initializer=_start_worker, initargs=(spec,))
 
     def run(self, spec: tasks.GradeSpec, submissions: Iterable[tasks.Submission]) -> Iterator[tasks.TaskResult]:
         waiting = iter(submissions)

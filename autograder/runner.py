@@ -42,6 +42,7 @@ logs are kept as ``ledgers/<assignment>/<student>.track<digits>.*``.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 import shutil
@@ -68,6 +69,7 @@ class GraderError(RuntimeError):
 
 @dataclass
 class Outcome:
+    student: str  # the submission's folder name (the row's student column may be cleaned)
     row: store.Row  # the combined row (the only row when graded on one track)
     timings: Timings = field(default_factory=Timings)  # summed over the tracks
     saved: bool = True  # False: the database was unavailable, the row is pending
@@ -150,6 +152,7 @@ class Grader:
         if shutil.which("bwrap") is None:
             raise GraderError(sandbox.SandboxError.__doc__ + " Install it: apt-get install -y bubblewrap")
         self._spec: tasks.GradeSpec | None = None
+        self._cleaned_ids: dict[str, set[str]] | None = None
         self._executor: tasks.Executor | None = None
         self.prepare_seconds: dict[str, float] = {}  # by track: grading data + baseline checkpoint
 
@@ -183,8 +186,27 @@ class Grader:
                 kernel_env=kernel_env)
         return self._spec
 
+    def row_id(self, student: str) -> str:
+        """The student column of `student`'s rows: its id cleaned to one line, unless that is also the cleaned
+        id of another folder ('alice ' beside 'alice'): then escaped (``'alice '``), so no folder's rows ever
+        replace another's."""
+        cleaned = clean.line(student, 200)
+        if cleaned == student:
+            return cleaned
+        if self._cleaned_ids is None:
+            self._cleaned_ids = {}
+            for other in self.students():
+                self._cleaned_ids.setdefault(clean.line(other, 200), set()).add(other)
+        if self._cleaned_ids.get(cleaned, set()) - {student}:
+            return clean.line(ascii(student), 200)
+        return cleaned
+
     def stage(self, student: str) -> tasks.Submission:
         """Read the student's notebook(s) and timestamp from ``submitted/`` (never through a link)."""
+        submission = self._stage(student)
+        return dataclasses.replace(submission, row_id=self.row_id(student))
+
+    def _stage(self, student: str) -> tasks.Submission:
         problem = layout.student_id_problem(student)
         if problem:
             return tasks.Submission(student, problem=problem)
@@ -269,7 +291,7 @@ class Grader:
                                       f"{clean.first_line(exc, 120)})")
         timings = result.timings.values()
         total = Timings(*(sum(getattr(t, name) for t in timings) for name in ("prepare", "nbgrader", "finish", "cells")))
-        outcome = Outcome(row, total, track_rows=track_rows, track_timings=dict(result.timings),
+        outcome = Outcome(student, row, total, track_rows=track_rows, track_timings=dict(result.timings),
                           host=result.host, pid=result.pid, peak_rss_mb=result.peak_rss_mb)
         try:
             store.save(self.course_dir, track_rows + [row], **self._store_kwargs)
@@ -294,6 +316,4 @@ class Grader:
 
 
 def _with_note(row: store.Row, note: str) -> store.Row:
-    import dataclasses
-
     return dataclasses.replace(row, detail=clean.line(f"{row.detail}; {note}", 500))

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import functools
 import hashlib
 import os
 import pickle
@@ -87,9 +88,11 @@ class GradeSpec:
     gradebook: bytes  # SQLite gradebook with only this assignment (gradebook_merge.template)
     kernel_env: tuple[tuple[str, str], ...] = ()  # extra kernel variables (COURSE_SEED of the benchmarks)
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
-        return hashlib.sha256(pickle.dumps(self)).hexdigest()[:16]
+        """Names the batch: a worker keeps one executor per key."""
+        fields = tuple(getattr(self, f.name) for f in dataclasses.fields(self))
+        return hashlib.sha256(pickle.dumps(fields)).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,11 @@ class Submission:
     timestamp: str | None = None  # timestamp.txt, already checked
     problem: str = ""  # not gradable: the row's detail
     notes: tuple[str, ...] = ()
+    row_id: str = ""  # the student column of its rows (default: the id cleaned to one line)
+
+    @property
+    def row_student(self) -> str:
+        return self.row_id or clean.line(self.student, 200)
 
 
 @dataclass
@@ -156,8 +164,11 @@ class Executor:
         if shutil.which("bwrap") is None:
             raise sandbox.SandboxError(sandbox.SandboxError.__doc__ + " Install it: apt-get install -y bubblewrap")
         self.uid = self.gid = None
+        self._uid_claim: int | None = None
         if os.geteuid() == 0:  # the kernel never runs as root
-            self.uid = self.gid = sandbox.KERNEL_UID if kernel_uid is None else kernel_uid
+            if kernel_uid is None:
+                kernel_uid, self._uid_claim = claim_kernel_uid()
+            self.uid = self.gid = kernel_uid
         remove_stale()
         self.course = self._course_folder()
         self.env = {k: v for k, v in (os.environ if env is None else env).items() if k not in ENV_DROP}
@@ -210,7 +221,7 @@ class Executor:
                 verdict = self._grade(submission, timings, track, result, track == course_track)
             except Exception as exc:  # the grader's own failure still becomes a row
                 verdict = judge.Verdict("error", f"grader error: {type(exc).__name__}: {clean.first_line(exc)}")
-            result.rows[name] = judge.to_row(verdict, clean.line(submission.student, 200), spec.assignment, name,
+            result.rows[name] = judge.to_row(verdict, submission.row_student, spec.assignment, name,
                                              spec.kind, runtime=round(time.perf_counter() - start, 2),
                                              graded_at=_now())
         result.peak_rss_mb = _peak_rss_mb()
@@ -345,6 +356,33 @@ class Executor:
             batch.remove()
         self._batches.clear()
         shutil.rmtree(self.course, ignore_errors=True)
+        if self._uid_claim is not None:
+            os.close(self._uid_claim)
+            self._uid_claim = None
+
+
+UID_SLOTS = 1000
+UID_FOLDER = Path("/run/autograder-kernel-uids")  # root's; one lock file per kernel user in use
+
+
+def claim_kernel_uid() -> tuple[int, int]:
+    """A kernel user no other live executor on this machine uses: (uid, the lock's descriptor).
+
+    ``KERNEL_UID + slot`` for the first free slot (a flock held while the executor lives, released
+    when its process dies however it dies), so the kernels of two gradings at once (``--jobs``, two
+    Dask workers, two courses) share no per-user process limit and cannot signal each other.
+    """
+    import fcntl
+
+    UID_FOLDER.mkdir(mode=0o700, exist_ok=True)
+    for slot in range(UID_SLOTS):
+        fd = os.open(UID_FOLDER / f"{slot}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return sandbox.KERNEL_UID + slot, fd
+        except BlockingIOError:
+            os.close(fd)
+    raise sandbox.SandboxError(f"all {UID_SLOTS} kernel users are in use on this machine")
 
 
 def _tool_env(env: dict[str, str]) -> dict[str, str]:
@@ -360,7 +398,6 @@ def _tool_env(env: dict[str, str]) -> dict[str, str]:
 # --- the task function: one executor per process (per thread on a multi-threaded Dask worker) -----
 
 _LOCAL = threading.local()
-KERNEL_UID_ENV = "AUTOGRADER_KERNEL_UID"  # a process pool gives each worker its own kernel user
 
 
 def executor(spec: GradeSpec) -> Executor:
@@ -371,8 +408,7 @@ def executor(spec: GradeSpec) -> Executor:
     if current is not None:
         current.close()
         _LOCAL.executor = None
-    uid = os.environ.get(KERNEL_UID_ENV, "")
-    _LOCAL.executor = Executor(spec, kernel_uid=int(uid) if uid.isdigit() else None)
+    _LOCAL.executor = Executor(spec)
     return _LOCAL.executor
 
 
@@ -404,7 +440,7 @@ def combined(result: TaskResult, tracks: tuple[tuple[int, ...], ...]) -> tuple[s
 
 def failed(spec: GradeSpec, submission: Submission, detail: str) -> TaskResult:
     """The result of a submission no machine could grade (its worker died too often): error rows."""
-    rows = {data.track_name(t): judge.to_row(judge.Verdict("error", detail), clean.line(submission.student, 200),
+    rows = {data.track_name(t): judge.to_row(judge.Verdict("error", detail), submission.row_student,
                                              spec.assignment, data.track_name(t), spec.kind, graded_at=_now())
             for t in spec.tracks}
     return TaskResult(submission.student, rows=rows, timings={name: Timings() for name in rows})
