@@ -312,7 +312,8 @@ def test_postgresql_round_trip_regrade_migration_and_leaderboard(tmp_path, postg
             "accuracy REAL, annotations INTEGER, passed INTEGER NOT NULL, score REAL, max_score REAL, "
             "status TEXT NOT NULL, detail TEXT NOT NULL, runtime REAL NOT NULL, graded_at TEXT NOT NULL, "
             "PRIMARY KEY (student, assignment, track))")
-        connection.exec_driver_sql("INSERT INTO results VALUES ('old', 'toy', '7,1', .5, 9, 0, 0, 2, 'ok', 'd', 1, 't')")
+        connection.exec_driver_sql(
+            "INSERT INTO results VALUES ('old', 'toy', '7,1', .5, 9, 0, 0, 2, 'ok', 'd', 1, 't')")
     engine.dispose()
     store._forget_engines()  # this process checks the table again
     [old] = store.load(tmp_path, A, url=postgres_url)
