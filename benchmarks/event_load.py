@@ -15,6 +15,7 @@ bounded: the run time, the requests per participant, the restart wait.
     python -m benchmarks.event_load                       # 50 participants, 60 s
     python -m benchmarks.event_load --kill-at 30          # and a kill -9 + restart half-way
     python -m benchmarks.event_load -n 10 --seconds 10    # a quick look
+    python -m benchmarks.event_load --op-cost             # and one request's server work as a count grows
 """
 
 from __future__ import annotations
@@ -132,6 +133,34 @@ def _worker(ids: list[int], cfg: dict, down, results) -> None:
     results.put(out)
 
 
+def op_cost(db: Path, code: str, requests: int = 2000) -> dict:
+    """In-process, no HTTP: the server's work for one annotate request of 5 new labels while one
+    participant's count grows from 0 to 5 x `requests` (a request's cost must not grow with the count)."""
+    import shutil
+
+    from autograder.event import app, store
+
+    copy = db.with_name("op-cost.db")
+    for suffix in ("", "-wal", "-shm"):
+        if Path(f"{db}{suffix}").exists():
+            shutil.copyfile(f"{db}{suffix}", f"{copy}{suffix}")
+    events = store.Store(copy)
+    server = app.EventServer(events, rate=1e9, burst=10**9)
+    truth = server.truth(code)
+    c_all = np.flatnonzero(np.isin(truth["pool_digits"], truth["track"]))
+    me = events.participant(code, server.join(code, {"name": "op cost"})["result"]["token"])
+    times = []
+    for b in range(requests):
+        batch = [int(i) for i in c_all[b * 5:(b + 1) * 5]]
+        t0 = time.perf_counter()
+        status, _ = server.op(me, {"op": "annotate", "indices": batch})
+        times.append(1000 * (time.perf_counter() - t0))
+        assert status == 200
+    events.dispose()
+    return {"requests": requests, "first_200_p50_ms": round(percentile(times[:200], 50), 3),
+            "last_200_p50_ms": round(percentile(times[-200:], 50), 3), "p99_ms": round(percentile(times, 99), 3)}
+
+
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
@@ -144,6 +173,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--kill-at", type=float, default=None, help="kill -9 the server after S s, then restart")
     parser.add_argument("--processes", type=int, default=5, help="client processes (the participants are spread)")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    parser.add_argument("--op-cost", action="store_true",
+                        help="first measure one annotate request's server work in-process as a count grows to 10,000")
     args = parser.parse_args(argv)
 
     import httpx
@@ -156,6 +187,7 @@ def main(argv: list[str] | None = None) -> dict:
         code, admin = cli.create(str(db), "7,1", "03_clustering")
         create_s = time.perf_counter() - t0
         truth = pool.read_truth(store.Store(db).blob(code, "truth"))
+        cost = op_cost(db, code) if args.op_cost else None
         c_all = np.flatnonzero(np.isin(truth["pool_digits"], truth["track"]))
         port = free_port()
         url = f"http://127.0.0.1:{port}"
@@ -229,7 +261,7 @@ def main(argv: list[str] | None = None) -> dict:
         "retries": sum(c["retries"] for c in clients), "count_mismatches": mismatches,
         "board_submitted_after": board["submitted"],
         "event_create_s": round(create_s, 1), "pool_mb": round(pool_bytes / 1e6, 2),
-        "pool_download_s": round(download_s, 3), "cpus": os.cpu_count(),
+        "pool_download_s": round(download_s, 3), "cpus": os.cpu_count(), "op_cost": cost,
     }
     print(json.dumps(result, indent=1))
     ok = result["p99_ms"] < TARGET_P99_MS and not errors and not mismatches
