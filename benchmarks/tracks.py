@@ -21,11 +21,12 @@ extra tracks wants them about as hard as the course track. Per track this measur
   trained on randomly chosen annotated C samples, needs to reach 90% (median of 5 seeds);
 - the time to train the track's baseline (once per machine, then cached).
 
-The **difficulty** compares the track with the course track (the first one given): the
-sum of the reference notebooks' annotations, relative to the course track's (see
-`rating`). Writes ``results.json`` (after every step, so a cut-short run keeps what it
-measured) and ``results.md`` into ``--out`` (default ``benchmarks/results/tracks/``);
-``--update-readme`` also writes the table into the README's hidden-tracks section.
+The **difficulty** compares the track with the course track (the first one given): how
+many times the annotations each method (every reference notebook, random annotations)
+needs on the course track it needs here, geometric mean (see `difficulty`). Writes
+``results.json`` (after every step, so a cut-short run keeps what it measured) and
+``results.md`` into ``--out`` (default ``benchmarks/results/tracks/``); ``--update-readme``
+also writes the table into the README's hidden-tracks section.
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ MARK = "BENCHMARK-LEDGER "
 # Appended to the notebook: the kernel's own ledger, as the service would write it.
 LEDGER_CELL = ("import json as _json\nfrom course import oracle as _oracle\n"
                f"print({MARK!r} + _json.dumps(_oracle.backend().ledger()))\n")
-# rating: the notebooks' total annotations relative to the course track's
+# rating: the geometric mean, over the reference notebooks and the random annotations, of the
+# annotations each needs on the track relative to the course track (see `rating`)
 RATINGS = ((0.75, "easier"), (1.5, "similar"), (2.5, "harder"), (float("inf"), "much harder"))
 
 
@@ -171,11 +173,31 @@ def rating(block: dict, course: dict, notebooks: list[str]) -> str:
         return "too hard: " + ", ".join(n[:2] for n, r in zip(notebooks, runs) if not r.get("passed")) + " fail"
     if block is course:
         return "course track"
-    mine, theirs = total_annotations(block, notebooks), total_annotations(course, notebooks)
-    if not theirs:
-        return "n/a (the course track did not pass)"
-    ratio = mine / theirs
+    ratio = difficulty(block, course, notebooks)
+    if ratio is None:
+        return "n/a (the course track is not measured or did not pass)"
     return next(name for bound, name in RATINGS if ratio < bound) + f" ({ratio:.1f}x)"
+
+
+def _needs(block: dict, notebooks: list[str]) -> list[float] | None:
+    """Annotations each method needed on a track: the notebooks', then random annotations' to 90%."""
+    runs = [block.get("notebooks", {}).get(n) for n in notebooks]
+    if any(r is None or not r.get("passed") for r in runs) or "pair" not in block:
+        return None
+    random_to_90 = block["pair"].get("random_to_90") or RANDOM_GRID[-1]  # not reached: at least the grid's end
+    return [max(1, r["annotations"]) for r in runs] + [random_to_90]
+
+
+def difficulty(block: dict, course: dict, notebooks: list[str]) -> float | None:
+    """Geometric mean over the methods (each notebook, random annotations) of the annotations a method
+    needs on the track divided by what it needs on the course track: 1.0 is the course track's difficulty.
+
+    A geometric mean, so that each method counts alike: a total would be ruled by the method that
+    needs the most (05), and 03's 1 -> 4 annotations on 4,9 would hardly show."""
+    mine, theirs = _needs(block, notebooks), _needs(course, notebooks)
+    if mine is None or theirs is None:
+        return None
+    return float(np.exp(np.mean(np.log(np.array(mine) / np.array(theirs)))))
 
 
 def _pct(x) -> str:
@@ -199,9 +221,10 @@ def legend(meta: dict) -> str:
             "2-means on the baseline's conv features of the C pool (how separable the pair is without a "
             "label); the annotations a logistic regression on random annotations needs for 90% (median of "
             f"{meta.get('random_seeds', RANDOM_SEEDS)} seeds); the time to train the track's baseline (once "
-            "per machine); the difficulty: the notebooks' total annotations against the course track "
-            f"{meta['tracks'][0]} (easier < 0.75x <= similar < 1.5x <= harder < 2.5x <= much harder; too hard "
-            "when a reference notebook fails).")
+            "per machine); the difficulty: how many times the annotations each method (every notebook, and "
+            f"random annotations to 90%) needs on the course track {meta['tracks'][0]}, geometric mean "
+            "(easier < 0.75x <= similar < 1.5x <= harder < 2.5x <= much harder; too hard when a reference "
+            "notebook fails).")
 
 
 def table(results: dict) -> str:

@@ -30,7 +30,8 @@ def fake_results() -> dict:
             "7,1": {"baseline": {"cached": True}, "notebooks": {"03_clustering": _run(1, .995),
                                                                  "05_active_learning": _run(9, .994)}, "pair": pair},
             "6,0": {"baseline": {"cached": False, "train_s": 412.3},
-                    "notebooks": {"03_clustering": _run(1, .99), "05_active_learning": _run(4, .99)}, "pair": pair},
+                    "notebooks": {"03_clustering": _run(1, .99), "05_active_learning": _run(4, .99)},
+                    "pair": dict(pair, random_to_90=2)},
             "2,5": {"baseline": {"cached": True},
                     "notebooks": {"03_clustering": _run(1, .99), "05_active_learning": _run(10, .99)}, "pair": pair},
             "4,9": {"baseline": {"cached": True},
@@ -51,9 +52,10 @@ def _rows(text: str) -> dict[str, list[str]]:
 def test_each_track_is_rated_against_the_course_track():
     rows = _rows(tracks.table(fake_results()))
     assert rows["7,1"][0] == "1 / 99.5" and rows["7,1"][2] == "10" and rows["7,1"][-1] == "course track"
-    assert rows["6,0"][-1] == "easier (0.5x)" and rows["6,0"][-2] == "412.3"
-    assert rows["2,5"][-1] == "similar (1.1x)" and rows["2,5"][-2] == "cached"
-    assert rows["4,9"][-1] == "much harder (2.9x)" and rows["4,9"][5] == "> 200"
+    # the geometric mean of each method's annotations (03, 05, random to 90%) over the course track's
+    assert rows["6,0"][-1] == "easier (0.6x)" and rows["6,0"][-2] == "412.3"  # (1/1 * 4/9 * 2/5) ** (1/3)
+    assert rows["2,5"][-1] == "similar (1.0x)" and rows["2,5"][-2] == "cached"
+    assert rows["4,9"][-1] == "much harder (7.6x)" and rows["4,9"][5] == "> 200"  # random counted as 200
     assert rows["3,5"][-1] == "too hard: 03 fail" and rows["3,5"][0] == "3 / 85.0 (fail)" and rows["3,5"][2] == "-"
     assert rows["5,8"][0] == "error" and rows["5,8"][1] == "-" and rows["5,8"][-1] == "not measured"
     assert rows["7,1"][3:5] == ["99.4", "98.0"]
