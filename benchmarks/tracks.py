@@ -267,9 +267,11 @@ README_END = "<!-- track-difficulty:end -->"
 
 
 def readme_block(results: dict) -> str:
+    """The README's table: the tracks measured (a cut-short run's others are left out)."""
     meta = results["meta"]
+    measured = {t: b for t, b in results["tracks"].items() if b.get("notebooks") or b.get("pair")}
     return (_header(meta) + " " + legend(meta) + " Full page: `benchmarks/results/tracks/results.md`.\n\n"
-            + table(results))
+            + table(dict(results, tracks=measured)))
 
 
 def update_readme(path: Path, results: dict) -> None:
