@@ -25,7 +25,7 @@ from course import config
 from tests import event_server as es
 from tests.helpers.courses import TOY, make_course, tool_env
 
-pytestmark = [pytest.mark.slow,  # a real grading of two notebooks: about 40 s on a quiet machine
+pytestmark = [pytest.mark.slow,  # two real gradings in the sandbox: `verify --top 3` took 117 s at load 15-20
               pytest.mark.skipif(shutil.which("bwrap") is None, reason="the grader's sandbox needs bubblewrap")]
 
 
