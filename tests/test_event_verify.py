@@ -152,3 +152,15 @@ def test_verify_refuses_an_unknown_event_and_a_course_without_the_assignment(eve
         verify.verify(str(event["db"]), "ZZZZZZ", event["course"], 3)
     with pytest.raises(verify.VerifyError, match="not an nbgrader course"):
         verify.verify(str(event["db"]), event["code"], tmp_path, 3)
+
+
+def test_compare_needs_the_same_count_and_pass_and_an_accuracy_within_the_tolerance():
+    assert verify.compare(0.95, 60, 0.95, 60) == ("verified", "")
+    status, detail = verify.compare(0.95, 60, 0.948, 60)
+    assert status == "verified" and "within the tolerance" in detail  # training not bit-for-bit reproducible
+    assert verify.compare(0.95, 60, 0.93, 60)[0] == "differs"
+    status, detail = verify.compare(0.902, 60, 0.899, 60)
+    assert status == "differs" and "passed live, failed in the re-run" in detail
+    status, detail = verify.compare(0.95, 20, 0.95, 60)
+    assert status == "differs" and "annotations 20 live, 60 in the re-run" in detail
+    assert verify.compare(0.95, 20, None, None) == ("differs", "the re-run made no counted submission.")

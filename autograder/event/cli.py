@@ -52,6 +52,9 @@ def add_commands(commands) -> None:
                         help="collected notebooks, DIR/<participant name>.ipynb (default: the participants' uploads)")
     verify.add_argument("--db", default=None, help=db_help)
     verify.add_argument("--timeout", type=float, default=None, help="seconds per notebook (default: the grader's)")
+    verify.add_argument("--tolerance", type=float, default=0.005,
+                        help="how far the re-run's accuracy may be from the live one, for training that is not "
+                             "bit-for-bit reproducible (default 0.005; the count and pass/fail must match exactly)")
 
 
 def _db(args) -> str:
@@ -138,7 +141,7 @@ def _verify(args) -> int:
 
     try:
         checks = verify.verify(_db(args), args.code.strip().upper(), args.course, args.top, args.notebooks,
-                               timeout=args.timeout)
+                               timeout=args.timeout, tolerance=args.tolerance)
     except verify.VerifyError as exc:
         print(f"autograder verify: {exc}", file=sys.stderr)
         return 2

@@ -7,10 +7,10 @@ uploaded with `course.event.upload`), and grades it with `autograder.runner.Grad
 throw-away copy of the instructor's course: the same track and the same shuffle seed as the
 event's pool, so the same pool indices, the same labels and the same private test images.
 An honest notebook makes the same counted submission again: the same number of annotations
-and the same accuracy. Each result is stored in the event store (the admin page and the
-board show it):
+and the same accuracy (up to `TOLERANCE`, when its training is not bit-for-bit reproducible).
+Each result is stored in the event store (the admin page and the board show it):
 
-- ``verified``: the re-run's accuracy and annotations equal the live ones;
+- ``verified``: the same annotation count, the same pass/fail, the accuracy within the tolerance;
 - ``differs``: they do not (or the re-run made no counted submission): the board shows both;
 - ``missing``: no notebook was found for this participant.
 
@@ -21,7 +21,6 @@ its safe form (``ada-lovelace.ipynb``), or a folder ``DIR/<name>/`` holding one 
 from __future__ import annotations
 
 import inspect
-import math
 import os
 import re
 import shutil
@@ -31,8 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autograder.event import store as store_module
+from course import config
 
-ACCURACY_TOLERANCE = 1e-9  # the same predictions on the same images give the same accuracy, exactly
+TOLERANCE = 0.005  # accuracy: a re-run of honest code whose training is not bit-for-bit reproducible
+# (threads, a different CPU) may move a little; the annotation count and pass/fail must match exactly
 COPY_SKIP = ("submitted", "autograded", "feedback", "ledgers", "grades.db", "grades.db-wal", "grades.db-shm",
              ".ipynb_checkpoints")
 
@@ -97,17 +98,28 @@ def collected(folder: Path, name: str) -> Path | None:
 
 
 def compare(live_accuracy: float, live_annotations: int, accuracy: float | None,
-            annotations: int | None) -> tuple[str, str]:
-    """(status, what differs) of a re-run against the live counted submission."""
+            annotations: int | None, tolerance: float = TOLERANCE) -> tuple[str, str]:
+    """(status, what differs) of a re-run against the live counted submission.
+
+    Verified: the same annotation count, the same pass/fail, and an accuracy within `tolerance`.
+    """
     if accuracy is None or annotations is None:
         return "differs", "the re-run made no counted submission."
     problems = []
     if annotations != live_annotations:
         problems.append(f"annotations {live_annotations} live, {annotations} in the re-run")
-    if not math.isclose(accuracy, live_accuracy, rel_tol=0.0, abs_tol=ACCURACY_TOLERANCE):
-        problems.append(f"accuracy {live_accuracy:.4%} live, {accuracy:.4%} in the re-run")
+    target = config.TARGET_ACCURACY
+    if (accuracy >= target) != (live_accuracy >= target):
+        problems.append(f"{'passed' if live_accuracy >= target else 'failed'} live, "
+                        f"{'passed' if accuracy >= target else 'failed'} in the re-run")
+    if abs(accuracy - live_accuracy) > tolerance:
+        problems.append(f"accuracy {live_accuracy:.2%} live, {accuracy:.2%} in the re-run "
+                        f"(more than the tolerance of {tolerance:.2%})")
     if problems:
         return "differs", "; ".join(problems) + "."
+    if accuracy != live_accuracy:
+        return "verified", (f"accuracy {live_accuracy:.2%} live, {accuracy:.2%} in the re-run: within the "
+                            f"tolerance of {tolerance:.2%}.")
     return "verified", ""
 
 
@@ -131,7 +143,7 @@ def throwaway_course(course_dir: Path, into: Path) -> Path:
 
 
 def verify(db: str, code: str, course_dir: Path, top: int, notebooks: Path | None = None,
-           timeout: float | None = None, log=print) -> list[Check]:
+           timeout: float | None = None, tolerance: float = TOLERANCE, log=print) -> list[Check]:
     """Verify the top `top` of event `code`'s live ranking; stores and returns one `Check` each."""
     from autograder import runner
 
@@ -194,7 +206,7 @@ def verify(db: str, code: str, course_dir: Path, top: int, notebooks: Path | Non
                         check.accuracy, check.annotations = row.accuracy, row.annotations
                         check.grader_status = row.status
                         check.status, check.detail = compare(check.live_accuracy, check.live_annotations,
-                                                             row.accuracy, row.annotations)
+                                                             row.accuracy, row.annotations, tolerance)
                         if check.status == "differs" and row.status != "ok":
                             check.detail += f" The grader: {row.status}, {row.detail}"
             finally:
