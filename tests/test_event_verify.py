@@ -3,10 +3,10 @@
 A real event server (uvicorn), a real toy course (nbgrader), real kernels: one participant runs
 the toy notebook live against the event (a real kernel, joined by a cell, uploading itself by a
 cell); another's live submission comes from a script that bought more labels than the notebook
-it uploads; a third uploads nothing. `autograder verify --top 3` (the real command, the
-bubblewrap sandbox) re-runs the uploads with the event's track and seed: the honest notebook is
-verified with the same accuracy and count, the script's is marked as differing, the third is
-reported missing; the board and the admin page show it.
+the instructor collected for him (`--notebooks`); a third has no notebook anywhere.
+`autograder verify --top 3` (the real command, the bubblewrap sandbox) re-runs the notebooks with
+the event's track and seed: the honest notebook is verified with the same accuracy and count, the
+script's is marked as differing, the third is reported missing; the board and the admin page show it.
 """
 
 from __future__ import annotations
@@ -82,7 +82,8 @@ def test_verify_marks_the_honest_notebook_verified_a_scripted_row_differing_and_
     text = "".join(o.get("text", "") for c in ran.cells for o in c.get("outputs", []))
     assert "joined event" in text and "uploaded toy.ipynb" in text
 
-    # Bob: a script buys 300 labels and submits the truth; he uploads the honest 60-label notebook
+    # Bob: a script buys 300 labels and submits the truth; the instructor collected his notebook, the honest
+    # 60-label one (and he also uploaded it: a collected notebook comes first)
     status, reply = es.call(f"{api}/join", {"name": "Bob"})
     bob = reply["result"]["token"]
     c_all = np.flatnonzero(np.isin(truth["pool_digits"], truth["track"]))
@@ -90,8 +91,12 @@ def test_verify_marks_the_honest_notebook_verified_a_scripted_row_differing_and_
     status, reply = es.call(f"{api}/op", {"op": "score", "split": "private",
                                           "predictions": truth["private_digits"].tolist()}, token=bob)
     assert status == 200 and reply["result"]["count"] == 300
-    status, reply = es.call(f"{api}/notebook", token=bob, raw=(tmp_path / "ada" / "toy.ipynb").read_bytes())
+    status, reply = es.call(f"{api}/notebook", token=bob, raw=b'{"cells": [], "metadata": {}, "nbformat": 4, '
+                                                               b'"nbformat_minor": 5}')
     assert status == 200, reply
+    collected = tmp_path / "collected"
+    collected.mkdir()
+    shutil.copyfile(tmp_path / "ada" / "toy.ipynb", collected / "Bob.ipynb")
 
     # Cy: submits (a constant guess, 2 labels) and uploads nothing
     status, reply = es.call(f"{api}/join", {"name": "Cy"})
@@ -107,7 +112,7 @@ def test_verify_marks_the_honest_notebook_verified_a_scripted_row_differing_and_
 
     started = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "autograder.cli", "verify", code.lower(), "--top", "3",
-                           "--course", str(event["course"]), "--db", str(event["db"])],
+                           "--course", str(event["course"]), "--db", str(event["db"]), "--notebooks", str(collected)],
                           capture_output=True, text=True, timeout=900, env=tool_env())
     out = done.stdout
     print(f"autograder verify --top 3: {time.monotonic() - started:.1f} s")
@@ -115,7 +120,7 @@ def test_verify_marks_the_honest_notebook_verified_a_scripted_row_differing_and_
     assert "1 verified, 1 differ, 1 missing" in out, out
     assert "#1 Ada Lovelace" in out and "verified - live" in out
     assert "#2 Bob" in out and "DIFFERS" in out and "annotations 300 live, 60 in the re-run" in out
-    assert "#3 Cy" in out and "MISSING" in out and "uploaded none" in out
+    assert "#3 Cy" in out and "MISSING" in out and "uploaded none" in out and str(collected / "cy.ipynb") in out
 
     status, board = es.call(f"{api}/board")
     rows = {r["name"]: r for r in board["rows"]}
@@ -131,7 +136,7 @@ def test_verify_marks_the_honest_notebook_verified_a_scripted_row_differing_and_
     ada = people["Ada Lovelace"]["verification"]
     assert ada["status"] == "verified" and ada["annotations"] == 60 and ada["accuracy"] == ada_live["accuracy"]
     assert ada["grader_status"] == "ok" and ada["source"] == "upload"
-    assert people["Bob"]["notebook"]["size"] > 0 and people["Cy"]["notebook"] is None
+    assert people["Bob"]["verification"]["source"] == "Bob.ipynb" and people["Cy"]["notebook"] is None
     assert people["Cy"]["verification"]["status"] == "missing"
 
 
