@@ -134,6 +134,10 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+# a Unix socket path has at most 107 bytes: <tmp>/autograder-run-<pid>-<8>/sock/service.sock
+MAX_TMPDIR_CHARS = 107 - len("/autograder-run-4194304-abcdefgh/sock/service.sock")
+
+
 class _Batch:
     """Grading data of one track shared by every run of an executor (same seed, same shuffle)."""
 
@@ -169,6 +173,11 @@ class Executor:
             if kernel_uid is None:
                 kernel_uid, self._uid_claim = claim_kernel_uid()
             self.uid = self.gid = kernel_uid
+        tmp = tempfile.gettempdir()
+        if len(tmp) > MAX_TMPDIR_CHARS:
+            raise sandbox.SandboxError(
+                f"the temporary folder {tmp} is too long for the run folders' Unix sockets (at most "
+                f"{MAX_TMPDIR_CHARS} characters); set TMPDIR to a shorter folder, e.g. /tmp")
         remove_stale()
         self.course = self._course_folder()
         self.env = {k: v for k, v in (os.environ if env is None else env).items() if k not in ENV_DROP}
