@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 
 import numpy as np
 import pytest
@@ -268,21 +269,27 @@ def test_notebook_upload_is_capped_validated_and_the_last_one_wins(event):
 
     token = join(event, "uploader")["token"]
     url = f"{event['url']}/api/events/{event['code']}/notebook"
+    for bad in (b"{not json", b'{"cells": 3}', json.dumps({"nbformat": 4}).encode()):  # refused at once
+        status, reply = es.call(url, token=token, raw=bad)
+        assert status == 400 and "not a valid Jupyter notebook" in reply["message"], reply
+    many = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("") for _ in range(301)])
+    status, reply = es.call(url, token=token, raw=nbformat.writes(many).encode())
+    assert status == 400 and "301 cells" in reply["message"]
+    status, reply = es.call(url, token=token, raw=b" " * (5 * 2**20))
+    assert status == 413 and "larger than" in reply["message"]
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")])
+    assert es.call(url, raw=nbformat.writes(nb).encode())[0] == 401  # a participant's token is needed
     nb.cells[0].outputs = [nbformat.v4.new_output("stream", text="a large output " * 1000)]
     status, reply = es.call(url, token=token, raw=nbformat.writes(nb).encode())
     assert status == 200 and reply["ok"] and reply["result"]["bytes"] < 2000  # stored without outputs
     nb.cells[0].source = "x = 2"
+    status, reply = es.call(url, token=token, raw=nbformat.writes(nb).encode())
+    assert status == 429 and "upload again" in reply["message"]  # validation holds the interpreter: a pause
+    time.sleep(int(reply["message"].split("wait ")[1].split(" s")[0]))
     assert es.call(url, token=token, raw=nbformat.writes(nb).encode())[0] == 200
     pid = store.Store(event["server"].db).participant(event["code"], token).id
     kept = nbformat.reads(store.Store(event["server"].db).notebook(pid).decode(), as_version=4)
     assert kept.cells[0].source == "x = 2" and kept.cells[0].outputs == []  # the last upload wins
-    for bad in (b"{not json", b'{"cells": 3}', json.dumps({"nbformat": 4}).encode()):
-        status, reply = es.call(url, token=token, raw=bad)
-        assert status == 400 and "not a valid Jupyter notebook" in reply["message"], reply
-    status, reply = es.call(url, token=token, raw=b" " * (5 * 2**20))
-    assert status == 413 and "larger than" in reply["message"]
-    assert es.call(url, raw=nbformat.writes(nb).encode())[0] == 401  # a participant's token is needed
     status, reply = op(event, token, op="count")
     assert status == 200 and reply["result"] == 0  # nothing charged
 

@@ -65,6 +65,9 @@ from course import config, protocol
 MAX_BODY = protocol.MAX_REQUEST_BYTES
 DRAIN_BODY = 8 * MAX_BODY  # a larger body is refused without reading it
 MAX_NOTEBOOK = 4 * 2**20  # an uploaded notebook (outputs are dropped: a notebook's code is far smaller)
+MAX_CELLS = 300  # cells of an uploaded notebook (the course's have 27-36); checked before nbformat's validation,
+# which costs ~0.1 s per 200 cells holding the interpreter
+UPLOAD_INTERVAL_S = 2.0  # between a participant's uploads that get as far as validation (one at a time)
 MAX_PARTICIPANTS = 2000  # per event
 MAX_REQUESTS = 20_000  # per participant and event: bounds a ledger (at 20 requests/s, over 16 minutes of flooding)
 RATE = 20.0  # requests per second per participant (sustained)
@@ -105,6 +108,8 @@ class _Session:
     sink: _Sink
     tokens: float = float(BURST)
     stamp: float = field(default_factory=time.monotonic)
+    uploaded: float = -math.inf  # when the last upload reached validation (monotonic)
+    uploading: bool = False
 
 
 def invites_csv(invites: list[dict]) -> str:
@@ -130,6 +135,22 @@ def verified(check: dict | None) -> dict:
 def _warm_nbformat() -> None:
     with contextlib.suppress(Exception):
         clean_notebook(b'{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}')
+
+
+def check_structure(raw: bytes) -> None:
+    """The cheap checks before nbformat's validation: a JSON object with a list of at most MAX_CELLS cells."""
+    try:
+        nb = json.loads(raw)
+    except (ValueError, RecursionError):
+        nb = None
+    cells = nb.get("cells") if isinstance(nb, dict) else None
+    if not isinstance(cells, list):
+        raise Refused(400, "this is not a valid Jupyter notebook (not a JSON object with a list of cells); upload "
+                           "the .ipynb file itself, e.g. course.event.upload(\"03_clustering.ipynb\"). Nothing was "
+                           "stored.", "NotebookError")
+    if len(cells) > MAX_CELLS:
+        raise Refused(400, f"this notebook has {len(cells)} cells, more than the {MAX_CELLS} an assignment's notebook "
+                           "could need; upload the notebook you worked in. Nothing was stored.", "NotebookError")
 
 
 def clean_notebook(raw: bytes) -> bytes:
@@ -278,13 +299,18 @@ class EventServer:
             self.join_buckets[client] = (tokens - 1.0, now)
 
     def join(self, code: str, body: Any, client: str = "") -> dict:
-        self.admit_join(client)
+        invite = body.get("invite") if isinstance(body, dict) else None
+        if not (isinstance(invite, str) and isinstance(code, str) and len(code) <= 16 and 0 < len(invite) <= 40
+                and self.store.invite_name(code, invite.strip().upper()) is not None):
+            # joins per address are limited (name squatting, guessing codes); a valid personal code never is (a
+            # 40-bit secret), so wrong guesses from a room behind one address cannot lock its class out
+            self.admit_join(client)
         event = self.event(code)
         if event.closed_at is not None:
             raise Refused(403, f"event {code} is closed; no one can join it any more.")
         if not isinstance(body, dict):
             raise Refused(400, 'send a JSON object {"name": "your name"}.')
-        name, token, invite = body.get("name"), body.get("token"), body.get("invite")
+        name, token = body.get("name"), body.get("token")
         if invite is not None and (not isinstance(invite, str) or not 0 < len(invite) <= 40):
             raise Refused(400, f"invite must be your personal code as a string, got {protocol.clip(invite)}.")
         if invite is not None and not event.roster:
@@ -362,8 +388,20 @@ class EventServer:
     def upload(self, participant: Participant, raw: bytes) -> dict:
         """Store the participant's notebook for `autograder verify` (the last upload wins)."""
         with self.lock:
-            self.admit(self.session(participant))
-        content = clean_notebook(raw)
+            session = self.session(participant)
+            self.admit(session)
+            wait = max(session.uploaded + UPLOAD_INTERVAL_S - time.monotonic(), 1.0 if session.uploading else 0.0)
+            if wait > 0:  # validating a notebook holds the interpreter: one at a time, a pause between
+                raise Refused(429, f"another upload of yours is being checked, or came less than "
+                                   f"{UPLOAD_INTERVAL_S:g} s ago; wait {math.ceil(wait)} s and upload again (the last "
+                                   "upload counts). Nothing was stored.", headers={"Retry-After": str(math.ceil(wait))})
+            session.uploading = True
+        try:
+            check_structure(raw)
+            session.uploaded = time.monotonic()
+            content = clean_notebook(raw)
+        finally:
+            session.uploading = False
         with self.lock:
             info = self.store.save_notebook(participant.id, content)
         return protocol.ok({"bytes": info["size"], "sha256": info["sha256"],

@@ -291,6 +291,12 @@ class Store:
                 out[name] = known[name] = personal
         return out
 
+    def invite_name(self, code: str, invite: str) -> str | None:
+        """The roster name personal code `invite` of event `code` carries, or None."""
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(INVITES.c.name).where(INVITES.c.event == code,
+                                                                INVITES.c.code == invite)).scalar()
+
     def invites(self, code: str) -> list[dict]:
         """The roster: name, personal code and whether (and as which participant) it joined."""
         with self.engine.connect() as conn:
