@@ -107,7 +107,13 @@ def _pool_workers(grade_pid: int) -> dict[str, int]:
         children = psutil.Process(grade_pid).children()
     except psutil.Error:
         return {}
-    workers = {f"worker {c.pid}": c.pid for c in children if "spawn_main" in " ".join(c.cmdline())}
+    workers = {}
+    for child in children:
+        try:
+            if "spawn_main" in " ".join(child.cmdline()):
+                workers[f"worker {child.pid}"] = child.pid
+        except psutil.Error:  # gone, or a zombie
+            continue
     return workers or {"grade process": grade_pid}
 
 
