@@ -250,8 +250,9 @@ def table(results: dict) -> str:
 
 def _header(meta: dict) -> str:
     wall = f"; wall time {meta['wall_s'] / 60:.0f} min" if meta.get("wall_s") else ""
+    note = f" {meta['note']}" if meta.get("note") else ""  # e.g. how a cut-short run was finished
     return (f"Measured {meta.get('date', '?')} on {meta.get('machine', '?')}: "
-            f"`{meta.get('command', '?')}`{wall}.")
+            f"`{meta.get('command', '?')}`{wall}.{note}")
 
 
 def markdown(results: dict) -> str:
