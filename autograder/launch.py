@@ -8,7 +8,9 @@ Standard library only (it starts in milliseconds). It
 2. hands the connection file to the kernel's user;
 3. creates a cgroup v2 for the kernel when a delegated parent is configured
    (``memory.max``, ``memory.swap.max`` = 0, ``pids.max``; killed and removed at the end);
-4. starts bubblewrap with RLIMIT_AS, RLIMIT_NPROC, RLIMIT_FSIZE, RLIMIT_CORE = 0, and
+4. hands bubblewrap the seccomp filter of `autograder.sandbox.seccomp_filter` on a pipe
+   (``--seccomp FD``: no kernel keyring inside);
+5. starts bubblewrap with RLIMIT_AS, RLIMIT_NPROC, RLIMIT_FSIZE, RLIMIT_CORE = 0, and
    the kernel's stdout and stderr on a pipe: the first ``log_bytes`` are kept in the
    run's private kernel log, the rest is dropped (the kernel never holds a
    descriptor of a grader file).
@@ -92,8 +94,19 @@ def main(argv: list) -> int:
         _die_with_parent()
 
     log = os.open(spec["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    child = subprocess.Popen(spec["bwrap"] + spec["inside"] + [connection_file], stdin=subprocess.DEVNULL,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=limit, close_fds=True)
+    bwrap, passed = list(spec["bwrap"]), ()
+    if spec.get("seccomp"):
+        program = bytes.fromhex(spec["seccomp"])
+        read_end, write_end = os.pipe()  # a few hundred bytes: fits in the pipe, read by bwrap at start
+        os.write(write_end, program)
+        os.close(write_end)
+        bwrap[1:1] = ["--seccomp", str(read_end)]
+        passed = (read_end,)
+    child = subprocess.Popen(bwrap + spec["inside"] + [connection_file], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=limit, close_fds=True,
+                             pass_fds=passed)
+    for fd in passed:
+        os.close(fd)
     # an interrupt reaches the kernel through the process group; the launcher stays
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):

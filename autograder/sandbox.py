@@ -17,7 +17,11 @@ user before Python starts. The kernel sees (`Sandbox.argv`):
   ``/run``, no other ``/sys``, no course folder, no other submission, no raw MNIST, no
   host socket; an own PID, IPC, UTS, cgroup and network namespace (loopback
   only; the kernel speaks ZMQ over Unix sockets), no capabilities, no new
-  privileges, and an environment built from scratch (`--clearenv`).
+  privileges, and an environment built from scratch (`--clearenv`);
+- no kernel keyring: a seccomp filter (`seccomp_filter`) refuses ``add_key``,
+  ``request_key`` and ``keyctl`` with EPERM. The user keyring belongs to the uid and
+  outlives every sandbox, so without this a kernel could leave bought labels there for
+  the next kernel of the same user (a sock puppet buys, a friend submits with none).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import importlib.util
 import json
 import os
 import shutil
+import struct
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +44,10 @@ TMP, HOME, WORKDIR = "/tmp", "/tmp/home", "/tmp/work"
 SHM_BYTES = 64 * 2**20  # /dev/shm (joblib, torch DataLoader workers)
 KERNEL_UID = 64100  # the kernel's user when the grader runs as root (no passwd entry on the host)
 LAUNCHER = Path(__file__).with_name("launch.py")
+# system calls refused inside the sandbox, by audit architecture: add_key, request_key, keyctl
+AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
+REFUSED_SYSCALLS = {"x86_64": (248, 249, 250), "aarch64": (217, 218, 219)}
+X32_SYSCALL_BIT = 0x40000000  # x86_64's x32 ABI: the same calls with this bit set, refused wholesale
 
 
 class SandboxError(RuntimeError):
@@ -55,6 +64,30 @@ class Limits:
     tmp_bytes: int = 2 * 2**30  # size of the kernel's RAM disk /tmp
     log_bytes: int = 256 * 1024  # the kernel's own stdout/stderr kept (the rest is dropped)
     cgroup_parent: str = ""  # a delegated cgroup v2 folder; "" = none (rlimits only)
+
+
+def seccomp_filter() -> bytes:
+    """A classic BPF program for bubblewrap's ``--seccomp``: EPERM for `REFUSED_SYSCALLS`, allow the rest."""
+    ld_abs, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ|K, BPF_JMP|JGE|K, BPF_RET|K
+    allow, deny = 0x7FFF0000, 0x00050000 | 1  # SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO | EPERM
+    program: list[tuple[int, int, int, int]] = []
+    for arch, numbers in REFUSED_SYSCALLS.items():
+        checks = [(jge, X32_SYSCALL_BIT)] if arch == "x86_64" else []
+        checks += [(jeq, n) for n in numbers]
+        block = [(ld_abs, 0, 0, 4), None, (ld_abs, 0, 0, 0)]  # arch; is it this arch?; the call's number
+        block += [("check", op, k) for op, k in checks] + [(ret, 0, 0, allow)]
+        block[1] = (jeq, 0, len(block) - 2, AUDIT_ARCH[arch])  # another arch: on to the next block
+        program.append(block)
+    flat: list = [insn for block in program for insn in block] + [(ret, 0, 0, allow), (ret, 0, 0, deny)]
+    deny_at = len(flat) - 1
+    out = b""
+    for at, insn in enumerate(flat):
+        if insn[0] == "check":
+            _, op, k = insn
+            insn = (op, deny_at - at - 1, 0, k)
+        code, jt, jf, k = insn
+        out += struct.pack("<HBBI", code, jt, jf, k)
+    return out
 
 
 def _system_args() -> list[str]:
@@ -185,7 +218,8 @@ class Sandbox:
         launch = {"bwrap": self.bwrap_argv(), "inside": self.inside_argv(), "uid": self.uid, "gid": self.gid,
                   "memory_bytes": self.limits.memory_bytes, "max_processes": self.limits.max_processes,
                   "max_file_bytes": self.limits.max_file_bytes, "log": str(log),
-                  "log_bytes": self.limits.log_bytes, "cgroup_parent": self.limits.cgroup_parent}
+                  "log_bytes": self.limits.log_bytes, "cgroup_parent": self.limits.cgroup_parent,
+                  "seccomp": seccomp_filter().hex()}
         (spec_dir / "launch.json").write_text(json.dumps(launch, indent=1))
         spec = {
             "argv": [sys.executable, "-I", "-S", str(LAUNCHER), str(spec_dir / "launch.json"), "{connection_file}"],
