@@ -341,15 +341,19 @@ def readme_summary(results: dict, summary: dict) -> str:
     return "\n".join(lines) + "\n" + (f"\nSpeed, same run. {speed}" if speed else "")
 
 
+def replace_marked(path: Path, start: str, end: str, block: str, what: str, where: str) -> None:
+    """Replace the text between the markers `start` and `end` of the file at `path` with `block` (atomically)."""
+    text = path.read_text(encoding="utf-8")
+    if start not in text or end not in text:
+        raise ValueError(f"{path} has no {what} markers; add the two lines\n{start}\n{end}\nto its {where} first.")
+    before, rest = text.split(start, 1)
+    _, after = rest.split(end, 1)
+    write_atomic(path, before + start + "\n" + block + end + after)
+
+
 def update_readme(path: Path, block: str) -> None:
     """Replace the text between the README's summary markers with `block` (atomically)."""
-    text = path.read_text(encoding="utf-8")
-    if README_START not in text or README_END not in text:
-        raise ValueError(f"{path} has no benchmark summary markers; add the two lines\n"
-                         f"{README_START}\n{README_END}\nto its Benchmarks section first.")
-    before, rest = text.split(README_START, 1)
-    _, after = rest.split(README_END, 1)
-    write_atomic(path, before + README_START + "\n" + block + README_END + after)
+    replace_marked(path, README_START, README_END, block, "benchmark summary", "Benchmarks section")
 
 
 def merge(base: dict, extra: dict) -> dict:

@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.report import replace_marked
 from course import config
 from course.files import write_atomic
 
@@ -277,13 +278,7 @@ def readme_block(results: dict) -> str:
 
 def update_readme(path: Path, results: dict) -> None:
     """Replace the text between the README's track-difficulty markers (atomically)."""
-    text = path.read_text(encoding="utf-8")
-    if README_START not in text or README_END not in text:
-        raise ValueError(f"{path} has no track-difficulty markers; add the two lines\n"
-                         f"{README_START}\n{README_END}\nto its hidden-tracks section first.")
-    before, rest = text.split(README_START, 1)
-    _, after = rest.split(README_END, 1)
-    write_atomic(path, before + README_START + "\n" + readme_block(results) + README_END + after)
+    replace_marked(path, README_START, README_END, readme_block(results), "track-difficulty", "hidden-tracks section")
 
 
 def save(results: dict, out: Path) -> None:
