@@ -129,6 +129,7 @@ def _plant(root_tmp: Path) -> dict:
     os.chmod(victim, 0o640)
     sock_dir = Path("/run/ag-test")
     sock_dir.mkdir(parents=True, exist_ok=True)
+    (sock_dir / "host.sock").unlink(missing_ok=True)  # left by a run that was killed before its cleanup
     server = socket.socket(socket.AF_UNIX)
     server.bind(str(sock_dir / "host.sock"))
     os.chmod(sock_dir / "host.sock", 0o777)
