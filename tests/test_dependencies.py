@@ -95,9 +95,10 @@ def test_the_participant_install_pulls_no_instructor_bench_or_test_tool():
 
 def test_dev_is_everything_the_tests_need():
     extras = pyproject()["project"]["optional-dependencies"]
-    assert set(extras) >= {"instructor", "bench", "dev"}
+    assert set(extras) >= {"instructor", "bench", "cluster", "dev"}
     dev = " ".join(extras["dev"])
-    assert "pytest" in dev and "playwright" in dev and "dcai-hackathon[instructor,bench]" in dev
+    assert "pytest" in dev and "playwright" in dev and "dcai-hackathon[instructor,bench,cluster]" in dev
     assert any(r.startswith("nbgrader") for r in extras["instructor"])
-    reached = installed_closure(extras["dev"] + extras["instructor"] + extras["bench"])
+    assert any(r.startswith("distributed") for r in extras["cluster"])  # --scheduler is tested too
+    reached = installed_closure(extras["dev"] + extras["instructor"] + extras["bench"] + extras["cluster"])
     assert set(HEAVY_EXTRAS) <= reached  # all of them are installed here, for the tests
