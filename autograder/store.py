@@ -191,10 +191,18 @@ def _checked(value: str) -> str:
 
 
 def describe(course_dir: Path, url: str | None = None) -> str:
-    """The store for a message: the SQLite file's path, or the URL without its password."""
-    target = resolve_url(course_dir, url)
-    path = _sqlite_file(target)
-    return str(path) if path else sa.engine.make_url(target).render_as_string(hide_password=True)
+    """The store for a message: the SQLite file's path, or the URL without its password.
+
+    Never raises and needs no driver: it also names a store that cannot be opened.
+    """
+    value = str(url or os.environ.get(ENV) or db_path(course_dir))
+    if "://" not in value:
+        return str(Path(value).expanduser().absolute())
+    try:
+        path = _sqlite_file(value)
+        return str(path) if path else sa.engine.make_url(value).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return "(not a database URL)"
 
 
 def _sqlite_file(url: str) -> Path | None:
