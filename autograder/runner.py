@@ -46,7 +46,6 @@ import dataclasses
 import inspect
 import os
 import shutil
-import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +55,7 @@ import nbformat
 from course import config, data
 from autograder import clean, gradebook_merge, judge, layout, safefs, sandbox, secret, store, tasks
 from autograder import tracks as tracks_
-from autograder.tasks import ENV_DROP, LEDGER_KEEP_BYTES, LOG_KEEP_BYTES, Timings  # noqa: F401 (public names)
+from autograder.tasks import ENV_DROP, LEDGER_KEEP_BYTES, LOG_KEEP_BYTES, Timings, tool_env  # noqa: F401 (public names)
 
 DEFAULT_TIMEOUT_S = 900.0  # wall clock per submission (the slowest notebook takes ~2 min)
 DEFAULT_MEMORY_GB = 8.0  # address-space cap of the kernel; torch alone maps ~4 GB
@@ -78,19 +77,6 @@ class Outcome:
     host: str = ""  # the machine and process that graded it
     pid: int = 0
     peak_rss_mb: float = 0.0
-
-
-def tool_env(env: dict[str, str] | None = None) -> dict[str, str]:
-    """`env` (default: this process's) with this interpreter's scripts folder first on PATH.
-
-    nbgrader runs ``alembic`` by name when it creates a gradebook; from an interpreter
-    called by its full path (a venv that is not activated, cron) that name is not found.
-    """
-    env = dict(os.environ if env is None else env)
-    scripts = str(Path(sys.executable).parent)
-    if scripts not in env.get("PATH", "").split(os.pathsep):
-        env["PATH"] = os.pathsep.join(p for p in (scripts, env.get("PATH")) if p)
-    return env
 
 
 def has_submit_cell(notebooks: list[Path]) -> bool:

@@ -181,7 +181,7 @@ class Executor:
         remove_stale()
         self.course = self._course_folder()
         self.env = {k: v for k, v in (os.environ if env is None else env).items() if k not in ENV_DROP}
-        self._worker = WorkerClient(self.course, _tool_env(self.env))
+        self._worker = WorkerClient(self.course, tool_env(self.env))
         self._batches: dict[tuple[int, ...], _Batch] = {}
         self._checkpoints: dict[tuple[int, ...], Path] = {}
         self.prepare_seconds: dict[str, float] = {}
@@ -394,10 +394,15 @@ def claim_kernel_uid() -> tuple[int, int]:
     raise sandbox.SandboxError(f"all {UID_SLOTS} kernel users are in use on this machine")
 
 
-def _tool_env(env: dict[str, str]) -> dict[str, str]:
+def tool_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """`env` (default: this process's) with this interpreter's scripts folder first on PATH.
+
+    nbgrader runs ``alembic`` by name when it creates a gradebook; from an interpreter
+    called by its full path (a venv that is not activated, cron) that name is not found.
+    """
     import sys
 
-    env = dict(env)
+    env = dict(os.environ if env is None else env)
     scripts = str(Path(sys.executable).parent)
     if scripts not in env.get("PATH", "").split(os.pathsep):
         env["PATH"] = os.pathsep.join(p for p in (scripts, env.get("PATH")) if p)

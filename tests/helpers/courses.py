@@ -25,15 +25,10 @@ from pathlib import Path
 
 import nbformat
 
+from autograder.tasks import tool_env  # noqa: F401 (the tests' subprocess environment)
+
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "autograder_course"
 TOY = FIXTURE / "source" / "toy" / "toy.ipynb"
-
-
-def tool_env() -> dict[str, str]:
-    env = dict(os.environ)
-    scripts = str(Path(sys.executable).parent)
-    env["PATH"] = os.pathsep.join(p for p in (scripts, env.get("PATH")) if p)
-    return env
 
 
 def fills_folder(function):
