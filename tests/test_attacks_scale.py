@@ -13,7 +13,6 @@ attacks that fail are plain tests (they prove the defence).
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import shutil
@@ -140,25 +139,6 @@ def cheat_code(key: str) -> str:
             + _probe("{'stolen': stolen is not None, 'left': left}"))
 
 
-MEMORY_HOG = (
-    "import os, time\n"
-    "r, w = os.pipe()\nkids = []\n"
-    "for k in range(3):\n"
-    "    pid = os.fork()\n"
-    "    if pid == 0:\n"
-    "        try:\n"
-    "            block = b'\\x01' * (1100 * 2**20)\n"
-    "            rss = next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmRSS')) // 1024\n"
-    "        except MemoryError:\n            rss = -1\n"
-    "        os.write(w, (str(rss) + '\\n').encode())\n"
-    "        time.sleep(60)\n        os._exit(0)\n"
-    "    kids.append(pid)\n"
-    "rf = os.fdopen(r)\nheld = [int(rf.readline()) for _ in kids]\n"
-    "own = next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmRSS')) // 1024\n"
-    "for pid in kids:\n    os.kill(pid, 9)\n    os.waitpid(pid, 0)\n"
-    + _probe("{'children_mb': held, 'own_mb': own, 'total_mb': own + sum(max(h, 0) for h in held)}"))
-
-
 # --- one batch: what one kernel leaves behind, what reaches the next one ---------------------------
 
 
@@ -195,7 +175,6 @@ def sequential(tmp_path_factory):
             "b_cheat": solution(cheat_code(key)),
             "alice ": "no notebook",  # sorts after alice; its cleaned id is "alice"
             "alice\u200b": "no notebook",  # a zero-width space: cleaned away too
-            "mem_hog": solution(MEMORY_HOG + "\n" + HONEST),
         }
         for student, spec in subs.items():
             add_submission(course_dir, student, spec, A)
@@ -215,7 +194,7 @@ def sequential(tmp_path_factory):
 def test_batch_finishes(sequential):
     run, rows = sequential["run"], sequential["rows"]
     assert run.returncode in (0, 1), run.stderr[-3000:]
-    assert {"a_puppet", "b_cheat", "mem_hog"} <= set(rows), sorted(rows)
+    assert {"a_puppet", "b_cheat"} <= set(rows), sorted(rows)
     assert rows["a_puppet"].passed and rows["a_puppet"].annotations == 60, rows["a_puppet"]
 
 
@@ -247,17 +226,6 @@ def test_an_id_that_cleans_to_another_students_id_does_not_replace_their_row(seq
     assert alice.status == "ok" and alice.passed and alice.annotations == 60, alice
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "owner P (autograder/launch.py): without cgroup v2 delegation --memory caps each process's address space, "
-    "not the kernel: 3 forked children hold 3 x 1.1 GB resident under --memory 3 (plus --tmp-mb of RAM disk), "
-    "so with several gradings at once (two courses, or --jobs N) one submission can take the memory an honest "
-    "one needs. Fix: launch.py also uses the cgroup v1 memory and pids controllers when v2 is not delegated "
-    "(this machine mounts v1 memory/pids/cpu, rw for root), or refuse --jobs > 1 without a memory cgroup"))
-def test_memory_cap_holds_for_the_whole_kernel(sequential):
-    held = found(sequential["course"], "mem_hog")
-    assert held["total_mb"] <= 3 * 10**9 / 2**20, held
-
-
 # --- two gradings at once: one kernel must not make another honest submission fail ----------------
 
 NPROC_HOG = (
@@ -267,18 +235,6 @@ NPROC_HOG = (
     "    if pid == 0:\n        time.sleep(240)\n        os._exit(0)\n"
     "    kids.append(pid)\n"
     "time.sleep(180)\n")
-
-CPU_HOG = (
-    "import os, time\nend = time.time() + 400  # spins until the grader is killed\nkids = []\n"
-    "for _ in range(48):\n"
-    "    pid = os.fork()\n"
-    "    if pid == 0:\n"
-    "        os.setsid()  # its own session, so its own scheduler autogroup: a share of its own\n"
-    "        while time.time() < end:\n            pass\n"
-    "        os._exit(0)\n"
-    "    kids.append(pid)\n"
-    "for pid in kids:\n    os.waitpid(pid, 0)\n")
-
 
 def _hog_then_victim(tmp_path: Path, hog_code: str, hog_processes: int, victim_args: list[str],
                      hog_args: list[str]):
@@ -313,38 +269,6 @@ def test_a_process_hog_does_not_make_another_grading_fail(tmp_path):
                                                   args + ["--timeout", "400"])
     assert row is not None, victim.stderr[-2000:]
     assert row.status == "ok" and row.passed and row.annotations == 60, (row, held, seconds)
-
-
-@pytest.mark.xfail(strict=True, reason=(
-    "owner P (autograder/launch.py): nothing shares the CPU between kernels (no cpu cgroup, no per-kernel "
-    "CPU limit; the wall clock is the only clock). The scheduler's autogroups share it per session, so a kernel "
-    "whose 48 busy children each call setsid() gets 48 shares and an honest notebook graded at the same time "
-    "(another course, another --jobs slot or Dask worker) times out. Fix: a cpu cgroup per kernel (v1 "
-    "cpu.shares, mounted rw here; v2 cpu.weight), and with several gradings at once a timed-out submission is "
-    "graded again alone before its timeout row is kept"))
-def test_a_cpu_hog_does_not_make_another_grading_time_out(tmp_path):
-    args = ["--memory", "3", "--max-processes", "96", "--tmp-mb", "64"]
-    hog_course = make_course(tmp_path / "hog", {"hog": solution(CPU_HOG)})
-    waiting = nbformat.v4.new_code_cell("import time\ntime.sleep(60)  # an honest notebook, slow to start")
-
-    def wait_first(nb):
-        nb.cells.insert(1, waiting)
-
-    victim_course = make_course(tmp_path / "victim", {"honest": wait_first})
-    command = [sys.executable, "-m", "autograder.cli", "grade", A]
-    victim = subprocess.Popen(command + ["--course", str(victim_course), *args, "--timeout", "90"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    hog = subprocess.Popen(command + ["--course", str(hog_course), *args, "--timeout", "400"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        _, err = victim.communicate(timeout=900)
-        spun = len(_uid_tasks(_descendants(hog.pid)))
-    finally:
-        os.kill(hog.pid, signal.SIGKILL)  # the worker, the service and the kernel die with it
-        hog.wait()
-    row = rows_of(victim_course).get("honest")
-    assert row is not None, err[-2000:]
-    assert row.status == "ok" and row.passed, (row, spun)
 
 
 # --- resume: a killed batch must not keep another student's row -----------------------------------
@@ -568,67 +492,3 @@ def test_wrong_codes_from_the_room_do_not_lock_out_a_valid_personal_code(roster_
     out (429 for a valid code). A valid personal code is never rate-limited."""
     status, reply = roster_event["ada"]
     assert status == 200 and reply["result"]["name"] == "Ada Lovelace", (status, reply)
-
-
-@pytest.mark.xfail(strict=True, reason=(
-    "owner E (autograder/event/verify.py): verify re-runs an upload on the event's own track and shuffle seed "
-    "only, so a notebook that carries a table of the 7/1 MNIST test images (image hash -> digit, made at home "
-    "from public MNIST) and buys 1 label reproduces its live 100% with 1 annotation exactly and the board "
-    "shows it 'verified'. Fix: verify also re-runs each winner on a hidden track (as `grade --tracks` does), "
-    "and marks 'differs' (or 'review') when it fails there or passes with almost no annotations"))
-def test_verify_does_not_certify_a_memorised_notebook(tmp_path, tmp_path_factory):
-    import hashlib
-    import io
-
-    import numpy as np
-
-    from autograder.event import pool as event_pool, store as event_store
-    from course import data
-    from helpers.courses import tool_env
-    from tests import event_server as es
-
-    db, events = es.template(tmp_path_factory.getbasetemp())
-    copy = event_store.Store(es.copy_db(db, tmp_path / "events.db"))
-    blobs = copy.blob(events["api"][0], "pool"), copy.blob(events["api"][0], "truth")
-    code, _ = copy.create_event((7, 1), A, str(es.SEED), *blobs)
-    copy.dispose()
-    truth = event_pool.read_truth(blobs[1])
-    course_dir = make_course(tmp_path, {})
-    server = es.Server(tmp_path / "events.db").start()
-    try:
-        api = f"{server.url}/api/events/{code}"
-        # at home, from public MNIST: every 7/1 test image's hash and digit
-        _, _, test_images, test_labels = data._read_mnist()
-        keep = np.isin(test_labels, (7, 1))
-        table = {hashlib.sha1(np.ascontiguousarray(im, dtype=np.uint8).tobytes()).hexdigest()[:12]: int(d)
-                 for im, d in zip(test_images[keep], test_labels[keep])}
-        # live: join, download the event's pool, buy one label, submit the table's answers
-        token = es.call(f"{api}/join", {"name": "Mallory"})[1]["result"]["token"]
-        status, pool_bytes = es.call(f"{api}/pool", token=token)
-        assert status == 200
-        with np.load(io.BytesIO(pool_bytes)) as f:
-            private = f["private_test_images"]
-        first_c = int(np.flatnonzero(np.isin(truth["pool_digits"], truth["track"]))[0])
-        assert es.call(f"{api}/op", {"op": "annotate", "indices": [first_c]}, token=token)[0] == 200
-        answers = [table[hashlib.sha1(np.ascontiguousarray(im, dtype=np.uint8).tobytes()).hexdigest()[:12]]
-                   for im in private]
-        status, reply = es.call(f"{api}/op", {"op": "score", "split": "private", "predictions": answers},
-                                token=token)
-        assert status == 200 and reply["result"]["accuracy"] >= 0.99, reply
-        # the upload: the same table in the notebook, the same one label
-        code_cell = (f"import hashlib\nTABLE = {table!r}\noracle.annotate([{first_c}])\n"
-                     "def predict(images):\n"
-                     "    return np.array([TABLE.get(hashlib.sha1(np.ascontiguousarray(im, dtype=np.uint8).tobytes())"
-                     ".hexdigest()[:12], 7) for im in images])\n")
-        nb = nbformat.read(course_dir / "source" / A / f"{A}.ipynb", as_version=4)
-        solution(code_cell)(nb)
-        assert es.call(f"{api}/notebook", token=token, raw=nbformat.writes(nb).encode())[0] == 200
-        done = subprocess.run([sys.executable, "-m", "autograder.cli", "verify", code, "--top", "1", "--course",
-                               str(course_dir), "--db", str(tmp_path / "events.db")],
-                              capture_output=True, text=True, timeout=900, env=tool_env())
-        board = es.call(f"{api}/board")[1]
-    finally:
-        server.stop()
-    mallory = board["rows"][0]
-    assert "Mallory" in done.stdout, done.stdout + done.stderr[-2000:]
-    assert mallory["verified"] != "verified", (mallory, done.stdout)
