@@ -294,6 +294,23 @@ def test_notebook_upload_is_capped_validated_and_the_last_one_wins(event):
     assert status == 200 and reply["result"] == 0  # nothing charged
 
 
+def test_an_upload_with_60000_outputs_is_stripped_before_validation_and_the_server_stays_responsive(event):
+    """nbformat's validation walks every output: one cell with 60,000 outputs held the server for 9-30 s."""
+    token = join(event, "many outputs")["token"]
+    output = {"output_type": "stream", "name": "stdout", "text": "x"}
+    nb = {"cells": [{"cell_type": "code", "id": "a1", "source": "print(1)", "metadata": {}, "execution_count": 1,
+                     "outputs": [output] * 60_000}], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    raw = json.dumps(nb).encode()
+    assert 3 * 2**20 < len(raw) < 4 * 2**20  # under the upload cap: it reaches the checks
+    started = time.monotonic()
+    status, reply = es.call(f"{event['url']}/api/events/{event['code']}/notebook", token=token, raw=raw)
+    took = time.monotonic() - started
+    assert status == 200 and reply["result"]["bytes"] < 1000, reply  # stored without its outputs
+    assert took < 3.0, f"the upload held the server {took:.1f} s"
+    started = time.monotonic()
+    assert es.call(f"{event['url']}/api/health")[0] == 200 and time.monotonic() - started < 1.0
+
+
 def test_cli_event_create_with_a_roster_prints_and_exports_personal_codes(tmp_path, tmp_path_factory,
                                                                           monkeypatch, capsys):
     import csv as csv_module
