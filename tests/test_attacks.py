@@ -21,6 +21,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -30,8 +31,7 @@ import pytest
 
 from autograder import clean, judge, leaderboard, sandbox, store, tasks
 from course import data
-from helpers.courses import (HONEST, add_submission, fills_folder, kernel_processes, make_course, points_only,
-                             run_cli, solution)
+from helpers.courses import HONEST, add_submission, fills_folder, make_course, points_only, run_cli, solution
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")]
@@ -127,9 +127,7 @@ def _plant(root_tmp: Path) -> dict:
     victim = root_tmp / "victim.txt"
     victim.write_text("victim\n")
     os.chmod(victim, 0o640)
-    sock_dir = Path("/run/ag-test")
-    sock_dir.mkdir(parents=True, exist_ok=True)
-    (sock_dir / "host.sock").unlink(missing_ok=True)  # left by a run that was killed before its cleanup
+    sock_dir = Path(tempfile.mkdtemp(prefix="ag-test-", dir="/run"))  # this run's own: tests may run side by side
     server = socket.socket(socket.AF_UNIX)
     server.bind(str(sock_dir / "host.sock"))
     os.chmod(sock_dir / "host.sock", 0o777)
@@ -382,6 +380,18 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
+def _kernel_uid_tasks(pids) -> list[int]:
+    """Those of `pids` that run as a kernel user (64100 + a slot: another batch may hold 64100)."""
+    out = []
+    for pid in pids:
+        try:
+            if sandbox.KERNEL_UID <= os.stat(f"/proc/{pid}").st_uid < sandbox.KERNEL_UID + tasks.UID_SLOTS:
+                out.append(pid)
+        except OSError:
+            continue
+    return out
+
+
 def _alive(pids) -> list[int]:
     alive = []
     for pid in pids:
@@ -403,7 +413,7 @@ def test_kill_9_leaves_nothing_and_a_second_run_is_told_then_works(tmp_path):
     tree = []
     while time.time() < deadline:
         tree = _descendants(grader.pid)
-        if any(os.stat(f"/proc/{p}").st_uid == sandbox.KERNEL_UID for p in tree if os.path.exists(f"/proc/{p}")):
+        if _kernel_uid_tasks(tree):  # its kernel runs (as 64100 + the slot this grader claimed)
             break
         time.sleep(1)
     else:

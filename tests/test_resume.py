@@ -24,7 +24,7 @@ from autograder import journal, store
 from helpers.courses import HONEST, make_course, run_cli, solution
 
 ASSIGNMENT = "toy"
-SLOW = HONEST + "\nimport time\ntime.sleep(25)\n"  # still running when the grader is killed
+SLOW = HONEST + "\nimport time\ntime.sleep(10)\n"  # still running when the grader is killed (2 s after a_first)
 STUDENTS = {"a_first": None, "b_slow": solution(SLOW), "c_after": solution("raise ValueError('late')")}
 
 
