@@ -2,7 +2,10 @@
 
 Rows come from the results store (`store.resolve_url`: the course's ``grades.db``, or the
 database of ``url=`` / ``$AUTOGRADER_DB``). Ranking: passing submissions first, then the
-fewest annotations, then the higher accuracy; equal keys share a rank. The HTML
+fewest annotations, then the higher accuracy; equal keys share a rank. A participant graded
+with several notebooks is ranked by the attempt `autograder.attempts.RULE` picks (the first with a
+counted submission, `store.load`), and the ``attempts`` column says how many were graded, so the
+board is no scoring oracle across resubmissions. The HTML
 page is self-contained (inline CSS and JS, columns sortable by a click on their
 header) so an instructor can project it or mail it; the PNG plots annotations
 against accuracy with the 90% line.
@@ -29,8 +32,8 @@ from autograder import clean, store
 
 FOLDER = "leaderboard"
 CSV_COLUMNS = ["rank", "student", "accuracy", "annotations", "passed", "score", "max_score", "status",
-               "evaluations", "submissions", "review", "detail"]
-POINTS_COLUMNS = ["rank", "student", "passed", "score", "max_score", "status", "detail"]  # no submit cell
+               "evaluations", "submissions", "attempts", "review", "detail"]
+POINTS_COLUMNS = ["rank", "student", "passed", "score", "max_score", "status", "attempts", "detail"]  # no submit cell
 MAX_LABELLED_POINTS = 40  # name the points of the scatter up to this many submissions
 
 
@@ -89,6 +92,7 @@ def _cells(rank_: int, row: store.Row) -> dict[str, str]:
             "max_score": num(row.max_score, 2), "status": row.status,
             "evaluations": "" if row.evaluations is None else str(row.evaluations),
             "submissions": "" if row.submissions is None else str(row.submissions),
+            "attempts": str(row.attempts),
             "review": clean.line(row.review), "detail": clean.line(row.detail, 500)}
 
 
@@ -133,6 +137,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 tr.passed td { background: #eaf7ea; } tr.passed td.passed { color: #1a7f37; font-weight: bold; }
 td.detail { color: #555; font-size: .9rem; max-width: 40rem; }
 tr.review td.review { color: #9a6700; font-weight: bold; }
+tr.resubmitted td.attempts { color: #9a6700; font-weight: bold; }
 """
 
 _SCRIPT = """
@@ -157,7 +162,10 @@ document.querySelectorAll('th').forEach(function (th, col) {
 });
 """
 
-_NUMERIC = {"rank", "accuracy", "annotations", "score", "max_score", "evaluations", "submissions"}
+_NUMERIC = {"rank", "accuracy", "annotations", "score", "max_score", "evaluations", "submissions", "attempts"}
+_ATTEMPTS_RULE = ("Only a participant's <strong>first graded notebook with a counted submission</strong> is ranked: "
+                  "a changed notebook graded again is a new attempt, counted in <em>attempts</em>, and cannot "
+                  "improve the row.")
 
 
 def _rule(ranked, tracks: list[str] | None = None) -> str:
@@ -169,11 +177,11 @@ def _rule(ranked, tracks: list[str] | None = None) -> str:
                 "accuracy on held-out images it never saw <strong>on every track</strong>; on each track its first "
                 "submission counts. Passing submissions are ranked by the <strong>fewest annotations in "
                 "total</strong>, then by the mean accuracy over the tracks. Rows marked <em>review</em> passed a track with 0 "
-                "annotations.")
+                f"annotations. {_ATTEMPTS_RULE}")
     return (f"A submission <strong>passes</strong> with at least <strong>{config.TARGET_ACCURACY:.0%}</strong> "
             "accuracy on held-out images it never saw (scored by the grader, not the notebook); its first "
             "submission counts. Passing submissions are ranked by the <strong>fewest annotations</strong>, "
-            "then by accuracy. Rows marked <em>review</em> passed with 0 annotations.")
+            f"then by accuracy. Rows marked <em>review</em> passed with 0 annotations. {_ATTEMPTS_RULE}")
 
 
 def to_html(assignment: str, ranked: list[tuple[int, store.Row]], generated: str,
@@ -192,7 +200,8 @@ def to_html(assignment: str, ranked: list[tuple[int, store.Row]], generated: str
             kind = column.split(" ")[0]
             classes = " ".join(c for c in (kind, "num" if kind in _NUMERIC else "") if c)
             tds.append(f"<td class=\"{classes}\" data-value=\"{html.escape(cells[column])}\">{html.escape(text)}</td>")
-        css = " ".join(c for c in ("passed" if row.passed else "", "review" if row.review else "") if c)
+        css = " ".join(c for c in ("passed" if row.passed else "", "review" if row.review else "",
+                                   "resubmitted" if row.attempts > 1 else "") if c)
         body.append(f"<tr class=\"{css}\">{''.join(tds)}</tr>")
     passed = sum(row.passed for _, row in ranked)
     title = f"Leaderboard: {html.escape(assignment)}"
@@ -299,7 +308,7 @@ def per_track_rows(course_dir: Path, assignment: str, url: str | None = None) ->
 def table(ranked: list[tuple[int, store.Row]], width: int = 60, per_track: PerTrack | None = None) -> str:
     """A plain-text table for the terminal (with each track's accuracy/annotations when graded on several)."""
     tracks = track_names(ranked, per_track)
-    header = ["rank", "student", "accuracy", "annotations", "passed", *tracks, "score", "status", "detail"]
+    header = ["rank", "student", "accuracy", "annotations", "passed", *tracks, "score", "status", "attempts", "detail"]
     lines = []
     for rank_, row in ranked:
         c = _cells(rank_, row)
@@ -310,7 +319,7 @@ def table(ranked: list[tuple[int, store.Row]], width: int = 60, per_track: PerTr
         score = "" if row.score is None else f"{c['score']}/{c['max_score']}"
         detail = clean.line(row.detail, width) + (f" [review: {clean.line(row.review, 60)}]" if row.review else "")
         lines.append([c["rank"], c["student"], accuracy, c["annotations"], c["passed"], *parts, score, row.status,
-                      detail])
+                      c["attempts"], detail])
     widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(header)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     out = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]

@@ -11,9 +11,15 @@ has one row per track (``level = "track"``, ``track`` = that track) plus its com
 accuracy. `load` returns the combined rows (one per student, what the leaderboard ranks),
 `load_tracks` the per-track ones. Graded on one track, the single row is the combined row.
 
-A submission's rows are written in one transaction that first deletes the submission's earlier
-rows, so a crash in the middle never leaves a half-written submission and a regrade replaces all
-of its rows. Several processes may write and read at once (parallel grading, the leaderboard):
+Every graded attempt of a student is kept (`autograder.attempts`): the caller names the
+attempt by the key of the submitted notebook's bytes (``save(..., attempt=attempts.key(files))``),
+the rows carry it (``notebook``) with the attempt's number (``attempt``, in the order the
+notebooks were first graded) and the student's count (``attempts``). `load` returns the rows of
+the attempt `attempts.RULE` ranks (the first with a counted submission), so a resubmission after
+a failed counted one shows on the row and cannot improve it. An attempt's rows are written in
+one transaction that first deletes that attempt's earlier rows, so a crash in the middle never
+leaves a half-written submission and a regrade of the same notebook replaces all of its rows
+(rows saved without a key replace the latest attempt's, as before attempts were kept). Several processes may write and read at once (parallel grading, the leaderboard):
 SQLite runs in WAL mode (readers never wait for a writer) and each write transaction takes the
 write lock when it begins (``BEGIN IMMEDIATE``, waiting up to a busy timeout); PostgreSQL write
 transactions take a table lock, so writers queue there too. A transaction that fails on a
@@ -21,10 +27,13 @@ transient error (database locked, connection lost) is retried with back-off for 
 seconds; if the store stays unavailable the rows are kept in
 ``<course>/.autograder/pending-rows.jsonl`` and written by the next save, so a grading batch
 never stops for the store. Tables of older versions are brought up to date on first use
-(`_ensure`: added columns; a table keyed by (student, assignment) is rebuilt keyed by
-(student, assignment, track)). An SQLite file that is a symbolic link is refused. The
-service's ledger of every run is kept beside the default database, in
-``<course>/ledgers/<assignment>/<student>.jsonl``.
+(`_ensure`: added columns; a table keyed otherwise, by (student, assignment) before hidden
+tracks or by (student, assignment, track) before attempts, is rebuilt keyed by (student,
+assignment, track, notebook); its rows become each student's attempt 1 of an unknown notebook,
+which the first keyed save of that student adopts). An SQLite file that is a symbolic link is refused. The
+service's ledger of the latest run is kept beside the default database, in
+``<course>/ledgers/<assignment>/<student>.jsonl``, and that of every attempt in
+``<course>/ledgers/<assignment>/attempts/<student>/<notebook key>.jsonl``.
 """
 
 from __future__ import annotations
@@ -38,17 +47,18 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from autograder import clean, safefs
+from autograder import attempts as attempts_, clean, safefs
 
 DB_NAME = "grades.db"
 ENV = "AUTOGRADER_DB"  # a path or a SQLAlchemy URL; below an explicit url=, above <course>/grades.db
 LEDGER_DIR = "ledgers"
+ATTEMPT_LEDGERS = "attempts"  # ledgers/<assignment>/attempts/<student>/<notebook key><suffix>
 PENDING = Path(".autograder") / "pending-rows.jsonl"
 STATUSES = ("ok", "failed", "timeout", "error")
 KINDS = ("competition", "points")  # points: an assignment without a submit cell
@@ -76,9 +86,13 @@ RESULTS = sa.Table(
     sa.Column("review", sa.Text, nullable=False, server_default=""),
     sa.Column("kind", sa.String(16), nullable=False, server_default="competition"),
     sa.Column("level", sa.String(16), nullable=False, server_default="combined"),
+    # graded attempts (`autograder.attempts`): the notebook's key, the attempt's number, the student's count
+    sa.Column("notebook", sa.String(64), primary_key=True, server_default=attempts_.UNKNOWN),
+    sa.Column("attempt", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="1"),
     sa.CheckConstraint(f"status IN ({', '.join(repr(s) for s in STATUSES)})", name="results_status"),
 )
-KEY = ["student", "assignment", "track"]
+KEY = ["student", "assignment", "track", "notebook"]
 # The first release's SQLite table, what old course folders hold (tests build one from it).
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS results (
@@ -131,6 +145,9 @@ class Row:
     review: str = ""  # why the instructor should look at this row ('' = nothing to review)
     kind: str = "competition"  # one of KINDS
     level: str = "combined"  # one of LEVELS: "track" = one track's row of a submission graded on several
+    notebook: str = attempts_.UNKNOWN  # the attempt's key (`attempts.key` of the submitted bytes)
+    attempt: int = 1  # this attempt's number: 1 = the student's first graded notebook
+    attempts: int = 1  # the student's graded attempts (changed notebooks) of the assignment
 
 
 COLUMNS = [f.name for f in fields(Row)]
@@ -309,6 +326,9 @@ def _run(url: str, action: Callable[[sa.Connection], T], wait: float, write: boo
             delay = min(delay * 2, 5.0)
 
 
+_OLD = "results_before_migration"  # the old table while its rows are copied
+
+
 def _ensure(connection: sa.Connection, url: str) -> None:
     """Create the table, or bring an older one up to date, in the caller's transaction."""
     if url in _READY:
@@ -326,12 +346,16 @@ def _ensure(connection: sa.Connection, url: str) -> None:
         key = inspector.get_pk_constraint("results")["constrained_columns"] if exists else []
     if not present:
         RESULTS.create(connection, checkfirst=True)
-    elif key != KEY:  # before hidden tracks: keyed by (student, assignment); rebuild with the new key
-        connection.exec_driver_sql("ALTER TABLE results RENAME TO results_before_tracks")
+    elif key != KEY:  # keyed by (student, assignment) or (student, assignment, track): rebuild with the new key
+        connection.exec_driver_sql(f"ALTER TABLE results RENAME TO {_OLD}")
+        if connection.dialect.name == "postgresql":  # its key's index keeps the name the new table's needs
+            old_key = sa.inspect(connection).get_pk_constraint(_OLD).get("name")
+            if old_key:
+                connection.exec_driver_sql(f'ALTER TABLE {_OLD} DROP CONSTRAINT "{old_key}"')
         RESULTS.create(connection)
-        kept = ", ".join(c for c in present if c in COLUMNS)
-        connection.exec_driver_sql(f"INSERT INTO results ({kept}) SELECT {kept} FROM results_before_tracks")
-        connection.exec_driver_sql("DROP TABLE results_before_tracks")
+        kept = ", ".join(c for c in present if c in COLUMNS)  # the added columns take their defaults
+        connection.exec_driver_sql(f"INSERT INTO results ({kept}) SELECT {kept} FROM {_OLD}")
+        connection.exec_driver_sql(f"DROP TABLE {_OLD}")
     else:
         for column in RESULTS.columns:
             if column.name not in present:
@@ -342,6 +366,8 @@ def _ensure(connection: sa.Connection, url: str) -> None:
 
 
 # --- writing -----------------------------------------------------------------------------------
+
+Group = tuple[list[dict], "str | None"]  # the rows of one graded attempt, its notebook key (None: unknown)
 
 
 def _values(row: Row) -> dict[str, Any]:
@@ -360,14 +386,42 @@ def _values(row: Row) -> dict[str, Any]:
     return values
 
 
-def _insert(connection: sa.Connection, groups: list[list[dict]]) -> None:
-    """Write each group (the rows of one graded submission), replacing every earlier row of its submission."""
-    for group in groups:
+def _checked_key(attempt: str | None) -> str | None:
+    if attempt is None:
+        return None
+    if not isinstance(attempt, str) or not 0 < len(attempt) <= 64 or attempt.strip("0123456789abcdef"):
+        raise ValueError(f"attempt must be a notebook key (attempts.key: lower-case hex), got {attempt!r}.")
+    return attempt
+
+
+def _target(connection: sa.Connection, student: str, assignment: str, key: str | None) -> tuple[str, str, int]:
+    """(the notebook whose rows this save replaces, the key the rows get, their attempt number)."""
+    found = connection.execute(sa.select(RESULTS.c.notebook, sa.func.min(RESULTS.c.attempt))
+                               .where(RESULTS.c.student == student, RESULTS.c.assignment == assignment)
+                               .group_by(RESULTS.c.notebook)).all()
+    numbers = {notebook: number for notebook, number in found}
+    latest = max(numbers, key=numbers.get) if numbers else None
+    if key is None:  # an unknown notebook: a regrade of the latest attempt (the behaviour before attempts)
+        return (latest, latest, numbers[latest]) if latest is not None else (attempts_.UNKNOWN, attempts_.UNKNOWN, 1)
+    if key in numbers:  # the same notebook again: a regrade, not a new attempt
+        return key, key, numbers[key]
+    if latest == attempts_.UNKNOWN:  # rows from before attempts were kept: the first keyed grading takes them over
+        return attempts_.UNKNOWN, key, numbers[latest]
+    return key, key, max(numbers.values(), default=0) + 1
+
+
+def _insert(connection: sa.Connection, groups: list[Group]) -> None:
+    """Write each group (the rows of one graded attempt), replacing that attempt's earlier rows."""
+    for group, key in groups:
         for student, assignment in dict.fromkeys((v["student"], v["assignment"]) for v in group):
-            connection.execute(RESULTS.delete().where(RESULTS.c.student == student,
-                                                      RESULTS.c.assignment == assignment))
-        unique = {(v["student"], v["assignment"], v["track"]): v for v in group}  # the last row of a key wins
-        connection.execute(RESULTS.insert(), list(unique.values()))
+            replaced, notebook, number = _target(connection, student, assignment, key)
+            mine = RESULTS.c.student == student, RESULTS.c.assignment == assignment
+            connection.execute(RESULTS.delete().where(*mine, RESULTS.c.notebook == replaced))
+            rows = {v["track"]: v | {"notebook": notebook, "attempt": number} for v in group
+                    if (v["student"], v["assignment"]) == (student, assignment)}  # the last row of a key wins
+            connection.execute(RESULTS.insert(), list(rows.values()))
+            count = connection.execute(sa.select(sa.func.count(sa.distinct(RESULTS.c.notebook))).where(*mine)).scalar()
+            connection.execute(RESULTS.update().where(*mine).values(attempts=count))
 
 
 @contextmanager
@@ -383,15 +437,19 @@ def _pending_lock(course_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def save(course_dir: Path, row: Row | list[Row], wait: float | None = None, *, url: str | None = None) -> None:
-    """Store a submission's row (or its rows: one per track and the combined one) in one transaction.
+def save(course_dir: Path, row: Row | list[Row], wait: float | None = None, *, url: str | None = None,
+         attempt: str | None = None) -> None:
+    """Store a graded attempt's row (or its rows: one per track and the combined one) in one transaction.
 
-    Every earlier row of the same (student, assignment) is replaced, and earlier pending rows are
-    written first. Raises StoreUnavailable when the store stays locked or unreachable for `wait`
-    seconds (StoreConfigError for an unusable URL); the rows are then appended to the pending file
-    and written by a later save.
+    `attempt` is the key of the submitted notebook (`attempts.key` of its bytes): rows of a key
+    already stored replace that attempt's rows (a regrade); a new key is the student's next
+    attempt, and every earlier attempt is kept. Without it the rows replace the latest attempt's
+    (callers that do not know the notebook). Earlier pending rows are written first. Raises
+    StoreUnavailable when the store stays locked or unreachable for `wait` seconds
+    (StoreConfigError for an unusable URL); the rows are then appended to the pending file and
+    written by a later save.
     """
-    values = [_values(r) for r in (row if isinstance(row, list) else [row])]
+    group = ([_values(r) for r in (row if isinstance(row, list) else [row])], _checked_key(attempt))
     pending_file = Path(course_dir) / PENDING
     wait = WAIT_S if wait is None else wait
     try:
@@ -399,15 +457,15 @@ def save(course_dir: Path, row: Row | list[Row], wait: float | None = None, *, u
         if pending_file.is_file():
             with _pending_lock(course_dir):
                 pending = _read_pending(pending_file)
-                _run(target, lambda c: _insert(c, pending + [values]), wait, write=True)
+                _run(target, lambda c: _insert(c, pending + [group]), wait, write=True)
                 pending_file.unlink(missing_ok=True)
         else:
-            _run(target, lambda c: _insert(c, [values]), wait, write=True)
+            _run(target, lambda c: _insert(c, [group]), wait, write=True)
     except (StoreUnavailable, StoreConfigError):
         with _pending_lock(course_dir):
             fd = os.open(pending_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
             with os.fdopen(fd, "a") as handle:
-                handle.write(json.dumps(values) + "\n")
+                handle.write(json.dumps({"attempt": group[1], "rows": group[0]}) + "\n")
         raise
 
 
@@ -433,47 +491,87 @@ def _writable(course_dir: Path, url: str | None) -> str:
     return target
 
 
-def _read_pending(path: Path) -> list[list[dict]]:
+_DEFAULTS = {"review": "", "kind": "competition", "level": "combined", "notebook": attempts_.UNKNOWN,
+             "attempt": 1, "attempts": 1}  # of columns a pending line of an older version may lack
+
+
+def _read_pending(path: Path) -> list[Group]:
     if not path.is_file() or path.is_symlink():
         return []
     groups = []
     for line in path.read_text().splitlines():
         try:
             found = json.loads(line)
-        except ValueError:
+            key = _checked_key(found.get("attempt")) if isinstance(found, dict) and "rows" in found else None
+        except (ValueError, AttributeError):
             continue
+        if isinstance(found, dict) and "rows" in found:  # {"attempt": key, "rows": [...]}
+            found = found["rows"]
         group = []
-        for values in (found if isinstance(found, list) else [found]):  # a line: one submission's rows
+        for values in (found if isinstance(found, list) else [found]):  # older lines: the rows, or one row
             if isinstance(values, dict):
                 values = {c: values.get(c) for c in COLUMNS} | {
-                    "review": values.get("review") or "", "kind": values.get("kind") or "competition",
-                    "level": values.get("level") or "combined"}
+                    c: values.get(c) or default for c, default in _DEFAULTS.items()}
                 try:
                     group.append(_values(Row(**values)))
                 except (TypeError, ValueError):  # not a row this version can store
                     continue
         if group:
-            groups.append(group)
+            groups.append((group, key))
     return groups
 
 
 # --- reading -----------------------------------------------------------------------------------
 
 
-def load(course_dir: Path, assignment: str, level: str = "combined", *, url: str | None = None) -> list[Row]:
-    """The stored rows of `assignment` at `level` (default: one combined row per student), by student."""
+def _select(course_dir: Path, assignment: str, url: str | None, student: str | None = None) -> list[Row]:
+    """Every stored row of `assignment` (every attempt, both levels), by student, attempt and track."""
     target = resolve_url(course_dir, url)
     path = _sqlite_file(target)
     if path is not None and not path.is_file():
         return []
 
     def select(connection: sa.Connection) -> list[dict]:
-        query = (sa.select(RESULTS).where(RESULTS.c.assignment == assignment, RESULTS.c.level == level)
-                 .order_by(RESULTS.c.student, RESULTS.c.track))
+        query = sa.select(RESULTS).where(RESULTS.c.assignment == assignment)
+        if student is not None:
+            query = query.where(RESULTS.c.student == student)
+        query = query.order_by(RESULTS.c.student, RESULTS.c.attempt, RESULTS.c.track)
         return [dict(r._mapping) for r in connection.execute(query)]
 
-    rows = _run(target, select, WAIT_S, write=False)
-    return [Row(**{**r, "passed": bool(r["passed"])}) for r in rows]
+    return [Row(**{**r, "passed": bool(r["passed"])}) for r in _run(target, select, WAIT_S, write=False)]
+
+
+def _by_attempt(rows: list[Row]) -> dict[str, dict[int, list[Row]]]:
+    found: dict[str, dict[int, list[Row]]] = {}
+    for row in rows:
+        found.setdefault(row.student, {}).setdefault(row.attempt, []).append(row)
+    return found
+
+
+def _ranked_rows(mine: dict[int, list[Row]], level: str) -> list[Row]:
+    """The rows at `level` of the attempt `attempts.RULE` ranks, with the count and, for several, a note."""
+    chosen = attempts_.ranked(mine)
+    latest = [r for r in mine[max(mine)] if r.level == "combined"]
+    note = attempts_.note(chosen, mine, latest[0].passed if latest else None)
+    shown = []
+    for row in mine[chosen]:
+        if row.level != level:
+            continue
+        detail = clean.line(f"{row.detail}; {note}", 500) if note else row.detail
+        shown.append(replace(row, attempts=len(mine), detail=detail))
+    return shown
+
+
+def load(course_dir: Path, assignment: str, level: str = "combined", *, url: str | None = None) -> list[Row]:
+    """The ranked rows of `assignment` at `level` (default: one combined row per student), by student.
+
+    A student with several graded attempts is shown by the attempt `attempts.RULE` ranks, with
+    ``attempts`` their count and a note in ``detail``; `load_attempts` returns every attempt.
+    """
+    found = []
+    for mine in _by_attempt(_select(course_dir, assignment, url)).values():
+        found += _ranked_rows(mine, level)
+    return found
 
 
 def load_tracks(course_dir: Path, assignment: str, *, url: str | None = None) -> list[Row]:
@@ -481,7 +579,22 @@ def load_tracks(course_dir: Path, assignment: str, *, url: str | None = None) ->
     return load(course_dir, assignment, level="track", url=url)
 
 
-def save_ledger(course_dir: Path, assignment: str, student: str, text: str, suffix: str = ".jsonl") -> Path:
-    """Keep a run's ledger (or, with `suffix`, a log) in the course folder, atomically, never through a link."""
-    relative = Path(LEDGER_DIR) / assignment / f"{student}{suffix}"
-    return safefs.write_bytes(Path(course_dir), relative, text.encode("utf-8", errors="replace"))
+def load_attempts(course_dir: Path, assignment: str, student: str | None = None, level: str = "combined", *,
+                  url: str | None = None) -> list[Row]:
+    """Every graded attempt's rows at `level` (of one student, or all), by student and attempt number."""
+    return [r for r in _select(course_dir, assignment, url, student) if r.level == level]
+
+
+def save_ledger(course_dir: Path, assignment: str, student: str, text: str, suffix: str = ".jsonl", *,
+                attempt: str | None = None) -> Path:
+    """Keep a run's ledger (or, with `suffix`, a log) in the course folder, atomically, never through a link.
+
+    With `attempt` (the notebook's key, as given to `save`) a copy is also kept per attempt, in
+    ``ledgers/<assignment>/attempts/<student>/<key><suffix>``, which a later attempt never overwrites.
+    """
+    data = text.encode("utf-8", errors="replace")
+    folder = Path(LEDGER_DIR) / assignment
+    key = _checked_key(attempt)
+    if key is not None:
+        safefs.write_bytes(Path(course_dir), folder / ATTEMPT_LEDGERS / student / f"{key}{suffix}", data)
+    return safefs.write_bytes(Path(course_dir), folder / f"{student}{suffix}", data)

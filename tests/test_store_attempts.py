@@ -1,0 +1,158 @@
+"""Graded attempts: every changed notebook of a student is kept and counted, and the leaderboard ranks
+the first with a counted submission (`autograder.attempts.RULE`), so a regrade after a failed counted
+submission cannot turn the board into a scoring oracle. No kernel: the store and the leaderboard only
+(the real-grader resubmission test is in tests/test_attacks_exam.py).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import sqlite3
+
+import pytest
+
+from autograder import attempts, leaderboard, store
+
+A = "toy"
+GUESS, OTHER_NAMING, HONEST = (attempts.key([("toy.ipynb", text)]) for text in (b"guess a", b"guess b", b"honest"))
+
+
+def row(student: str, accuracy: float | None = .95, annotations: int | None = 60, track: str = "7,1",
+        graded_at: str = "2026-11-27T08:00:00Z", status: str = "ok", **kw) -> store.Row:
+    passed = accuracy is not None and accuracy >= .9
+    return store.Row(student, A, track, accuracy, annotations, passed, 2 if passed else 0, 2, status, "d", 1.0,
+                     graded_at, **kw)
+
+
+@pytest.fixture(autouse=True)
+def _no_env(monkeypatch):
+    monkeypatch.delenv(store.ENV, raising=False)
+
+
+def _one(course, student: str) -> store.Row:
+    return {r.student: r for r in store.load(course, A)}[student]
+
+
+def test_the_key_is_the_submitted_bytes_whatever_their_order():
+    files = [("a.ipynb", b"{}"), ("b.ipynb", b"[]")]
+    assert attempts.key(files) == attempts.key(files[::-1]) and len(attempts.key(files)) == attempts.KEY_CHARS
+    assert attempts.key(files) != attempts.key([("a.ipynb", b"{} "), ("b.ipynb", b"[]")])
+    assert attempts.key([("a.ipynb", b"b.ipynb")]) != attempts.key([("a.ipynbb.ipynb", b"")])  # no run-together
+    assert attempts.key([]) == attempts.key(()) != attempts.UNKNOWN  # nothing gradable: one attempt, not many
+
+
+def test_a_regrade_of_the_same_notebook_is_not_a_new_attempt(tmp_path):
+    store.save(tmp_path, row("ana", .47, 0), attempt=GUESS)
+    store.save(tmp_path, row("ana", .47, 0, graded_at="2026-11-27T09:00:00Z"), attempt=GUESS)
+    again = _one(tmp_path, "ana")
+    assert (again.attempts, again.attempt, again.notebook, again.graded_at) == (1, 1, GUESS, "2026-11-27T09:00:00Z")
+    assert again.detail == "d"  # one attempt: nothing added
+    assert len(store.load_attempts(tmp_path, A, "ana")) == 1
+
+
+def test_a_changed_notebook_is_a_new_attempt_and_cannot_improve_the_row(tmp_path):
+    store.save(tmp_path, row("bo", .99, 80))  # an honest one-notebook participant
+    store.save(tmp_path, row("ana", .47, 0), attempt=GUESS)  # counted, failed, on the board
+    store.save(tmp_path, row("ana", .98, 0), attempt=OTHER_NAMING)  # read the board, named the other way
+    ana = _one(tmp_path, "ana")
+    assert (ana.accuracy, ana.passed, ana.annotations, ana.attempt, ana.attempts) == (.47, False, 0, 1, 2)
+    assert "2 graded attempts" in ana.detail and "the latest, attempt 2, passed and is not ranked" in ana.detail
+    assert [(r.attempt, r.accuracy) for r in store.load_attempts(tmp_path, A, "ana")] == [(1, .47), (2, .98)]
+    store.save(tmp_path, row("ana", .98, 0, graded_at="2026-11-27T10:00:00Z"), attempt=OTHER_NAMING)  # regraded
+    store.save(tmp_path, row("ana", .47, 0, graded_at="2026-11-27T10:00:00Z"), attempt=GUESS)  # handed in again
+    assert [(r.attempt, r.notebook) for r in store.load_attempts(tmp_path, A, "ana")] == [(1, GUESS),
+                                                                                       (2, OTHER_NAMING)]
+    assert (_one(tmp_path, "ana").attempts, _one(tmp_path, "ana").accuracy) == (2, .47)
+    ranked = leaderboard.rank(store.load(tmp_path, A))
+    assert [(r.student, r.passed) for _, r in ranked] == [("bo", True), ("ana", False)]
+
+
+def test_an_attempt_without_a_counted_submission_does_not_use_it_up(tmp_path):
+    crashed = row("cy", None, None, status="failed")
+    store.save(tmp_path, crashed, attempt=attempts.key([]))  # no notebook, or a crash before submit
+    assert _one(tmp_path, "cy").attempts == 1
+    store.save(tmp_path, row("cy", .93, 40), attempt=HONEST)
+    cy = _one(tmp_path, "cy")
+    assert (cy.passed, cy.annotations, cy.attempt, cy.attempts) == (True, 40, 2, 2)
+    assert "ranked: attempt 2 (the first with a counted submission)" in cy.detail
+    store.save(tmp_path, row("cy", .99, 5), attempt=GUESS)  # a later, better notebook is not ranked
+    assert (_one(tmp_path, "cy").annotations, _one(tmp_path, "cy").attempts) == (40, 3)
+    points = [store.Row("dee", "pts", "7,1", None, None, ok, s, 2, "ok", "d", 1.0, "t", kind="points")
+              for ok, s in ((False, 1), (True, 2))]
+    for number, points_row in enumerate(points):  # no submit cell: nothing counted, the latest is ranked
+        store.save(tmp_path, points_row, attempt=attempts.key([("pts.ipynb", bytes([number]))]))
+    [dee] = store.load(tmp_path, "pts")
+    assert (dee.score, dee.attempt, dee.attempts) == (2, 2, 2) and "none made a counted submission" in dee.detail
+
+
+def test_hidden_tracks_rows_follow_the_ranked_attempt(tmp_path):
+    def graded(accuracy: float, annotations: int) -> list[store.Row]:
+        parts = [row("ed", accuracy, annotations, "7,1", level="track"),
+                 row("ed", accuracy, annotations, "2,5", level="track")]
+        return parts + [row("ed", accuracy, 2 * annotations, "7,1 2,5")]
+
+    store.save(tmp_path, graded(.5, 0), attempt=GUESS)
+    store.save(tmp_path, graded(.97, 30), attempt=HONEST)
+    assert [(r.track, r.annotations, r.attempts) for r in store.load_tracks(tmp_path, A)] == [
+        ("2,5", 0, 2), ("7,1", 0, 2)]
+    assert len(store.load_attempts(tmp_path, A, "ed", level="track")) == 4
+
+
+def test_the_leaderboard_shows_the_attempts_in_csv_html_and_terminal(tmp_path):
+    store.save(tmp_path, row("bo", .99, 80), attempt=HONEST)
+    store.save(tmp_path, row("ana", .47, 0), attempt=GUESS)
+    store.save(tmp_path, row("ana", .98, 0), attempt=OTHER_NAMING)
+    paths = leaderboard.build(tmp_path, A)
+    table = list(csv.DictReader(io.StringIO(paths["csv"].read_text())))
+    assert list(table[0]) == leaderboard.CSV_COLUMNS
+    assert [(r["rank"], r["student"], r["passed"], r["attempts"]) for r in table] == [("1", "bo", "yes", "1"),
+                                                                                      ("2", "ana", "no", "2")]
+    page = paths["html"].read_text()
+    assert 'class="resubmitted"' in page and "first graded notebook with a counted submission" in page
+    text = leaderboard.table(leaderboard.rank(store.load(tmp_path, A))).splitlines()
+    assert "attempts" in text[0].split() and text[3].split()[:2] == ["2", "ana"]
+
+
+def test_rows_kept_while_the_store_was_unavailable_keep_their_attempt(tmp_path):
+    store.save(tmp_path, row("ana", .47, 0), attempt=GUESS)
+    with pytest.raises(store.StoreConfigError):
+        store.save(tmp_path, row("ana", .98, 0), url=str(tmp_path / "missing" / store.DB_NAME), attempt=OTHER_NAMING)
+    assert store.flush_pending(tmp_path) == 1
+    assert [(r.attempt, r.notebook) for r in store.load_attempts(tmp_path, A, "ana")] == [(1, GUESS),
+                                                                                       (2, OTHER_NAMING)]
+    with pytest.raises(ValueError, match="notebook key"):
+        store.save(tmp_path, row("ana"), attempt="../x")
+
+
+def test_a_database_from_before_attempts_is_migrated_and_its_rows_are_adopted(tmp_path):
+    # the format before attempts: keyed by (student, assignment, track)
+    connection = sqlite3.connect(tmp_path / store.DB_NAME)
+    connection.execute(store._SCHEMA)
+    connection.executemany("INSERT INTO results VALUES (?, 'toy', '7,1', ?, ?, ?, 2, 2, 'ok', 'd', 1.0, 't')",
+                           [("ana", .47, 0, 0), ("bo", .95, 5, 1)])
+    connection.commit()
+    connection.close()
+    old = {r.student: r for r in store.load(tmp_path, A)}
+    assert [(r.notebook, r.attempt, r.attempts) for r in old.values()] == [(attempts.UNKNOWN, 1, 1)] * 2
+    with sqlite3.connect(tmp_path / store.DB_NAME) as connection:
+        assert [r[1] for r in connection.execute("PRAGMA table_info(results)")] == store.COLUMNS
+        assert [r[1] for r in connection.execute("PRAGMA table_info(results)") if r[5]] == store.KEY
+    store.save(tmp_path, row("bo", .95, 5, graded_at="t2"), attempt=HONEST)  # regraded after the upgrade
+    bo = _one(tmp_path, "bo")
+    assert (bo.notebook, bo.attempt, bo.attempts, bo.graded_at) == (HONEST, 1, 1, "t2")  # the same row, not an attempt
+    store.save(tmp_path, row("ana", .47, 0), attempt=GUESS)
+    store.save(tmp_path, row("ana", .98, 0), attempt=OTHER_NAMING)  # from now on a changed notebook counts
+    assert (_one(tmp_path, "ana").accuracy, _one(tmp_path, "ana").attempts) == (.47, 2)
+    with sqlite3.connect(tmp_path / store.DB_NAME) as connection:
+        assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert not connection.execute("SELECT name FROM sqlite_master WHERE name LIKE '%before%'").fetchall()
+
+
+def test_every_attempt_keeps_its_ledger(tmp_path):
+    for key, text in ((GUESS, "first\n"), (OTHER_NAMING, "second\n")):
+        store.save_ledger(tmp_path, A, "ana", text, attempt=key)
+    assert store.ledger_path(tmp_path, A, "ana").read_text() == "second\n"  # the latest run, where it always was
+    kept = tmp_path / store.LEDGER_DIR / A / store.ATTEMPT_LEDGERS / "ana"
+    assert {p.name: p.read_text() for p in kept.iterdir()} == {f"{GUESS}.jsonl": "first\n",
+                                                               f"{OTHER_NAMING}.jsonl": "second\n"}
