@@ -6,8 +6,15 @@ Standard library only (it starts in milliseconds). It
 
 1. dies with its parent (parent-death signal), so a killed grader leaves no kernel;
 2. hands the connection file to the kernel's user;
-3. creates a cgroup v2 for the kernel when a delegated parent is configured
-   (``memory.max``, ``memory.swap.max`` = 0, ``pids.max``; killed and removed at the end);
+3. puts the kernel in cgroups of its own, so its limits hold for all its processes together:
+   cgroup v2 when a delegated parent is configured (``memory.max``, ``memory.swap.max`` = 0,
+   ``pids.max``), else the cgroup v1 controllers the grader may write (``memory``:
+   ``memory.limit_in_bytes`` and ``memory.memsw.limit_in_bytes``; ``pids``: ``pids.max``;
+   ``cpu``: the same ``cpu.shares`` for every kernel, so a kernel of many busy processes,
+   each in its own session, gets one kernel's share of the CPU, not one per session).
+   When the memory cap makes the system kill a process of the kernel, the whole kernel is
+   killed and `OOM_MARK` written (the row then says it ran out of memory). Every cgroup
+   is emptied and removed at the end; those of a killed grader by `remove_stale`;
 4. hands bubblewrap the seccomp filter of `autograder.sandbox.seccomp_filter` on a pipe
    (``--seccomp FD``: no kernel keyring inside);
 5. starts bubblewrap with RLIMIT_AS, RLIMIT_NPROC, RLIMIT_FSIZE, RLIMIT_CORE = 0, and
@@ -23,8 +30,15 @@ import resource
 import signal
 import subprocess
 import sys
+import threading
+import time
 
 PR_SET_PDEATHSIG = 1
+CGROUP_PREFIX = "autograder-kernel-"  # + the launcher's pid
+CPU_SHARES = 1024  # every kernel the same (the v1 default; written so that it holds whatever the parent says)
+OOM_POLL_S = 0.2  # how often the launcher looks at the kernel's memory cgroup's OOM kill counter
+OOM_MARK = ".oom"  # appended to the kernel log's path: written by the launcher after an OOM kill
+KILL_ROUNDS = 50  # emptying a cgroup: rounds of SIGKILL to every process in it, 0.1 s apart
 
 
 def _die_with_parent() -> None:
@@ -39,37 +53,117 @@ def _write(path: str, value: str) -> None:
         handle.write(value)
 
 
-def _cgroup(spec: dict) -> str:
-    parent = spec.get("cgroup_parent") or ""
-    if not parent:
-        return ""
-    path = os.path.join(parent, f"autograder-kernel-{os.getpid()}")
-    try:
-        os.mkdir(path)
-        _write(os.path.join(path, "memory.max"), str(int(spec["memory_bytes"])))
-        if os.path.exists(os.path.join(path, "memory.swap.max")):
-            _write(os.path.join(path, "memory.swap.max"), "0")
-        _write(os.path.join(path, "pids.max"), str(int(spec["max_processes"])))
-        return path
-    except OSError as exc:
-        sys.stderr.write(f"autograder.launch: no cgroup ({exc}); rlimits only\n")
-        return ""
+def _cgroups(spec: dict) -> list[str]:
+    """The kernel's cgroup folders, made and limited (none: rlimits only)."""
+    name = f"{CGROUP_PREFIX}{os.getpid()}"
+    memory, nproc = str(int(spec["memory_bytes"])), str(int(spec["max_processes"]))
+    settings = {"memory": [("memory.limit_in_bytes", memory), ("memory.memsw.limit_in_bytes", memory)],
+                "pids": [("pids.max", nproc)], "cpu": [("cpu.shares", str(CPU_SHARES))]}
+    if spec.get("cgroup_parent"):  # v2: one folder, every controller
+        wanted = {spec["cgroup_parent"]: [("memory.max", memory), ("memory.swap.max", "0"), ("pids.max", nproc)]}
+    else:
+        wanted = {parent: settings[controller] for controller, parent in (spec.get("cgroup_v1") or {}).items()
+                  if controller in settings}
+    made = []
+    for parent, values in wanted.items():
+        path = os.path.join(parent, name)
+        try:
+            os.mkdir(path, 0o755)
+        except OSError as exc:
+            sys.stderr.write(f"autograder.launch: no cgroup under {parent} ({exc}); rlimits only there\n")
+            continue
+        made.append(path)
+        for file, value in values:
+            target = os.path.join(path, file)
+            if file in ("memory.swap.max", "memory.memsw.limit_in_bytes") and not os.path.exists(target):
+                continue  # no swap accounting on this machine
+            try:
+                _write(target, value)
+            except OSError as exc:
+                sys.stderr.write(f"autograder.launch: {target} not set ({exc})\n")
+    return made
 
 
-def _remove_cgroup(path: str) -> None:
-    if not path:
-        return
+def _procs(path: str) -> list[int]:
     try:
-        _write(os.path.join(path, "cgroup.kill"), "1")
+        with open(os.path.join(path, "cgroup.procs")) as handle:
+            return [int(line) for line in handle if line.strip()]
+    except (OSError, ValueError):
+        return []
+
+
+def kill_cgroup(path: str) -> None:
+    """Kill every process in a kernel's cgroup, then remove it (v2 or v1)."""
+    try:
+        _write(os.path.join(path, "cgroup.kill"), "1")  # v2: atomic
     except OSError:
         pass
-    for _ in range(50):
+    for _ in range(KILL_ROUNDS):
+        for pid in _procs(path):  # v1: no cgroup.kill; pids.max bounds the forks of a race
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
         try:
             os.rmdir(path)
             return
+        except FileNotFoundError:
+            return
         except OSError:
-            import time
             time.sleep(0.1)
+
+
+def remove_stale(parents: list[str]) -> list[str]:
+    """Kernel cgroups under `parents` whose launcher is dead (a grader killed with -9): emptied and removed."""
+    removed = []
+    for parent in parents:
+        try:
+            names = [n for n in os.listdir(parent) if n.startswith(CGROUP_PREFIX)]
+        except OSError:
+            continue
+        for name in names:
+            try:
+                os.kill(int(name[len(CGROUP_PREFIX):]), 0)
+                continue  # its launcher is alive
+            except ValueError:
+                continue
+            except PermissionError:
+                continue
+            except ProcessLookupError:
+                pass
+            kill_cgroup(os.path.join(parent, name))
+            removed.append(os.path.join(parent, name))
+    return removed
+
+
+def _oom_count(memory_cgroup: str) -> int:
+    try:
+        with open(os.path.join(memory_cgroup, "memory.oom_control")) as handle:
+            for line in handle:
+                key, _, value = line.partition(" ")
+                if key == "oom_kill":
+                    return int(value)
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _watch_oom(cgroups: list[str], marker: str, done: threading.Event) -> None:
+    """v1 kills one process at the memory cap and the kernel goes on without it: kill the whole kernel."""
+    memory = next((p for p in cgroups if os.path.exists(os.path.join(p, "memory.oom_control"))), "")
+    if not memory:
+        return
+    while not done.wait(OOM_POLL_S):
+        if _oom_count(memory) > 0:
+            fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            os.close(fd)
+            for path in cgroups:
+                for pid in _procs(path):
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+            return
 
 
 def main(argv: list) -> int:
@@ -79,11 +173,11 @@ def main(argv: list) -> int:
     connection_file = argv[2]
     if spec.get("uid") is not None:
         os.chown(connection_file, spec["uid"], spec["gid"])
-    cgroup = _cgroup(spec)
+    cgroups = _cgroups(spec)
 
     def limit() -> None:  # in the child, before bwrap starts
-        if cgroup:
-            _write(os.path.join(cgroup, "cgroup.procs"), str(os.getpid()))
+        for path in cgroups:
+            _write(os.path.join(path, "cgroup.procs"), str(os.getpid()))
         memory = int(spec["memory_bytes"])
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
         nproc = int(spec["max_processes"])
@@ -107,6 +201,8 @@ def main(argv: list) -> int:
                              pass_fds=passed)
     for fd in passed:
         os.close(fd)
+    done = threading.Event()
+    threading.Thread(target=_watch_oom, args=(cgroups, spec["log"] + OOM_MARK, done), daemon=True).start()
     # an interrupt reaches the kernel through the process group; the launcher stays
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
@@ -125,10 +221,15 @@ def main(argv: list) -> int:
         dropped += max(len(chunk) - left, 0)
         left = max(left - len(chunk), 0)
     code = child.wait()
+    done.set()
+    memory = [p for p in cgroups if os.path.exists(os.path.join(p, "memory.oom_control"))]
+    if memory and _oom_count(memory[0]) > 0 and not os.path.exists(spec["log"] + OOM_MARK):
+        os.close(os.open(spec["log"] + OOM_MARK, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600))
     if dropped:
         os.write(log, f"\n[autograder: {dropped} more bytes of kernel output dropped]\n".encode())
     os.close(log)
-    _remove_cgroup(cgroup)
+    for path in cgroups:
+        kill_cgroup(path)
     return code if code >= 0 else 128 - code
 
 

@@ -9,6 +9,9 @@ service, socket and gradebook copy per submission, and its own kernel user
 limit and cannot signal each other). At most 2 N submissions are staged at a time. Results
 come back in the order they finish; the grader applies each one as it arrives.
 
+Without cgroups on this machine (`autograder.sandbox.cgroups_available`) the pool still
+runs but says once that the memory cap is then per process and the CPU is not shared out.
+
 A worker that dies (killed, out of memory) breaks the pool: the pool is started
 again and the submissions it was grading are graded again, once; a second death
 gives them an error row.
@@ -18,16 +21,18 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.util
+import sys
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
-from autograder import tasks
+from autograder import sandbox, tasks
 from autograder.worker import die_with_parent
 
 ATTEMPTS = 2  # a submission whose worker died this often gets an error row
 
 _SPEC: tasks.GradeSpec | None = None
+_WARNED = False
 
 
 def _start_worker(spec: tasks.GradeSpec) -> None:
@@ -56,6 +61,10 @@ class LocalPool:
         return ProcessPoolExecutor(self.jobs, mp_context=context, initializer=_start_worker, initargs=(spec,))
 
     def run(self, spec: tasks.GradeSpec, submissions: Iterable[tasks.Submission]) -> Iterator[tasks.TaskResult]:
+        global _WARNED
+        if self.jobs > 1 and not _WARNED and not sandbox.cgroups_available():
+            print(sandbox.NO_CGROUP_WARNING, file=sys.stderr)
+            _WARNED = True
         waiting = iter(submissions)
         retry: list[tasks.Submission] = []
         attempts: dict[str, int] = {}

@@ -42,6 +42,8 @@ ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime",
 ENV_DATASETS = ("sklearn/datasets/data", "sklearn/datasets/images")  # labelled data inside packages
 TMP, HOME, WORKDIR = "/tmp", "/tmp/home", "/tmp/work"
 SHM_BYTES = 64 * 2**20  # /dev/shm (joblib, torch DataLoader workers)
+ENV_CGROUP = "AUTOGRADER_CGROUP"  # a delegated cgroup v2 folder, or empty for no cgroup at all
+V1_CONTROLLERS = ("memory", "pids", "cpu")  # used when no v2 parent is delegated
 KERNEL_UID = 64100  # the kernel's user when the grader runs as root (no passwd entry on the host)
 LAUNCHER = Path(__file__).with_name("launch.py")
 # system calls refused inside the sandbox, by audit architecture: add_key, request_key, keyctl
@@ -58,12 +60,13 @@ class SandboxError(RuntimeError):
 class Limits:
     """Hard limits of one kernel (see `autograder.launch`)."""
 
-    memory_bytes: int = 8 * 10**9  # RLIMIT_AS; memory.max with a cgroup
+    memory_bytes: int = 8 * 10**9  # RLIMIT_AS; and of all the kernel's processes with a memory cgroup
     max_processes: int = 512  # RLIMIT_NPROC of the kernel's user (threads count); pids.max with a cgroup
     max_file_bytes: int = 1 * 2**30  # RLIMIT_FSIZE: no single file larger
     tmp_bytes: int = 2 * 2**30  # size of the kernel's RAM disk /tmp
     log_bytes: int = 256 * 1024  # the kernel's own stdout/stderr kept (the rest is dropped)
-    cgroup_parent: str = ""  # a delegated cgroup v2 folder; "" = none (rlimits only)
+    cgroup_parent: str = ""  # a delegated cgroup v2 folder; "" = none
+    cgroup_v1: dict[str, str] = field(default_factory=dict)  # else: v1 parent folder by controller (`cgroup_v1`)
 
 
 def seccomp_filter() -> bytes:
@@ -219,6 +222,7 @@ class Sandbox:
                   "memory_bytes": self.limits.memory_bytes, "max_processes": self.limits.max_processes,
                   "max_file_bytes": self.limits.max_file_bytes, "log": str(log),
                   "log_bytes": self.limits.log_bytes, "cgroup_parent": self.limits.cgroup_parent,
+                  "cgroup_v1": {} if self.limits.cgroup_parent else dict(self.limits.cgroup_v1),
                   "seccomp": seccomp_filter().hex()}
         (spec_dir / "launch.json").write_text(json.dumps(launch, indent=1))
         spec = {
@@ -242,13 +246,16 @@ def write_etc(folder: Path, uid: int, gid: int) -> None:
 
 
 def cgroup_parent() -> str:
-    """A cgroup v2 folder under which this process may create one cgroup per kernel, or ''."""
-    override = os.environ.get("AUTOGRADER_CGROUP")
+    """A cgroup v2 folder under which this process may create one cgroup per kernel, or ''.
+
+    ``AUTOGRADER_CGROUP`` overrides the detection: a delegated v2 folder, or empty for no cgroup
+    at all (neither v2 nor v1: rlimits only)."""
+    override = os.environ.get(ENV_CGROUP)
     if override is not None:
         return override
     root = Path("/sys/fs/cgroup")
     if not (root / "cgroup.controllers").is_file():
-        return ""  # cgroup v1 or hybrid: rlimits and tmpfs sizes only
+        return ""  # cgroup v1 or hybrid: see cgroup_v1
     try:
         own = next(line.split("::", 1)[1].strip() for line in Path("/proc/self/cgroup").read_text().splitlines()
                    if line.startswith("0::"))
@@ -259,6 +266,60 @@ def cgroup_parent() -> str:
     if {"memory", "pids"} <= enabled and os.access(candidate, os.W_OK):
         return str(candidate)
     return ""
+
+
+def cgroup_v1(mountinfo: str = "/proc/self/mountinfo", own: str = "/proc/self/cgroup") -> dict[str, str]:
+    """This process's own cgroup v1 folder of each of `V1_CONTROLLERS` it may write, by controller.
+
+    A kernel's cgroups are made inside (`autograder.launch`), so they nest under whatever
+    limits this grader already has. Empty when ``AUTOGRADER_CGROUP`` is set, when v1 is not
+    mounted, read-only, or not writable by this user (a grader that is not root).
+    """
+    if os.environ.get(ENV_CGROUP) is not None:
+        return {}
+    try:
+        mounts = Path(mountinfo).read_text().splitlines()
+        memberships = Path(own).read_text().splitlines()
+    except OSError:
+        return {}
+    where: dict[str, tuple[str, str]] = {}  # controller -> (mount point, root of the mount in the hierarchy)
+    for line in mounts:
+        fields, _, after = line.partition(" - ")
+        parts, tail = fields.split(), after.split()
+        if len(parts) < 5 or len(tail) < 3 or tail[0] != "cgroup":
+            continue
+        for controller in set(tail[2].split(",")) & set(V1_CONTROLLERS):
+            where.setdefault(controller, (parts[4], parts[3]))
+    found = {}
+    for line in memberships:
+        _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        for controller in set(controllers.split(",")) & set(where):
+            mount, root = where[controller]
+            relative = os.path.relpath(path, root) if path.startswith(root) else None
+            if relative is None:
+                continue  # our cgroup is outside what is mounted here
+            folder = os.path.normpath(os.path.join(mount, relative))
+            if os.path.isdir(folder) and os.access(folder, os.W_OK):
+                found[controller] = folder
+    return found
+
+
+def cgroups_available() -> bool:
+    """True when kernels get cgroups on this machine (v2 delegated, or the v1 memory controller)."""
+    return bool(cgroup_parent()) or "memory" in cgroup_v1()
+
+
+def cgroup_folders(limits: Limits) -> list[str]:
+    """The folders holding this machine's kernel cgroups (for `autograder.launch.remove_stale`)."""
+    return [limits.cgroup_parent] if limits.cgroup_parent else list(limits.cgroup_v1.values())
+
+
+NO_CGROUP_WARNING = (
+    "autograder: warning: no cgroup for the kernels on this machine (no delegated cgroup v2, no writable "
+    "cgroup v1 memory controller; the grader is not root, or they are not mounted): --memory caps each "
+    "process of a kernel, not the kernel, and nothing shares the CPU between kernels graded at once, so "
+    "one submission can take the memory or CPU another one needs. Run the grader as root on a machine with "
+    "cgroups, or grade one submission at a time.")
 
 
 def _existing(paths: list[Path]) -> list[Path]:

@@ -44,7 +44,7 @@ from pathlib import Path
 import nbformat
 
 from course import config, data
-from autograder import clean, gradebook_merge, judge, prepare, safefs, sandbox, service_process, store
+from autograder import clean, gradebook_merge, judge, launch, prepare, safefs, sandbox, service_process, store
 from autograder import tracks as tracks_
 from autograder.runfolder import PREFIX, RunFolder, remove_stale
 from autograder.worker import WorkerClient
@@ -163,8 +163,9 @@ class Executor:
     def __init__(self, spec: GradeSpec, kernel_uid: int | None = None, env: dict[str, str] | None = None):
         self.spec = spec
         self.limits = dataclasses.replace(spec.limits, memory_bytes=int(spec.memory_gb * 1e9))
-        if not self.limits.cgroup_parent:
+        if not self.limits.cgroup_parent:  # this machine's cgroups: the spec may come from another one
             self.limits.cgroup_parent = sandbox.cgroup_parent()
+        self.limits.cgroup_v1 = {} if self.limits.cgroup_parent else sandbox.cgroup_v1()
         if shutil.which("bwrap") is None:
             raise sandbox.SandboxError(sandbox.SandboxError.__doc__ + " Install it: apt-get install -y bubblewrap")
         self.uid = self.gid = None
@@ -179,6 +180,7 @@ class Executor:
                 f"the temporary folder {tmp} is too long for the run folders' Unix sockets (at most "
                 f"{MAX_TMPDIR_CHARS} characters); set TMPDIR to a shorter folder, e.g. /tmp")
         remove_stale()
+        launch.remove_stale(sandbox.cgroup_folders(self.limits))  # kernel cgroups of a killed grader
         self.course = self._course_folder()
         self.env = {k: v for k, v in (os.environ if env is None else env).items() if k not in ENV_DROP}
         self._worker = WorkerClient(self.course, tool_env(self.env))
@@ -303,6 +305,11 @@ class Executor:
             result.texts.update(self._texts(run, tag))
             timings.cells = judge.cell_seconds(evidence.notebooks)
             verdict = judge.judge(evidence, judge.Settings(self.spec.timeout, self.spec.memory_gb, self.spec.kind))
+            if Path(str(run.kernel_log) + launch.OOM_MARK).exists():  # written by the launcher, as root
+                verdict = dataclasses.replace(verdict, status="error", passed=False, detail=(
+                    f"the notebook used more than {self.spec.memory_gb:g} GB of memory (all its processes "
+                    "together, RAM disk included): its kernel was stopped. Use less memory (smaller "
+                    "batches, fewer worker processes), or ask for a larger --memory"))
             timings.finish = time.perf_counter() - t2
             return verdict
         finally:

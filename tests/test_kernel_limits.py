@@ -1,0 +1,189 @@
+"""A kernel's limits hold for the kernel as a whole, under the real `autograder grade`.
+
+`autograder.launch` puts each kernel in cgroups of its own (v2 when delegated, else the v1
+``memory``, ``pids`` and ``cpu`` controllers this machine mounts read-write for root):
+
+- memory: 3 forked children holding 1.1 GB each exceed ``--memory 3`` together; the whole kernel
+  is stopped and its row says it ran out of memory (the cap was per process before);
+- CPU: a kernel whose 48 busy children each start their own session (so, without a cpu cgroup,
+  48 scheduler autogroups: 48 shares) no longer makes an honest notebook of another
+  ``autograder grade`` running at the same time time out;
+- clean-up: the cgroups of a grader killed with -9 are emptied and removed at the next start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from autograder import launch, sandbox, store
+from helpers.courses import HONEST, make_course, run_cli, solution
+
+A = "toy"
+CGROUP_V1 = sandbox.cgroup_v1()
+
+
+def graded_with_cgroups(test):
+    """Marks of a test that grades under kernel cgroups: slow, bwrap, a root grader, cgroups here."""
+    for mark in (pytest.mark.slow,
+                 pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed"),
+                 pytest.mark.skipif(os.geteuid() != 0, reason="kernel cgroups need a grader that is root"),
+                 pytest.mark.skipif(not sandbox.cgroups_available(), reason="no cgroup v2 delegation or writable v1")):
+        test = mark(test)
+    return test
+
+
+HOG_CHILDREN = 48
+
+
+def _probe(expr: str) -> str:
+    return f"import json as _json\nprint('FOUND=' + _json.dumps({expr}))\n"
+
+
+def found(course_dir: Path, student: str):
+    nb = nbformat.read(course_dir / "autograded" / student / A / f"{A}.ipynb", as_version=4)
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    return json.loads(text.split("FOUND=", 1)[1].splitlines()[0])
+
+
+def rows_of(course_dir: Path) -> dict:
+    return {r.student: r for r in store.load(course_dir, A)}
+
+
+MEMORY_HOG = (
+    "import os, time\n"
+    "r, w = os.pipe()\nkids = []\n"
+    "for k in range(3):\n"
+    "    pid = os.fork()\n"
+    "    if pid == 0:\n"
+    "        try:\n"
+    "            block = b'\\x01' * (1100 * 2**20)\n"
+    "            rss = next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmRSS')) // 1024\n"
+    "        except MemoryError:\n            rss = -1\n"
+    "        os.write(w, (str(rss) + '\\n').encode())\n"
+    "        time.sleep(60)\n        os._exit(0)\n"
+    "    kids.append(pid)\n"
+    "rf = os.fdopen(r)\nheld = [int(rf.readline()) for _ in kids]\n"
+    "own = next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmRSS')) // 1024\n"
+    "for pid in kids:\n    os.kill(pid, 9)\n    os.waitpid(pid, 0)\n"
+    + _probe("{'children_mb': held, 'own_mb': own, 'total_mb': own + sum(max(h, 0) for h in held)}"))
+
+# an honest notebook that also looks for a way out of its cgroups: no cgroup file system inside
+LOOK_FOR_CGROUPS = (HONEST + "import os\n"
+                    + _probe("{'cgroupfs': os.path.exists('/sys/fs/cgroup'), 'uid': os.getuid()}"))
+
+CPU_HOG = (
+    "import os, time\nend = time.time() + 300  # spins until the grader is killed\nkids = []\n"
+    f"for _ in range({HOG_CHILDREN}):\n"
+    "    pid = os.fork()\n"
+    "    if pid == 0:\n"
+    "        os.setsid()  # its own session, so (without a cpu cgroup) its own scheduler autogroup\n"
+    "        while time.time() < end:\n            pass\n"
+    "        os._exit(0)\n"
+    "    kids.append(pid)\n"
+    "for pid in kids:\n    os.waitpid(pid, 0)\n")
+
+
+@graded_with_cgroups
+def test_memory_cap_holds_for_the_whole_kernel(tmp_path):
+    """The hog's children together pass --memory 3: the whole kernel is stopped and the row says why."""
+    course_dir = make_course(tmp_path, {"mem_hog": solution(MEMORY_HOG)})
+    run = run_cli("grade", A, "--course", str(course_dir), "--memory", "3", "--tmp-mb", "64",
+                  "--max-processes", "96", "--timeout", "120")
+    assert run.returncode in (0, 1), run.stderr[-3000:]
+    hog = rows_of(course_dir)["mem_hog"]
+    assert hog.status == "error" and not hog.passed and "used more than 3 GB of memory" in hog.detail, hog
+
+
+def _kernel_tasks(pid: int) -> int:
+    """How many descendants of `pid` run as a kernel user (64100 + a slot)."""
+    parents: dict[int, list[int]] = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        parents.setdefault(ppid, []).append(int(entry))
+    count, todo = 0, [pid]
+    while todo:
+        for kid in parents.get(todo.pop(), []):
+            todo.append(kid)
+            try:
+                count += sandbox.KERNEL_UID <= os.stat(f"/proc/{kid}").st_uid < sandbox.KERNEL_UID + 1000
+            except OSError:
+                pass
+    return count
+
+
+VICTIM_TIMEOUT_S = 40  # alone, the honest toy's grading takes ~8 s; starved by 48 autogroups it took minutes
+
+
+@graded_with_cgroups
+def test_a_cpu_hog_does_not_make_another_grading_time_out(tmp_path):
+    """Once the hog's 48 children spin (each its own session), an honest notebook graded by another
+    `autograder grade` still passes well within its timeout: each kernel is one cpu cgroup, one share.
+    The victim also looks for the cgroup file system (to leave its cgroups by): it is not there."""
+    args = ["--memory", "3", "--max-processes", "96", "--tmp-mb", "64"]
+    hog_course = make_course(tmp_path / "hog", {"hog": solution(CPU_HOG)})
+    victim_course = make_course(tmp_path / "victim", {"honest": solution(LOOK_FOR_CGROUPS)})
+    command = [sys.executable, "-m", "autograder.cli", "grade", A]
+    hog = subprocess.Popen(command + ["--course", str(hog_course), *args, "--timeout", "300"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and hog.poll() is None and _kernel_tasks(hog.pid) < HOG_CHILDREN:
+            time.sleep(0.5)
+        spinning = _kernel_tasks(hog.pid)
+        assert spinning >= HOG_CHILDREN, spinning
+        start = time.time()
+        victim = run_cli("grade", A, "--course", str(victim_course), *args, "--timeout", str(VICTIM_TIMEOUT_S))
+        seconds = time.time() - start
+        still = _kernel_tasks(hog.pid)
+    finally:
+        os.kill(hog.pid, signal.SIGKILL)  # the worker, the service and the kernel die with it
+        hog.wait()
+    row = rows_of(victim_course).get("honest")
+    assert row is not None, victim.stderr[-2000:]
+    assert still >= HOG_CHILDREN, still  # the hog spun the whole time
+    assert row.status == "ok" and row.passed, (row, round(seconds, 1))
+    inside = found(victim_course, "honest")  # and no cgroup file system to leave its cgroups by
+    assert inside["cgroupfs"] is False and inside["uid"] >= sandbox.KERNEL_UID, inside
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not CGROUP_V1, reason="needs writable cgroup v1 controllers (root)")
+def test_the_cgroups_of_a_killed_grader_are_removed_at_the_next_start():
+    """A kernel cgroup whose launcher is dead (grader killed with -9) is emptied and removed; one whose launcher
+    lives (here: this process) is kept."""
+    folders = list(CGROUP_V1.values())
+    stale = [Path(f) / f"{launch.CGROUP_PREFIX}{_dead_pid()}" for f in folders]
+    live = [Path(f) / f"{launch.CGROUP_PREFIX}{os.getpid()}" for f in folders]
+    left = subprocess.Popen(["sleep", "60"])  # a process left in the stale cgroups
+    try:
+        for path in stale + live:
+            path.mkdir()
+        for path in stale:
+            (path / "cgroup.procs").write_text(str(left.pid))
+        removed = launch.remove_stale(folders)
+        assert sorted(removed) == sorted(map(str, stale))
+        assert not any(p.exists() for p in stale) and all(p.exists() for p in live)
+        assert left.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        left.kill()
+        for path in stale + live:
+            if path.exists():
+                path.rmdir()
