@@ -68,8 +68,9 @@ def note(chosen: int, attempts: Mapping[int, Sequence[_Graded]], passed_latest: 
     if len(attempts) < 2:
         return ""
     latest = max(attempts)
-    why = "the first with a counted submission" if counted(attempts[chosen]) else "none made a counted submission"
-    text = f"{len(attempts)} graded attempts (changed notebooks); ranked: attempt {chosen} ({why})"
+    why = ("the first with a counted submission" if counted(attempts[chosen])
+           else "the latest; none made a counted submission")
+    text = f"ranked: attempt {chosen} of {len(attempts)} ({why})"
     if latest != chosen:
         verdict = "passed" if passed_latest else "did not pass"
         text += f"; the latest, attempt {latest}, {verdict} and is not ranked"

@@ -176,8 +176,8 @@ def _rule(ranked, tracks: list[str] | None = None) -> str:
                 f"A submission <strong>passes</strong> with at least <strong>{config.TARGET_ACCURACY:.0%}</strong> "
                 "accuracy on held-out images it never saw <strong>on every track</strong>; on each track its first "
                 "submission counts. Passing submissions are ranked by the <strong>fewest annotations in "
-                "total</strong>, then by the mean accuracy over the tracks. Rows marked <em>review</em> passed a track with 0 "
-                f"annotations. {_ATTEMPTS_RULE}")
+                "total</strong>, then by the mean accuracy over the tracks. Rows marked <em>review</em> passed "
+                f"a track with 0 annotations. {_ATTEMPTS_RULE}")
     return (f"A submission <strong>passes</strong> with at least <strong>{config.TARGET_ACCURACY:.0%}</strong> "
             "accuracy on held-out images it never saw (scored by the grader, not the notebook); its first "
             "submission counts. Passing submissions are ranked by the <strong>fewest annotations</strong>, "

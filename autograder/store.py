@@ -19,19 +19,19 @@ the attempt `attempts.RULE` ranks (the first with a counted submission), so a re
 a failed counted one shows on the row and cannot improve it. An attempt's rows are written in
 one transaction that first deletes that attempt's earlier rows, so a crash in the middle never
 leaves a half-written submission and a regrade of the same notebook replaces all of its rows
-(rows saved without a key replace the latest attempt's, as before attempts were kept). Several processes may write and read at once (parallel grading, the leaderboard):
-SQLite runs in WAL mode (readers never wait for a writer) and each write transaction takes the
-write lock when it begins (``BEGIN IMMEDIATE``, waiting up to a busy timeout); PostgreSQL write
-transactions take a table lock, so writers queue there too. A transaction that fails on a
-transient error (database locked, connection lost) is retried with back-off for up to `WAIT_S`
-seconds; if the store stays unavailable the rows are kept in
-``<course>/.autograder/pending-rows.jsonl`` and written by the next save, so a grading batch
-never stops for the store. Tables of older versions are brought up to date on first use
-(`_ensure`: added columns; a table keyed otherwise, by (student, assignment) before hidden
-tracks or by (student, assignment, track) before attempts, is rebuilt keyed by (student,
-assignment, track, notebook); its rows become each student's attempt 1 of an unknown notebook,
-which the first keyed save of that student adopts). An SQLite file that is a symbolic link is refused. The
-service's ledger of the latest run is kept beside the default database, in
+(rows saved without a key replace the latest attempt's, as before attempts were kept). Several
+processes may write and read at once (parallel grading, the leaderboard): SQLite runs in WAL mode
+(readers never wait for a writer) and each write transaction takes the write lock when it begins
+(``BEGIN IMMEDIATE``, waiting up to a busy timeout); PostgreSQL write transactions take a table
+lock, so writers queue there too. A transaction that fails on a transient error (database locked,
+connection lost) is retried with back-off for up to `WAIT_S` seconds; if the store stays
+unavailable the rows are kept in ``<course>/.autograder/pending-rows.jsonl`` and written by the
+next save, so a grading batch never stops for the store. Tables of older versions are brought up to
+date on first use (`_ensure`: added columns; a table keyed otherwise, by (student, assignment)
+before hidden tracks or by (student, assignment, track) before attempts, is rebuilt keyed by
+(student, assignment, track, notebook); its rows become each student's attempt 1 of an unknown
+notebook, which the first keyed save of that student adopts). An SQLite file that is a symbolic
+link is refused. The service's ledger of the latest run is kept beside the default database, in
 ``<course>/ledgers/<assignment>/<student>.jsonl``, and that of every attempt in
 ``<course>/ledgers/<assignment>/attempts/<student>/<notebook key>.jsonl``.
 """

@@ -57,7 +57,8 @@ def test_a_changed_notebook_is_a_new_attempt_and_cannot_improve_the_row(tmp_path
     store.save(tmp_path, row("ana", .98, 0), attempt=OTHER_NAMING)  # read the board, named the other way
     ana = _one(tmp_path, "ana")
     assert (ana.accuracy, ana.passed, ana.annotations, ana.attempt, ana.attempts) == (.47, False, 0, 1, 2)
-    assert "2 graded attempts" in ana.detail and "the latest, attempt 2, passed and is not ranked" in ana.detail
+    assert "ranked: attempt 1 of 2 (the first with a counted submission)" in ana.detail, ana.detail
+    assert "the latest, attempt 2, passed and is not ranked" in ana.detail, ana.detail
     assert [(r.attempt, r.accuracy) for r in store.load_attempts(tmp_path, A, "ana")] == [(1, .47), (2, .98)]
     store.save(tmp_path, row("ana", .98, 0, graded_at="2026-11-27T10:00:00Z"), attempt=OTHER_NAMING)  # regraded
     store.save(tmp_path, row("ana", .47, 0, graded_at="2026-11-27T10:00:00Z"), attempt=GUESS)  # handed in again
@@ -75,7 +76,7 @@ def test_an_attempt_without_a_counted_submission_does_not_use_it_up(tmp_path):
     store.save(tmp_path, row("cy", .93, 40), attempt=HONEST)
     cy = _one(tmp_path, "cy")
     assert (cy.passed, cy.annotations, cy.attempt, cy.attempts) == (True, 40, 2, 2)
-    assert "ranked: attempt 2 (the first with a counted submission)" in cy.detail
+    assert "ranked: attempt 2 of 2 (the first with a counted submission)" in cy.detail
     store.save(tmp_path, row("cy", .99, 5), attempt=GUESS)  # a later, better notebook is not ranked
     assert (_one(tmp_path, "cy").annotations, _one(tmp_path, "cy").attempts) == (40, 3)
     points = [store.Row("dee", "pts", "7,1", None, None, ok, s, 2, "ok", "d", 1.0, "t", kind="points")
