@@ -13,6 +13,9 @@ remove the mark then.
 - A student folder name that starts with ``=`` and a digit (``=1+HYPERLINK(...)``) gets an
   error row whose student cell reaches the leaderboard CSV unescaped: the formula guard keeps
   cells like ``-1`` as numbers, so ``=1+...`` passes as a formula.
+- Graded attempts: the first attempt with a counted submission is ranked, but a regrade of the
+  same bytes replaces its rows; a first notebook that submits only before a deadline is voided
+  by handing it in again later, and the next attempt (another guess) is ranked instead.
 """
 
 from __future__ import annotations
@@ -28,10 +31,11 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
+from autograder import store as store_results
 from autograder.event import pool, store
 from course import data
 from tests import event_server as es
-from tests.helpers.courses import TOY, make_course, run_cli, tool_env
+from tests.helpers.courses import TOY, make_course, tool_env
 
 BWRAP = pytest.mark.skipif(shutil.which("bwrap") is None, reason="the grader's sandbox needs bubblewrap")
 
@@ -110,3 +114,65 @@ def test_verify_never_re_runs_another_participants_collected_notebook(verified):
     assert set(checks) == set(IMPOSTORS), done.stdout + done.stderr
     for name in IMPOSTORS:
         assert checks[name]["status"] == "missing", (name, checks[name], done.stdout)
+
+
+# --- the leaderboard CSV: a folder name read as a formula ----------------------------------------------------------
+
+FORMULA_ID = '=1+HYPERLINK("evil.example","open me")'  # a folder name (no '/'); starts with '=' and a digit
+
+
+def _error_row(student: str) -> store_results.Row:
+    """The row `autograder grade` stores for a folder nbgrader cannot grade (checked with a real batch of one
+    such folder: 45 s, so the test builds the leaderboard from the row it stores)."""
+    from autograder import clean, layout
+
+    return store_results.Row(clean.line(student, 200), "toy", "7,1", None, None, False, None, None, "error",
+                             layout.student_id_problem(student), 0.0, "2026-11-27T08:00:00Z")
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "owner G (autograder/leaderboard.py `_csv_safe`): a cell starting with '=', '+', '-' or '@' is prefixed with "
+    "' unless its second character is a digit (to keep -1 a number), so the student cell '=1+HYPERLINK(...)' of "
+    "an odd folder name's error row reaches the leaderboard CSV as a live formula. Fix at the root: guard every "
+    "text cell (student, status, review, detail) whatever follows, and leave only the numeric columns, which the "
+    "grader formats itself, unguarded (or guard a cell unless float(cell) parses), as the event CSV already does"))
+def test_a_student_folder_named_like_a_formula_is_text_in_the_leaderboard_csv(tmp_path):
+    from autograder import leaderboard
+
+    store_results.save(tmp_path, _error_row(FORMULA_ID))
+    paths = leaderboard.build(tmp_path, "toy")  # what `autograder grade` and `autograder leaderboard` write
+    rows = list(csv.DictReader(io.StringIO(paths["csv"].read_text())))
+    assert [r["status"] for r in rows] == ["error"], rows
+    assert not rows[0]["student"].startswith(("=", "+", "-", "@")), rows[0]["student"]
+
+
+# --- graded attempts: a regrade that voids the first counted attempt -----------------------------------------------
+
+def _attempt_row(student: str, accuracy: float | None, annotations: int | None) -> store_results.Row:
+    passed = accuracy is not None and accuracy >= 0.9
+    return store_results.Row(student, "toy", "7,1", accuracy, annotations, passed, 2 if passed else 0, 2,
+                             "ok" if accuracy is not None else "failed", "d", 1.0, "2026-11-27T08:00:00Z")
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "owner G (autograder/attempts.py RULE, autograder/store.py save): 'the first attempt with a counted "
+    "submission is ranked', but a regrade of the same notebook bytes replaces that attempt's rows, and an "
+    "attempt without a counted submission does not count: a first notebook that submits only when "
+    "time.time() < DEADLINE (a guess with 0 annotations whose accuracy the board shows) is voided by handing "
+    "the same bytes in again after DEADLINE, and the second naming (a pass with 0 annotations) becomes the "
+    "ranked attempt: the board is a scoring oracle across runs again. Fix at the root: once an attempt has made "
+    "a counted submission it stays counted (keep a counted_at per notebook key that a regrade never clears, "
+    "and rank the first attempt that EVER counted; a regrade that no longer submits is kept beside it and "
+    "marked for review)"))
+def test_a_regrade_cannot_void_the_first_counted_attempt(tmp_path):
+    from autograder import attempts
+
+    guess, other = (attempts.key([("toy.ipynb", text)]) for text in (b"time-bombed guess", b"other naming"))
+    course = tmp_path / "course"
+    course.mkdir()
+    store_results.save(course, _attempt_row("mallory", 0.02, 0), attempt=guess)  # attempt 1: counted, failed
+    store_results.save(course, _attempt_row("mallory", 0.99, 0), attempt=other)  # attempt 2: passes, not ranked
+    assert not {r.student: r for r in store_results.load(course, "toy")}["mallory"].passed
+    store_results.save(course, _attempt_row("mallory", None, None), attempt=guess)  # the same bytes after DEADLINE
+    ranked = {r.student: r for r in store_results.load(course, "toy")}["mallory"]
+    assert not ranked.passed and ranked.attempt == 1, ranked
