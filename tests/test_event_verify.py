@@ -3,14 +3,20 @@
 A real event server (uvicorn), a real toy course (nbgrader), real kernels: one participant runs
 the toy notebook live against the event (a real kernel, joined by a cell, uploading itself by a
 cell); another's live submission comes from a script that bought more labels than the notebook
-the instructor collected for him (`--notebooks`); a third has no notebook anywhere.
-`autograder verify --top 3` (the real command, the bubblewrap sandbox) re-runs the notebooks with
-the event's track and seed: the honest notebook is verified with the same accuracy and count, the
-script's is marked as differing, the third is reported missing; the board and the admin page show it.
+the instructor collected for him (`--notebooks`); a third has no notebook anywhere; a fourth
+(Mallory) carries a table of the 7/1 MNIST test images (hash -> digit, made at home from public
+MNIST) and buys 1 label. `autograder verify --top 4` (the real command, the bubblewrap sandbox)
+re-runs the notebooks with the event's track and seed, and those that match there once more on the
+hidden track 2,5: the honest notebook is verified with the same accuracy and count, the script's
+is marked as differing (no hidden run), the memorised one matches on 7,1 but fails on 2,5 and is
+marked for review, the third is reported missing; the board and the admin page show it.
+Five kernel runs in all (Ada and Mallory twice, Bob once).
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import shutil
 import subprocess
 import sys
@@ -21,11 +27,11 @@ import numpy as np
 import pytest
 
 from autograder.event import pool, store, verify
-from course import config
+from course import config, data
 from tests import event_server as es
-from tests.helpers.courses import TOY, make_course, tool_env
+from tests.helpers.courses import TOY, make_course, solution, tool_env
 
-pytestmark = [pytest.mark.slow,  # two real gradings in the sandbox: `verify --top 3` took 117 s at load 15-20
+pytestmark = [pytest.mark.slow,  # five real gradings in the sandbox (see the test for its measured time)
               pytest.mark.skipif(shutil.which("bwrap") is None, reason="the grader's sandbox needs bubblewrap")]
 
 
@@ -72,7 +78,7 @@ def run_live(nb: nbformat.NotebookNode, folder) -> nbformat.NotebookNode:
     return nb
 
 
-def test_verify_marks_the_honest_notebook_verified_a_scripted_row_differing_and_a_missing_one(
+def test_verify_marks_honest_verified_scripted_differing_memorised_for_review_and_missing(
         event, tmp_path):
     url, code, truth = event["url"], event["code"], event["truth"]
     api = f"{url}/api/events/{code}"
@@ -105,22 +111,47 @@ def test_verify_marks_the_honest_notebook_verified_a_scripted_row_differing_and_
     assert es.call(f"{api}/op", {"op": "score", "split": "private",
                                  "predictions": [7] * len(truth["private_digits"])}, token=cy)[0] == 200
 
+    # Mallory: at home, from public MNIST, every 7/1 test image's hash and digit; live, 1 label and the table's
+    # answers (100%); her upload is the toy notebook with the same table and the same 1 label (its digit for
+    # an image not in the table: a valid guess on any track)
+    _, _, test_images, test_labels = data._read_mnist()
+    keep = np.isin(test_labels, (7, 1))
+    table = {image_hash(im): int(d) for im, d in zip(test_images[keep], test_labels[keep])}
+    status, reply = es.call(f"{api}/join", {"name": "Mallory"})
+    mallory = reply["result"]["token"]
+    status, pool_bytes = es.call(f"{api}/pool", token=mallory)
+    with np.load(io.BytesIO(pool_bytes)) as f:
+        private = f["private_test_images"]
+    assert es.call(f"{api}/op", {"op": "annotate", "indices": c_all[:1].tolist()}, token=mallory)[0] == 200
+    status, reply = es.call(f"{api}/op", {"op": "score", "split": "private",
+                                          "predictions": [table[image_hash(im)] for im in private]}, token=mallory)
+    assert status == 200 and reply["result"]["accuracy"] == 1.0, reply
+    memorised = nbformat.read(TOY, as_version=4)
+    solution(f"import hashlib\nTABLE = {table!r}\ndigits = oracle.annotate(ds.c_indices[:1])\n\n"
+             "def predict(images):\n    return np.array([TABLE.get(hashlib.sha1(np.ascontiguousarray(im, "
+             "dtype=np.uint8).tobytes()).hexdigest()[:12], int(digits[0])) for im in images])\n")(memorised)
+    assert es.call(f"{api}/notebook", token=mallory, raw=nbformat.writes(memorised).encode())[0] == 200
+
     status, board = es.call(f"{api}/board")
     live = {r["name"]: r for r in board["rows"]}
     ada_live = next(r for r in board["rows"] if r["annotations"] == 60)
-    assert ada_live["passed"] and ada_live["rank"] == 1 and ada_live["verified"] is None
+    assert ada_live["passed"] and ada_live["rank"] == 2 and ada_live["verified"] is None
+    assert next(r for r in board["rows"] if r["annotations"] == 1)["rank"] == 1  # the memorised one leads live
 
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "autograder.cli", "verify", code.lower(), "--top", "3",
+    done = subprocess.run([sys.executable, "-m", "autograder.cli", "verify", code.lower(), "--top", "4",
                            "--course", str(event["course"]), "--db", str(event["db"]), "--notebooks", str(collected)],
                           capture_output=True, text=True, timeout=900, env=tool_env())
     out = done.stdout
-    print(f"autograder verify --top 3: {time.monotonic() - started:.1f} s")
+    print(f"autograder verify --top 4: {time.monotonic() - started:.1f} s\n{out}")
     assert done.returncode == 1, done.stdout + done.stderr  # not all verified
-    assert "1 verified, 1 differ, 1 missing" in out, out
-    assert "#1 Ada Lovelace" in out and "verified - live" in out
-    assert "#2 Bob" in out and "DIFFERS" in out and "annotations 300 live, 60 in the re-run" in out
-    assert "#3 Cy" in out and "MISSING" in out and "uploaded none" in out and str(collected / "cy.ipynb") in out
+    assert "1 verified, 1 differ, 1 to review, 1 missing" in out, out + done.stderr[-3000:]
+    assert "#2 Ada Lovelace" in out and "verified - live" in out and "hidden track 2,5: passed" in out
+    assert "#3 Bob" in out and "DIFFERS" in out and "annotations 300 live, 60 in the re-run" in out
+    assert "#4 Cy" in out and "MISSING" in out and "uploaded none" in out and str(collected / "cy.ipynb") in out
+    assert "#1 Mallory" in out and "REVIEW - live 100.00% with 1, re-run 100.00% with 1" in out, out
+    assert "it fails on a hidden track (2,5:" in out, out
+    assert out.count("on track 2,5 ...") == 2, out  # Bob: not re-run there
 
     status, board = es.call(f"{api}/board")
     rows = {r["name"]: r for r in board["rows"]}
@@ -129,6 +160,9 @@ def test_verify_marks_the_honest_notebook_verified_a_scripted_row_differing_and_
     assert bob_row["verified"] == "differs" and bob_row["verified_annotations"] == 60
     assert bob_row["verified_accuracy"] == pytest.approx(ada_live["accuracy"])  # the same notebook, same data
     assert sum(r["verified"] == "missing" for r in board["rows"]) == 1
+    mallory_row = next(r for r in board["rows"] if r["annotations"] == 1)
+    assert mallory_row["verified"] == "review" and mallory_row["verified_note"].startswith("fails on a hidden track")
+    assert "2,5" not in mallory_row["verified_note"]  # the board does not name the hidden track
     assert set(rows) == set(live)
 
     status, view = es.call(f"{url}/api/admin/{code}", token=event["admin"])
@@ -138,6 +172,16 @@ def test_verify_marks_the_honest_notebook_verified_a_scripted_row_differing_and_
     assert ada["grader_status"] == "ok" and ada["source"] == "upload"
     assert people["Bob"]["verification"]["source"] == "Bob.ipynb" and people["Cy"]["notebook"] is None
     assert people["Cy"]["verification"]["status"] == "missing"
+    assert ada["hidden_track"] == "2,5" and ada["hidden_annotations"] == 60 and ada["hidden_accuracy"] >= 0.9
+    assert people["Bob"]["verification"]["hidden_track"] is None  # it differed on the event's data already
+    bad = people["Mallory"]["verification"]
+    assert bad["status"] == "review" and bad["annotations"] == 1 and bad["accuracy"] == 1.0
+    assert bad["hidden_track"] == "2,5" and bad["hidden_annotations"] == 1 and bad["hidden_accuracy"] < 0.9
+    assert "memorised" in bad["detail"]
+
+
+def image_hash(image) -> str:
+    return hashlib.sha1(np.ascontiguousarray(image, dtype=np.uint8).tobytes()).hexdigest()[:12]
 
 
 def test_collected_notebooks_are_found_by_name(tmp_path):
@@ -169,3 +213,46 @@ def test_compare_needs_the_same_count_and_pass_and_an_accuracy_within_the_tolera
     status, detail = verify.compare(0.95, 20, 0.95, 60)
     assert status == "differs" and "annotations 20 live, 60 in the re-run" in detail
     assert verify.compare(0.95, 20, None, None) == ("differs", "the re-run made no counted submission.")
+
+
+def test_hidden_compare_reviews_a_failure_or_far_more_annotations_on_the_hidden_track():
+    assert verify.hidden_compare(60, "2,5", 0.95, 60)[0] == "verified"
+    assert verify.hidden_compare(9, "2,5", 0.99, 12)[0] == "verified"  # 05 on 7,1 and on the harder 4,9
+    assert verify.hidden_compare(1, "2,5", 0.99, 4)[0] == "verified"  # 03 on 7,1 and on 4,9
+    status, why = verify.hidden_compare(1, "2,5", 0.46, 1)
+    assert status == "review" and "fails on a hidden track (2,5: 46.00% with 1" in why
+    status, why = verify.hidden_compare(1, "2,5", 0.97, 60)  # a table of 7/1, an honest method elsewhere
+    assert status == "review" and "1 annotations on the event's track but 60" in why
+    status, why = verify.hidden_compare(20, "2,5", None, None, "error, NameError")
+    assert status == "review" and "no counted submission" in why and "NameError" in why
+    assert verify.hidden_compare(20, "2,5", 0.95, 60)[0] == "verified"  # 3x: not more
+    assert verify.hidden_compare(20, "2,5", 0.95, 61)[0] == "review"
+
+
+def test_the_hidden_track_is_never_the_events_and_can_be_chosen():
+    assert verify.default_hidden_track((7, 1)) == "2,5" and verify.default_hidden_track((2, 5)) == "7,1"
+    assert verify.default_hidden_track((4, 9)) == "3,5"
+    for track in [(a, b) for a in range(10) for b in range(10) if a != b]:
+        assert not set(map(int, verify.default_hidden_track(track).split(","))) & set(track), track
+    assert verify.hidden_track_for((7, 1), None) == "2,5"
+    assert verify.hidden_track_for((7, 1), "6, 0") == "6,0" and verify.hidden_track_for((7, 1), "none") is None
+    with pytest.raises(verify.VerifyError, match="shares digit 7 with the event's track 7,1; take .* e.g. 2,5"):
+        verify.hidden_track_for((7, 1), "7,2")
+
+
+def test_an_older_event_store_gains_the_hidden_track_columns(tmp_path):
+    import sqlite3
+
+    db = tmp_path / "old.db"
+    store.Store(db).dispose()
+    with sqlite3.connect(db) as conn:  # the store as made before the hidden track
+        for column in store.NEW_COLUMNS["verifications"]:
+            conn.execute(f"ALTER TABLE verifications DROP COLUMN {column}")
+    events = store.Store(db)
+    code, _ = events.create_event((7, 1), "toy", "1", b"pool", b"truth")
+    pid = events.join(events.event(code), "Ada", None)[0].id
+    events.save_verification(pid, "review", accuracy=1.0, annotations=1, live_accuracy=1.0, live_annotations=1,
+                             grader_status="ok", detail="d", source="upload", hidden_track="2,5",
+                             hidden_accuracy=0.4, hidden_annotations=1)
+    assert events.verifications(code)[pid]["hidden_accuracy"] == 0.4
+    events.dispose()

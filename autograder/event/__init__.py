@@ -7,7 +7,9 @@
 - `pool`: an event's pool file and truth, shuffled with the event's secret seed (made at create);
 - `app`: the FastAPI server; every participant request goes through `course.protocol.Rules`;
 - `pages`: the board and the admin page (self-contained HTML);
-- `cli`: the ``serve`` and ``event create`` commands.
+- `verify`: ``autograder verify``, the winners' notebooks re-run in the sandboxed grader on the event's
+  data, then on a hidden track;
+- `cli`: the ``serve``, ``event create`` and ``verify`` commands.
 
 The participant side is `course.event` (stdlib + numpy only).
 """

@@ -129,7 +129,20 @@ def verified(check: dict | None) -> dict:
     out = {"verified": check["status"]}
     if check["status"] == "differs":
         out.update(verified_accuracy=check["accuracy"], verified_annotations=check["annotations"])
+    if check["status"] == "review":
+        out["verified_note"] = review_note(check)
     return out
+
+
+def review_note(check: dict) -> str:
+    """Why a verification asks for review, as the board says it: the hidden track is not named (it stays
+    the instructor's; the admin page gives its numbers)."""
+    accuracy, annotations = check.get("hidden_accuracy"), check.get("hidden_annotations")
+    if accuracy is None or annotations is None:
+        return "no submission on a hidden track"
+    if accuracy < config.TARGET_ACCURACY:
+        return f"fails on a hidden track ({accuracy:.1%})"
+    return f"{annotations} annotations on a hidden track"
 
 
 def _warm_nbformat() -> None:

@@ -34,6 +34,7 @@ function verdict(r) {  // `autograder verify`: the winners' notebooks re-run in 
   if (r.verified === 'differs') return r.verified_accuracy === null ? 'differs: no submission in the re-run' :
     `differs: ${pct(r.verified_accuracy)} with ${r.verified_annotations}`;
   if (r.verified === 'missing') return 'no notebook';
+  if (r.verified === 'review') return `review: ${r.verified_note}`;
   return '';
 }
 function render(b) {
@@ -147,8 +148,12 @@ async function load() {
       const v = p.verification;
       const again = v === null || v.accuracy === null ? 'no submission' :
         (100 * v.accuracy).toFixed(2) + '% with ' + v.annotations;
+      const hidden = v === null || v.hidden_track === null ? '' : `; hidden track ${v.hidden_track}: ` +
+        (v.hidden_accuracy === null ? 'no submission' : (100 * v.hidden_accuracy).toFixed(2) + '% with ' +
+         v.hidden_annotations);
       p.verified = v === null ? '' : v.status + (v.status === 'differs' ? `: re-run ${again}; ${v.detail}` :
-        (v.status === 'missing' ? ': ' + v.detail : ''));
+        (v.status === 'missing' ? ': ' + v.detail : (v.status === 'review' ? `: re-run ${again}${hidden}; ${v.detail}` :
+         hidden)));
       p.notebook_uploaded = p.notebook === null ? '' : new Date(1000 * p.notebook.time).toLocaleTimeString();
     }
     table(document.getElementById('participants'), d.participants,

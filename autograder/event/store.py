@@ -106,8 +106,12 @@ VERIFICATIONS = sa.Table(  # the last `autograder verify` of a participant's cou
     sa.Column("grader_status", sa.String(16)),  # the grader's row status (ok, error, timeout, ...)
     sa.Column("detail", sa.Text, nullable=False),
     sa.Column("source", sa.String(200)),  # "upload" or the collected file's name
+    sa.Column("hidden_track", sa.String(16)),  # the hidden track's re-run (None: not run there); added later:
+    sa.Column("hidden_accuracy", sa.Float),  # `_add_new_columns` adds these to an older store
+    sa.Column("hidden_annotations", sa.Integer),
 )
-VERIFY_STATUSES = ("verified", "differs", "missing")
+VERIFY_STATUSES = ("verified", "differs", "review", "missing")
+NEW_COLUMNS = {"verifications": ("hidden_track", "hidden_accuracy", "hidden_annotations")}  # nullable, added later
 
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read off a projector
 CODE_LENGTH = 6
@@ -186,6 +190,19 @@ class Saved:
     n_entries: int
 
 
+def _add_new_columns(engine: sa.engine.Engine) -> None:
+    """Add the `NEW_COLUMNS` an event store made by an earlier version lacks (all nullable)."""
+    inspector = sa.inspect(engine)
+    for table_name, columns in NEW_COLUMNS.items():
+        have = {c["name"] for c in inspector.get_columns(table_name)}
+        table = META.tables[table_name]
+        for name in columns:
+            if name not in have:
+                kind = table.c[name].type.compile(engine.dialect)
+                with engine.begin() as conn:
+                    conn.execute(sa.text(f"ALTER TABLE {table_name} ADD COLUMN {name} {kind}"))
+
+
 class Store:
     """All reads and writes of the event server; each write is one committed transaction."""
 
@@ -206,6 +223,7 @@ class Store:
                 cursor.execute("PRAGMA foreign_keys=ON")
                 cursor.close()
         META.create_all(self.engine)
+        _add_new_columns(self.engine)
         self._writer = None  # SQLite: the one connection `commit` writes through (opened on first use)
         self._writer_lock = threading.Lock()
 
@@ -442,7 +460,8 @@ class Store:
 
     def save_verification(self, pid: int, status: str, *, accuracy: float | None, annotations: int | None,
                           live_accuracy: float | None, live_annotations: int | None, grader_status: str | None,
-                          detail: str, source: str | None) -> None:
+                          detail: str, source: str | None, hidden_track: str | None = None,
+                          hidden_accuracy: float | None = None, hidden_annotations: int | None = None) -> None:
         """Store one participant's verification (replacing an earlier one)."""
         if status not in VERIFY_STATUSES:
             raise ValueError(f"status must be one of {VERIFY_STATUSES}, got {status!r}")
@@ -451,7 +470,8 @@ class Store:
             conn.execute(VERIFICATIONS.insert().values(
                 participant=pid, time=time.time(), status=status, accuracy=accuracy, annotations=annotations,
                 live_accuracy=live_accuracy, live_annotations=live_annotations, grader_status=grader_status,
-                detail=detail[:2000], source=None if source is None else source[:200]))
+                detail=detail[:2000], source=None if source is None else source[:200],
+                hidden_track=hidden_track, hidden_accuracy=hidden_accuracy, hidden_annotations=hidden_annotations))
 
     def verifications(self, code: str) -> dict[int, dict]:
         """{participant id: its last verification} of event `code`."""

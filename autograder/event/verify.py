@@ -8,10 +8,22 @@ throw-away copy of the instructor's course: the same track and the same shuffle 
 event's pool, so the same pool indices, the same labels and the same private test images.
 An honest notebook makes the same counted submission again: the same number of annotations
 and the same accuracy (up to `TOLERANCE`, when its training is not bit-for-bit reproducible).
-Each result is stored in the event store (the admin page and the board show it):
 
-- ``verified``: the same annotation count, the same pass/fail, the accuracy within the tolerance;
-- ``differs``: they do not (or the re-run made no counted submission): the board shows both;
+That alone would certify a memorised notebook: a table of the event track's MNIST test images
+(image hash -> digit, made at home from public MNIST) reproduces its live 100% with 1 annotation
+on the event's own data. So a notebook that verifies there is graded once more on a **hidden
+track** (``hidden_track``, by default `default_hidden_track` of the event's track, never a pair
+sharing a digit with it): the notebooks name no digits, so an honest method passes a similar pair
+with about as many annotations, and a memorised one does not (`hidden_compare`). Each result is
+stored in the event store (the admin page and the board show it):
+
+- ``verified``: the same annotation count, the same pass/fail, the accuracy within the tolerance,
+  and a pass on the hidden track without far more annotations;
+- ``differs``: the re-run on the event's data does not match the live submission (or made no
+  counted submission): the board shows both;
+- ``review``: it matches, but the notebook fails on the hidden track, or needs far more annotations
+  there (`REVIEW_RATIO`, `REVIEW_SLACK`): read the notebook. The board says why without naming the
+  hidden track; the admin page gives its numbers;
 - ``missing``: no notebook was found for this participant.
 
 Collected notebooks: ``DIR/<name>.ipynb`` with the participant's name as they joined, or
@@ -34,6 +46,13 @@ from course import config
 
 TOLERANCE = 0.005  # accuracy: a re-run of honest code whose training is not bit-for-bit reproducible
 # (threads, a different CPU) may move a little; the annotation count and pass/fail must match exactly
+REVIEW_RATIO = 3  # review when the hidden track needs more than 3x the event track's annotations ...
+REVIEW_SLACK = 5  # ... and more than 5 beyond them: the reference notebooks need 0.9-1.9x on similar and harder
+# pairs (03: 1 and 1-4, 04: 4 and 4, 05: 9 and 6-12); a table of the event's digits with an honest fallback does not
+HIDDEN_TRACKS = {"7,1": "2,5", "2,5": "7,1", "3,8": "2,5", "6,0": "2,5", "4,9": "3,5", "3,5": "4,9",
+                 "2,7": "6,0", "5,8": "4,9"}  # a pair rated about as hard (README, "How to choose hidden tracks")
+FALLBACK_HIDDEN = ("2,5", "6,0", "7,1", "3,8")  # else the first of these sharing no digit with the event's track
+NO_HIDDEN = "none"  # --hidden-track none: the event's track only (a memorised notebook then verifies)
 COPY_SKIP = ("submitted", "autograded", "feedback", "ledgers", "grades.db", "grades.db-wal", "grades.db-shm",
              ".ipynb_checkpoints")
 
@@ -50,7 +69,7 @@ class Check:
     name: str
     display: str
     rank: int
-    status: str  # verified, differs, missing
+    status: str  # verified, differs, review, missing
     live_accuracy: float | None
     live_annotations: int | None
     accuracy: float | None = None
@@ -58,6 +77,9 @@ class Check:
     grader_status: str | None = None
     detail: str = ""
     source: str | None = None
+    hidden_track: str | None = None  # set when the notebook was re-run on a hidden track too
+    hidden_accuracy: float | None = None
+    hidden_annotations: int | None = None
 
     def line(self) -> str:
         live = f"live {_pct(self.live_accuracy)} with {self.live_annotations}"
@@ -65,7 +87,11 @@ class Check:
             return f"#{self.rank} {self.name} ({self.display}): MISSING - {self.detail}"
         again = ("re-run: no counted submission" if self.accuracy is None
                  else f"re-run {_pct(self.accuracy)} with {self.annotations}")
-        word = "verified" if self.status == "verified" else "DIFFERS"
+        if self.hidden_track is not None:
+            again += (f"; hidden track {self.hidden_track}: "
+                      + ("no counted submission" if self.hidden_accuracy is None
+                         else f"{_pct(self.hidden_accuracy)} with {self.hidden_annotations}"))
+        word = {"verified": "verified", "review": "REVIEW"}.get(self.status, "DIFFERS")
         return f"#{self.rank} {self.name} ({self.display}): {word} - {live}, {again} ({self.source}). {self.detail}"
 
 
@@ -123,6 +149,62 @@ def compare(live_accuracy: float, live_annotations: int, accuracy: float | None,
     return "verified", ""
 
 
+def default_hidden_track(track: tuple[int, ...] | str) -> str:
+    """The hidden track for an event on `track`: a pair about as hard, sharing no digit with it."""
+    from course import data
+
+    digits = data.parse_track(track)
+    name = data.track_name(digits)
+    if name in HIDDEN_TRACKS:
+        return HIDDEN_TRACKS[name]
+    return next(t for t in FALLBACK_HIDDEN if not set(data.parse_track(t)) & set(digits))
+
+
+def hidden_track_for(event_track: tuple[int, ...], hidden: str | None) -> str | None:
+    """The hidden track to re-run on (`hidden`, else the default), or None for ``none``; VerifyError if it
+    shares a digit with the event's track (a memorised table would still label half of it)."""
+    from course import data
+
+    if hidden is not None and hidden.strip().lower() == NO_HIDDEN:
+        return None
+    if hidden is None:
+        return default_hidden_track(event_track)
+    try:
+        digits = data.parse_track(hidden)
+    except Exception as exc:
+        raise VerifyError(f"--hidden-track {hidden!r}: {exc}") from None
+    shared = sorted(set(digits) & set(event_track))
+    if shared:
+        raise VerifyError(f"--hidden-track {data.track_name(digits)} shares digit {shared[0]} with the event's track "
+                          f"{data.track_name(event_track)}; take a pair of other digits, e.g. "
+                          f"{default_hidden_track(event_track)} (or `none` to skip the hidden track).")
+    return data.track_name(digits)
+
+
+def hidden_compare(annotations: int, hidden_track: str, hidden_accuracy: float | None,
+                   hidden_annotations: int | None, hidden_status: str | None = None) -> tuple[str, str]:
+    """(status, why) of the hidden-track run of a notebook whose event-track re-run matched (`annotations`).
+
+    Review when it makes no counted submission there, fails there, or needs more than `REVIEW_RATIO`
+    times and more than `REVIEW_SLACK` beyond the event track's annotations; else verified.
+    """
+    target = config.TARGET_ACCURACY
+    if hidden_accuracy is None or hidden_annotations is None:
+        return "review", (f"the notebook made no counted submission on a hidden track ({hidden_track})"
+                          + (f" (the grader: {hidden_status})" if hidden_status else "")
+                          + ": a method of this course works on any pair of digits; read the notebook.")
+    if hidden_accuracy < target:
+        return "review", (f"it fails on a hidden track ({hidden_track}: {hidden_accuracy:.2%} with "
+                          f"{hidden_annotations} annotations, under {target:.0%}): an honest method passes a similar "
+                          "pair, one that knows the event's digits (e.g. a table of memorised labels) does not; "
+                          "read the notebook.")
+    if hidden_annotations > max(REVIEW_RATIO * annotations, annotations + REVIEW_SLACK):
+        return "review", (f"{annotations} annotations on the event's track but {hidden_annotations} on a hidden "
+                          f"track ({hidden_track}), more than {REVIEW_RATIO}x: the notebook may know the event's "
+                          "digits (e.g. a table of memorised labels, an honest method for the rest); read the notebook.")
+    return "verified", f"hidden track {hidden_track}: passed, {hidden_accuracy:.2%} with {hidden_annotations} annotations."
+
+
 def throwaway_course(course_dir: Path, into: Path) -> Path:
     """A copy of the instructor's course without its submissions and results, grading into itself."""
     from autograder import layout
@@ -142,11 +224,41 @@ def throwaway_course(course_dir: Path, into: Path) -> Path:
     return target
 
 
-def verify(db: str, code: str, course_dir: Path, top: int, notebooks: Path | None = None,
-           timeout: float | None = None, tolerance: float = TOLERANCE, log=print) -> list[Check]:
-    """Verify the top `top` of event `code`'s live ranking; stores and returns one `Check` each."""
+def _grade(copy: Path, assignment: str, track: str, seed: int, students: list[str], timeout: float | None,
+           course_dir: Path, log, names: dict[str, str]) -> dict:
+    """Grade `students` of the throw-away course on `track` with shuffle `seed`: {student: the grader's row}."""
     from autograder import runner
 
+    kwargs: dict = {"track": track, "seed": seed}
+    if timeout is not None:
+        kwargs["timeout"] = timeout
+    if "db_url" in inspect.signature(runner.Grader).parameters:
+        kwargs["db_url"] = f"sqlite:///{copy / 'grades.db'}"
+    saved_env = os.environ.pop("AUTOGRADER_DB", None)  # the rows go into the copy, never a real store
+    rows = {}
+    try:
+        try:
+            grader = runner.Grader(copy, assignment, **kwargs)
+        except runner.GraderError as exc:
+            raise VerifyError(f"cannot grade {assignment!r} in {course_dir}: {exc}") from None
+        with grader:
+            for student in students:
+                log(f"re-running {names[student]} on track {track} ...")
+                rows[student] = grader.grade(student).row
+    finally:
+        if saved_env is not None:
+            os.environ["AUTOGRADER_DB"] = saved_env
+    return rows
+
+
+def verify(db: str, code: str, course_dir: Path, top: int, notebooks: Path | None = None,
+           timeout: float | None = None, tolerance: float = TOLERANCE, log=print,
+           hidden_track: str | None = None) -> list[Check]:
+    """Verify the top `top` of event `code`'s live ranking; stores and returns one `Check` each.
+
+    `hidden_track`: the pair a notebook that matches on the event's data is graded on too
+    (default `default_hidden_track`; ``"none"``: the event's track only).
+    """
     events = store_module.Store(db)
     event = events.event(code)
     if event is None:
@@ -156,6 +268,7 @@ def verify(db: str, code: str, course_dir: Path, top: int, notebooks: Path | Non
         raise VerifyError(f"{course_dir} is not an nbgrader course (no nbgrader_config.py); pass --course DIR.")
     if notebooks is not None and not Path(notebooks).is_dir():
         raise VerifyError(f"--notebooks {notebooks} is not a folder.")
+    hidden = hidden_track_for(tuple(event.track), hidden_track)
     ranked = [r for r in store_module.rank(events.standings(code)) if r["rank"] is not None][:max(0, top)]
     if not ranked:
         log(f"event {code}: no counted submission yet, nothing to verify.")
@@ -187,36 +300,35 @@ def verify(db: str, code: str, course_dir: Path, top: int, notebooks: Path | Non
             folder.mkdir(parents=True)
             (folder / names[0]).write_bytes(content)
             staged[student] = check
+        labels = {s: f"#{c.rank} {c.name} ({c.source})" for s, c in staged.items()}
         if staged:
-            kwargs = {"track": event.track_name, "seed": int(event.seed)}
-            if timeout is not None:
-                kwargs["timeout"] = timeout
-            if "db_url" in inspect.signature(runner.Grader).parameters:
-                kwargs["db_url"] = f"sqlite:///{copy / 'grades.db'}"
-            saved_env = os.environ.pop("AUTOGRADER_DB", None)  # the rows go into the copy, never a real store
-            try:
-                try:
-                    grader = runner.Grader(copy, event.assignment, **kwargs)
-                except runner.GraderError as exc:
-                    raise VerifyError(f"cannot grade {event.assignment!r} in {course_dir}: {exc}") from None
-                with grader:
-                    for student, check in staged.items():
-                        log(f"re-running #{check.rank} {check.name} ({check.source}) ...")
-                        row = grader.grade(student).row
-                        check.accuracy, check.annotations = row.accuracy, row.annotations
-                        check.grader_status = row.status
-                        check.status, check.detail = compare(check.live_accuracy, check.live_annotations,
-                                                             row.accuracy, row.annotations, tolerance)
-                        if check.status == "differs" and row.status != "ok":
-                            check.detail += f" The grader: {row.status}, {row.detail}"
-            finally:
-                if saved_env is not None:
-                    os.environ["AUTOGRADER_DB"] = saved_env
+            rows = _grade(copy, event.assignment, event.track_name, int(event.seed), list(staged), timeout,
+                          course_dir, log, labels)
+            for student, check in staged.items():
+                row = rows[student]
+                check.accuracy, check.annotations = row.accuracy, row.annotations
+                check.grader_status = row.status
+                check.status, check.detail = compare(check.live_accuracy, check.live_annotations,
+                                                     row.accuracy, row.annotations, tolerance)
+                if check.status == "differs" and row.status != "ok":
+                    check.detail += f" The grader: {row.status}, {row.detail}"
+        matched = [s for s, c in staged.items() if c.status == "verified"]  # only these need the hidden track
+        if matched and hidden is not None:
+            rows = _grade(copy, event.assignment, hidden, int(event.seed), matched, timeout, course_dir, log, labels)
+            for student in matched:
+                check, row = staged[student], rows[student]
+                check.hidden_track, check.hidden_accuracy, check.hidden_annotations = (
+                    hidden, row.accuracy, row.annotations)
+                status, why = hidden_compare(check.annotations, hidden, row.accuracy, row.annotations,
+                                             None if row.status == "ok" else f"{row.status}, {row.detail}")
+                check.status = status
+                check.detail = " ".join(part for part in (check.detail, why) if part)
     for check in checks:
         events.save_verification(check.participant, check.status, accuracy=check.accuracy,
                                  annotations=check.annotations, live_accuracy=check.live_accuracy,
                                  live_annotations=check.live_annotations, grader_status=check.grader_status,
-                                 detail=check.detail, source=check.source)
+                                 detail=check.detail, source=check.source, hidden_track=check.hidden_track,
+                                 hidden_accuracy=check.hidden_accuracy, hidden_annotations=check.hidden_annotations)
         log(check.line())
     events.dispose()
     return checks
