@@ -10,8 +10,11 @@ writes the course's gradebook:
    ``nbgrader generate_assignment`` wrote) and `template` builds a fresh SQLite
    gradebook holding only it (no student, no other assignment) - its bytes travel
    with the task;
-2. each run gets its own copy of the template in its private folder, and nbgrader
-   autogrades against it;
+2. each run gets its own copy of the template in its private folder, with the
+   student's own entries of the course gradebook when there are any (`students`:
+   the student row, and the extension of the assignment's due date, which nbgrader's
+   late penalty counts from; `add_student` writes them), and nbgrader autogrades
+   against it;
 3. `export_submission` reads what nbgrader wrote for the student (timestamp, auto
    scores, auto comments, late penalties) and `apply` replays it into the course
    gradebook through nbgrader's own API, in the grading process, one submission
@@ -23,6 +26,7 @@ The same path serves one submission at a time, ``--jobs N`` and a Dask cluster.
 
 from __future__ import annotations
 
+import datetime as _dt
 import os
 import sys
 import tempfile
@@ -84,6 +88,38 @@ def template(course_id: str, assignment: dict) -> bytes:
                                                     cell_type=cell["cell_type"], locked=cell["locked"],
                                                     source=cell["source"], checksum=cell["checksum"])
         return path.read_bytes()
+
+
+STUDENT_FIELDS = ("first_name", "last_name", "email", "lms_user_id")
+
+
+def students(db_url: str, course_id: str, assignment: str) -> dict[str, dict]:
+    """What the course gradebook holds about each student beyond the id (JSON-able), for the runs'
+    copies: the `STUDENT_FIELDS` set and ``extension_s``, the extension of `assignment`'s due date
+    in seconds. Students with nothing but an id are left out."""
+    from nbgrader.api import Student, SubmittedAssignment
+
+    with _gradebook(db_url, course_id) as gb:
+        found: dict[str, dict] = {}
+        for student in gb.db.query(Student).all():
+            fields = {k: getattr(student, k) for k in STUDENT_FIELDS if getattr(student, k) is not None}
+            if fields:
+                found[student.id] = fields
+        for submission in gb.db.query(SubmittedAssignment).all():
+            if submission.assignment.name == assignment and submission.extension is not None:
+                found.setdefault(submission.student.id, {})["extension_s"] = submission.extension.total_seconds()
+        return found
+
+
+def add_student(db_url: str, course_id: str, assignment: str, student: str, record: dict) -> None:
+    """Write a `students` record into a run's gradebook copy before nbgrader autogrades there."""
+    with _gradebook(db_url, course_id) as gb, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gb.update_or_create_student(student, **{k: record[k] for k in STUDENT_FIELDS if k in record})
+        if record.get("extension_s") is not None:
+            submission = gb.update_or_create_submission(assignment, student)
+            submission.extension = _dt.timedelta(seconds=float(record["extension_s"]))
+            gb.db.commit()
 
 
 def score(db_url: str, course_id: str, assignment: str, student: str) -> tuple[float | None, float | None]:

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
 import os
 import shutil
 from collections.abc import Iterable, Iterator
@@ -139,6 +140,7 @@ class Grader:
             raise GraderError(sandbox.SandboxError.__doc__ + " Install it: apt-get install -y bubblewrap")
         self._spec: tasks.GradeSpec | None = None
         self._cleaned_ids: dict[str, set[str]] | None = None
+        self._gradebook_students: dict[str, dict] | None = None  # gradebook_merge.students
         self._executor: tasks.Executor | None = None
         self.prepare_seconds: dict[str, float] = {}  # by track: grading data + baseline checkpoint
 
@@ -190,7 +192,12 @@ class Grader:
     def stage(self, student: str) -> tasks.Submission:
         """Read the student's notebook(s) and timestamp from ``submitted/`` (never through a link)."""
         submission = self._stage(student)
-        return dataclasses.replace(submission, row_id=self.row_id(student))
+        if self._gradebook_students is None:  # read once per batch
+            self._gradebook_students = gradebook_merge.students(self.course.db_url, self.course.course_id,
+                                                                self.assignment)
+        record = self._gradebook_students.get(student)
+        return dataclasses.replace(submission, row_id=self.row_id(student),
+                                   gradebook_student=json.dumps(record, sort_keys=True) if record else "")
 
     def _stage(self, student: str) -> tasks.Submission:
         problem = layout.student_id_problem(student)

@@ -10,7 +10,8 @@ machine (``--scheduler``, `autograder.cluster`).
   folder, a gradebook holding only the assignment (`autograder.gradebook_merge`),
   the shuffle seed of every track (derived from the assignment's secret, never the
   secret itself), the limits;
-- `Submission` (one per student): the notebook bytes the grader staged, or the
+- `Submission` (one per student): the notebook bytes the grader staged and what the
+  course gradebook holds about the student (an extension of the due date), or the
   reason it cannot be graded;
 - `TaskResult`: the rows, the executed notebooks of the course track, ledgers and
   logs, what nbgrader wrote in its gradebook.
@@ -29,6 +30,7 @@ import dataclasses
 import datetime as _dt
 import functools
 import hashlib
+import json
 import os
 import pickle
 import resource
@@ -105,6 +107,7 @@ class Submission:
     problem: str = ""  # not gradable: the row's detail
     notes: tuple[str, ...] = ()
     row_id: str = ""  # the student column of its rows (default: the id cleaned to one line)
+    gradebook_student: str = ""  # JSON: the course gradebook's entries for the student (gradebook_merge.students)
 
     @property
     def row_student(self) -> str:
@@ -284,6 +287,10 @@ class Executor:
             self._stage(submission, run)
             gradebook = run.private / "gradebook.db"  # this run's own copy: nothing shared, nothing concurrent
             gradebook.write_bytes(self.spec.gradebook)
+            if submission.gradebook_student:  # e.g. an extension: nbgrader's late penalty counts from it
+                gradebook_merge.add_student(gradebook_merge.sqlite_url(gradebook), self.spec.course_id,
+                                            self.spec.assignment, submission.student,
+                                            json.loads(submission.gradebook_student))
             batch = self._prepare_batch(track)
             os.link(batch.truth, run.truth)  # the service deletes its copy once read
             token = secrets.token_hex(32)

@@ -82,11 +82,13 @@ LOOK_FOR_CGROUPS = (HONEST + "import os\n"
                     + _probe("{'cgroupfs': os.path.exists('/sys/fs/cgroup'), 'uid': os.getuid()}"))
 
 CPU_HOG = (
-    "import os, time\nend = time.time() + 300  # spins until the grader is killed\nkids = []\n"
+    "import os, time\ngo, end = time.time() + 3, time.time() + 300  # spins until the grader is killed\nkids = []\n"
     f"for _ in range({HOG_CHILDREN}):\n"
     "    pid = os.fork()\n"
     "    if pid == 0:\n"
     "        os.setsid()  # its own session, so (without a cpu cgroup) its own scheduler autogroup\n"
+    "        while time.time() < go:  # all forked before any spins (they share one cgroup with the parent)\n"
+    "            time.sleep(0.1)\n"
     "        while time.time() < end:\n            pass\n"
     "        os._exit(0)\n"
     "    kids.append(pid)\n"
@@ -136,7 +138,8 @@ def test_a_cpu_hog_does_not_make_another_grading_time_out(tmp_path):
     hog_course = make_course(tmp_path / "hog", {"hog": solution(CPU_HOG)})
     victim_course = make_course(tmp_path / "victim", {"honest": solution(LOOK_FOR_CGROUPS)})
     command = [sys.executable, "-m", "autograder.cli", "grade", A]
-    hog = subprocess.Popen(command + ["--course", str(hog_course), *args, "--timeout", "300"],
+    hog_args = ["--memory", "3", "--max-processes", "256", "--tmp-mb", "64"]  # its kernel's threads + 48
+    hog = subprocess.Popen(command + ["--course", str(hog_course), *hog_args, "--timeout", "300"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.time() + 120
@@ -187,3 +190,50 @@ def test_the_cgroups_of_a_killed_grader_are_removed_at_the_next_start():
         for path in stale + live:
             if path.exists():
                 path.rmdir()
+
+
+# --- the course gradebook's extensions reach the grading workers -------------------------------------
+
+DUE, LATE = "2026-01-01 12:00:00 UTC", "2026-01-02 12:00:00 UTC"  # one day late
+
+
+def _tiny() -> nbformat.NotebookNode:
+    """A points-only notebook of one solution cell and one graded test (a kernel, no model)."""
+    meta = {"schema_version": 3, "task": False, "locked": False}
+    answer = nbformat.v4.new_code_cell("answer = 2")
+    answer.metadata["nbgrader"] = {**meta, "grade": False, "solution": True, "grade_id": "answer"}
+    test = nbformat.v4.new_code_cell("assert answer == 2")
+    test.metadata["nbgrader"] = {**meta, "grade": True, "solution": False, "locked": True, "points": 1,
+                                 "grade_id": "test_answer"}
+    nb = nbformat.v4.new_notebook(cells=[answer, test])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return nb
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
+def test_an_extension_in_the_course_gradebook_reaches_the_grading_workers(tmp_path):
+    """With nbgrader's 'zero' late penalty, a day-late submission loses its points, one with a two-day
+    extension in the course gradebook does not, also graded by `--jobs 2` workers (each autogrades against
+    its own gradebook copy: the copy carries the student's extension)."""
+    from nbgrader.api import Gradebook
+
+    course_dir = make_course(tmp_path, {"late": None, "extended": None}, assignments={"tiny": _tiny()})
+    with open(course_dir / "nbgrader_config.py", "a") as config:
+        config.write('\nc.LateSubmissionPlugin.penalty_method = "zero"\n')
+    db_url = f"sqlite:///{course_dir / 'gradebook.db'}"
+    with Gradebook(db_url, "autograder-fixture") as gb:
+        gb.update_or_create_assignment("tiny", duedate=DUE)
+        for student in ("late", "extended"):
+            gb.update_or_create_student(student)
+        gb.add_submission("tiny", "extended")
+        gb.grant_extension("tiny", "extended", days=2)
+    for student in ("late", "extended"):
+        (course_dir / "submitted" / student / "tiny" / "timestamp.txt").write_text(LATE + "\n")
+    run = run_cli("grade", "tiny", "--course", str(course_dir), "--jobs", "2", "--timeout", "60")
+    assert run.returncode in (0, 1), run.stderr[-3000:]
+    with Gradebook(db_url, "autograder-fixture") as gb:
+        penalty = {s: gb.find_submission("tiny", s).late_submission_penalty for s in ("late", "extended")}
+        extension = gb.find_submission("tiny", "extended").extension
+    assert penalty == {"late": 1.0, "extended": 0.0}, (penalty, run.stdout[-2000:])
+    assert extension is not None and extension.days == 2
