@@ -92,6 +92,9 @@ def test_board_updates_live_and_freezes(event):
         results.save_verification(ids[second], "differs", accuracy=0.9, annotations=9, live_accuracy=1.0,
                                   live_annotations=1, grader_status="ok", detail="annotations 1 live, 9 in the re-run.",
                                   source="upload")
+        results.save_verification(ids[hidden], "review", accuracy=1.0, annotations=0, live_accuracy=1.0,
+                                  live_annotations=0, grader_status="ok", detail="it fails on a hidden track (2,5: ...",
+                                  source="upload", hidden_track="2,5", hidden_accuracy=0.4636, hidden_annotations=0)
         results.dispose()
         verdicts = ("[...document.querySelectorAll('#board tr')].map(tr => [tr.querySelector('td.name')?.textContent, "
                     "tr.querySelector('td.verified')?.textContent])")
@@ -99,6 +102,7 @@ def test_board_updates_live_and_freezes(event):
                                timeout=6000)
         shown = dict(page.evaluate(verdicts)[1:])
         assert shown[first] == "verified" and shown[third] == ""
+        assert shown[hidden] == "review: fails on a hidden track (46.4%)"  # the hidden track is not named
 
         assert all(url.startswith(event["url"]) for url in requested), requested  # nothing from the internet
 
@@ -107,4 +111,6 @@ def test_board_updates_live_and_freezes(event):
         admin_page.goto(f"{event['url']}/admin#code={event['code']}&token={event['admin']}")
         admin_page.wait_for_function("document.querySelectorAll('#participants tr').length >= 5", timeout=5000)
         assert "Alan Turing" in admin_page.inner_text("#participants")
+        assert "review: re-run 100.00% with 0; hidden track 2,5: 46.36% with 0; it fails on a hidden track" in \
+            admin_page.inner_text("#participants")  # the instructor sees the hidden track's numbers and why
         browser.close()
