@@ -16,6 +16,8 @@ remove the mark then.
 - Graded attempts: the first attempt with a counted submission is ranked, but a regrade of the
   same bytes replaces its rows; a first notebook that submits only before a deadline is voided
   by handing it in again later, and the next attempt (another guess) is ranked instead.
+- The live event's public board stream needs no token and has no per-address limit: a script
+  opening 200 streams a second stalls every participant's annotate for seconds.
 """
 
 from __future__ import annotations
@@ -176,3 +178,81 @@ def test_a_regrade_cannot_void_the_first_counted_attempt(tmp_path):
     store_results.save(course, _attempt_row("mallory", None, None), attempt=guess)  # the same bytes after DEADLINE
     ranked = {r.student: r for r in store_results.load(course, "toy")}["mallory"]
     assert not ranked.passed and ranked.attempt == 1, ranked
+
+
+# --- the event server: an unauthenticated stream flood stalls every participant ------------------------------------
+
+FLOOD_PER_S, FLOOD_LIVE, FLOOD_S = 200, 500, 8  # board streams opened per second, kept open, for how long
+
+
+def _annotate_latencies(api: str, token: str, indices, seconds: float) -> list[float]:
+    """One participant annotating one new index every 0.1 s: each request's latency in seconds."""
+    out, deadline = [], time.monotonic() + seconds
+    for index in indices:
+        if time.monotonic() > deadline:
+            break
+        start = time.monotonic()
+        status, reply = es.call(f"{api}/op", {"op": "annotate", "indices": [int(index)]}, token=token)
+        assert status == 200, reply
+        out.append(time.monotonic() - start)
+        time.sleep(0.1)
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=(
+    "owner E (autograder/event/app.py `stream`, `board`): the public routes have no per-address limit and every "
+    "open board stream polls every 0.2 s and rebuilds the board (a standings query) for itself on every change; a "
+    "script with no token opening 200 streams/s (500 kept open) took a participant's annotate from p50 2 ms to "
+    "p50 2.6 s (6 requests in 15 s instead of 137; a plain GET /board flood at 200/s: p50 4.5 s): nobody can "
+    "annotate or submit in the last minutes. Fix at the root: a per-address token bucket on /board, "
+    "/api/events/*/board, /stream and /pool (429 before any work), a cap on open streams per address and in "
+    "all, and one board JSON per (event, version) shared by every stream instead of one query per stream"))
+def test_a_board_stream_flood_does_not_stall_the_participants(tmp_path_factory):
+    import socket
+    import statistics
+    import threading
+
+    db, events = es.template(tmp_path_factory.getbasetemp())
+    folder = tmp_path_factory.mktemp("round2-flood")
+    server = es.Server(es.copy_db(db, folder / "events.db"), rate=1000, burst=1000).start()
+    code = events["api"][0]
+    api = f"{server.url}/api/events/{code}"
+    truth_store = store.Store(folder / "events.db")
+    truth = pool.read_truth(truth_store.blob(code, "truth"))
+    truth_store.dispose()
+    c_all = np.flatnonzero(np.isin(truth["pool_digits"], truth["track"]))
+    stop, opened = threading.Event(), []
+
+    def flood():
+        live = []
+        while not stop.is_set():
+            tick = time.monotonic()
+            for _ in range(FLOOD_PER_S // 10):
+                try:
+                    conn = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+                    conn.sendall(f"GET /api/events/{code}/stream HTTP/1.1\r\nHost: board\r\n\r\n".encode())
+                    live.append(conn)
+                    opened.append(1)
+                except OSError:
+                    pass
+            while len(live) > FLOOD_LIVE:
+                live.pop(0).close()
+            time.sleep(max(0.0, 0.1 - (time.monotonic() - tick)))
+        for conn in live:
+            conn.close()
+
+    try:
+        status, reply = es.call(f"{api}/join", {"name": "victim"})
+        token = reply["result"]["token"]
+        idle = _annotate_latencies(api, token, c_all[:1000], 3)
+        flooder = threading.Thread(target=flood, daemon=True)
+        flooder.start()
+        time.sleep(1)
+        flooded = _annotate_latencies(api, token, c_all[1000:2000], FLOOD_S)
+    finally:
+        stop.set()
+        server.stop()
+    print(f"annotate p50 idle {statistics.median(idle):.3f} s, under {len(opened)} streams "
+          f"{statistics.median(flooded):.3f} s ({len(flooded)} requests in {FLOOD_S} s)")
+    assert statistics.median(flooded) < 0.5, (statistics.median(idle), flooded)
