@@ -314,6 +314,8 @@ def verify(db: str, code: str, course_dir: Path, top: int, notebooks: Path | Non
                     check.detail += f" The grader: {row.status}, {row.detail}"
         matched = [s for s, c in staged.items() if c.status == "verified"]  # only these need the hidden track
         if matched and hidden is not None:
+            log(f"{len(matched)} matched on the event's data; once more on the hidden track {hidden} (its baseline is "
+                "trained once per machine: minutes the first time, then cached) ...")
             rows = _grade(copy, event.assignment, hidden, int(event.seed), matched, timeout, course_dir, log, labels)
             for student in matched:
                 check, row = staged[student], rows[student]
