@@ -8,7 +8,7 @@ Standard library only (it starts in milliseconds). It
 2. hands the connection file to the kernel's user;
 3. puts the kernel in cgroups of its own, so its limits hold for all its processes together:
    cgroup v2 when a delegated parent is configured (``memory.max``, ``memory.swap.max`` = 0,
-   ``pids.max``), else the cgroup v1 controllers the grader may write (``memory``:
+   ``memory.oom.group``, ``pids.max``), else the cgroup v1 controllers the grader may write (``memory``:
    ``memory.limit_in_bytes`` and ``memory.memsw.limit_in_bytes``; ``pids``: ``pids.max``;
    ``cpu``: the same ``cpu.shares`` for every kernel, so a kernel of many busy processes,
    each in its own session, gets one kernel's share of the CPU, not one per session).
@@ -60,7 +60,8 @@ def _cgroups(spec: dict) -> list[str]:
     settings = {"memory": [("memory.limit_in_bytes", memory), ("memory.memsw.limit_in_bytes", memory)],
                 "pids": [("pids.max", nproc)], "cpu": [("cpu.shares", str(CPU_SHARES))]}
     if spec.get("cgroup_parent"):  # v2: one folder, every controller
-        wanted = {spec["cgroup_parent"]: [("memory.max", memory), ("memory.swap.max", "0"), ("pids.max", nproc)]}
+        wanted = {spec["cgroup_parent"]: [("memory.max", memory), ("memory.swap.max", "0"), ("pids.max", nproc),
+                                          ("memory.oom.group", "1")]}
     else:
         wanted = {parent: settings[controller] for controller, parent in (spec.get("cgroup_v1") or {}).items()
                   if controller in settings}
@@ -136,9 +137,16 @@ def remove_stale(parents: list[str]) -> list[str]:
     return removed
 
 
-def _oom_count(memory_cgroup: str) -> int:
+OOM_FILES = ("memory.oom_control", "memory.events")  # v1, v2: each has a line "oom_kill N"
+
+
+def _oom_file(cgroups: list[str]) -> str:
+    return next((os.path.join(p, f) for p in cgroups for f in OOM_FILES if os.path.exists(os.path.join(p, f))), "")
+
+
+def _oom_count(oom_file: str) -> int:
     try:
-        with open(os.path.join(memory_cgroup, "memory.oom_control")) as handle:
+        with open(oom_file) as handle:
             for line in handle:
                 key, _, value = line.partition(" ")
                 if key == "oom_kill":
@@ -149,8 +157,8 @@ def _oom_count(memory_cgroup: str) -> int:
 
 
 def _watch_oom(cgroups: list[str], marker: str, done: threading.Event) -> None:
-    """v1 kills one process at the memory cap and the kernel goes on without it: kill the whole kernel."""
-    memory = next((p for p in cgroups if os.path.exists(os.path.join(p, "memory.oom_control"))), "")
+    """At the memory cap the system kills one process (v1) and the kernel may go on without it: kill it all."""
+    memory = _oom_file(cgroups)
     if not memory:
         return
     while not done.wait(OOM_POLL_S):
@@ -222,8 +230,8 @@ def main(argv: list) -> int:
         left = max(left - len(chunk), 0)
     code = child.wait()
     done.set()
-    memory = [p for p in cgroups if os.path.exists(os.path.join(p, "memory.oom_control"))]
-    if memory and _oom_count(memory[0]) > 0 and not os.path.exists(spec["log"] + OOM_MARK):
+    memory = _oom_file(cgroups)
+    if memory and _oom_count(memory) > 0 and not os.path.exists(spec["log"] + OOM_MARK):
         os.close(os.open(spec["log"] + OOM_MARK, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600))
     if dropped:
         os.write(log, f"\n[autograder: {dropped} more bytes of kernel output dropped]\n".encode())

@@ -95,17 +95,6 @@ CPU_HOG = (
     "for pid in kids:\n    os.waitpid(pid, 0)\n")
 
 
-@graded_with_cgroups
-def test_memory_cap_holds_for_the_whole_kernel(tmp_path):
-    """The hog's children together pass --memory 3: the whole kernel is stopped and the row says why."""
-    course_dir = make_course(tmp_path, {"mem_hog": solution(MEMORY_HOG)})
-    run = run_cli("grade", A, "--course", str(course_dir), "--memory", "3", "--tmp-mb", "64",
-                  "--max-processes", "96", "--timeout", "120")
-    assert run.returncode in (0, 1), run.stderr[-3000:]
-    hog = rows_of(course_dir)["mem_hog"]
-    assert hog.status == "error" and not hog.passed and "used more than 3 GB of memory" in hog.detail, hog
-
-
 def _kernel_tasks(pid: int) -> int:
     """How many descendants of `pid` run as a kernel user (64100 + a slot)."""
     parents: dict[int, list[int]] = {}
@@ -210,15 +199,23 @@ def _tiny() -> nbformat.NotebookNode:
     return nb
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
-def test_an_extension_in_the_course_gradebook_reaches_the_grading_workers(tmp_path):
-    """With nbgrader's 'zero' late penalty, a day-late submission loses its points, one with a two-day
-    extension in the course gradebook does not, also graded by `--jobs 2` workers (each autogrades against
-    its own gradebook copy: the copy carries the student's extension)."""
+def _answer(code: str):
+    def edit(nb):
+        next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "answer").source = code
+    return edit
+
+
+@pytest.fixture(scope="module")
+def tiny_batch(tmp_path_factory):
+    """One `autograder grade --jobs 2 --memory 3` of the tiny assignment: a day-late submission, one with a
+    two-day extension in the course gradebook (nbgrader's 'zero' late penalty), and the memory hog."""
+    if shutil.which("bwrap") is None:
+        pytest.skip("bubblewrap (bwrap) is not installed")
     from nbgrader.api import Gradebook
 
-    course_dir = make_course(tmp_path, {"late": None, "extended": None}, assignments={"tiny": _tiny()})
+    course_dir = make_course(tmp_path_factory.mktemp("tiny"), {"late": None, "extended": None,
+                                                               "mem_hog": _answer(MEMORY_HOG)},
+                             assignments={"tiny": _tiny()})
     with open(course_dir / "nbgrader_config.py", "a") as config:
         config.write('\nc.LateSubmissionPlugin.penalty_method = "zero"\n')
     db_url = f"sqlite:///{course_dir / 'gradebook.db'}"
@@ -230,13 +227,32 @@ def test_an_extension_in_the_course_gradebook_reaches_the_grading_workers(tmp_pa
         gb.grant_extension("tiny", "extended", days=2)
     for student in ("late", "extended"):
         (course_dir / "submitted" / student / "tiny" / "timestamp.txt").write_text(LATE + "\n")
-    run = run_cli("grade", "tiny", "--course", str(course_dir), "--jobs", "2", "--timeout", "60")
+    run = run_cli("grade", "tiny", "--course", str(course_dir), "--jobs", "2", "--memory", "3", "--tmp-mb", "64",
+                  "--max-processes", "96", "--timeout", "60")
     assert run.returncode in (0, 1), run.stderr[-3000:]
     with Gradebook(db_url, "autograder-fixture") as gb:
         penalty = {s: gb.find_submission("tiny", s).late_submission_penalty for s in ("late", "extended")}
         extension = gb.find_submission("tiny", "extended").extension
-    assert penalty == {"late": 1.0, "extended": 0.0}, (penalty, run.stdout[-2000:])
-    assert extension is not None and extension.days == 2
+    rows = {r.student: r for r in store.load(course_dir, "tiny")}
+    return {"run": run, "rows": rows, "penalty": penalty, "extension": extension}
+
+
+@graded_with_cgroups
+def test_memory_cap_holds_for_the_whole_kernel(tiny_batch):
+    """The hog's 3 children hold 1.1 GB each: together past --memory 3, so the whole kernel is stopped and
+    its row says why (before, the cap was per process and all three held)."""
+    hog = tiny_batch["rows"]["mem_hog"]
+    assert hog.status == "error" and not hog.passed and "used more than 3 GB of memory" in hog.detail, hog
+
+
+@pytest.mark.slow
+def test_an_extension_in_the_course_gradebook_reaches_the_grading_workers(tiny_batch):
+    """Graded by `--jobs 2` workers, each against its own gradebook copy: the copy carries the student's
+    extension, so the day-late submission with two days more loses nothing, the other one its point."""
+    assert tiny_batch["penalty"] == {"late": 1.0, "extended": 0.0}, (tiny_batch["penalty"],
+                                                                      tiny_batch["run"].stdout[-2000:])
+    assert tiny_batch["extension"] is not None and tiny_batch["extension"].days == 2
+    assert tiny_batch["rows"]["extended"].status == "ok", tiny_batch["rows"]["extended"]
 
 
 # --- where the cgroups come from, and what happens without them ---------------------------------------
