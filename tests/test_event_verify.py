@@ -189,11 +189,38 @@ def test_collected_notebooks_are_found_by_name(tmp_path):
     (tmp_path / "bob-b.ipynb").write_text("{}")
     (tmp_path / "cy").mkdir()
     (tmp_path / "cy" / "03_clustering (1).ipynb").write_text("{}")
-    assert verify.collected(tmp_path, "Ada Lovelace").name == "Ada Lovelace.ipynb"
-    assert verify.collected(tmp_path, "Bob B").name == "bob-b.ipynb"
-    assert verify.collected(tmp_path, "Cy").name == "03_clustering (1).ipynb"
-    assert verify.collected(tmp_path, "Dee") is None
+    (tmp_path / "p4-dee.ipynb").write_text("{}")
+    (tmp_path / "dee.ipynb").write_text("{}")
+    everyone = {1: "Ada Lovelace", 2: "Bob B", 3: "Cy", 4: "Dee", 5: "Eve"}
+    assert verify.collected(tmp_path, 1, "Ada Lovelace", everyone)[0].name == "Ada Lovelace.ipynb"
+    assert verify.collected(tmp_path, 2, "Bob B", everyone)[0].name == "bob-b.ipynb"
+    assert verify.collected(tmp_path, 3, "Cy", everyone)[0].name == "03_clustering (1).ipynb"
+    assert verify.collected(tmp_path, 4, "Dee", everyone)[0].name == "p4-dee.ipynb"  # the unique form first
+    assert verify.collected(tmp_path, 5, "Eve", everyone) == (None, "")
     assert verify.safe_id(12, "Zoë O'Neil") == "p12-zoe-o-neil" and verify.safe_id(3, "???") == "p3"
+
+
+def test_a_join_name_never_reaches_another_participants_collected_notebook(tmp_path):
+    """A join name is free text: a path, a look-alike of another name, another participant's p<id>- form."""
+    folder = tmp_path / "collected"
+    folder.mkdir()
+    (folder / "ada-lovelace.ipynb").write_text("{}")
+    (folder / "p1-ada-lovelace.ipynb").write_text("{}")
+    (tmp_path / "secret.ipynb").write_text("{}")
+    everyone = {1: "Ada Lovelace", 2: "ADA LOVELACE", 3: "../collected/ada-lovelace", 4: "../secret",
+                5: "p1-ada-lovelace", 6: "/etc/passwd", 7: ".."}
+    for pid in (2, 3, 4, 5, 6, 7):
+        path, note = verify.collected(folder, pid, everyone[pid], everyone)
+        assert path is None, (everyone[pid], path)
+    assert verify.collected(folder, 1, "Ada Lovelace", everyone)[0].name == "p1-ada-lovelace.ipynb"
+    path, note = verify.collected(folder, 2, "ADA LOVELACE", everyone)
+    assert note.startswith("ambiguous: ") and "p1-ada-lovelace.ipynb or p2-ada-lovelace.ipynb" in note, note
+    (folder / "p1-ada-lovelace.ipynb").unlink()  # without the unique form, Ada's look-alike blocks her too
+    path, note = verify.collected(folder, 1, "Ada Lovelace", everyone)
+    assert path is None and "ambiguous" in note, note
+    assert verify.collected(folder, 1, "Ada Lovelace", {1: "Ada Lovelace"})[0].name == "ada-lovelace.ipynb"
+    assert not verify.plain_name("../x") and not verify.plain_name("..") and not verify.plain_name("a\\b")
+    assert verify.plain_name("Ada Lovelace") and verify.plain_name("Zoë O'Neil")
 
 
 def test_verify_refuses_an_unknown_event_and_a_course_without_the_assignment(event, tmp_path):

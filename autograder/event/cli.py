@@ -49,7 +49,9 @@ def add_commands(commands) -> None:
     verify.add_argument("--top", type=int, default=3, help="how many of the live ranking to verify (default 3)")
     verify.add_argument("--course", type=Path, required=True, help="the nbgrader course the event's assignment is in")
     verify.add_argument("--notebooks", type=Path, default=None,
-                        help="collected notebooks, DIR/<participant name>.ipynb (default: the participants' uploads)")
+                        help="collected notebooks: DIR/p<id>-<slug>.ipynb (as a MISSING line names it), or "
+                             "DIR/<join name>.ipynb or its safe form if no other participant shares it "
+                             "(default: the participants' uploads)")
     verify.add_argument("--db", default=None, help=db_help)
     verify.add_argument("--timeout", type=float, default=None, help="seconds per notebook (default: the grader's)")
     verify.add_argument("--tolerance", type=float, default=0.005,

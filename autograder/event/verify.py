@@ -26,8 +26,13 @@ stored in the event store (the admin page and the board show it):
   hidden track; the admin page gives its numbers;
 - ``missing``: no notebook was found for this participant.
 
-Collected notebooks: ``DIR/<name>.ipynb`` with the participant's name as they joined, or
-its safe form (``ada-lovelace.ipynb``), or a folder ``DIR/<name>/`` holding one notebook.
+Collected notebooks (`collected`): ``DIR/p<id>-<slug>.ipynb`` (`safe_id`, unique per participant),
+else ``DIR/<name>.ipynb`` with the name they joined with, or its safe form (``ada-lovelace.ipynb``),
+or a folder of one of these names holding one notebook. A join name is free text, so a name is
+only ever a file name strictly inside DIR (one with a separator, ``..`` or a control character
+is never looked up), and a name or safe form that two participants share (``Ada Lovelace`` and
+``ADA LOVELACE``; or another participant's ``p<id>-...``) verifies neither of them: that file is
+reported as ambiguous, to be renamed to its owner's ``p<id>-<slug>.ipynb``.
 """
 
 from __future__ import annotations
@@ -110,17 +115,68 @@ def slug(name: str) -> str:
     return safe_id(0, name)[3:]
 
 
-def collected(folder: Path, name: str) -> Path | None:
-    """The notebook the instructor collected for `name` in `folder`, or None."""
-    for candidate in (folder / f"{name}.ipynb", folder / f"{slug(name)}.ipynb"):
-        if candidate.is_file():
-            return candidate
-    for sub in (folder / name, folder / slug(name)):
+MAX_FILE_NAME = 200  # bytes of a name used as a file name (the file system's limit is 255 with ".ipynb")
+
+
+def plain_name(name: str) -> bool:
+    """Whether `name` can only name a file strictly inside the folder: no separator, not '.' or '..', no
+    control character, not hidden; a join name is free text (``../collected/ada-lovelace`` is a valid one)."""
+    seps = {"/", "\\", os.sep, *((os.altsep,) if os.altsep else ())}
+    return (bool(name) and name == name.strip() and not name.startswith(".") and name.isprintable()
+            and not any(sep in name for sep in seps) and len(name.encode("utf-8", "replace")) <= MAX_FILE_NAME)
+
+
+def _keys(name: str) -> list[str]:
+    """The file names (without .ipynb) a participant's join name may be collected under: the name, its safe form."""
+    keys = [name] if plain_name(name) else []
+    safe = slug(name)
+    return keys + [safe] if safe and safe not in keys else keys
+
+
+def collected(folder: Path, pid: int, name: str, everyone: dict[int, str] | None = None) -> tuple[Path | None, str]:
+    """(the notebook the instructor collected in `folder` for participant `pid` joined as `name`, or None; a note
+    on a candidate that was refused as ambiguous, else "").
+
+    The unique ``p<id>-<slug>`` form (`safe_id`) comes first; then the join name and its safe form, each only
+    when no other participant of `everyone` ({id: join name}, the whole event) maps to it too (compared
+    case-insensitively, as some file systems do), and never a name that is another participant's `safe_id`.
+    """
+    folder = Path(folder)
+    everyone = dict(everyone or {})
+    everyone[pid] = name
+    claims: dict[str, set[int]] = {}
+    for other, other_name in everyone.items():
+        claims.setdefault(safe_id(other, other_name).casefold(), set()).add(other)
+        for key in _keys(other_name):
+            claims.setdefault(key.casefold(), set()).add(other)
+    own = safe_id(pid, name)
+    usable, shared = [own], []
+    for key in _keys(name):
+        (usable if claims[key.casefold()] == {pid} else shared).append(key)
+
+    def found(key: str) -> Path | None:
+        file, sub = folder / f"{key}.ipynb", folder / key
+        if file.is_file():
+            return file
         if sub.is_dir():
-            found = sorted(sub.glob("*.ipynb"))
-            if len(found) == 1:
-                return found[0]
-    return None
+            inside = sorted(sub.glob("*.ipynb"))
+            return inside[0] if len(inside) == 1 else None
+        return None
+
+    for key in usable:
+        path = found(key)
+        if path is not None:
+            return path, ""
+    notes = []
+    for key in shared:
+        path = found(key)
+        if path is not None:
+            owners = sorted(claims[key.casefold()])
+            forms = " or ".join(f"{safe_id(o, everyone[o])}.ipynb" for o in owners)
+            notes.append(f"ambiguous: {path} could be the notebook of {len(owners)} participants "
+                         f"({', '.join(repr(everyone[o]) for o in owners)}), so it verifies none of them: rename "
+                         f"it to {forms}, whichever it is, and verify again.")
+    return None, " ".join(notes)
 
 
 def compare(live_accuracy: float, live_annotations: int, accuracy: float | None,
@@ -269,12 +325,15 @@ def verify(db: str, code: str, course_dir: Path, top: int, notebooks: Path | Non
     if notebooks is not None and not Path(notebooks).is_dir():
         raise VerifyError(f"--notebooks {notebooks} is not a folder.")
     hidden = hidden_track_for(tuple(event.track), hidden_track)
-    ranked = [r for r in store_module.rank(events.standings(code)) if r["rank"] is not None][:max(0, top)]
+    standings = events.standings(code)
+    everyone = {r["id"]: r["name"] for r in standings}  # a collected file two of them map to verifies neither
+    ranked = [r for r in store_module.rank(standings) if r["rank"] is not None][:max(0, top)]
     if not ranked:
         log(f"event {code}: no counted submission yet, nothing to verify.")
         return []
     checks: list[Check] = []
     staged: dict[str, Check] = {}
+    notes: dict[int, str] = {}
     with tempfile.TemporaryDirectory(prefix="autograder-verify-") as tmp:
         copy = throwaway_course(course_dir, Path(tmp))
         from autograder import layout
@@ -287,14 +346,19 @@ def verify(db: str, code: str, course_dir: Path, top: int, notebooks: Path | Non
         for r in ranked:
             check = Check(r["id"], r["name"], r["display"], r["rank"], "missing", r["accuracy"], r["annotations"])
             checks.append(check)
-            path = collected(Path(notebooks), r["name"]) if notebooks is not None else None
+            path, note = (collected(Path(notebooks), r["id"], r["name"], everyone) if notebooks is not None
+                          else (None, ""))
             content = path.read_bytes() if path is not None else events.notebook(r["id"])
             if content is None:
+                folder = Path(notebooks) if notebooks is not None else None
                 check.detail = ("no notebook: the participant uploaded none (course.event.upload) and "
-                                + (f"{Path(notebooks) / (slug(r['name']) + '.ipynb')} does not exist."
-                                   if notebooks is not None else "no --notebooks folder was given."))
+                                + (note if note else
+                                   f"there is no {folder / (safe_id(r['id'], r['name']) + '.ipynb')} or "
+                                   f"{folder / ((slug(r['name']) or safe_id(r['id'], r['name'])) + '.ipynb')}."
+                                   if folder is not None else "no --notebooks folder was given."))
                 continue
             check.source = path.name if path is not None else "upload"
+            notes[r["id"]] = note  # an ambiguous collected file, the upload taken instead
             student = safe_id(r["id"], r["name"])
             folder = copy / "submitted" / student / event.assignment
             folder.mkdir(parents=True)
@@ -312,6 +376,8 @@ def verify(db: str, code: str, course_dir: Path, top: int, notebooks: Path | Non
                                                      row.accuracy, row.annotations, tolerance)
                 if check.status == "differs" and row.status != "ok":
                     check.detail += f" The grader: {row.status}, {row.detail}"
+                if notes.get(check.participant):
+                    check.detail = f"{notes[check.participant]} The upload was re-run instead. {check.detail}".strip()
         matched = [s for s, c in staged.items() if c.status == "verified"]  # only these need the hidden track
         if matched and hidden is not None:
             log(f"{len(matched)} matched on the event's data; once more on the hidden track {hidden} (its baseline is "
