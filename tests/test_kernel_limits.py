@@ -207,8 +207,10 @@ def _answer(code: str):
 
 @pytest.fixture(scope="module")
 def tiny_batch(tmp_path_factory):
-    """One `autograder grade --jobs 2 --memory 3` of the tiny assignment: a day-late submission, one with a
-    two-day extension in the course gradebook (nbgrader's 'zero' late penalty), and the memory hog."""
+    """One `autograder grade --memory 3` of the tiny assignment: a day-late submission, one with a two-day
+    extension in the course gradebook (nbgrader's 'zero' late penalty), and the memory hog. Serial: every
+    mode grades through `tasks.Executor` against a gradebook copy per run (the same path as a `--jobs` or
+    Dask worker's, half the time of a `--jobs 2` start here)."""
     if shutil.which("bwrap") is None:
         pytest.skip("bubblewrap (bwrap) is not installed")
     from nbgrader.api import Gradebook
@@ -227,7 +229,7 @@ def tiny_batch(tmp_path_factory):
         gb.grant_extension("tiny", "extended", days=2)
     for student in ("late", "extended"):
         (course_dir / "submitted" / student / "tiny" / "timestamp.txt").write_text(LATE + "\n")
-    run = run_cli("grade", "tiny", "--course", str(course_dir), "--jobs", "2", "--memory", "3", "--tmp-mb", "64",
+    run = run_cli("grade", "tiny", "--course", str(course_dir), "--memory", "3", "--tmp-mb", "64",
                   "--max-processes", "96", "--timeout", "60")
     assert run.returncode in (0, 1), run.stderr[-3000:]
     with Gradebook(db_url, "autograder-fixture") as gb:
@@ -247,8 +249,8 @@ def test_memory_cap_holds_for_the_whole_kernel(tiny_batch):
 
 @pytest.mark.slow
 def test_an_extension_in_the_course_gradebook_reaches_the_grading_workers(tiny_batch):
-    """Graded by `--jobs 2` workers, each against its own gradebook copy: the copy carries the student's
-    extension, so the day-late submission with two days more loses nothing, the other one its point."""
+    """Each run autogrades against its own gradebook copy (as on a `--jobs` or Dask worker): the copy carries
+    the student's extension, so the day-late submission with two days more loses nothing, the other its point."""
     assert tiny_batch["penalty"] == {"late": 1.0, "extended": 0.0}, (tiny_batch["penalty"],
                                                                       tiny_batch["run"].stdout[-2000:])
     assert tiny_batch["extension"] is not None and tiny_batch["extension"].days == 2
