@@ -19,6 +19,8 @@ remove the mark then.
   output cap drops it: a 300 MB output from a kernel well inside its cap takes the worker to ~1 GB.
 - The live event's public board stream needs no token and has no per-address limit: a script
   opening 200 streams a second stalls every participant's annotate for seconds.
+- The event's rate limit counts requests, not their size: three names sending 1 MB annotate
+  requests (120,000 repeated indices, free) within the limit stall everyone else's annotate.
 """
 
 from __future__ import annotations
@@ -319,3 +321,57 @@ def test_a_board_stream_flood_does_not_stall_the_participants(tmp_path_factory):
 def test_a_kernel_message_does_not_blow_up_the_graders_worker(verified):
     assert verified["checks"][HOG]["status"] == "differs"  # re-run: the same 60 annotations, its own accuracy
     assert 0 < verified["worker_peak_mb"] < HOG_MB, verified["worker_peak_mb"]
+
+
+# --- the event server: big annotate requests within the rate limit stall everyone --------------------------------
+
+BULLIES, BULLY_THREADS, BULLY_S, BIG_INDICES = 3, 2, 8, 120_000  # names (an open event), threads each, seconds
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=(
+    "owner E (autograder/event/app.py `op`, course/protocol.py limits): the rate limit counts requests, not "
+    "their size, and a request of up to 1 MB (120,000 repeated indices: free, every one answered) is validated, "
+    "answered and logged on the event loop under the server's lock (~0.5 s each): three names of an open event "
+    "sending 54 such requests in 11 s, no 429, took another participant's annotate from p50 8 ms to 859 ms. Fix at "
+    "the root: cap the indices of one annotate (e.g. 5,000, the refusal says to split) or take bucket tokens by "
+    "size (one per 1,000 indices), answer each distinct index once, and build the reply outside the lock"))
+def test_big_annotate_requests_within_the_rate_limit_do_not_stall_the_others(tmp_path_factory):
+    import json
+    import statistics
+    import threading
+
+    db, events = es.template(tmp_path_factory.getbasetemp())
+    folder = tmp_path_factory.mktemp("round2-big-ops")
+    server = es.Server(es.copy_db(db, folder / "events.db")).start()  # the default rate and burst
+    code = events["api"][0]
+    api = f"{server.url}/api/events/{code}"
+    truth_store = store.Store(folder / "events.db")
+    truth = pool.read_truth(truth_store.blob(code, "truth"))
+    truth_store.dispose()
+    c_all = np.flatnonzero(np.isin(truth["pool_digits"], truth["track"]))
+    big = json.dumps({"op": "annotate", "indices": [int(c_all[k % 50]) for k in range(BIG_INDICES)]}).encode()
+    stop, sent = threading.Event(), []
+
+    def bully(token):
+        while not stop.is_set():
+            sent.append(es.call(f"{api}/op", raw=big, token=token)[0])
+
+    try:
+        tokens = [es.call(f"{api}/join", {"name": f"bully {k}"})[1]["result"]["token"] for k in range(BULLIES)]
+        status, reply = es.call(f"{api}/join", {"name": "victim"})
+        victim = reply["result"]["token"]
+        idle = _annotate_latencies(api, victim, c_all[:1000], 3)
+        threads = [threading.Thread(target=bully, args=(t,), daemon=True) for t in tokens for _ in range(BULLY_THREADS)]
+        for thread in threads:
+            thread.start()
+        time.sleep(1)
+        bullied = _annotate_latencies(api, victim, c_all[1000:2000], BULLY_S)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+        server.stop()
+    print(f"annotate p50 idle {statistics.median(idle):.3f} s, beside {len(sent)} big requests "
+          f"({sent.count(429)} refused 429) {statistics.median(bullied):.3f} s")
+    assert statistics.median(bullied) < 0.2, (statistics.median(idle), bullied)
