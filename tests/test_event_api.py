@@ -377,3 +377,44 @@ def test_a_rate_limited_client_waits_and_retries_and_is_charged_once(tmp_path, t
     finally:
         course_event.leave()
         server.stop()
+
+
+def test_per_address_limits_refuse_before_any_work_and_leave_room_for_a_class_behind_one_nat():
+    """The board, its stream and the pool take a token from their address's bucket before routing (a 429 with
+    a JSON error and Retry-After; the app is never called); open streams are capped per address and in all.
+    The flood itself, against a real server: tests/test_attacks_round2.py."""
+    import asyncio
+
+    from autograder.event import limits
+
+    class_size = 50  # one NAT: each opens the board (redirect, page, stream) and downloads the pool at once
+    assert limits.PUBLIC_BURST >= 3 * class_size and limits.STREAMS_PER_ADDRESS > class_size
+    assert limits.POOL_BURST > class_size and limits.JOIN_BURST > class_size
+    buckets = limits.Buckets(3, 1.0)
+    assert [buckets.take("a") for _ in range(3)] == [0.0] * 3 and buckets.take("a") > 0 and buckets.take("b") == 0
+    assert limits.kind("/board") == limits.kind("/board/ABC") == limits.kind("/api/events/ABC/stream") \
+        == limits.kind("/api/events/ABC/board") == limits.PUBLIC
+    assert limits.kind("/api/events/ABC/pool") == limits.POOL
+    assert limits.kind("/api/events/ABC/op") is None and limits.kind("/api/admin/ABC") is None
+    streams = limits.Streams(per_address=2, total=3)
+    assert streams.enter("a") is None and streams.enter("a") is None and "close a board tab" in streams.enter("a")
+    assert streams.enter("b") is None and "its limit" in streams.enter("c")
+    streams.leave("a")
+    assert streams.enter("c") is None
+
+    called, sent = [], []
+
+    async def app(scope, receive, send):
+        called.append(scope["path"])
+
+    async def send(message):
+        sent.append(message)
+
+    middleware = limits.PerAddress(app, public=limits.Buckets(1, 0.5))
+    scope = {"type": "http", "path": "/api/events/ABC/stream", "client": ("10.0.0.1", 5000)}
+    for path in ("/api/events/ABC/stream", "/board", "/api/events/ABC/op"):
+        asyncio.run(middleware({**scope, "path": path}, None, send))
+    assert called == ["/api/events/ABC/stream", "/api/events/ABC/op"]  # the second board request never routed
+    assert sent[0]["status"] == 429 and (b"retry-after", b"2") in sent[0]["headers"]
+    reply = json.loads(sent[1]["body"])
+    assert reply["ok"] is False and "too many board requests from your address" in reply["message"]

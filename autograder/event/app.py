@@ -9,7 +9,10 @@ Participant routes (``Authorization: Bearer <participant token>`` except join):
     POST /api/events/{code}/notebook  the participant's .ipynb (for `autograder verify`; the last one wins)
 
 Public routes: ``GET /board``, ``/board/{code}``, ``/api/events/{code}/board`` (JSON),
-``/api/events/{code}/stream`` (server-sent events), ``/api/health``.
+``/api/events/{code}/stream`` (server-sent events), ``/api/health``. They need no token, so they and
+the pool take a token from a per-address bucket before any work, board streams are capped per
+address and in all (`limits`), and every open stream sends the same board JSON, built once per
+(event, version), never a query of its own.
 Instructor routes (``Authorization: Bearer <admin token>``): ``GET /admin`` (the page),
 ``GET /api/admin/{code}``, ``GET /api/admin/{code}/ledger/{participant}``,
 ``GET /api/admin/{code}/results.csv``, ``GET /api/admin/{code}/invites.csv`` (a roster event),
@@ -57,7 +60,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Red
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from autograder.event import pages, pool
+from autograder.event import limits, pages, pool
 from autograder.event import store as store_module
 from autograder.event.store import MAX_NAME, NameTaken, Participant, Store, rank
 from course import config, protocol
@@ -71,10 +74,10 @@ UPLOAD_INTERVAL_S = 2.0  # between a participant's uploads that get as far as va
 MAX_PARTICIPANTS = 2000  # per event
 MAX_REQUESTS = 20_000  # per participant and event: bounds a ledger (at 20 requests/s, over 16 minutes of flooding)
 RATE = 20.0  # requests per second per participant (sustained)
-JOIN_BURST = 60  # joins at once from one address (a class behind one NAT joins in one go)
-JOIN_RATE = 1.0  # joins per second per address after that (a script cannot squat every name)
+JOIN_BURST, JOIN_RATE = limits.JOIN_BURST, limits.JOIN_RATE  # every per-address limit is in `limits`
 BURST = 40  # requests a participant may make at once
-SSE_POLL_S = 0.2
+SSE_POLL_S = 0.2  # how often an event's board feed looks for a new version (one ticker per event, not per stream)
+SSE_WAKE_S = 1.0  # an idle stream wakes this often to notice a disconnect or the server stopping
 SSE_PING_S = 15.0
 VERIFY_POLL_S = 2.0  # how often an open board looks for new `autograder verify` results
 RULE = ("Ranking: passed (accuracy at least {target:.0%}) first, then fewest annotations, then higher accuracy, "
@@ -110,6 +113,31 @@ class _Session:
     stamp: float = field(default_factory=time.monotonic)
     uploaded: float = -math.inf  # when the last upload reached validation (monotonic)
     uploading: bool = False
+
+
+@dataclass
+class _Feed:
+    """One event's board for its open streams: the newest board JSON, and an asyncio.Event set when it changes."""
+
+    version: int | None = None
+    text: str | None = None
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    watchers: int = 0
+    task: Any = None
+
+
+class _Stream(StreamingResponse):
+    """A board stream that calls `release` when it ends, however it ends (done, disconnected, cancelled)."""
+
+    def __init__(self, content, release, **kwargs):
+        super().__init__(content, **kwargs)
+        self.release = release
+
+    async def __call__(self, scope, receive, send):
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.release()
 
 
 def invites_csv(invites: list[dict]) -> str:
@@ -227,8 +255,13 @@ class EventServer:
         self.versions: dict[str, int] = {}
         self.events: dict[str, Any] = {}  # code -> Event; this process is the only one that freezes or closes
         self.tokens: dict[str, Participant] = {}  # token hash -> participant (tokens never change)
-        self.join_buckets: dict[str, tuple[float, float]] = {}  # client address -> (tokens, stamp)
+        self.join_buckets = limits.Buckets(JOIN_BURST, JOIN_RATE)  # per client address
         self.verify_stamps: dict[str, tuple] = {}  # code -> the verifications last seen (count, newest time)
+        self.verify_checked: dict[str, float] = {}  # code -> when an open board last looked for them (monotonic)
+        self.boards: dict[str, tuple[int, str]] = {}  # code -> (version, the board's JSON): shared by every stream
+        self.board_lock: asyncio.Lock | None = None  # one board built at a time (on the event loop)
+        self.streams = limits.Streams()
+        self.feeds: dict[str, _Feed] = {}  # code -> its board feed, while streams are open
         self.stopping = False
 
     def bump(self, code: str) -> None:
@@ -317,15 +350,9 @@ class EventServer:
 
     def admit_join(self, client: str) -> None:
         """Joins per client address (a token bucket): a class joins at once, a name-squatting script does not."""
-        now = time.monotonic()
-        with self.lock:
-            tokens, stamp = self.join_buckets.get(client, (float(JOIN_BURST), now))
-            tokens = min(float(JOIN_BURST), tokens + (now - stamp) * JOIN_RATE)
-            if tokens < 1.0:
-                self.join_buckets[client] = (tokens, now)
-                raise Refused(429, f"more than {JOIN_BURST} joins from your address in a short time; wait a "
-                                   "moment and join again. Nothing was changed.", headers={"Retry-After": "2"})
-            self.join_buckets[client] = (tokens - 1.0, now)
+        if self.join_buckets.take(client) > 0:
+            raise Refused(429, f"more than {JOIN_BURST} joins from your address in a short time; wait a "
+                               "moment and join again. Nothing was changed.", headers={"Retry-After": "2"})
 
     def join(self, code: str, body: Any, client: str = "") -> dict:
         invite = body.get("invite") if isinstance(body, dict) else None
@@ -470,6 +497,62 @@ class EventServer:
                      for r in rows],
         }
 
+    async def board_json(self, code: str) -> str:
+        """The board of event `code` as JSON, built once per version and shared by every stream and request."""
+        version = self.versions.get(code, 0)
+        cached = self.boards.get(code)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        if self.board_lock is None:
+            self.board_lock = asyncio.Lock()
+        async with self.board_lock:
+            version = self.versions.get(code, 0)  # another stream may have built it meanwhile
+            cached = self.boards.get(code)
+            if cached is not None and cached[0] == version:
+                return cached[1]
+            text = json.dumps(await run_in_threadpool(self.board, code))
+            self.boards[code] = (version, text)  # a change meanwhile bumped the version: built again next time
+            return text
+
+    def watch(self, code: str) -> "_Feed":
+        """The board feed of event `code` (its ticker started by the first open stream)."""
+        feed = self.feeds.get(code)
+        if feed is None:
+            feed = self.feeds[code] = _Feed()
+            feed.task = asyncio.get_running_loop().create_task(self.tick(code, feed))
+        feed.watchers += 1
+        return feed
+
+    async def tick(self, code: str, feed: "_Feed") -> None:
+        """While streams of event `code` are open: every SSE_POLL_S, a new version's board is built once and
+        every stream woken to send it."""
+        while feed.watchers > 0 and not self.stopping:
+            try:
+                await self.check_verifications(code)  # `autograder verify` writes from another process
+                version = self.versions.get(code, 0)
+                if version != feed.version:
+                    feed.text, feed.version = await self.board_json(code), version
+                    feed.changed.set()
+                    feed.changed = asyncio.Event()
+            except Exception:  # a failed build (the store busy) is tried again at the next tick
+                pass
+            await asyncio.sleep(SSE_POLL_S)
+        if self.feeds.get(code) is feed:
+            del self.feeds[code]
+        feed.changed.set()  # the server is stopping: wake the streams
+
+    async def check_verifications(self, code: str) -> None:
+        """Bump the board when `autograder verify` (another process) stored results: one query per event every
+        VERIFY_POLL_S, whatever the number of open streams."""
+        now = time.monotonic()
+        if now - self.verify_checked.get(code, -math.inf) < VERIFY_POLL_S:
+            return
+        self.verify_checked[code] = now
+        stamp = await run_in_threadpool(self.store.verify_stamp, code)
+        if self.verify_stamps.setdefault(code, stamp) != stamp:
+            self.verify_stamps[code] = stamp
+            self.bump(code)
+
     def admin(self, code: str, request: Request):
         auth = request.headers.get("authorization", "")
         token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
@@ -495,6 +578,7 @@ def create_app(store: Store, *, rate: float = RATE, burst: int = BURST) -> FastA
     app = FastAPI(title="dcai-hackathon live event", docs_url=None, redoc_url=None, openapi_url=None,
                   lifespan=lifespan)
     app.state.server = server
+    app.add_middleware(limits.PerAddress)  # the public routes and the pool: a per-address bucket before any work
 
     @app.exception_handler(Refused)
     async def _refused(request: Request, exc: Refused):
@@ -571,35 +655,44 @@ def create_app(store: Store, *, rate: float = RATE, burst: int = BURST) -> FastA
         return await run_in_threadpool(server.upload, participant, raw)
 
     @app.get("/api/events/{code}/board")
-    def board(code: str):
-        return server.board(code)
+    async def board(code: str):
+        return Response(await server.board_json(code), media_type="application/json")
 
     @app.get("/api/events/{code}/stream")
     async def stream(code: str, request: Request):
-        await run_in_threadpool(server.event, code)
+        client = request.client.host if request.client else ""
+        refused = server.streams.enter(client)  # counted before any work; left when the response ends
+        if refused is not None:
+            raise Refused(429, refused, headers={"Retry-After": str(limits.RETRY_STREAM_S), "Connection": "close"})
+        try:
+            if code not in server.events:
+                await run_in_threadpool(server.event, code)
+        except BaseException:
+            server.streams.leave(client)
+            raise
+
+        feed = server.watch(code)
+
+        def release() -> None:
+            feed.watchers -= 1
+            server.streams.leave(client)
 
         async def events():
-            last, pinged, checked = None, time.monotonic(), 0.0
+            last, pinged = None, time.monotonic()
             while not server.stopping and not await request.is_disconnected():
-                if time.monotonic() - checked > VERIFY_POLL_S:  # `autograder verify` writes from another process
-                    checked = time.monotonic()
-                    stamp = await run_in_threadpool(store.verify_stamp, code)
-                    if server.verify_stamps.setdefault(code, stamp) != stamp:
-                        server.verify_stamps[code] = stamp
-                        server.bump(code)
-                version = server.versions.get(code, 0)
-                if version != last:
-                    last = version
-                    data = await run_in_threadpool(server.board, code)
-                    yield f"data: {json.dumps(data)}\n\n"
+                if feed.text is not None and feed.version != last:
+                    last = feed.version
+                    yield f"data: {feed.text}\n\n"
                     pinged = time.monotonic()
-                elif time.monotonic() - pinged > SSE_PING_S:
+                    continue
+                if time.monotonic() - pinged > SSE_PING_S:
                     yield ": ping\n\n"
                     pinged = time.monotonic()
-                await asyncio.sleep(SSE_POLL_S)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(feed.changed.wait(), SSE_WAKE_S)  # the feed's ticker sets it
 
-        return StreamingResponse(events(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return _Stream(events(), release, media_type="text/event-stream",
+                       headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     @app.get("/board", response_class=HTMLResponse)
     def board_latest():

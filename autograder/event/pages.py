@@ -91,9 +91,16 @@ function scatter(b) {
     svg.appendChild(c);
   }
 }
-const source = new EventSource(`/api/events/${CODE}/stream`);
-source.onmessage = e => render(JSON.parse(e.data));
-source.onerror = () => { document.getElementById('count').textContent = 'reconnecting...'; };
+function follow() {
+  const source = new EventSource(`/api/events/${CODE}/stream`);
+  source.onmessage = e => render(JSON.parse(e.data));
+  source.onerror = () => {
+    document.getElementById('count').textContent = 'reconnecting...';
+    // a refused stream (429: too many open boards) is not retried by the browser: try again in 10-15 s
+    if (source.readyState === EventSource.CLOSED) setTimeout(follow, 10000 + 5000 * Math.random());
+  };
+}
+follow();
 """
 
 

@@ -1,0 +1,139 @@
+"""Per-address limits of the event server: every limit on a client address, in one place.
+
+The board and its stream need no token (a projector shows them), so without a limit any
+script could open hundreds of streams a second and starve the participants' annotations.
+Each public route and the pool download therefore take a token from their client address's
+bucket before any work (a 429 with a JSON error and ``Retry-After`` otherwise), and open board
+streams are capped per address and in all. Every limit leaves room for a class behind one
+NAT: 50 participants joining and downloading the pool at once, each maybe with the board open.
+A participant's own requests (annotate, submit) have their per-participant bucket in `app`
+(``--rate``, ``--burst``) and no per-address one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+
+JOIN_BURST = 60  # joins at once from one address (a class behind one NAT joins in one go)
+JOIN_RATE = 1.0  # joins per second per address after that (a script cannot squat every name)
+PUBLIC_BURST = 200  # board page, board JSON and board-stream requests at once from one address: 50 people
+# opening the board (redirect, page, stream) and a reconnect
+PUBLIC_RATE = 5.0  # such requests per second per address after that (each admitted stream costs a set-up)
+POOL_BURST = 60  # pool downloads (12 MB each) at once from one address: a class downloads at the start
+POOL_RATE = 2.0  # pool downloads per second per address after that (kernel restarts download again)
+STREAMS_PER_ADDRESS = 100  # open board streams per address: a class behind one NAT, each with the board open
+MAX_STREAMS = 400  # open board streams in all (each costs a wake-up every SSE_POLL_S, never a query)
+MAX_ADDRESSES = 10_000  # buckets kept; beyond it the full (idle) ones are forgotten
+RETRY_STREAM_S = 10  # Retry-After of a refused stream (the board page tries again after it)
+
+PUBLIC, POOL = "public", "pool"
+
+
+class Buckets:
+    """Token buckets keyed by client address: `burst` at once, then `rate` per second."""
+
+    def __init__(self, burst: int, rate: float):
+        self.burst, self.rate = float(burst), float(rate)
+        self.state: dict[str, tuple[float, float]] = {}  # address -> (tokens, stamp)
+        self.lock = threading.Lock()
+
+    def take(self, key: str) -> float:
+        """0.0 if a token was taken, else the seconds until one is back (nothing taken)."""
+        now = time.monotonic()
+        with self.lock:
+            tokens, stamp = self.state.get(key, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - stamp) * self.rate)
+            if tokens < 1.0:
+                self.state[key] = (tokens, now)
+                return (1.0 - tokens) / self.rate
+            if len(self.state) >= MAX_ADDRESSES and key not in self.state:
+                self.forget(now)
+            self.state[key] = (tokens - 1.0, now)
+            return 0.0
+
+    def forget(self, now: float) -> None:
+        """Drop the buckets that are full again (their addresses lose nothing)."""
+        self.state = {k: (t, s) for k, (t, s) in self.state.items()
+                      if min(self.burst, t + (now - s) * self.rate) < self.burst}
+
+
+class Streams:
+    """Open board streams per address and in all."""
+
+    def __init__(self, per_address: int = STREAMS_PER_ADDRESS, total: int = MAX_STREAMS):
+        self.per_address, self.total = per_address, total
+        self.open: dict[str, int] = {}
+        self.count = 0
+        self.lock = threading.Lock()
+
+    def enter(self, key: str) -> str | None:
+        """Count a new stream of `key`; or why not (nothing counted)."""
+        with self.lock:
+            if self.open.get(key, 0) >= self.per_address:
+                return (f"{self.per_address} board streams are open from your address already; close a board tab "
+                        f"(the board page tries again by itself in {RETRY_STREAM_S} s).")
+            if self.count >= self.total:
+                return (f"the event server has {self.total} board streams open, its limit; the board page tries "
+                        f"again by itself in {RETRY_STREAM_S} s.")
+            self.open[key] = self.open.get(key, 0) + 1
+            self.count += 1
+            return None
+
+    def leave(self, key: str) -> None:
+        with self.lock:
+            left = self.open.get(key, 0) - 1
+            if left > 0:
+                self.open[key] = left
+            else:
+                self.open.pop(key, None)
+            self.count = max(0, self.count - 1)
+
+
+def kind(path: str) -> str | None:
+    """Which per-address bucket a request path takes from: PUBLIC, POOL, or None (no per-address limit)."""
+    if path == "/board" or path.startswith("/board/"):
+        return PUBLIC
+    parts = path.split("/")
+    if len(parts) == 5 and parts[1] == "api" and parts[2] == "events":
+        if parts[4] in ("board", "stream"):
+            return PUBLIC
+        if parts[4] == "pool":
+            return POOL
+    return None
+
+
+def refusal(message: str, wait: float, close: bool = True) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """A 429: (status, ASGI headers, JSON body), the protocol's refusal shape with ``Retry-After``."""
+    body = json.dumps({"ok": False, "error": "ServiceError", "message": message}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+               (b"retry-after", str(max(1, math.ceil(wait))).encode())]
+    if close:  # a flood's connections are not kept alive
+        headers.append((b"connection", b"close"))
+    return 429, headers, body
+
+
+class PerAddress:
+    """ASGI middleware: the public routes and the pool take a token from their address's bucket before routing."""
+
+    def __init__(self, app, public: Buckets | None = None, pool: Buckets | None = None):
+        self.app = app
+        self.buckets = {PUBLIC: public or Buckets(PUBLIC_BURST, PUBLIC_RATE), POOL: pool or Buckets(POOL_BURST, POOL_RATE)}
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            which = kind(scope.get("path", ""))
+            if which is not None:
+                client = scope.get("client")
+                wait = self.buckets[which].take(client[0] if client else "")
+                if wait > 0:
+                    what = ("board requests" if which == PUBLIC else "pool downloads")
+                    status, headers, body = refusal(
+                        f"too many {what} from your address; wait {max(1, math.ceil(wait))} s and try again "
+                        "(course.event does by itself). Nothing was charged.", wait)
+                    await send({"type": "http.response.start", "status": status, "headers": headers})
+                    await send({"type": "http.response.body", "body": body})
+                    return
+        await self.app(scope, receive, send)
