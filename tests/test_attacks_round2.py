@@ -17,8 +17,9 @@ remove the mark then.
   by handing it in again later, and the next attempt (another guess) is ranked instead.
 - nbgrader's worker (root, outside every kernel limit) parses each kernel message whole before the
   output cap drops it: a 300 MB output from a kernel well inside its cap takes the worker to ~1 GB.
-- The live event's public board stream needs no token and has no per-address limit: a script
-  opening 200 streams a second stalls every participant's annotate for seconds.
+- (closed by 710637e, now a passing test) The live event's public board stream needed no token and
+  had no per-address limit: a script opening 200 streams a second stalled every participant's
+  annotate for seconds (p50 2 ms -> 2.6 s).
 - The event's rate limit counts requests, not their size: three names sending 1 MB annotate
   requests (120,000 repeated indices, free) within the limit stall everyone else's annotate.
 """
@@ -250,14 +251,6 @@ def _annotate_latencies(api: str, token: str, indices, seconds: float) -> list[f
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "owner E (autograder/event/app.py `stream`, `board`): the public routes have no per-address limit and every "
-    "open board stream polls every 0.2 s and rebuilds the board (a standings query) for itself on every change; a "
-    "script with no token opening 200 streams/s (500 kept open) took a participant's annotate from p50 2 ms to "
-    "p50 2.6 s (6 requests in 15 s instead of 137; a plain GET /board flood at 200/s: p50 4.5 s): nobody can "
-    "annotate or submit in the last minutes. Fix at the root: a per-address token bucket on /board, "
-    "/api/events/*/board, /stream and /pool (429 before any work), a cap on open streams per address and in "
-    "all, and one board JSON per (event, version) shared by every stream instead of one query per stream"))
 def test_a_board_stream_flood_does_not_stall_the_participants(tmp_path_factory):
     import socket
     import statistics
