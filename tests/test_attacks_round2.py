@@ -22,6 +22,8 @@ remove the mark then.
   annotate for seconds (p50 2 ms -> 2.6 s).
 - The event's rate limit counts requests, not their size: three names sending 1 MB annotate
   requests (120,000 repeated indices, free) within the limit stall everyone else's annotate.
+- The board streams' cap (100 per address, 400 in all) is first come, held for ever: four
+  addresses holding 100 each keep the projector's board refused for the whole event.
 """
 
 from __future__ import annotations
@@ -368,3 +370,43 @@ def test_big_annotate_requests_within_the_rate_limit_do_not_stall_the_others(tmp
     print(f"annotate p50 idle {statistics.median(idle):.3f} s, beside {len(sent)} big requests "
           f"({sent.count(429)} refused 429) {statistics.median(bullied):.3f} s")
     assert statistics.median(bullied) < 0.2, (statistics.median(idle), bullied)
+
+
+# --- the event server: a few addresses hold every board stream ------------------------------------------------------
+
+HOLDERS, HELD_EACH = 4, 100  # source addresses 127.0.0.2-5 (loopback answers all of 127/8), streams each
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "owner E (autograder/event/limits.py `Streams`, pages.py): open board streams are capped at 100 per address "
+    "and 400 in all, and a stream is held for as long as its client keeps the connection: four addresses (a "
+    "laptop and a phone on IPv6 have many) holding 100 each fill the cap for the whole event, and the projector's "
+    "board (and every participant's) gets 429 and retries every 10 s, frozen. Fix at the root: when the total is "
+    "full, end the oldest stream of the address holding the most (fair share) instead of refusing a new "
+    "address, and let the board page fall back to polling the board JSON (rate-limited per address) while its "
+    "stream is refused"))
+def test_a_few_addresses_cannot_hold_every_board_stream(tmp_path_factory):
+    import socket
+
+    db, events = es.template(tmp_path_factory.getbasetemp())
+    folder = tmp_path_factory.mktemp("round2-streams")
+    server = es.Server(es.copy_db(db, folder / "events.db")).start()
+    code = events["api"][0]
+    request = f"GET /api/events/{code}/stream HTTP/1.1\r\nHost: board\r\n\r\n".encode()
+    held = []
+    try:
+        for k in range(2, 2 + HOLDERS):
+            for _ in range(HELD_EACH):
+                conn = socket.create_connection(("127.0.0.1", server.port), timeout=10,
+                                                source_address=(f"127.0.0.{k}", 0))
+                conn.sendall(request)
+                held.append(conn)
+        time.sleep(1)
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as projector:
+            projector.sendall(request)
+            head = projector.recv(64)
+    finally:
+        for conn in held:
+            conn.close()
+        server.stop()
+    assert head.startswith(b"HTTP/1.1 200"), head
