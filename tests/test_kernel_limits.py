@@ -115,20 +115,21 @@ def _kernel_tasks(pid: int) -> int:
     return count
 
 
-VICTIM_TIMEOUT_S = 40  # alone, the honest toy's grading takes ~8 s; starved by 48 autogroups it took minutes
+VICTIM_TIMEOUT_S = 60  # the honest toy's kernel: ~10 s alone, < 40 s beside the hog at load 15; starved, minutes
 
 
 @graded_with_cgroups
 def test_a_cpu_hog_does_not_make_another_grading_time_out(tmp_path):
-    """Once the hog's 48 children spin (each its own session), an honest notebook graded by another
+    """Once the hog's 48 children spin (each its own session; the hog is the tiny assignment's answer cell, a
+    kernel that starts fast), an honest notebook graded by another
     `autograder grade` still passes well within its timeout: each kernel is one cpu cgroup, one share.
     The victim also looks for the cgroup file system (to leave its cgroups by): it is not there."""
     args = ["--memory", "3", "--max-processes", "96", "--tmp-mb", "64"]
-    hog_course = make_course(tmp_path / "hog", {"hog": solution(CPU_HOG)})
+    hog_course = make_course(tmp_path / "hog", {"hog": _answer(CPU_HOG)}, assignments={"tiny": _tiny()})
     victim_course = make_course(tmp_path / "victim", {"honest": solution(LOOK_FOR_CGROUPS)})
-    command = [sys.executable, "-m", "autograder.cli", "grade", A]
     hog_args = ["--memory", "3", "--max-processes", "256", "--tmp-mb", "64"]  # its kernel's threads + 48
-    hog = subprocess.Popen(command + ["--course", str(hog_course), *hog_args, "--timeout", "300"],
+    hog = subprocess.Popen([sys.executable, "-m", "autograder.cli", "grade", "tiny", "--course", str(hog_course),
+                            *hog_args, "--timeout", "300"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.time() + 120
