@@ -34,6 +34,8 @@ FOLDER = "leaderboard"
 CSV_COLUMNS = ["rank", "student", "accuracy", "annotations", "passed", "score", "max_score", "status",
                "evaluations", "submissions", "attempts", "review", "detail"]
 POINTS_COLUMNS = ["rank", "student", "passed", "score", "max_score", "status", "attempts", "detail"]  # no submit cell
+TEXT_COLUMNS = frozenset({"student", "passed", "status", "review", "detail"})  # always guarded (`_csv_safe`)
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet reads a cell starting so as a formula
 MAX_LABELLED_POINTS = 40  # name the points of the scatter up to this many submissions
 
 
@@ -109,9 +111,24 @@ def columns(ranked: list[tuple[int, store.Row]], per_track: PerTrack | None = No
     return CSV_COLUMNS[:at] + extra + CSV_COLUMNS[at:]
 
 
-def _csv_safe(value: str) -> str:
-    """A cell a spreadsheet shows as text (no formula injection)."""
-    return "'" + value if value[:1] in ("=", "+", "-", "@") and not value[1:2].isdigit() else value
+def _is_number(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _csv_safe(value: str, numeric: bool = False) -> str:
+    """A cell a spreadsheet shows as text, never runs as a formula (``=1+HYPERLINK(...)`` as a folder name).
+
+    Every cell that starts like a formula is prefixed with ``'``, whatever follows; only a cell of a
+    `numeric` column (one the grader formats from a number itself) that parses as a number is kept
+    as it is, so ``-0.5`` stays a number there and a text column never relies on what follows.
+    """
+    if numeric and _is_number(value):
+        return value
+    return "'" + value if value.startswith(FORMULA_STARTS) else value
 
 
 def to_csv(ranked: list[tuple[int, store.Row]], per_track: PerTrack | None = None) -> str:
@@ -122,7 +139,7 @@ def to_csv(ranked: list[tuple[int, store.Row]], per_track: PerTrack | None = Non
     writer.writeheader()
     for rank_, row in ranked:
         cells = _cells(rank_, row) | _track_cells(row, per_track, tracks)
-        writer.writerow({k: _csv_safe(v) for k, v in cells.items()})
+        writer.writerow({k: _csv_safe(v, numeric=k not in TEXT_COLUMNS) for k, v in cells.items()})
     return buffer.getvalue()
 
 

@@ -189,12 +189,6 @@ def _error_row(student: str) -> store_results.Row:
                              layout.student_id_problem(student), 0.0, "2026-11-27T08:00:00Z")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "owner G (autograder/leaderboard.py `_csv_safe`): a cell starting with '=', '+', '-' or '@' is prefixed with "
-    "' unless its second character is a digit (to keep -1 a number), so the student cell '=1+HYPERLINK(...)' of "
-    "an odd folder name's error row reaches the leaderboard CSV as a live formula. Fix at the root: guard every "
-    "text cell (student, status, review, detail) whatever follows, and leave only the numeric columns, which the "
-    "grader formats itself, unguarded (or guard a cell unless float(cell) parses), as the event CSV already does"))
 def test_a_student_folder_named_like_a_formula_is_text_in_the_leaderboard_csv(tmp_path):
     from autograder import leaderboard
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import sqlite3
+from dataclasses import replace
 
 import pytest
 
@@ -157,3 +158,14 @@ def test_every_attempt_keeps_its_ledger(tmp_path):
     kept = tmp_path / store.LEDGER_DIR / A / store.ATTEMPT_LEDGERS / "ana"
     assert {p.name: p.read_text() for p in kept.iterdir()} == {f"{GUESS}.jsonl": "first\n",
                                                                f"{OTHER_NAMING}.jsonl": "second\n"}
+
+
+@pytest.mark.parametrize("student", ['=1+HYPERLINK("evil.example","x")', "+1", "-2+3", "@SUM(A1)", "=A1"])
+def test_every_text_cell_of_the_leaderboard_csv_is_text_whatever_follows(tmp_path, student):
+    store.save(tmp_path, replace(row(student, -0.5, 3, review="=1+1"), detail="-1-1"))
+    cells = list(csv.DictReader(io.StringIO(leaderboard.build(tmp_path, A)["csv"].read_text())))[0]
+    for column in leaderboard.TEXT_COLUMNS:
+        assert not cells[column].startswith(leaderboard.FORMULA_STARTS), (column, cells[column])
+    assert cells["student"] == "'" + student and cells["review"] == "'=1+1" and cells["detail"].startswith("'-1-1")
+    assert (cells["accuracy"], cells["annotations"]) == ("-0.5", "3")  # numbers the grader formats stay numbers
+    assert leaderboard._csv_safe("=1+1", numeric=True) == "'=1+1"  # a numeric column that is not a number: guarded
