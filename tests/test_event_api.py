@@ -397,10 +397,15 @@ def test_per_address_limits_refuse_before_any_work_and_leave_room_for_a_class_be
     assert limits.kind("/api/events/ABC/pool") == limits.POOL
     assert limits.kind("/api/events/ABC/op") is None and limits.kind("/api/admin/ABC") is None
     streams = limits.Streams(per_address=2, total=3)
-    assert streams.enter("a") is None and streams.enter("a") is None and "close a board tab" in streams.enter("a")
-    assert streams.enter("b") is None and "its limit" in streams.enter("c")
-    streams.leave("a")
-    assert streams.enter("c") is None
+    a1, a2 = streams.enter("a")[0], streams.enter("a")[0]
+    assert a1 and a2 and "close a board tab" in streams.enter("a")[1]
+    b1 = streams.enter("b")[0]
+    c1 = streams.enter("c")[0]  # all 3 open: the oldest stream of the address holding most makes room
+    assert b1 and c1 and a1.evicted and not a2.evicted and streams.count == 3
+    assert "its limit" in streams.enter("d")[1]  # no address holds more than one beyond d's: refused
+    streams.leave(a1)  # the evicted stream ends: its slot is c's already
+    streams.leave(b1)
+    assert streams.count == 2 and streams.enter("d")[0]
 
     called, sent = [], []
 

@@ -549,7 +549,7 @@ class EventServer:
             return
         self.verify_checked[code] = now
         stamp = await run_in_threadpool(self.store.verify_stamp, code)
-        if self.verify_stamps.setdefault(code, stamp) != stamp:
+        if self.verify_stamps.get(code) != stamp:  # the first look too: a cached board may predate them
             self.verify_stamps[code] = stamp
             self.bump(code)
 
@@ -656,30 +656,33 @@ def create_app(store: Store, *, rate: float = RATE, burst: int = BURST) -> FastA
 
     @app.get("/api/events/{code}/board")
     async def board(code: str):
+        if code not in server.events:
+            await run_in_threadpool(server.event, code)  # an unknown code: a 404 before any other query
+        await server.check_verifications(code)  # at most one query per event every VERIFY_POLL_S
         return Response(await server.board_json(code), media_type="application/json")
 
     @app.get("/api/events/{code}/stream")
     async def stream(code: str, request: Request):
         client = request.client.host if request.client else ""
-        refused = server.streams.enter(client)  # counted before any work; left when the response ends
-        if refused is not None:
+        held, refused = server.streams.enter(client)  # counted before any work; left when the response ends
+        if held is None:
             raise Refused(429, refused, headers={"Retry-After": str(limits.RETRY_STREAM_S), "Connection": "close"})
         try:
             if code not in server.events:
                 await run_in_threadpool(server.event, code)
         except BaseException:
-            server.streams.leave(client)
+            server.streams.leave(held)
             raise
 
         feed = server.watch(code)
 
         def release() -> None:
             feed.watchers -= 1
-            server.streams.leave(client)
+            server.streams.leave(held)
 
         async def events():
             last, pinged = None, time.monotonic()
-            while not server.stopping and not await request.is_disconnected():
+            while not server.stopping and not held.evicted and not await request.is_disconnected():
                 if feed.text is not None and feed.version != last:
                     last = feed.version
                     yield f"data: {feed.text}\n\n"

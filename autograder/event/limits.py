@@ -60,36 +60,61 @@ class Buckets:
                       if min(self.burst, t + (now - s) * self.rate) < self.burst}
 
 
+class Held:
+    """One open board stream: its address, and whether a fair share took its slot (it then ends itself)."""
+
+    __slots__ = ("key", "evicted")
+
+    def __init__(self, key: str):
+        self.key, self.evicted = key, False
+
+
 class Streams:
-    """Open board streams per address and in all."""
+    """Open board streams per address and in all.
+
+    When all `total` are open, a new stream takes the slot of the oldest stream of the address holding the
+    most (fair share): a few addresses holding every stream cannot lock the projector's board out; it is
+    refused only when no address holds more than one beyond what the new one's would.
+    """
 
     def __init__(self, per_address: int = STREAMS_PER_ADDRESS, total: int = MAX_STREAMS):
         self.per_address, self.total = per_address, total
-        self.open: dict[str, int] = {}
+        self.open: dict[str, list[Held]] = {}
         self.count = 0
         self.lock = threading.Lock()
 
-    def enter(self, key: str) -> str | None:
-        """Count a new stream of `key`; or why not (nothing counted)."""
+    def enter(self, key: str) -> tuple[Held | None, str | None]:
+        """(the new stream of `key`, None); or (None, why not) with nothing counted."""
         with self.lock:
-            if self.open.get(key, 0) >= self.per_address:
-                return (f"{self.per_address} board streams are open from your address already; close a board tab "
-                        f"(the board page tries again by itself in {RETRY_STREAM_S} s).")
+            mine = self.open.get(key, [])
+            if len(mine) >= self.per_address:
+                return None, (f"{self.per_address} board streams are open from your address already; close a board "
+                              f"tab (the board page tries again by itself in {RETRY_STREAM_S} s).")
             if self.count >= self.total:
-                return (f"the event server has {self.total} board streams open, its limit; the board page tries "
-                        f"again by itself in {RETRY_STREAM_S} s.")
-            self.open[key] = self.open.get(key, 0) + 1
+                most = max(self.open, key=lambda k: len(self.open[k]), default=None)
+                if most is None or len(self.open[most]) <= len(mine) + 1:
+                    return None, (f"the event server has {self.total} board streams open, its limit; the board "
+                                  f"page tries again by itself in {RETRY_STREAM_S} s.")
+                oldest = self.open[most].pop(0)  # it sees `evicted` within SSE_WAKE_S and ends
+                oldest.evicted = True
+                self.count -= 1
+                if not self.open[most]:
+                    del self.open[most]
+            held = Held(key)
+            self.open.setdefault(key, []).append(held)
             self.count += 1
-            return None
+            return held, None
 
-    def leave(self, key: str) -> None:
+    def leave(self, held: Held) -> None:
         with self.lock:
-            left = self.open.get(key, 0) - 1
-            if left > 0:
-                self.open[key] = left
-            else:
-                self.open.pop(key, None)
-            self.count = max(0, self.count - 1)
+            if held.evicted:
+                return  # its slot was given away already
+            mine = self.open.get(held.key, [])
+            if held in mine:
+                mine.remove(held)
+                self.count -= 1
+            if not mine:
+                self.open.pop(held.key, None)
 
 
 def kind(path: str) -> str | None:

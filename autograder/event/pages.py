@@ -96,8 +96,12 @@ function follow() {
   source.onmessage = e => render(JSON.parse(e.data));
   source.onerror = () => {
     document.getElementById('count').textContent = 'reconnecting...';
-    // a refused stream (429: too many open boards) is not retried by the browser: try again in 10-15 s
-    if (source.readyState === EventSource.CLOSED) setTimeout(follow, 10000 + 5000 * Math.random());
+    // a refused stream (429: too many open boards) is not retried by the browser: read the board JSON
+    // meanwhile (limited per address too) and try the stream again in 10-15 s
+    if (source.readyState === EventSource.CLOSED) {
+      fetch(`/api/events/${CODE}/board`).then(r => r.ok ? r.json() : null).then(d => d && render(d)).catch(() => {});
+      setTimeout(follow, 10000 + 5000 * Math.random());
+    }
   };
 }
 follow();
