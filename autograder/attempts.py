@@ -17,7 +17,10 @@ Its accuracy was on the board; nothing learnt from it can change the rank, which
 still let a 0-annotation guesser try the other naming for free (0 + 0 annotations, then a pass).
 An attempt without a counted submission (no notebook, a crash before ``submit``, a points-only
 assignment) showed no held-out number, so it does not use up the counted one: while no attempt
-has one, the latest attempt is ranked.
+has one, the latest attempt is ranked. Once an attempt has counted it stays counted: a regrade of
+the same bytes that makes no counted submission (a notebook that submits only before some date,
+handed in again after it) keeps the counted rows and is noted for review beside them, and a
+regraded row carries ``counted_at`` (`autograder.store`), so no regrade can void the ranked attempt.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ KEY_CHARS = 32  # hex characters of a notebook key (128 bits of SHA-256)
 class _Graded(Protocol):  # a store.Row, without importing the store
     accuracy: float | None
     attempt: int
+    counted_at: str | None
 
 
 def key(files: Iterable[tuple[str, bytes]]) -> str:
@@ -51,8 +55,8 @@ def key(files: Iterable[tuple[str, bytes]]) -> str:
 
 
 def counted(rows: Sequence[_Graded]) -> bool:
-    """Whether an attempt made a counted submission on some track (the service scored it)."""
-    return any(row.accuracy is not None for row in rows)
+    """Whether an attempt ever made a counted submission on some track (the service scored it)."""
+    return any(row.accuracy is not None or row.counted_at for row in rows)
 
 
 def ranked(attempts: Mapping[int, Sequence[_Graded]]) -> int:

@@ -19,7 +19,10 @@ the attempt `attempts.RULE` ranks (the first with a counted submission), so a re
 a failed counted one shows on the row and cannot improve it. An attempt's rows are written in
 one transaction that first deletes that attempt's earlier rows, so a crash in the middle never
 leaves a half-written submission and a regrade of the same notebook replaces all of its rows
-(rows saved without a key replace the latest attempt's, as before attempts were kept). Several
+(rows saved without a key replace the latest attempt's, as before attempts were kept), except
+that an attempt that made a counted submission stays counted: a regrade of it that makes none
+keeps the counted rows and notes itself in their ``review``, a regraded row keeps ``counted_at``
+(its first counted grading), and a counted regrade whose accuracy changed is noted for review. Several
 processes may write and read at once (parallel grading, the leaderboard): SQLite runs in WAL mode
 (readers never wait for a writer) and each write transaction takes the write lock when it begins
 (``BEGIN IMMEDIATE``, waiting up to a busy timeout); PostgreSQL write transactions take a table
@@ -45,7 +48,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -90,6 +93,8 @@ RESULTS = sa.Table(
     sa.Column("notebook", sa.String(64), primary_key=True, server_default=attempts_.UNKNOWN),
     sa.Column("attempt", sa.Integer, nullable=False, server_default="1"),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="1"),
+    # when a regraded notebook first made a counted submission; no regrade clears it (`_insert`)
+    sa.Column("counted_at", sa.String(40)),
     sa.CheckConstraint(f"status IN ({', '.join(repr(s) for s in STATUSES)})", name="results_status"),
 )
 KEY = ["student", "assignment", "track", "notebook"]
@@ -148,6 +153,7 @@ class Row:
     notebook: str = attempts_.UNKNOWN  # the attempt's key (`attempts.key` of the submitted bytes)
     attempt: int = 1  # this attempt's number: 1 = the student's first graded notebook
     attempts: int = 1  # the student's graded attempts (changed notebooks) of the assignment
+    counted_at: str | None = None  # a regraded notebook's first counted grading (graded_at; None: not regraded)
 
 
 COLUMNS = [f.name for f in fields(Row)]
@@ -410,15 +416,62 @@ def _target(connection: sa.Connection, student: str, assignment: str, key: str |
     return key, key, max(numbers.values(), default=0) + 1
 
 
+REGRADE_UNCOUNTED = "a regrade made no counted submission"  # the review note of a kept counted grading
+REGRADE_CHANGED = "a regrade changed the counted accuracy"  # the review note of a counted regrade that differs
+
+
+def _first_counted(rows: list[dict]) -> str | None:
+    """When an attempt's stored rows first made a counted submission (None: never)."""
+    times = [r["counted_at"] or r["graded_at"] for r in rows if r["counted_at"] or r["accuracy"] is not None]
+    return min(times) if times else None
+
+
+def _noted(review: str, note: str, marker: str) -> str:
+    """`review` with `note` first, replacing an earlier note of the same `marker` (one line, clipped)."""
+    kept = [part for part in review.split("; ") if part and not part.startswith(marker)]
+    return clean.line("; ".join([note] + kept), 300)
+
+
+def _combined(rows: Iterable[dict]) -> dict | None:
+    return next((r for r in rows if r["level"] == "combined"), None)
+
+
 def _insert(connection: sa.Connection, groups: list[Group]) -> None:
-    """Write each group (the rows of one graded attempt), replacing that attempt's earlier rows."""
+    """Write each group (the rows of one graded attempt), replacing that attempt's earlier rows.
+
+    Once an attempt has made a counted submission it stays counted (`attempts.RULE`): a regrade of
+    it that makes none (a notebook that submits only before some date, a crash) keeps the counted
+    rows, notes the regrade in their ``review``, and never clears ``counted_at``; a counted regrade
+    replaces the rows, keeps ``counted_at``, and is noted for review when its accuracy changed.
+    """
     for group, key in groups:
         for student, assignment in dict.fromkeys((v["student"], v["assignment"]) for v in group):
             replaced, notebook, number = _target(connection, student, assignment, key)
             mine = RESULTS.c.student == student, RESULTS.c.assignment == assignment
-            connection.execute(RESULTS.delete().where(*mine, RESULTS.c.notebook == replaced))
+            earlier = [dict(r._mapping) for r in connection.execute(
+                sa.select(RESULTS).where(*mine, RESULTS.c.notebook == replaced))]
             rows = {v["track"]: v | {"notebook": notebook, "attempt": number} for v in group
                     if (v["student"], v["assignment"]) == (student, assignment)}  # the last row of a key wins
+            first = _first_counted(earlier)
+            new = _combined(rows.values()) or next(iter(rows.values()))
+            if first is not None and not any(v["accuracy"] is not None for v in rows.values()):
+                note = (f"{REGRADE_UNCOUNTED} at {new['graded_at']} (status {new['status']}), "
+                        f"so the counted grading of {first} is kept")  # no '; ' (`_noted` splits on it)
+                for old in earlier:
+                    connection.execute(RESULTS.update().where(*mine, RESULTS.c.notebook == replaced,
+                                                              RESULTS.c.track == old["track"])
+                                       .values(notebook=notebook, counted_at=first,
+                                               review=_noted(old["review"], note, REGRADE_UNCOUNTED)))
+                continue
+            before = _combined(earlier)
+            for v in rows.values():  # a first grading shows its count by its accuracy; a regrade records when
+                v["counted_at"] = first
+            if first is not None and before is not None and before["accuracy"] != new["accuracy"]:
+                note = (f"{REGRADE_CHANGED} from {before['accuracy']} ({before['graded_at']}) to "
+                        f"{new['accuracy']} ({new['graded_at']})")
+                for v in rows.values():
+                    v["review"] = _noted(v["review"], note, REGRADE_CHANGED)
+            connection.execute(RESULTS.delete().where(*mine, RESULTS.c.notebook == replaced))
             connection.execute(RESULTS.insert(), list(rows.values()))
             count = connection.execute(sa.select(sa.func.count(sa.distinct(RESULTS.c.notebook))).where(*mine)).scalar()
             connection.execute(RESULTS.update().where(*mine).values(attempts=count))

@@ -207,16 +207,6 @@ def _attempt_row(student: str, accuracy: float | None, annotations: int | None) 
                              "ok" if accuracy is not None else "failed", "d", 1.0, "2026-11-27T08:00:00Z")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "owner G (autograder/attempts.py RULE, autograder/store.py save): 'the first attempt with a counted "
-    "submission is ranked', but a regrade of the same notebook bytes replaces that attempt's rows, and an "
-    "attempt without a counted submission does not count: a first notebook that submits only when "
-    "time.time() < DEADLINE (a guess with 0 annotations whose accuracy the board shows) is voided by handing "
-    "the same bytes in again after DEADLINE, and the second naming (a pass with 0 annotations) becomes the "
-    "ranked attempt: the board is a scoring oracle across runs again. Fix at the root: once an attempt has made "
-    "a counted submission it stays counted (keep a counted_at per notebook key that a regrade never clears, "
-    "and rank the first attempt that EVER counted; a regrade that no longer submits is kept beside it and "
-    "marked for review)"))
 def test_a_regrade_cannot_void_the_first_counted_attempt(tmp_path):
     from autograder import attempts
 

@@ -169,3 +169,40 @@ def test_every_text_cell_of_the_leaderboard_csv_is_text_whatever_follows(tmp_pat
     assert cells["student"] == "'" + student and cells["review"] == "'=1+1" and cells["detail"].startswith("'-1-1")
     assert (cells["accuracy"], cells["annotations"]) == ("-0.5", "3")  # numbers the grader formats stay numbers
     assert leaderboard._csv_safe("=1+1", numeric=True) == "'=1+1"  # a numeric column that is not a number: guarded
+
+
+def test_a_counted_attempt_stays_counted_when_a_regrade_makes_no_submission(tmp_path):
+    store.save(tmp_path, row("ana", .47, 0, graded_at="t1"), attempt=GUESS)  # counted, failed, on the board
+    store.save(tmp_path, row("ana", .98, 0, graded_at="t2"), attempt=OTHER_NAMING)  # the other naming: not ranked
+    store.save(tmp_path, row("ana", None, None, graded_at="t3", status="failed"), attempt=GUESS)  # after a DEADLINE
+    ana = _one(tmp_path, "ana")
+    assert (ana.attempt, ana.accuracy, ana.passed, ana.graded_at, ana.counted_at) == (1, .47, False, "t1", "t1")
+    assert ana.review == f"{store.REGRADE_UNCOUNTED} at t3 (status failed), so the counted grading of t1 is kept"
+    store.save(tmp_path, row("ana", None, None, graded_at="t4", status="error"), attempt=GUESS)  # again: one note
+    assert _one(tmp_path, "ana").review == ana.review.replace("t3 (status failed", "t4 (status error")
+    assert [(r.attempt, r.counted_at) for r in store.load_attempts(tmp_path, A, "ana")] == [(1, "t1"), (2, None)]
+
+
+def test_a_counted_regrade_keeps_counted_at_and_a_changed_accuracy_is_flagged(tmp_path):
+    store.save(tmp_path, row("bo", .95, 60, graded_at="t1"), attempt=HONEST)
+    store.save(tmp_path, row("bo", .95, 60, graded_at="t2"), attempt=HONEST)  # unchanged: the same row
+    bo = _one(tmp_path, "bo")
+    assert (bo.accuracy, bo.graded_at, bo.counted_at, bo.review) == (.95, "t2", "t1", "")
+    store.save(tmp_path, row("bo", .97, 60, graded_at="t3"), attempt=HONEST)  # a grader fix (or a time bomb)
+    bo = _one(tmp_path, "bo")
+    assert (bo.accuracy, bo.counted_at) == (.97, "t1") and bo.review.startswith(store.REGRADE_CHANGED), bo.review
+    store.save(tmp_path, row("cy", None, None, status="failed"), attempt=GUESS)  # never counted: nothing kept
+    store.save(tmp_path, row("cy", .5, 0, graded_at="t5"), attempt=GUESS)
+    assert (_one(tmp_path, "cy").accuracy, _one(tmp_path, "cy").counted_at) == (.5, None)  # its first count
+
+
+def test_a_database_without_counted_at_gains_it_and_its_counted_rows_stay_counted(tmp_path):
+    store.save(tmp_path, row("ana", .47, 0, graded_at="t1"), attempt=GUESS)
+    with sqlite3.connect(tmp_path / store.DB_NAME) as connection:  # the table of the release before counted_at
+        connection.execute("ALTER TABLE results DROP COLUMN counted_at")
+    store._READY.clear()
+    store.save(tmp_path, row("ana", None, None, graded_at="t2", status="failed"), attempt=GUESS)
+    ana = _one(tmp_path, "ana")
+    assert (ana.accuracy, ana.counted_at, ana.graded_at) == (.47, "t1", "t1")
+    with sqlite3.connect(tmp_path / store.DB_NAME) as connection:
+        assert [r[1] for r in connection.execute("PRAGMA table_info(results)")] == store.COLUMNS
