@@ -54,7 +54,7 @@ from pathlib import Path
 import nbformat
 
 from course import config, data
-from autograder import clean, gradebook_merge, judge, layout, safefs, sandbox, secret, store, tasks
+from autograder import attempts, clean, gradebook_merge, judge, layout, safefs, sandbox, secret, store, tasks
 from autograder import tracks as tracks_
 from autograder.tasks import ENV_DROP, LEDGER_KEEP_BYTES, LOG_KEEP_BYTES, Timings, tool_env  # noqa: F401 (public names)
 
@@ -142,6 +142,7 @@ class Grader:
         self._cleaned_ids: dict[str, set[str]] | None = None
         self._gradebook_students: dict[str, dict] | None = None  # gradebook_merge.students
         self._executor: tasks.Executor | None = None
+        self._attempts: dict[str, str] = {}  # student -> the key of the notebook staged for grading (attempts.key)
         self.prepare_seconds: dict[str, float] = {}  # by track: grading data + baseline checkpoint
 
     def students(self) -> list[str]:
@@ -192,6 +193,7 @@ class Grader:
     def stage(self, student: str) -> tasks.Submission:
         """Read the student's notebook(s) and timestamp from ``submitted/`` (never through a link)."""
         submission = self._stage(student)
+        self._attempts[student] = attempts.key(submission.files)  # the bytes graded: a changed notebook is a new attempt
         if self._gradebook_students is None:  # read once per batch
             self._gradebook_students = gradebook_merge.students(self.course.db_url, self.course.course_id,
                                                                 self.assignment)
@@ -267,8 +269,9 @@ class Grader:
     def apply(self, result: tasks.TaskResult) -> Outcome:
         """Keep a graded submission: ledgers, ``autograded/``, nbgrader's gradebook, then its rows (one transaction)."""
         student = result.student
+        attempt = self._attempts.pop(student, None)
         for suffix, text in result.texts.items():
-            store.save_ledger(self.course_dir, self.assignment, student, text, suffix=suffix)
+            store.save_ledger(self.course_dir, self.assignment, student, text, suffix=suffix, attempt=attempt)
         first = True
         for name, raw in result.notebooks.items():
             relative = Path(self.course.autograded) / student / self.assignment / name
@@ -287,7 +290,7 @@ class Grader:
         outcome = Outcome(student, row, total, track_rows=track_rows, track_timings=dict(result.timings),
                           host=result.host, pid=result.pid, peak_rss_mb=result.peak_rss_mb)
         try:
-            store.save(self.course_dir, track_rows + [row], **self._store_kwargs)
+            store.save(self.course_dir, track_rows + [row], attempt=attempt, **self._store_kwargs)
         except Exception:  # locked for too long: kept as pending, written by a later save
             outcome.saved = False
         return outcome

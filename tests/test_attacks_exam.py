@@ -532,10 +532,6 @@ def test_a_kernel_that_fools_its_test_cells_does_not_earn_their_points(graded):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "waits for autograder/runner.py (owner P): Grader.stage must note attempts.key(submission.files) and "
-    "Grader.apply pass it as attempt= to store.save and store.save_ledger; until then every regrade "
-    "replaces the latest attempt, as before attempts were kept. Remove this marker with that change."))
 def test_a_resubmission_after_a_failed_counted_submission_is_on_the_row(graded):
     """One counted submission holds per graded run; across runs the store keeps every graded attempt
     (`autograder.attempts`). The forger above (47% with 0 annotations, its accuracy on the board) hands
