@@ -66,6 +66,8 @@ PENDING = Path(".autograder") / "pending-rows.jsonl"
 STATUSES = ("ok", "failed", "timeout", "error")
 KINDS = ("competition", "points")  # points: an assignment without a submit cell
 LEVELS = ("combined", "track")  # the row a submission is ranked by; one track's row (hidden tracks)
+MAX_RUN_COPIES = 20  # kept ledgers of one attempt (its first run, then regrades that differ: `save_ledger`)
+LEDGER_READ_LIMIT = 256 * 2**20  # bytes of a kept ledger read to compare it with a regrade's
 WAIT_S = float(os.environ.get("AUTOGRADER_DB_WAIT_S", "600"))  # total wait for a locked store per save
 
 METADATA = sa.MetaData()
@@ -643,11 +645,27 @@ def save_ledger(course_dir: Path, assignment: str, student: str, text: str, suff
     """Keep a run's ledger (or, with `suffix`, a log) in the course folder, atomically, never through a link.
 
     With `attempt` (the notebook's key, as given to `save`) a copy is also kept per attempt, in
-    ``ledgers/<assignment>/attempts/<student>/<key><suffix>``, which a later attempt never overwrites.
+    ``ledgers/<assignment>/attempts/<student>/<key><suffix>``, which no later run overwrites: a
+    regrade of the same notebook whose ledger differs is kept beside it as ``<key>.run<n><suffix>``
+    (n = 2, 3, ... up to `MAX_RUN_COPIES`, the last then holding the latest), so the run whose
+    submission counted stays on file whatever a regrade does.
     """
     data = text.encode("utf-8", errors="replace")
     folder = Path(LEDGER_DIR) / assignment
     key = _checked_key(attempt)
     if key is not None:
-        safefs.write_bytes(Path(course_dir), folder / ATTEMPT_LEDGERS / student / f"{key}{suffix}", data)
+        kept = Path(course_dir) / folder / ATTEMPT_LEDGERS / student
+        name = f"{key}{suffix}"
+        if os.path.lexists(kept / name) and _read_or_none(kept / name) != data:
+            names = [f"{key}.run{n}{suffix}" for n in range(2, MAX_RUN_COPIES + 1)]
+            name = next((n for n in names if not os.path.lexists(kept / n)), names[-1])
+        if _read_or_none(kept / name) != data:
+            safefs.write_bytes(Path(course_dir), folder / ATTEMPT_LEDGERS / student / name, data)
     return safefs.write_bytes(Path(course_dir), folder / f"{student}{suffix}", data)
+
+
+def _read_or_none(path: Path) -> bytes | None:
+    try:
+        return safefs.read_bytes(path, limit=LEDGER_READ_LIMIT)
+    except (OSError, safefs.UnsafePath):
+        return None

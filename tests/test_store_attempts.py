@@ -206,3 +206,13 @@ def test_a_database_without_counted_at_gains_it_and_its_counted_rows_stay_counte
     assert (ana.accuracy, ana.counted_at, ana.graded_at) == (.47, "t1", "t1")
     with sqlite3.connect(tmp_path / store.DB_NAME) as connection:
         assert [r[1] for r in connection.execute("PRAGMA table_info(results)")] == store.COLUMNS
+
+
+def test_a_regrade_never_overwrites_an_attempts_kept_ledger(tmp_path):
+    kept = tmp_path / store.LEDGER_DIR / A / store.ATTEMPT_LEDGERS / "ana"
+    store.save_ledger(tmp_path, A, "ana", "counted run\n", attempt=GUESS)
+    store.save_ledger(tmp_path, A, "ana", "counted run\n", attempt=GUESS)  # the same ledger: nothing new
+    store.save_ledger(tmp_path, A, "ana", "no submission\n", attempt=GUESS)  # after a DEADLINE
+    assert {p.name: p.read_text() for p in kept.iterdir()} == {f"{GUESS}.jsonl": "counted run\n",
+                                                               f"{GUESS}.run2.jsonl": "no submission\n"}
+    assert store.ledger_path(tmp_path, A, "ana").read_text() == "no submission\n"
