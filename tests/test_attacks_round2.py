@@ -365,14 +365,6 @@ def test_big_annotate_requests_within_the_rate_limit_do_not_stall_the_others(tmp
 HOLDERS, HELD_EACH = 4, 100  # source addresses 127.0.0.2-5 (loopback answers all of 127/8), streams each
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "owner E (autograder/event/limits.py `Streams`, pages.py): open board streams are capped at 100 per address "
-    "and 400 in all, and a stream is held for as long as its client keeps the connection: four addresses (a "
-    "laptop and a phone on IPv6 have many) holding 100 each fill the cap for the whole event, and the projector's "
-    "board (and every participant's) gets 429 and retries every 10 s, frozen. Fix at the root: when the total is "
-    "full, end the oldest stream of the address holding the most (fair share) instead of refusing a new "
-    "address, and let the board page fall back to polling the board JSON (rate-limited per address) while its "
-    "stream is refused"))
 def test_a_few_addresses_cannot_hold_every_board_stream(tmp_path_factory):
     import socket
 
