@@ -9,12 +9,13 @@ remove the mark then.
   notebook by the free-text name they joined with: one who joined as ``ADA LOVELACE`` (Ada
   Lovelace's safe form) or as ``../collected/ada-lovelace`` (a path) was re-run with *Ada's*
   collected notebook and marked verified, without any notebook of their own.
-- A student folder name that starts with ``=`` and a digit (``=1+HYPERLINK(...)``) gets an
-  error row whose student cell reaches the leaderboard CSV unescaped: the formula guard keeps
-  cells like ``-1`` as numbers, so ``=1+...`` passes as a formula.
-- Graded attempts: the first attempt with a counted submission is ranked, but a regrade of the
-  same bytes replaces its rows; a first notebook that submits only before a deadline is voided
-  by handing it in again later, and the next attempt (another guess) is ranked instead.
+- (closed by a4f5005, now a passing test) A student folder name that starts with ``=`` and a
+  digit (``=1+HYPERLINK(...)``) got an error row whose student cell reached the leaderboard CSV
+  unescaped: the formula guard kept cells like ``-1`` as numbers, so ``=1+...`` passed as a formula.
+- (closed by 9c11887, now a passing test) Graded attempts: the first attempt with a counted
+  submission is ranked, but a regrade of the same bytes replaced its rows; a first notebook that
+  submits only before a deadline was voided by handing it in again later, and the next attempt
+  (another guess) was ranked instead.
 - nbgrader's worker (root, outside every kernel limit) parses each kernel message whole before the
   output cap drops it: a 300 MB output from a kernel well inside its cap takes the worker to ~1 GB.
 - (closed by 710637e, now a passing test) The live event's public board stream needed no token and
@@ -22,8 +23,9 @@ remove the mark then.
   annotate for seconds (p50 2 ms -> 2.6 s).
 - The event's rate limit counts requests, not their size: three names sending 1 MB annotate
   requests (120,000 repeated indices, free) within the limit stall everyone else's annotate.
-- The board streams' cap (100 per address, 400 in all) is first come, held for ever: four
-  addresses holding 100 each keep the projector's board refused for the whole event.
+- (closed by eb1e60d, now a passing test) The board streams' cap (100 per address, 400 in all)
+  was first come, held for ever: four addresses holding 100 each kept the projector's board
+  refused for the whole event.
 
 Cost (2 cores at load 16-19): 223 s for the module; the verify batch 156 s of it (the session's
 event template, shared with the other event tests, and one toy grading inside `autograder verify`),
