@@ -423,3 +423,18 @@ def test_per_address_limits_refuse_before_any_work_and_leave_room_for_a_class_be
     assert sent[0]["status"] == 429 and (b"retry-after", b"2") in sent[0]["headers"]
     reply = json.loads(sent[1]["body"])
     assert reply["ok"] is False and "too many board requests from your address" in reply["message"]
+
+
+def test_a_big_annotate_request_costs_its_size_and_a_huge_one_is_refused(event):
+    """One more bucket token per 1,000 indices (a 1 MB request of 120,000 repeated indices held the server for
+    ~0.5 s at the cost of one request); more than MAX_INDICES is refused, and the debt makes the next wait."""
+    from autograder.event import app
+
+    token = join(event, "big requests")["token"]
+    c = [int(i) for i in np.flatnonzero(np.isin(event["truth"]["pool_digits"], event["truth"]["track"]))[:10]]
+    status, reply = op(event, token, op="annotate", indices=c * 5000)  # 50,000: 49 tokens more than one request
+    assert status == 400 and f"at most {app.MAX_INDICES} indices" in reply["message"] and "split" in reply["message"]
+    status, reply = op(event, token, op="annotate", indices=c)
+    assert status == 429 and "wait" in reply["message"], reply  # the burst went to the big request's size
+    status, view = es.call(f"{event['url']}/api/admin/{event['code']}", token=event["admin"])
+    assert {p["name"]: p for p in view["participants"]}["big requests"]["annotations"] == 0  # nothing charged

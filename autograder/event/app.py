@@ -76,6 +76,9 @@ MAX_REQUESTS = 20_000  # per participant and event: bounds a ledger (at 20 reque
 RATE = 20.0  # requests per second per participant (sustained)
 JOIN_BURST, JOIN_RATE = limits.JOIN_BURST, limits.JOIN_RATE  # every per-address limit is in `limits`
 BURST = 40  # requests a participant may make at once
+INDICES_PER_TOKEN = 1000  # an annotate request takes one more token of its sender's bucket per 1,000 indices
+# beyond the first (its cost grows with them; the bucket may go below zero: the next requests wait)
+MAX_INDICES = 20_000  # indices in one annotate request (any track's C has under 13,000): a larger one is refused
 SSE_POLL_S = 0.2  # how often an event's board feed looks for a new version (one ticker per event, not per stream)
 SSE_WAKE_S = 1.0  # an idle stream wakes this often to notice a disconnect or the server stopping
 SSE_PING_S = 15.0
@@ -406,11 +409,24 @@ class EventServer:
                             "rejoined": rejoined, "track": list(event.track), "assignment": event.assignment,
                             "pool_bytes": len(self.pool_file(code))})
 
-    def op(self, participant: Participant, body: Any) -> tuple[int, dict]:
+    def admit_request(self, participant: Participant) -> None:
+        """The participant's rate limit, before the body is parsed: a flood of big bodies is refused unparsed."""
+        with self.lock:
+            self.admit(self.session(participant))
+
+    def op(self, participant: Participant, body: Any, admitted: bool = False) -> tuple[int, dict]:
         event = self.event(participant.event)
         with self.lock:
             session = self.session(participant)
-            self.admit(session)
+            if not admitted:
+                self.admit(session)
+            indices = body.get("indices") if isinstance(body, dict) else None
+            n = len(indices) if isinstance(indices, list) else 0
+            session.tokens -= max(0, n - 1) // INDICES_PER_TOKEN  # a big request costs its size
+            if n > MAX_INDICES:
+                raise Refused(400, f"one annotate request may carry at most {MAX_INDICES} indices and this one has "
+                                   f"{n}; split it into several calls (or ask for each index once). Nothing was "
+                                   "charged.")
             if event.closed_at is not None:
                 raise Refused(403, f"event {event.code} is closed: no more annotations or submissions. "
                                    "Nothing was charged.")
@@ -608,7 +624,9 @@ def create_app(store: Store, *, rate: float = RATE, burst: int = BURST) -> FastA
         return bytes(body)
 
     async def read_json(request: Request) -> Any:
-        body = await read_body(request, MAX_BODY, "request")
+        return parse_json(await read_body(request, MAX_BODY, "request"))
+
+    def parse_json(body: bytes) -> Any:
         try:
             return json.loads(body)
         except (ValueError, RecursionError):  # RecursionError: valid JSON nested deeper than json reads
@@ -636,11 +654,14 @@ def create_app(store: Store, *, rate: float = RATE, burst: int = BURST) -> FastA
     async def op(request: Request):
         start = time.perf_counter()
         code = request.path_params["code"]
-        body = await read_json(request)
+        raw = await read_body(request, MAX_BODY, "request")  # read to its end (a refusal is then no broken pipe)
+        participant = server.participant(code, request)
+        server.admit_request(participant)  # before parsing: a refused request costs no JSON parse
+        body = parse_json(raw)
 
         # answered on the event loop: the work is one short critical section (rules + one SQLite commit,
         # a fraction of a millisecond), cheaper than a hop to a worker thread that would wait for the same lock
-        status, reply = server.op(server.participant(code, request), body)
+        status, reply = server.op(participant, body, admitted=True)
         took = 1000 * (time.perf_counter() - start)
         return JSONResponse(reply, status, headers={"Server-Timing": f"app;dur={took:.2f}"})
 
