@@ -314,13 +314,6 @@ BULLIES, BULLY_THREADS, BULLY_S, BIG_INDICES = 3, 2, 8, 120_000  # names (an ope
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "owner E (autograder/event/app.py `op`, course/protocol.py limits): the rate limit counts requests, not "
-    "their size, and a request of up to 1 MB (120,000 repeated indices: free, every one answered) is validated, "
-    "answered and logged on the event loop under the server's lock (~0.5 s each): three names of an open event "
-    "sending 54 such requests in 11 s, no 429, took another participant's annotate from p50 8 ms to 859 ms. Fix at "
-    "the root: cap the indices of one annotate (e.g. 5,000, the refusal says to split) or take bucket tokens by "
-    "size (one per 1,000 indices), answer each distinct index once, and build the reply outside the lock"))
 def test_big_annotate_requests_within_the_rate_limit_do_not_stall_the_others(tmp_path_factory):
     import json
     import statistics
