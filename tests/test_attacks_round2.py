@@ -21,15 +21,17 @@ remove the mark then.
 - (closed by 710637e, now a passing test) The live event's public board stream needed no token and
   had no per-address limit: a script opening 200 streams a second stalled every participant's
   annotate for seconds (p50 2 ms -> 2.6 s).
-- The event's rate limit counts requests, not their size: three names sending 1 MB annotate
-  requests (120,000 repeated indices, free) within the limit stall everyone else's annotate.
+- (closed by b6d0af3, now a passing test) The event's rate limit counted requests, not their size:
+  three names sending 1 MB annotate requests (120,000 repeated indices, free) within the limit
+  stalled everyone else's annotate (p50 8 ms -> 0.86-1.5 s).
 - (closed by eb1e60d, now a passing test) The board streams' cap (100 per address, 400 in all)
   was first come, held for ever: four addresses holding 100 each kept the projector's board
   refused for the whole event.
 
-Cost (2 cores at load 16-19): 223 s for the module; the verify batch 156 s of it (the session's
-event template, shared with the other event tests, and one toy grading inside `autograder verify`),
-the two event-load tests 17 s and 16 s, the stream-cap test 6 s, the rest under 4 s.
+Cost (2 cores at load 6-19): 197-223 s for the module; the verify batch 135-156 s of it (the
+session's event template, shared with the other event tests, and one toy grading inside
+`autograder verify`), the two event-load tests 17-18 s each, the stream-cap test 6-8 s, the rest
+under 4 s.
 """
 
 from __future__ import annotations
