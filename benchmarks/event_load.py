@@ -105,8 +105,10 @@ def _worker(ids: list[int], cfg: dict, down, results) -> None:
                     return response, elapsed, float(timing.split("dur=")[1]) / 1000 if "dur=" in timing else None
                 raise RuntimeError("the server did not come back")
 
-            reply, _, _ = request(f"/api/events/{cfg['code']}/join", {"name": me["name"]})
-            me["token"] = reply.json()["result"]["token"]
+            me["token"] = cfg["tokens"].get(k)  # joined already when the room downloaded the pool
+            if me["token"] is None:
+                reply, _, _ = request(f"/api/events/{cfg['code']}/join", {"name": me["name"]})
+                me["token"] = reply.json()["result"]["token"]
             headers = {"Authorization": f"Bearer {me['token']}"}
             for b in range(MAX_REQUESTS):
                 if time.time() >= cfg["end"]:
@@ -141,10 +143,12 @@ def _worker(ids: list[int], cfg: dict, down, results) -> None:
 
 
 def downloads(url: str, code: str, n: int) -> dict:
-    """`n` participants join and download the event's pool at once: seconds per participant."""
+    """`n` participants join and download the event's pool at once: seconds per participant, and
+    their tokens (the load's participants are these people: a room joins once, then works)."""
     import httpx
 
     times: list[float] = []
+    tokens: dict[int, str] = {}
     failures: list[str] = []
     sizes: list[int] = []
     lock = threading.Lock()
@@ -153,7 +157,8 @@ def downloads(url: str, code: str, n: int) -> dict:
     def one(k: int) -> None:
         try:
             with httpx.Client(base_url=url, timeout=120) as client:
-                token = client.post(f"/api/events/{code}/join", json={"name": f"dl{k:03d}"}).json()["result"]["token"]
+                token = client.post(f"/api/events/{code}/join", json={"name": f"p{k:03d}"}).json()["result"]["token"]
+                tokens[k] = token
                 start.wait(60)
                 t0 = time.perf_counter()
                 r = client.get(f"/api/events/{code}/pool", headers={"Authorization": f"Bearer {token}"})
@@ -174,7 +179,7 @@ def downloads(url: str, code: str, n: int) -> dict:
     wall = time.perf_counter() - t0
     return {"participants": n, "mb_each": round(max(sizes, default=0) / 1e6, 2),
             "p50_s": round(percentile(times, 50), 2), "max_s": round(max(times, default=float("nan")), 2),
-            "all_done_s": round(wall, 2), "failures": failures}
+            "all_done_s": round(wall, 2), "failures": failures, "tokens": tokens}
 
 
 def op_cost(db: Path, code: str, requests: int = 2000) -> dict:
@@ -251,7 +256,8 @@ def main(argv: list[str] | None = None) -> dict:
         crowd = None if args.no_downloads else downloads(url, code, args.participants)
 
         cfg = {"url": url, "code": code, "seconds": args.seconds, "think": args.think, "n": args.participants,
-               "c_all": c_all, "private": truth["private_digits"].tolist()}
+               "c_all": c_all, "private": truth["private_digits"].tolist(),
+               "tokens": crowd.pop("tokens") if crowd else {}}
         context = multiprocessing.get_context("fork")
         down, results = context.Event(), context.Queue()
         start = time.monotonic()
