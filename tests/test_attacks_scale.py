@@ -25,8 +25,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder import sandbox, store
+from autograder import sandbox
 from helpers.courses import HONEST, add_submission, make_course, run_cli, solution
+from helpers.probes import descendants, found, kernel_user_pids, probe, rows_of
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed"),
@@ -38,48 +39,6 @@ LIMITS = ["--memory", "3", "--tmp-mb", "64", "--max-processes", "96", "--max-fil
 SYS_ADD_KEY, SYS_KEYCTL = 248, 250  # x86_64
 KEYCTL_UNLINK, KEYCTL_SEARCH, KEYCTL_READ, KEYCTL_SET_TIMEOUT = 9, 10, 11, 15
 KEY_SPEC_USER_KEYRING = -4
-
-
-def _probe(expr: str) -> str:
-    return f"import json as _json\nprint('FOUND=' + _json.dumps({expr}))\n"
-
-
-def found(course_dir: Path, student: str):
-    nb = nbformat.read(course_dir / "autograded" / student / A / f"{A}.ipynb", as_version=4)
-    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
-    return json.loads(text.split("FOUND=", 1)[1].splitlines()[0])
-
-
-def rows_of(course_dir: Path) -> dict:
-    return {r.student: r for r in store.load(course_dir, A)}
-
-
-def _uid_tasks(pids) -> list[int]:
-    """Those of `pids` that run as a kernel user (64100 + the executor's slot)."""
-    out = []
-    for pid in pids:
-        try:
-            if sandbox.KERNEL_UID <= os.stat(f"/proc/{pid}").st_uid < sandbox.KERNEL_UID + 1000:
-                out.append(pid)
-        except OSError:
-            continue
-    return out
-
-
-def _descendants(pid: int) -> list[int]:
-    parents: dict[int, list[int]] = {}
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        parents.setdefault(ppid, []).append(int(entry))
-    found_, todo = [], [pid]
-    while todo:
-        kids = parents.get(todo.pop(), [])
-        found_ += kids
-        todo += kids
-    return found_
 
 
 # --- the notebooks -------------------------------------------------------------------------------
@@ -116,7 +75,7 @@ def puppet_code(key: str, mark: str) -> str:
             "    if os.fork() == 0:\n"
             f"        os.execv('/bin/sleep', ['sleep', {mark!r}])\n"
             "    os._exit(0)\n"
-            + _probe("{'key': kid, 'shm': shm, 'uid': os.getuid()}"))
+            + probe("{'key': kid, 'shm': shm, 'uid': os.getuid()}"))
 
 
 def cheat_code(key: str) -> str:
@@ -136,7 +95,7 @@ def cheat_code(key: str) -> str:
             "import os\n"
             "left = {'sysv_shm': _libc.shmget(_ct.c_int(0xA6A6), _L(0), _ct.c_int(0)) >= 0,\n"
             "        'dev_shm': os.path.exists('/dev/shm/ag-stash'), 'tmp': os.path.exists('/tmp/ag-stash')}\n"
-            + _probe("{'stolen': stolen is not None, 'left': left}"))
+            + probe("{'stolen': stolen is not None, 'left': left}"))
 
 
 # --- one batch: what one kernel leaves behind, what reaches the next one ---------------------------
@@ -248,7 +207,7 @@ def _hog_then_victim(tmp_path: Path, hog_code: str, hog_processes: int, victim_a
     try:
         deadline, held = time.time() + 240, []
         while time.time() < deadline and hog.poll() is None:
-            held = _uid_tasks(_descendants(hog.pid))
+            held = kernel_user_pids(descendants(hog.pid))
             if len(held) >= hog_processes:
                 break
             time.sleep(1)
@@ -321,7 +280,7 @@ HOLD_PROCESSES = (  # also holds an exclusive flock on every file it can read of
     "    kids.append(pid)\n"
     "time.sleep(45)\n"
     "for pid in kids:\n    os.kill(pid, 9)\n    os.waitpid(pid, 0)\n"
-    + _probe("{'held': len(kids), 'locked': locked}"))
+    + probe("{'held': len(kids), 'locked': locked}"))
 
 THREADED_VICTIM = (  # an honest notebook that starts a few threads and processes after a while
     "import os, threading, time\n"
@@ -359,7 +318,7 @@ def hunter_code(ports: list[int]) -> str:
         "    try:\n        s.connect(('127.0.0.1', port))\n        reached[port] = 'connected'\n"
         "    except OSError as exc:\n        reached[port] = type(exc).__name__\n"
         "    s.close()\n"
-        + _probe("{'hits': hits, 'reached': reached, 'given': given}") + "\n" + HONEST)
+        + probe("{'hits': hits, 'reached': reached, 'given': given}") + "\n" + HONEST)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -27,6 +26,7 @@ import pytest
 
 from autograder import launch, sandbox, store
 from helpers.courses import HONEST, make_course, run_cli, solution
+from helpers.probes import found, probe, rows_of
 
 A = "toy"
 CGROUP_V1 = sandbox.cgroup_v1()
@@ -45,20 +45,6 @@ def graded_with_cgroups(test):
 HOG_CHILDREN = 48
 
 
-def _probe(expr: str) -> str:
-    return f"import json as _json\nprint('FOUND=' + _json.dumps({expr}))\n"
-
-
-def found(course_dir: Path, student: str):
-    nb = nbformat.read(course_dir / "autograded" / student / A / f"{A}.ipynb", as_version=4)
-    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
-    return json.loads(text.split("FOUND=", 1)[1].splitlines()[0])
-
-
-def rows_of(course_dir: Path) -> dict:
-    return {r.student: r for r in store.load(course_dir, A)}
-
-
 MEMORY_HOG = (
     "import os, time\n"
     "r, w = os.pipe()\nkids = []\n"
@@ -75,11 +61,11 @@ MEMORY_HOG = (
     "rf = os.fdopen(r)\nheld = [int(rf.readline()) for _ in kids]\n"
     "own = next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmRSS')) // 1024\n"
     "for pid in kids:\n    os.kill(pid, 9)\n    os.waitpid(pid, 0)\n"
-    + _probe("{'children_mb': held, 'own_mb': own, 'total_mb': own + sum(max(h, 0) for h in held)}"))
+    + probe("{'children_mb': held, 'own_mb': own, 'total_mb': own + sum(max(h, 0) for h in held)}"))
 
 # an honest notebook that also looks for a way out of its cgroups: no cgroup file system inside
 LOOK_FOR_CGROUPS = (HONEST + "import os\n"
-                    + _probe("{'cgroupfs': os.path.exists('/sys/fs/cgroup'), 'uid': os.getuid()}"))
+                    + probe("{'cgroupfs': os.path.exists('/sys/fs/cgroup'), 'uid': os.getuid()}"))
 
 CPU_HOG = (
     "import os, time\ngo, end = time.time() + 3, time.time() + 300  # spins until the grader is killed\nkids = []\n"
