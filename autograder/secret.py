@@ -46,9 +46,12 @@ def read_or_create(private_dir: Path, assignment: str) -> str:
     return value
 
 
-def rotate(private_dir: Path, assignment: str) -> Path:
+def rotate(private_dir: Path, assignment: str, value: str | None = None) -> Path:
+    """A new random secret for `assignment` (or `value`: a fixed shuffle, e.g. for a test course)."""
+    if value is not None and len(value) < 32:
+        raise ValueError("a secret needs at least 32 characters (e.g. secrets.token_hex(32))")
     path = _path(private_dir, assignment)
-    _write(path, _secrets.token_hex(32))
+    _write(path, _secrets.token_hex(32) if value is None else value)
     return path
 
 

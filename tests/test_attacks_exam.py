@@ -799,9 +799,13 @@ def test_the_event_server_refuses_deep_json_like_any_bad_body(event_server):
     """Valid JSON nested deeper than Python's json reads (a 200 kB body of '[') raised RecursionError,
     answered with a plain-text 500; it is a bad body like any other: the protocol's 400 refusal."""
     es, server, code, truth = event_server
-    for route in ("op", "join"):
-        status, reply = es.call(f"{server.url}/api/events/{code}/{route}", raw=NESTED)
+    api = f"{server.url}/api/events/{code}"
+    token = es.call(f"{api}/join", {"name": "deep nesting"})[1]["result"]["token"]  # op reads a body only with a token
+    for route, key in (("op", token), ("join", None)):
+        status, reply = es.call(f"{api}/{route}", raw=NESTED, token=key)
         assert status == 400 and isinstance(reply, dict) and reply["ok"] is False, (route, status, reply)
+    status, reply = es.call(f"{api}/op", raw=NESTED)  # without a token: refused before the body is parsed
+    assert status == 401 and reply["ok"] is False, (status, reply)
 
 
 @pytest.mark.slow
