@@ -32,6 +32,7 @@ import pytest
 from autograder import clean, judge, leaderboard, sandbox, store, tasks
 from course import data
 from helpers.courses import HONEST, add_submission, fills_folder, make_course, points_only, run_cli, solution
+from helpers.probes import kernel_user_pids
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")]
@@ -380,18 +381,6 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-def _kernel_uid_tasks(pids) -> list[int]:
-    """Those of `pids` that run as a kernel user (64100 + a slot: another batch may hold 64100)."""
-    out = []
-    for pid in pids:
-        try:
-            if sandbox.KERNEL_UID <= os.stat(f"/proc/{pid}").st_uid < sandbox.KERNEL_UID + tasks.UID_SLOTS:
-                out.append(pid)
-        except OSError:
-            continue
-    return out
-
-
 def _alive(pids) -> list[int]:
     alive = []
     for pid in pids:
@@ -413,7 +402,7 @@ def test_kill_9_leaves_nothing_and_a_second_run_is_told_then_works(tmp_path):
     tree = []
     while time.time() < deadline:
         tree = _descendants(grader.pid)
-        if _kernel_uid_tasks(tree):  # its kernel runs (as 64100 + the slot this grader claimed)
+        if kernel_user_pids(tree):  # its kernel runs (as 64100 + the slot this grader claimed)
             break
         time.sleep(1)
     else:

@@ -26,7 +26,7 @@ import pytest
 
 from autograder import launch, sandbox, store
 from helpers.courses import HONEST, make_course, run_cli, solution
-from helpers.probes import found, probe, rows_of
+from helpers.probes import descendants, found, kernel_user_pids, probe, rows_of
 
 A = "toy"
 CGROUP_V1 = sandbox.cgroup_v1()
@@ -83,22 +83,7 @@ CPU_HOG = (
 
 def _kernel_tasks(pid: int) -> int:
     """How many descendants of `pid` run as a kernel user (64100 + a slot)."""
-    parents: dict[int, list[int]] = {}
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        parents.setdefault(ppid, []).append(int(entry))
-    count, todo = 0, [pid]
-    while todo:
-        for kid in parents.get(todo.pop(), []):
-            todo.append(kid)
-            try:
-                count += sandbox.KERNEL_UID <= os.stat(f"/proc/{kid}").st_uid < sandbox.KERNEL_UID + 1000
-            except OSError:
-                pass
-    return count
+    return len(kernel_user_pids(descendants(pid)))
 
 
 VICTIM_TIMEOUT_S = 60  # the honest toy's kernel: ~10 s alone, < 40 s beside the hog at load 15; starved, minutes
