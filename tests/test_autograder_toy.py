@@ -13,15 +13,13 @@ import csv
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import nbformat
 import numpy as np
 import pytest
 
-from autograder import layout, leaderboard, sandbox, secret, store, tasks
+from autograder import leaderboard, sandbox, store, tasks
 from course import config, data
 from helpers.courses import add_submission, make_course, run_cli, solution
 
@@ -37,7 +35,6 @@ HONEST = ("indices = ds.c_indices[:60]\ndigits = oracle.annotate(indices)\n"
           "def predict(images):\n    return model.predict(images.reshape(len(images), -1) / 255.0).astype(int)\n")
 
 
-TOY_SECRET = "5eed" * 16  # the toy course's assignment secret (any 64 hex digits)
 
 
 def local_secrets():
@@ -148,9 +145,7 @@ def submissions(course_dir: Path) -> dict[str, object]:
 
 
 def build_course(root: Path) -> Path:
-    course_dir = make_course(root, {})
-    # a fixed assignment secret, so the grading data's shuffle (and frugal's accuracy) is the same every run
-    secret.rotate(layout.Course.open(course_dir).private(), ASSIGNMENT, value=TOY_SECRET)
+    course_dir = make_course(root, {})  # a fixed assignment secret: frugal's accuracy is the same every run
     for student, edit in submissions(course_dir).items():
         add_submission(course_dir, student, edit, ASSIGNMENT)
     # files shipped beside a notebook: the real labels and a "model" (ignored by the grader)

@@ -25,10 +25,12 @@ from pathlib import Path
 
 import nbformat
 
+from autograder import layout, secret
 from autograder.tasks import tool_env  # noqa: F401 (the tests' subprocess environment)
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "autograder_course"
 TOY = FIXTURE / "source" / "toy" / "toy.ipynb"
+TEST_SECRET = "5eed" * 16  # every test course's assignment secret: the grading data's shuffle is the same every run
 
 
 def fills_folder(function):
@@ -58,12 +60,18 @@ def points_only(source: Path = TOY) -> nbformat.NotebookNode:
 
 def make_course(root: Path, submissions: dict, assignments: dict | None = None,
                 config: Path = FIXTURE / "nbgrader_config.py") -> Path:
-    """Build ``root/course`` with `assignments` generated and `submissions` in submitted/."""
+    """Build ``root/course`` with `assignments` generated and `submissions` in submitted/.
+
+    Every assignment gets the fixed secret `TEST_SECRET` (a real course draws a random one), so a
+    test's grading data, and every accuracy near the 90% line, are the same in every run.
+    """
     course_dir = Path(root) / "course"
     course_dir.mkdir(parents=True)
     shutil.copy(config, course_dir / "nbgrader_config.py")
     assignments = assignments or {"toy": TOY}
+    private = layout.Course.open(course_dir).private()
     for name, source in assignments.items():
+        secret.rotate(private, name, value=TEST_SECRET)
         folder = course_dir / "source" / name
         folder.mkdir(parents=True)
         nb = source if isinstance(source, nbformat.NotebookNode) else nbformat.read(source, as_version=4)
