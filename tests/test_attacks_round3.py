@@ -1,0 +1,154 @@
+"""Attacks, round 3: holes found by a hostile participant on surfaces the earlier attack tests leave open.
+
+Each attack runs for real (the real `autograder grade` on the toy course: one batch on two tracks,
+then one regrade of one student). A hole still open is a strict xfail whose reason names the owner
+file, what works and the fix at the root; it turns into a failure (XPASS) the day the hole is
+closed, so remove the mark then.
+
+- Labels bought in an attempt that makes no counted submission are free in the next attempt. The
+  attempts rule (`autograder/attempts.py`) lets such an attempt "not use up" the counted one because
+  it "showed no held-out number"; but it showed *pool labels*: it annotates, prints what it bought
+  into the row's ``detail`` (the first error line, on the public leaderboard) and crashes before
+  ``submit``. Every grading of the assignment uses the same shuffle (one secret per assignment), so
+  the same indices point at the same images in the next attempt, which types the labels in and is
+  ranked passing with one annotation. (The same works across the competition's rounds, each graded
+  into its own store with the same secret.)
+- Hidden tracks do not catch a small memorised table when it is a table of *pool* images: the pool is
+  MNIST's whole training set on every track, only shuffled, so 50 image hashes per digit (all ten
+  digits, 4.5 kB, about the size of the 4 kB 7/1 table the README says hidden tracks catch) find their
+  images on any track; the notebook trains on them, pays one annotation per track (no 0-annotation
+  review) and passes every track.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import re
+import shutil
+
+import pytest
+
+from autograder import store
+from course import data
+from helpers.courses import add_submission, make_course, run_cli, solution
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")]
+
+A = "toy"
+TRACKS = ["7,1", "2,5"]  # the course track and a hidden one
+LIMITS = ["--memory", "3", "--timeout", "300"]
+BOUGHT = 60  # labels the spy's first attempt buys (the toy's honest answer buys the same 60)
+PER_DIGIT = 50  # memorised pool images per digit
+HASH_CHARS = 8  # hex characters of an image hash in the table
+
+# attempt 1: buy the labels, put them in the row's detail (an exception's message), never submit
+SPY = ("indices = ds.c_indices[:%d]\n"
+       "digits = oracle.annotate(indices)\n"
+       "raise RuntimeError('LEAK ' + ''.join('1' if d == digits[0] else '0' for d in digits) + ' ' + str(digits[0]))\n"
+       % BOUGHT)
+
+# attempt 2: the same indices (the same shuffle), their labels typed in, one annotation paid
+REUSE = ("bits, first = %r, %d\n"
+         "indices = ds.c_indices[:%d]\n"
+         "paid = oracle.annotate(indices[bits.index('0'):bits.index('0') + 1])  # one label: the other digit\n"
+         "digits = np.array([first if b == '1' else int(paid[0]) for b in bits])\n"
+         "model = LogisticRegression(max_iter=1000).fit(ds.images[indices].reshape(len(indices), -1) / 255.0, digits)\n\n"
+         "def predict(images):\n    return model.predict(images.reshape(len(images), -1) / 255.0).astype(int)\n")
+
+# a table of pool images typed in at home (image hash -> digit, every digit), found on whatever track is graded
+MEMO = ("import hashlib\n"
+        "PACKED = %r  # hash, digit; hash, digit; ...\n"
+        "TABLE = {PACKED[k:k + %d]: int(PACKED[k + %d]) for k in range(0, len(PACKED), %d)}\n"
+        "known = {i: TABLE[h] for i, h in enumerate(hashlib.sha1(im.tobytes()).hexdigest()[:%d] for im in ds.images)\n"
+        "         if TABLE.get(h) in ds.track}\n"
+        "indices = np.array(sorted(known))\n"
+        "oracle.annotate(ds.c_indices[:1])  # one paid annotation: a 0-annotation pass would be marked for review\n"
+        "model = LogisticRegression(max_iter=1000).fit(ds.images[indices].reshape(len(indices), -1) / 255.0,\n"
+        "                                             [known[i] for i in indices])\n\n"
+        "def predict(images):\n    return model.predict(images.reshape(len(images), -1) / 255.0).astype(int)\n")
+
+
+def _memo_packed() -> str:
+    """The table as the notebook types it: each hash followed by its digit, one string."""
+    return "".join(f"{key}{digit}" for key, digit in _memo_table().items())
+
+
+def _memo_table() -> dict[str, int]:
+    """What a participant makes at home from public MNIST: PER_DIGIT training images per digit, by hash."""
+    images, digits, _, _ = data._read_mnist()
+    table: dict[str, int] = {}
+    counts = dict.fromkeys(range(data.N_DIGITS), 0)
+    for image, digit in zip(images, digits.tolist()):
+        if counts[digit] < PER_DIGIT:
+            key = hashlib.sha1(image.tobytes()).hexdigest()[:HASH_CHARS]
+            if key not in table:
+                table[key] = digit
+                counts[digit] += 1
+    return table
+
+
+def _csv_row(course_dir, student: str) -> dict:
+    with open(course_dir / "leaderboard" / f"{A}.csv", newline="") as handle:
+        return next(r for r in csv.DictReader(handle) if r["student"] == student)
+
+
+def _grade(course_dir, *args: str) -> None:
+    run = run_cli("grade", A, "--course", str(course_dir), *LIMITS, *args)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    """One batch on the course track and a hidden one (the spy's first attempt, the memoriser), then the spy's
+    second attempt graded on the course track, typed in from what the first one put on the leaderboard."""
+    packed = _memo_packed()
+    assert len(packed) == data.N_DIGITS * PER_DIGIT * (HASH_CHARS + 1) < 5000, len(packed)  # one short cell
+    course_dir = make_course(tmp_path_factory.mktemp("round3"),
+                             {"mallory": solution(SPY), "memo": solution(MEMO % (packed, HASH_CHARS, HASH_CHARS, HASH_CHARS + 1, HASH_CHARS))})
+    _grade(course_dir, "--tracks", *TRACKS)
+    first = {r.student: r for r in store.load(course_dir, A)}
+    leaked = re.search(r"LEAK ([01]{%d}) (\d)" % BOUGHT, _csv_row(course_dir, "mallory")["detail"])
+    shutil.rmtree(course_dir / "submitted" / "mallory")
+    if leaked:
+        add_submission(course_dir, "mallory", solution(REUSE % (leaked.group(1), int(leaked.group(2)), BOUGHT)))
+        _grade(course_dir, "--student", "mallory")
+    return {"course": course_dir, "first": first, "leaked": leaked,
+            "ranked": {r.student: r for r in store.load(course_dir, A)}}
+
+
+def test_the_spy_reads_its_bought_labels_on_the_leaderboard(graded):
+    """The attack's first half, a plain test: an attempt that buys labels and crashes shows them to everyone."""
+    first = graded["first"]["mallory"]
+    assert first.accuracy is None and not first.passed, first  # no counted submission
+    assert graded["leaked"], first.detail
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "owner autograder/attempts.py (with autograder/store.py): an attempt that annotated but made no counted "
+    "submission 'does not use up' the counted one, yet its bought labels reach the participant (the row's "
+    "detail on the leaderboard, the executed notebook) and stay valid in the next attempt (one shuffle per "
+    "assignment): attempt 2 types in 60 labels and is ranked passing with 1 annotation. Root fix: charge a "
+    "student every distinct index annotated in any attempt up to the ranked one (the union of the attempts' "
+    "kept ledgers), or count an attempt that annotated anything as counted (it used up the ranked attempt)"))
+def test_labels_bought_in_an_uncounted_attempt_are_not_free_in_the_next(graded):
+    ranked = graded["ranked"]["mallory"]
+    assert ranked.attempts == 2 and ranked.passed, ranked  # the second attempt works as a notebook
+    assert ranked.annotations >= BOUGHT, (
+        f"ranked attempt {ranked.attempt} passed with {ranked.annotations} annotation(s) while the student "
+        f"had bought {BOUGHT} labels in attempt 1: {ranked.detail}")
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "owner autograder/prepare.py (and README 'What the grader defends', autograder/tracks.py): the pool is "
+    "MNIST's whole training set on every track, only shuffled, so a 4.5 kB table of 50 training-image hashes "
+    "per digit (all ten) finds its images on any track: the notebook passes 7,1 and the hidden 2,5 with 1 "
+    "annotation each and no review note. Root fix: a grading pool that exact image knowledge does not "
+    "find (a secret subset of the training images per assignment and a seeded per-grading jitter of every "
+    "image: one-pixel shifts or noise), and the README saying that a table of pool images, or a model trained "
+    "at home on all ten digits, passes every track"))
+def test_a_small_table_of_pool_images_of_every_digit_fails_a_hidden_track(graded):
+    memo = graded["ranked"]["memo"]
+    assert memo.annotations == len(TRACKS) and not memo.review, memo  # cheap, and nothing marks it for review
+    assert not memo.passed, f"a memorised table passed every track with {memo.annotations} annotations: {memo.detail}"
