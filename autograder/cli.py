@@ -1,7 +1,7 @@
 """The ``autograder`` command: grade the submissions of an assignment, build its leaderboard.
 
     autograder grade 03_clustering [--course DIR] [--student ID ...] [--timeout S] [--wait S] [--tracks 7,1 2,5 ...]
-                                   [--jobs N | --scheduler tcp://HOST:8786] [--db URL]
+                                   [--jobs N | --scheduler tcp://HOST:8786] [--threads-per-kernel K] [--db URL]
     autograder leaderboard 03_clustering [--course DIR] [--db URL]
     autograder secret rotate 03_clustering [--course DIR]
     autograder event create --track 7,1 --assignment 03_clustering [--db PATH_OR_URL]   (live event mode:
@@ -18,7 +18,9 @@ per track (hidden tracks, `autograder.tracks`): it passes only if it passes on e
 track; the baselines and grading data of all tracks are made before the first
 submission. ``--jobs N`` grades N submissions at once on this machine
 (`autograder.parallel`), ``--scheduler`` on the workers of a Dask cluster
-(`autograder.cluster`); either way this process alone writes the course. A batch
+(`autograder.cluster`); either way this process alone writes the course, and each kernel
+gets the cores of its machine divided by the gradings at once there (`autograder.threads`,
+or ``--threads-per-kernel``). A batch
 killed in the middle (``kill -9``, power cut) resumes when the same command runs
 again: the saved rows are kept, the others graded (`autograder.journal`).
 """
@@ -32,7 +34,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from autograder import clean, journal, layout, leaderboard, locks, runner, sandbox, secret, store
+from autograder import clean, journal, layout, leaderboard, locks, runner, sandbox, secret, store, threads
 from autograder.event import cli as event_cli
 
 
@@ -67,6 +69,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="grade N submissions at once on this machine (default 1; each needs a core)")
     grade.add_argument("--scheduler", default=None, metavar="URL",
                        help="grade on a Dask cluster, e.g. tcp://HOST:8786 (workers: `dask worker URL --nthreads 1`)")
+    grade.add_argument("--threads-per-kernel", type=int, default=None, metavar="K",
+                       help="torch/OpenMP/BLAS threads of each kernel (default: the machine's cores divided by "
+                            "the gradings at once on it: --jobs, or a Dask machine's worker threads)")
     grade.add_argument("--db", default=None, metavar="URL",
                        help="results store: a SQLAlchemy URL or a path (default: $AUTOGRADER_DB, else <course>/grades.db)")
     board = commands.add_parser("leaderboard", help="rebuild the leaderboard from the results store")
@@ -101,6 +106,13 @@ def _runner(args):
     return parallel.LocalPool(args.jobs)
 
 
+def _kernel_threads(args, backend) -> int | None:
+    """Each kernel's threads: --threads-per-kernel, else its machine's cores shared by the gradings at once."""
+    if args.threads_per_kernel is not None:
+        return args.threads_per_kernel
+    return threads.share(1) if backend is None else backend.kernel_threads()
+
+
 def _settings(args, grader: runner.Grader, students: list[str]) -> dict:
     """What makes two `grade` commands the same batch (a batch journal's key)."""
     import hashlib
@@ -119,6 +131,7 @@ def _grade(args) -> int:
     try:  # bad --jobs / --scheduler, or no dask: say so before anything else
         if args.jobs < 1 or (args.scheduler and args.jobs != 1):
             _runner(args)
+        threads.check(args.threads_per_kernel)
         if args.scheduler:
             from autograder import cluster
 
@@ -159,6 +172,7 @@ def _grade(args) -> int:
         except Exception as exc:  # ValueError, cluster.ClusterError
             print(f"autograder: {exc}", file=sys.stderr)
             return 2
+        grader.kernel_threads = _kernel_threads(args, backend)  # before the batch's spec is made (_settings)
         pending = 0
         try:
             batch = journal.Journal(grader.course.private(journal.NAME), _settings(args, grader, students))

@@ -16,6 +16,12 @@ scheduler (up to its ``distributed.scheduler.allowed-failures``, 3 by default);
 then it gets an error row. As many tasks as worker threads are on the cluster at a
 time (a worker that joins gets work within seconds), so no task waits behind another
 on a busy worker while a worker is idle.
+
+Threads: the workers of one machine grade that many submissions at once, so each
+kernel gets the machine's cores divided by its worker threads (`kernel_threads`,
+`autograder.threads`), the smallest share of any machine, as found when the batch
+starts (one setting per batch; ``autograder grade --threads-per-kernel K`` chooses
+instead).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import os
 import secrets
 from collections.abc import Iterable, Iterator
 
-from autograder import tasks
+from autograder import tasks, threads
 
 CHECK_S = 5.0  # how often new workers are looked for while every task is running
 CONNECT_TIMEOUT_S = float(os.environ.get("AUTOGRADER_DASK_CONNECT_S", "20"))  # to reach the scheduler
@@ -71,6 +77,19 @@ class DaskRunner:
 
     def threads(self) -> int:
         return max(sum(self.client.nthreads().values()), 1)
+
+    def kernel_threads(self) -> int | None:
+        """Threads per kernel: on each machine its cores divided by the worker threads there (the gradings
+        at once on it), the smallest over the machines; None when no worker answers."""
+        cores = self.client.run(threads.usable_cores, on_error="ignore")  # worker address -> its cores
+        machines: dict[str, list[int]] = {}  # host -> [its cores, its worker threads]
+        for address, info in self.client.scheduler_info()["workers"].items():
+            if address in cores:
+                machine = machines.setdefault(info.get("host", address), [0, 0])
+                machine[0] = max(machine[0], cores[address])
+                machine[1] += info.get("nthreads", 1)
+        shares = [threads.share(at_once, cores=n) for n, at_once in machines.values()]
+        return min(shares) if shares else None
 
     def run(self, spec: tasks.GradeSpec, submissions: Iterable[tasks.Submission]) -> Iterator[tasks.TaskResult]:
         distributed = _distributed()

@@ -9,6 +9,10 @@ service, socket and gradebook copy per submission, and its own kernel user
 limit and cannot signal each other). At most 2 N submissions are staged at a time. Results
 come back in the order they finish; the grader applies each one as it arrives.
 
+Each kernel's torch, OpenMP and BLAS get ``max(1, cores // N)`` threads (`kernel_threads`,
+`autograder.threads`; the grader puts them in the kernels' environment), and so does each
+worker's own work (a baseline trained there): N gradings each using every core only compete.
+
 Without cgroups on this machine (`autograder.sandbox.cgroups_available`) the pool still
 runs but says once that the memory cap is then per process and the CPU is not shared out.
 
@@ -21,12 +25,13 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.util
+import os
 import sys
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
-from autograder import sandbox, tasks
+from autograder import sandbox, tasks, threads
 from autograder.worker import die_with_parent
 
 ATTEMPTS = 2  # a submission whose worker died this often gets an error row
@@ -36,10 +41,11 @@ _WARNED = False
 
 
 def _start_worker(spec: tasks.GradeSpec) -> None:
-    """Pool initializer: die with the grader, keep the spec."""
+    """Pool initializer: die with the grader, keep the spec, keep to the kernels' threads."""
     global _SPEC
     die_with_parent()
     _SPEC = spec
+    os.environ.update((k, v) for k, v in spec.kernel_env if k in threads.VARIABLES)  # course.models training here
     multiprocessing.util.Finalize(None, tasks.close_executor, exitpriority=10)  # when the pool shuts down
 
 
@@ -55,6 +61,10 @@ class LocalPool:
             raise ValueError(f"--jobs must be at least 1 (got {jobs}): the number of submissions graded at once "
                              "on this machine, e.g. --jobs 2; each needs a core and a few GB of memory")
         self.jobs = jobs
+
+    def kernel_threads(self) -> int:
+        """Threads per kernel: this machine's cores shared by the `jobs` gradings at once."""
+        return threads.share(self.jobs)
 
     def _pool(self, spec: tasks.GradeSpec) -> ProcessPoolExecutor:
         context = multiprocessing.get_context("spawn")

@@ -29,7 +29,9 @@ here one at a time, in a local process pool (``--jobs N``, `autograder.parallel`
 on the workers of a Dask cluster (``--scheduler``, `autograder.cluster`). Only this
 process writes the course: it applies each result as it arrives (ledgers,
 ``autograded/``, nbgrader's gradebook through `autograder.gradebook_merge`, then
-the rows in one transaction).
+the rows in one transaction). The kernels' torch, OpenMP and BLAS threads travel in the
+task too (`kernel_threads`, `autograder.threads`: ``autograder grade`` gives each kernel its
+machine's cores divided by the gradings at once there).
 
 With several tracks (``tracks=["7,1", "2,5"]``, `autograder.tracks`) steps 2-4 run
 once per track, each with its own grading data, shuffle (the assignment's secret
@@ -54,7 +56,7 @@ from pathlib import Path
 import nbformat
 
 from course import config, data
-from autograder import attempts, clean, gradebook_merge, judge, layout, safefs, sandbox, secret, store, tasks
+from autograder import attempts, clean, gradebook_merge, layout, safefs, sandbox, secret, store, tasks, threads
 from autograder import tracks as tracks_
 from autograder.tasks import ENV_DROP, LEDGER_KEEP_BYTES, LOG_KEEP_BYTES, Timings, tool_env  # noqa: F401 (public names)
 
@@ -112,8 +114,12 @@ class Grader:
     def __init__(self, course_dir: Path, assignment: str, track: str | None = None,
                  timeout: float = DEFAULT_TIMEOUT_S, memory_gb: float = DEFAULT_MEMORY_GB,
                  limits: sandbox.Limits | None = None, max_output_mb: float = DEFAULT_OUTPUT_MB,
-                 tracks: list[str] | None = None, seed: int | None = None, db_url: str | None = None):
+                 tracks: list[str] | None = None, seed: int | None = None, db_url: str | None = None,
+                 kernel_threads: int | None = None):
         self.course = layout.Course.open(course_dir)
+        # each kernel's torch/OpenMP/BLAS threads (`autograder.threads`; None: the kernel's cores); read when
+        # the batch's spec is made, so a runner that knows how many kernels share a machine sets it before
+        self.kernel_threads = threads.check(kernel_threads)
         self.seed = seed  # the shuffle seed of every track; default: from the assignment's secret (live events pass theirs)
         self.db_url = db_url  # the results store (default: $AUTOGRADER_DB, else <course>/grades.db)
         self._store_kwargs = _store_url(store.save, db_url)
@@ -166,6 +172,7 @@ class Grader:
             kernel_env = ()
             if os.environ.get(config.ENV_SEED, "").strip():  # benchmarks run the notebooks with other seeds
                 kernel_env = ((config.ENV_SEED, str(config.seed())),)  # an int (config.seed() refuses anything else)
+            kernel_env += threads.kernel_env(self.kernel_threads)
             self._spec = tasks.GradeSpec(
                 assignment=self.assignment, course_id=self.course.course_id, notebooks=tuple(self.notebooks),
                 kind=self.kind, tracks=tuple(self.tracks), seeds=seeds, timeout=self.timeout,

@@ -10,7 +10,9 @@ graded by the real ``autograder grade``:
 3. ``dask2``: ``--scheduler`` with a scheduler and two ``dask worker --nthreads 1``
    started here on loopback.
 
-For each mode: the wall clock of the command, rows that passed, and the peak memory
+Each kernel gets the grader's default threads (this machine's cores divided by the
+gradings at once, `autograder.threads`) unless ``--threads-per-kernel`` is given; the
+report says how many. For each mode: the wall clock of the command, rows that passed, and the peak memory
 (RSS summed over a worker's process tree: grading process, nbgrader worker, service,
 sandbox, kernel) of each worker, sampled every second. Then the ratios, measured in
 one run on the same machine, and on paper: machines and minutes for 300 and 3,000
@@ -44,6 +46,7 @@ from course.files import write_atomic
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "benchmarks" / "results" / "throughput"
 MODES = ("serial", "jobs2", "dask2")
+AT_ONCE = {"serial": 1, "jobs2": 2, "dask2": 2}  # gradings at once on this machine in each mode
 MACHINE_CORES, MACHINE_GB = 8, 32  # the machine the paper plan rents: 8 cores, 32 GB
 
 
@@ -131,14 +134,17 @@ def _dask_cluster(tmp: Path, env: dict) -> tuple[str, list[subprocess.Popen]]:
     return address, [scheduler] + workers
 
 
-def grade(mode: str, course: Path, assignment: str, timeout: float, tmp: Path) -> dict:
+def grade(mode: str, course: Path, assignment: str, timeout: float, tmp: Path,
+          threads_per_kernel: int | None = None) -> dict:
     """Grade every submission of `course` in `mode`; wall clock, rows, peak RSS per worker."""
-    from autograder import store
+    from autograder import store, threads
 
     env = dict(os.environ)
     command = [sys.executable, "-m", "autograder.cli", "grade", assignment, "--course", str(course),
                "--timeout", str(timeout)]
     cluster: list[subprocess.Popen] = []
+    if threads_per_kernel is not None:
+        command += ["--threads-per-kernel", str(threads_per_kernel)]
     if mode == "jobs2":
         command += ["--jobs", "2"]
     if mode == "dask2":
@@ -164,7 +170,9 @@ def grade(mode: str, course: Path, assignment: str, timeout: float, tmp: Path) -
                 p.kill()
                 p.wait()
     rows = store.load(course, assignment)
+    kernel_threads = threads_per_kernel or threads.share(AT_ONCE[mode])  # what the grader's default gives
     return {"mode": mode, "returncode": process.returncode, "wall_s": round(wall, 1), "graded": len(rows),
+            "threads_per_kernel": kernel_threads,
             "passed": sum(r.passed for r in rows), "statuses": sorted({r.status for r in rows}),
             "annotations": sorted({r.annotations for r in rows if r.annotations is not None}),
             "runtime_mean_s": round(sum(r.runtime for r in rows) / max(len(rows), 1), 1),
@@ -193,8 +201,9 @@ def report(results: dict, meta: dict, out: Path) -> None:
     n = meta["n"]
     lines = [f"# Grading throughput: {n} reference submissions of {meta['assignment']}", "",
              f"{meta['machine']}; load average at the start {meta['load_start']}; {meta['when']}.", "",
-             "| mode | wall clock | per submission | passed | peak RSS per worker (MB) | speed-up vs serial |",
-             "|---|---|---|---|---|---|"]
+             "| mode | threads per kernel | wall clock | per submission | passed | peak RSS per worker (MB) "
+             "| speed-up vs serial |",
+             "|---|---|---|---|---|---|---|"]
     serial = results.get("serial")
     for mode in MODES:
         r = results.get(mode)
@@ -202,7 +211,7 @@ def report(results: dict, meta: dict, out: Path) -> None:
             continue
         ratio = f"{serial['wall_s'] / r['wall_s']:.2f}x" if serial else ""
         rss = ", ".join(str(v) for v in r["peak_rss_mb_per_worker"].values())
-        lines.append(f"| {mode} | {r['wall_s'] / 60:.1f} min | {r['wall_s'] / max(r['graded'], 1):.1f} s | "
+        lines.append(f"| {mode} | {r.get('threads_per_kernel', '')} | {r['wall_s'] / 60:.1f} min | {r['wall_s'] / max(r['graded'], 1):.1f} s | "
                      f"{r['passed']}/{r['graded']} | {rss} | {ratio} |")
     rows = plan(results, n)
     if rows:
@@ -221,10 +230,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-n", type=int, default=20, help="submissions (copies of the reference notebook)")
     parser.add_argument("--timeout", type=float, default=900)
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument("--threads-per-kernel", type=int, default=None, metavar="K",
+                        help="passed to `autograder grade` (default: its own, the cores divided by the gradings at once)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
+    from autograder.threads import usable_cores
+
     meta = {"assignment": args.assignment, "n": args.n,
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+            "machine": f"{platform.machine()}, {usable_cores()} cores, "
                        f"{psutil.virtual_memory().total / 2**30:.0f} GB",
             "load_start": " ".join(f"{x:.1f}" for x in os.getloadavg()),
             "when": datetime.now(timezone.utc).isoformat(timespec="minutes")}
@@ -235,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
             course = Path(tmp) / mode / "course"
             shutil.copytree(template, course, symlinks=True)
             print(f"{mode}: grading {args.n} submissions ...", flush=True)
-            results[mode] = grade(mode, course, args.assignment, args.timeout, Path(tmp) / mode)
+            results[mode] = grade(mode, course, args.assignment, args.timeout, Path(tmp) / mode,
+                                  args.threads_per_kernel)
             print(json.dumps(results[mode]), flush=True)
             report(results, meta, args.out)
     print((args.out / "throughput.md").read_text())

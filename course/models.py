@@ -33,8 +33,38 @@ CONV_DIM = CHANNELS[1] * 7 * 7  # features after the second conv block and its p
 EMBED_LAYERS = {"dense": None, "conv": 6}  # layer name -> how many `Net.features` modules to run
 
 
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # what torch itself reads at start, in its order
+_TORCH_THREADS_AT_IMPORT = torch.get_num_threads()
+_threads_given: int | None = None  # what `_set_threads` last gave torch
+
+
+def thread_count() -> int:
+    """The threads torch should use in this process.
+
+    An explicit choice wins: ``OMP_NUM_THREADS`` (else ``MKL_NUM_THREADS``), set by the participant
+    or, in a graded kernel, by the grader (``autograder grade --jobs N`` gives each of its N
+    kernels its share of the cores: N kernels using every core would only compete). Otherwise
+    the cores this process may run on (its affinity, narrowed by ``taskset``, a container or a
+    batch system), not `os.cpu_count()`, which counts the whole machine.
+    """
+    for name in THREAD_VARIABLES:
+        value = os.environ.get(name, "").strip()
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # no affinity on this platform (macOS, Windows)
+        return max(1, os.cpu_count() or 1)
+
+
 def _set_threads() -> None:
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    """Give torch `thread_count()` threads, unless the participant called ``torch.set_num_threads``:
+    a count that is neither torch's own at import nor the one given here last is theirs, and stays."""
+    global _threads_given
+    if torch.get_num_threads() not in (_TORCH_THREADS_AT_IMPORT, _threads_given):
+        return
+    _threads_given = thread_count()
+    torch.set_num_threads(_threads_given)
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:

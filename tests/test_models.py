@@ -1,7 +1,10 @@
-"""course.models: the estimator interface, seeding, embeddings and the checkpoint cache."""
+"""course.models: the estimator interface, seeding, embeddings, the checkpoint cache and torch's threads."""
+
+import os
 
 import numpy as np
 import pytest
+import torch
 
 from course import data, evaluate, models
 
@@ -31,6 +34,38 @@ def test_contract_errors(ds):
         models.to_tensor(np.zeros((2, 784), dtype=np.uint8))
     with pytest.raises(ValueError, match="labels"):
         models.CNNClassifier().fit(ds.images[:5], ds.labels[:4])
+
+
+def test_thread_count_follows_an_explicit_setting_else_the_usable_cores(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    monkeypatch.setenv("MKL_NUM_THREADS", "5")
+    assert models.thread_count() == 3  # OMP_NUM_THREADS first, as torch reads them
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert models.thread_count() == 5
+    monkeypatch.delenv("MKL_NUM_THREADS")
+    assert models.thread_count() == len(os.sched_getaffinity(0))  # this process's cores, not the machine's
+    for junk in ("0", "two", " "):
+        monkeypatch.setenv("OMP_NUM_THREADS", junk)
+        assert models.thread_count() == len(os.sched_getaffinity(0)), junk
+
+
+def test_set_threads_gives_torch_the_setting_but_keeps_a_participants_own(monkeypatch):
+    before = torch.get_num_threads()
+    monkeypatch.setattr(models, "_threads_given", None)
+    try:
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        models._set_threads()
+        assert torch.get_num_threads() == 1
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        models._set_threads()  # a later setting is followed: the count is still the one given here
+        assert torch.get_num_threads() == 2
+        own = models._TORCH_THREADS_AT_IMPORT + 3  # neither torch's default nor a count given above
+        torch.set_num_threads(own)  # the participant's own choice
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        models._set_threads()
+        assert torch.get_num_threads() == own
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_checkpoint_path_is_keyed_by_track_and_seed(monkeypatch, tmp_path):

@@ -1,0 +1,48 @@
+"""How many threads each graded kernel's torch, OpenMP and BLAS may start.
+
+A kernel left alone starts one thread per core it may run on (`course.models.thread_count`,
+numpy's OpenBLAS, scikit-learn's OpenMP). Right when it is graded alone; wrong when N
+gradings run at once on one machine (``--jobs N``, or several Dask workers): N kernels of
+C threads each on C cores only compete (on 2 cores ``--jobs 2`` ran at 0.86x the serial
+speed). So every kernel gets its share, ``max(1, cores // N)``, through the variables those
+libraries read when they start. The kernel's environment is built from scratch
+(`autograder.sandbox`), so the grader's own ``OMP_NUM_THREADS`` never reaches it: the share,
+or ``autograder grade --threads-per-kernel K``, is the one setting.
+"""
+
+from __future__ import annotations
+
+import os
+
+VARIABLES = ("OMP_NUM_THREADS",  # torch's intra-op threads, scikit-learn's OpenMP, OpenBLAS's fallback
+             "MKL_NUM_THREADS",  # torch's MKL
+             "OPENBLAS_NUM_THREADS")  # numpy's and scipy's OpenBLAS
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity: a container, ``taskset`` or a batch system narrows it)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # no affinity on this platform
+        return max(1, os.cpu_count() or 1)
+
+
+def share(at_once: int, cores: int | None = None) -> int:
+    """Threads per kernel when `at_once` kernels are graded together on `cores` cores (default: this machine's)."""
+    cores = usable_cores() if cores is None else cores
+    return max(1, cores // max(1, at_once))
+
+
+def check(threads: int | None) -> int | None:
+    """`threads` unchanged, or ValueError saying what to give instead."""
+    if threads is not None and threads < 1:
+        raise ValueError(f"--threads-per-kernel must be at least 1 (got {threads}): the threads of each graded "
+                         "kernel, e.g. 1; leave it out for the machine's cores divided by the gradings at once")
+    return threads
+
+
+def kernel_env(threads: int | None) -> tuple[tuple[str, str], ...]:
+    """The kernel variables that hold its torch, OpenMP and BLAS to `threads` (None: none, the kernel's own cores)."""
+    if threads is None:
+        return ()
+    return tuple((name, str(check(threads))) for name in VARIABLES)

@@ -1,0 +1,86 @@
+"""Threads of graded kernels (`autograder.threads`): N gradings at once on C cores give each kernel C // N.
+
+The rule's arithmetic, the environment it builds and what a fresh Python with that
+environment really starts (torch, OpenBLAS, OpenMP: one thread each for ``--jobs 2`` on 2
+cores), and who decides the number: ``--threads-per-kernel``, the local pool, a Dask
+cluster's machines, the batch's spec. The graded ``--jobs 2`` batch of
+``tests/test_parallel.py`` checks the same inside real sandboxed kernels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from autograder import cli, parallel, runner, threads
+from helpers.courses import make_course, run_cli
+
+PROBE = """
+import json
+import torch
+from threadpoolctl import threadpool_info
+from course import models
+models._set_threads()
+print(json.dumps({"torch": torch.get_num_threads(),
+                  "pools": sorted({(i["internal_api"], i["num_threads"]) for i in threadpool_info()})}))
+"""
+
+
+def test_share_is_the_cores_divided_by_the_gradings_at_once():
+    assert [threads.share(n, cores=2) for n in (1, 2, 3)] == [2, 1, 1]
+    assert [threads.share(n, cores=8) for n in (1, 2, 3, 4, 16)] == [8, 4, 2, 2, 1]
+    assert threads.share(1) == threads.usable_cores() == len(os.sched_getaffinity(0))
+    assert threads.kernel_env(None) == ()
+    assert dict(threads.kernel_env(1)) == {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    with pytest.raises(ValueError, match=r"--threads-per-kernel must be at least 1 \(got 0\)"):
+        threads.kernel_env(0)
+
+
+def test_jobs_2_on_2_cores_gives_each_kernel_one_thread():
+    """A fresh Python with only the kernel's variables (as the sandbox starts one): torch, OpenBLAS, OpenMP at 1."""
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"),
+           **dict(threads.kernel_env(threads.share(2, cores=2)))}
+    done = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = json.loads(done.stdout.splitlines()[-1])
+    assert found["torch"] == 1, found
+    assert found["pools"] and {n for _, n in found["pools"]} == {1}, found  # openblas/mkl and openmp
+
+
+def test_who_decides_the_threads():
+    pool = parallel.LocalPool(2)
+    assert pool.kernel_threads() == threads.share(2)
+    assert cli._kernel_threads(argparse.Namespace(threads_per_kernel=None), pool) == threads.share(2)
+    assert cli._kernel_threads(argparse.Namespace(threads_per_kernel=None), None) == threads.usable_cores()
+    assert cli._kernel_threads(argparse.Namespace(threads_per_kernel=3), pool) == 3
+
+
+def test_a_dask_machine_shares_its_cores_among_its_workers():
+    """Two one-thread workers on this machine: each kernel gets half of its cores."""
+    distributed = pytest.importorskip("distributed")
+    from autograder import cluster
+
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as local:
+        dask = cluster.DaskRunner(local.scheduler_address)
+        try:
+            assert dask.kernel_threads() == threads.share(2)
+        finally:
+            dask.close()
+
+
+def test_the_batch_spec_carries_the_threads_into_the_kernel(tmp_path):
+    course = make_course(tmp_path, {})
+    assert dict(runner.Grader(course, "toy", kernel_threads=1).spec.kernel_env)["OMP_NUM_THREADS"] == "1"
+    assert not set(dict(runner.Grader(course, "toy").spec.kernel_env)) & set(threads.VARIABLES)
+
+
+def test_bad_threads_per_kernel_say_what_to_do(tmp_path):
+    (tmp_path / "course").mkdir()
+    done = run_cli("grade", "toy", "--course", str(tmp_path / "course"), "--threads-per-kernel", "0")
+    assert done.returncode == 2, done.stderr
+    assert "--threads-per-kernel must be at least 1 (got 0)" in done.stderr and "e.g. 1" in done.stderr, done.stderr
