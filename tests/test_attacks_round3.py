@@ -58,7 +58,11 @@ REUSE = ("bits, first = %r, %d\n"
          "def predict(images):\n    return model.predict(images.reshape(len(images), -1) / 255.0).astype(int)\n")
 
 # a table of pool images typed in at home (image hash -> digit, every digit), found on whatever track is graded
-MEMO = ("import hashlib\n"
+PAYLOAD = "document.title = 'pwned by memo'"  # would run as the instructor on the Jupyter server's origin
+ACTIVE = ("from IPython.display import HTML, Javascript, display\n"  # outputs nbgrader's formgrader renders as they are
+          "display(Javascript(%r))\n"
+          "display(HTML('<img src=\"data:,\" onerror=\"' + %r + '\">'))\n" % (PAYLOAD, PAYLOAD))
+MEMO = (ACTIVE + "import hashlib\n"
         "PACKED = %r  # hash, digit; hash, digit; ...\n"
         "TABLE = {PACKED[k:k + %d]: int(PACKED[k + %d]) for k in range(0, len(PACKED), %d)}\n"
         "known = {i: TABLE[h] for i, h in enumerate(hashlib.sha1(im.tobytes()).hexdigest()[:%d] for im in ds.images)\n"
@@ -152,3 +156,45 @@ def test_a_small_table_of_pool_images_of_every_digit_fails_a_hidden_track(graded
     memo = graded["ranked"]["memo"]
     assert memo.annotations == len(TRACKS) and not memo.review, memo  # cheap, and nothing marks it for review
     assert not memo.passed, f"a memorised table passed every track with {memo.annotations} annotations: {memo.detail}"
+
+
+def _formgrader_html(notebook) -> str:
+    """The page nbgrader's formgrader serves for an autograded notebook (its exporter and template, as it sets them)."""
+    from nbconvert.exporters import HTMLExporter
+    from nbgrader.server_extensions.formgrader import handlers
+    from traitlets.config import Config
+
+    config = Config()
+    config.HTMLExporter.template_name = "formgrade"
+    config.HTMLExporter.extra_template_basedirs = [handlers.template_path]
+    resources = {"assignment_id": A, "notebook_id": A, "submission_id": "s1", "index": 0, "total": 1,
+                 "base_url": "", "student": "memo", "last_name": None, "first_name": None, "notebook_path": "n"}
+    return HTMLExporter(config=config).from_filename(str(notebook), resources=resources)[0]
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no system chromium (apt-get install -y chromium)")
+@pytest.mark.xfail(strict=True, reason=(
+    "owner autograder/tasks.py (the executed notebook kept in autograded/): a kernel's active outputs "
+    "(application/javascript, text/html with event handlers) are kept as they are, and nbgrader's formgrader "
+    "serves autograded/<student>/ as HTML from the instructor's Jupyter server, so participant script runs "
+    "with the instructor's session (its API runs code as the grader: secrets, grades.db). Root fix: keep only "
+    "inert outputs in the executed notebook (text/plain, image/png, image/jpeg, errors, streams; drop "
+    "application/javascript, text/html, image/svg+xml, text/markdown, text/latex and widget views), where the "
+    "output cap is applied"))
+def test_the_instructors_formgrader_runs_no_participant_script(graded):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the dev extra")
+    page_html = _formgrader_html(graded["course"] / "autograded" / "memo" / A / f"{A}.ipynb")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--headless"])
+        try:
+            page = browser.new_page()
+            page.route("**/*", lambda route: route.abort())  # no server here: only what the page itself holds runs
+            page.set_content(page_html, wait_until="load")
+            page.wait_for_timeout(300)
+            title = page.title()
+        finally:
+            browser.close()
+    assert "pwned" not in title, f"participant script ran in the formgrader page (document.title = {title!r})"
