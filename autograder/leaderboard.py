@@ -28,14 +28,14 @@ from pathlib import Path
 
 from course import config
 from course.files import write_atomic
-from autograder import clean, store
+from autograder import clean, spreadsheet, store
 
 FOLDER = "leaderboard"
 CSV_COLUMNS = ["rank", "student", "accuracy", "annotations", "passed", "score", "max_score", "status",
                "evaluations", "submissions", "attempts", "review", "detail"]
 POINTS_COLUMNS = ["rank", "student", "passed", "score", "max_score", "status", "attempts", "detail"]  # no submit cell
 TEXT_COLUMNS = frozenset({"student", "passed", "status", "review", "detail"})  # always guarded (`_csv_safe`)
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet reads a cell starting so as a formula
+FORMULA_STARTS = spreadsheet.FORMULA_STARTS  # a spreadsheet reads a cell starting so as a formula
 MAX_LABELLED_POINTS = 40  # name the points of the scatter up to this many submissions
 
 
@@ -111,24 +111,7 @@ def columns(ranked: list[tuple[int, store.Row]], per_track: PerTrack | None = No
     return CSV_COLUMNS[:at] + extra + CSV_COLUMNS[at:]
 
 
-def _is_number(value: str) -> bool:
-    try:
-        float(value)
-    except ValueError:
-        return False
-    return True
-
-
-def _csv_safe(value: str, numeric: bool = False) -> str:
-    """A cell a spreadsheet shows as text, never runs as a formula (``=1+HYPERLINK(...)`` as a folder name).
-
-    Every cell that starts like a formula is prefixed with ``'``, whatever follows; only a cell of a
-    `numeric` column (one the grader formats from a number itself) that parses as a number is kept
-    as it is, so ``-0.5`` stays a number there and a text column never relies on what follows.
-    """
-    if numeric and _is_number(value):
-        return value
-    return "'" + value if value.startswith(FORMULA_STARTS) else value
+_csv_safe = spreadsheet.safe_cell  # the one formula guard, shared with the event server's CSV exports
 
 
 def to_csv(ranked: list[tuple[int, store.Row]], per_track: PerTrack | None = None) -> str:

@@ -63,6 +63,7 @@ from starlette.concurrency import run_in_threadpool
 from autograder.event import limits, pages, pool
 from autograder.event import store as store_module
 from autograder.event.store import MAX_NAME, NameTaken, Participant, Store, rank
+from autograder.spreadsheet import safe_cell
 from course import config, protocol
 
 MAX_BODY = protocol.MAX_REQUEST_BYTES
@@ -149,7 +150,7 @@ def invites_csv(invites: list[dict]) -> str:
     writer = csv.writer(out)
     writer.writerow(["name", "personal_code", "joined"])
     for row in invites:
-        writer.writerow([store_module._csv_safe(row["name"]), row["code"], int(row["participant"] is not None)])
+        writer.writerow([safe_cell(row["name"]), row["code"], int(row["participant"] is not None)])
     return out.getvalue()
 
 

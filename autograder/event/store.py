@@ -25,6 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
+from autograder.spreadsheet import safe_cell
 from course import config
 
 META = sa.MetaData()
@@ -553,7 +554,7 @@ class Store:
         writer.writerow(["rank", "name", "display_name", "passed", "annotations", "accuracy", "n_images",
                          "submitted_at", "live_annotations"])
         for r in rows:
-            writer.writerow([r["rank"] or "", _csv_safe(r["name"]), r["display"], int(bool(r["passed"])),
+            writer.writerow([r["rank"] or "", safe_cell(r["name"]), r["display"], int(bool(r["passed"])),
                              "" if r["annotations"] is None else r["annotations"],
                              "" if r["accuracy"] is None else f"{r['accuracy']:.6f}", r["n"] or "",
                              "" if r["submitted"] is None else time.strftime(
@@ -580,8 +581,3 @@ def rank(rows: list[dict]) -> list[dict]:
 
 def _short(value: Any) -> Any:
     return value if value is None or (isinstance(value, str) and len(value) <= 100) else str(value)[:100]
-
-
-def _csv_safe(text: str) -> str:
-    """Names are participant input: keep a spreadsheet from reading one as a formula."""
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
