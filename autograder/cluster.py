@@ -80,10 +80,15 @@ class DaskRunner:
 
     def kernel_threads(self) -> int | None:
         """Threads per kernel: on each machine its cores divided by the worker threads there (the gradings
-        at once on it), the smallest over the machines; None when no worker answers."""
-        cores = self.client.run(threads.usable_cores, on_error="ignore")  # worker address -> its cores
+        at once on it), the smallest over the machines; None (each kernel its machine's cores) when no
+        worker answers."""
+        try:
+            cores = self.client.run(threads.usable_cores, on_error="ignore")  # worker address -> its cores
+            workers = self.client.scheduler_info()["workers"]
+        except (OSError, TimeoutError):  # the cluster went away: the batch itself will say so
+            return None
         machines: dict[str, list[int]] = {}  # host -> [its cores, its worker threads]
-        for address, info in self.client.scheduler_info()["workers"].items():
+        for address, info in workers.items():
             if address in cores:
                 machine = machines.setdefault(info.get("host", address), [0, 0])
                 machine[0] = max(machine[0], cores[address])
