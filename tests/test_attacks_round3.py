@@ -11,8 +11,12 @@ closed, so remove the mark then.
   into the row's ``detail`` (the first error line, on the public leaderboard) and crashes before
   ``submit``. Every grading of the assignment uses the same shuffle (one secret per assignment), so
   the same indices point at the same images in the next attempt, which types the labels in and is
-  ranked passing with one annotation. (The same works across the competition's rounds, each graded
+  ranked passing with one annotation on that track. (The same works across the competition's rounds, each graded
   into its own store with the same secret.)
+- Hidden tracks do not catch the README's own example (a table of the course track's private test images) when
+  the notebook falls back to an honest method on any other track: the combined row sums the tracks'
+  annotations (1 + 60 against an honest 60 + 60) and, unlike `autograder verify`, compares no track with
+  another, so nothing is marked for review.
 - Hidden tracks do not catch a small memorised table when it is a table of *pool* images: the pool is
   MNIST's whole training set on every track, only shuffled, so 50 image hashes per digit (all ten
   digits, 4.5 kB, about the size of the 4 kB 7/1 table the README says hidden tracks catch) find their
@@ -31,7 +35,7 @@ import pytest
 
 from autograder import store
 from course import data
-from helpers.courses import add_submission, make_course, run_cli, solution
+from helpers.courses import HONEST, add_submission, make_course, run_cli, solution
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")]
@@ -49,11 +53,16 @@ SPY = ("indices = ds.c_indices[:%d]\n"
        "raise RuntimeError('LEAK ' + ''.join('1' if d == digits[0] else '0' for d in digits) + ' ' + str(digits[0]))\n"
        % BOUGHT)
 
-# attempt 2: the same indices (the same shuffle), their labels typed in, one annotation paid
-REUSE = ("bits, first = %r, %d\n"
-         "indices = ds.c_indices[:%d]\n"
-         "paid = oracle.annotate(indices[bits.index('0'):bits.index('0') + 1])  # one label: the other digit\n"
-         "digits = np.array([first if b == '1' else int(paid[0]) for b in bits])\n"
+# attempt 2: on the course track the same indices (the same shuffle) with their labels typed in, one annotation
+# paid; on the hidden track the toy's honest answer
+REUSE = ("if ds.track == %r:\n"
+         "    bits, first = %r, %d\n"
+         "    indices = ds.c_indices[:%d]\n"
+         "    paid = oracle.annotate(indices[bits.index('0'):bits.index('0') + 1])  # one label: the other digit\n"
+         "    digits = np.array([first if b == '1' else int(paid[0]) for b in bits])\n"
+         "else:\n"
+         "    indices = ds.c_indices[:60]\n"
+         "    digits = oracle.annotate(indices)\n"
          "model = LogisticRegression(max_iter=1000).fit(ds.images[indices].reshape(len(indices), -1) / 255.0, digits)\n\n"
          "def predict(images):\n    return model.predict(images.reshape(len(images), -1) / 255.0).astype(int)\n")
 
@@ -72,6 +81,26 @@ MEMO = (ACTIVE + "import hashlib\n"
         "model = LogisticRegression(max_iter=1000).fit(ds.images[indices].reshape(len(indices), -1) / 255.0,\n"
         "                                             [known[i] for i in indices])\n\n"
         "def predict(images):\n    return model.predict(images.reshape(len(images), -1) / 255.0).astype(int)\n")
+
+
+# the README's own example, a table of the course track's private test images (made at home with course.data), with
+# an honest fallback: the table answers on the course track, the toy's honest answer on any other
+FALLBACK = ("import hashlib\n"
+            "PACKED = %r\n"
+            "TABLE = {PACKED[k:k + %d]: int(PACKED[k + %d]) for k in range(0, len(PACKED), %d)}\n"
+            "key = lambda image: hashlib.sha1(image.tobytes()).hexdigest()[:%d]\n"
+            "if ds.track == %r:\n"
+            "    oracle.annotate(ds.c_indices[:1])  # one paid annotation: a 0-annotation pass would be marked for review\n"
+            "    def predict(images):\n"
+            "        return np.array([TABLE.get(key(image), ds.track[0]) for image in images])\n"
+            "else:\n" + "".join("    " + line + "\n" for line in HONEST.splitlines()))
+
+
+def _fallback_packed() -> str:
+    """What a participant makes at home with `course.data`: the course track's private test images, by hash."""
+    home = data.split(TRACKS[0])
+    return "".join(f"{hashlib.sha1(image.tobytes()).hexdigest()[:HASH_CHARS]}{int(digit)}"
+                   for image, digit in zip(home.private_test_images, home.private_test_digits))
 
 
 def _memo_packed() -> str:
@@ -105,21 +134,27 @@ def _grade(course_dir, *args: str) -> None:
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    """One batch on the course track and a hidden one (the spy's first attempt, the memoriser), then the spy's
+    """One batch on the course track and a hidden one (the spy's first attempt, two memorisers), then the spy's
     second attempt graded on the course track, typed in from what the first one put on the leaderboard."""
     packed = _memo_packed()
     assert len(packed) == data.N_DIGITS * PER_DIGIT * (HASH_CHARS + 1) < 5000, len(packed)  # one short cell
-    course_dir = make_course(tmp_path_factory.mktemp("round3"),
-                             {"mallory": solution(SPY), "memo": solution(MEMO % (packed, HASH_CHARS, HASH_CHARS, HASH_CHARS + 1, HASH_CHARS))})
+    fallback = _fallback_packed()
+    course_dir = make_course(tmp_path_factory.mktemp("round3"), {
+        "mallory": solution(SPY),
+        "memo": solution(MEMO % (packed, HASH_CHARS, HASH_CHARS, HASH_CHARS + 1, HASH_CHARS)),
+        "fallback": solution(FALLBACK % (fallback, HASH_CHARS, HASH_CHARS, HASH_CHARS + 1, HASH_CHARS,
+                                         data.parse_track(TRACKS[0])))})
     _grade(course_dir, "--tracks", *TRACKS)
     first = {r.student: r for r in store.load(course_dir, A)}
     leaked = re.search(r"LEAK ([01]{%d}) (\d)" % BOUGHT, _csv_row(course_dir, "mallory")["detail"])
     shutil.rmtree(course_dir / "submitted" / "mallory")
     if leaked:
-        add_submission(course_dir, "mallory", solution(REUSE % (leaked.group(1), int(leaked.group(2)), BOUGHT)))
-        _grade(course_dir, "--student", "mallory")
+        add_submission(course_dir, "mallory", solution(REUSE % (data.parse_track(TRACKS[0]), leaked.group(1),
+                                                                int(leaked.group(2)), BOUGHT)))
+        _grade(course_dir, "--student", "mallory", "--tracks", *TRACKS)
     return {"course": course_dir, "first": first, "leaked": leaked,
-            "ranked": {r.student: r for r in store.load(course_dir, A)}}
+            "ranked": {r.student: r for r in store.load(course_dir, A)},
+            "tracks": {(r.student, r.track): r for r in store.load_tracks(course_dir, A)}}
 
 
 def test_the_spy_reads_its_bought_labels_on_the_leaderboard(graded):
@@ -133,15 +168,16 @@ def test_the_spy_reads_its_bought_labels_on_the_leaderboard(graded):
     "owner autograder/attempts.py (with autograder/store.py): an attempt that annotated but made no counted "
     "submission 'does not use up' the counted one, yet its bought labels reach the participant (the row's "
     "detail on the leaderboard, the executed notebook) and stay valid in the next attempt (one shuffle per "
-    "assignment): attempt 2 types in 60 labels and is ranked passing with 1 annotation. Root fix: charge a "
+    "assignment): attempt 2 types in 60 labels and is ranked passing with 1 annotation on the course track. Root fix: charge a "
     "student every distinct index annotated in any attempt up to the ranked one (the union of the attempts' "
     "kept ledgers), or count an attempt that annotated anything as counted (it used up the ranked attempt)"))
 def test_labels_bought_in_an_uncounted_attempt_are_not_free_in_the_next(graded):
     ranked = graded["ranked"]["mallory"]
-    assert ranked.attempts == 2 and ranked.passed, ranked  # the second attempt works as a notebook
-    assert ranked.annotations >= BOUGHT, (
-        f"ranked attempt {ranked.attempt} passed with {ranked.annotations} annotation(s) while the student "
-        f"had bought {BOUGHT} labels in attempt 1: {ranked.detail}")
+    assert ranked.attempts == 2 and ranked.attempt == 2 and ranked.passed, ranked  # attempt 2 works and is ranked
+    course_track = graded["tracks"][("mallory", TRACKS[0])]
+    assert course_track.annotations >= BOUGHT, (
+        f"ranked attempt {ranked.attempt} passed {TRACKS[0]} with {course_track.annotations} annotation(s) while "
+        f"the student had bought {BOUGHT} labels there in attempt 1 ({ranked.annotations} in all: {ranked.detail})")
 
 
 @pytest.mark.xfail(strict=True, reason=(
@@ -198,3 +234,17 @@ def test_the_instructors_formgrader_runs_no_participant_script(graded):
         finally:
             browser.close()
     assert "pwned" not in title, f"participant script ran in the formgrader page (document.title = {title!r})"
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "owner autograder/tracks.py (combine) and README 'What the grader defends': the README's own example, a "
+    "table of the course track's private test images, 'fails every other track' only without a fallback; with "
+    "the honest answer on any other track it passes every track with 1 + 60 annotations (half an honest "
+    "notebook's 60 + 60), nothing marked for review, ranked above every honest submission. Root fix: the "
+    "combined row compares the tracks as `autograder verify` does (hidden_compare: review when a track needs "
+    "more than REVIEW_RATIO times and REVIEW_SLACK more annotations than another), or ranks by the number of "
+    "tracks times the most annotations any track needed, so a memorised track saves nothing"))
+def test_a_memorised_course_track_with_an_honest_fallback_is_caught_by_the_hidden_track(graded):
+    cheat = graded["ranked"]["fallback"]
+    assert cheat.passed and cheat.annotations == 61, cheat  # the attack works: 1 on the course track, 60 hidden
+    assert cheat.review, f"a memorised course track passed with {cheat.annotations} annotations, no review: {cheat.detail}"
