@@ -172,10 +172,11 @@ def test_the_spy_reads_its_bought_labels_on_the_leaderboard(graded):
     "student every distinct index annotated in any attempt up to the ranked one (the union of the attempts' "
     "kept ledgers), or count an attempt that annotated anything as counted (it used up the ranked attempt)"))
 def test_labels_bought_in_an_uncounted_attempt_are_not_free_in_the_next(graded):
+    second = store.load_attempts(graded["course"], A, "mallory")[-1]
+    assert second.attempt == 2 and second.passed, second  # the attack's notebook works
     ranked = graded["ranked"]["mallory"]
-    assert ranked.attempts == 2 and ranked.attempt == 2 and ranked.passed, ranked  # attempt 2 works and is ranked
     course_track = graded["tracks"][("mallory", TRACKS[0])]
-    assert course_track.annotations >= BOUGHT, (
+    assert not (ranked.passed and (course_track.annotations or 0) < BOUGHT), (
         f"ranked attempt {ranked.attempt} passed {TRACKS[0]} with {course_track.annotations} annotation(s) while "
         f"the student had bought {BOUGHT} labels there in attempt 1 ({ranked.annotations} in all: {ranked.detail})")
 
@@ -190,8 +191,8 @@ def test_labels_bought_in_an_uncounted_attempt_are_not_free_in_the_next(graded):
     "at home on all ten digits, passes every track"))
 def test_a_small_table_of_pool_images_of_every_digit_fails_a_hidden_track(graded):
     memo = graded["ranked"]["memo"]
-    assert memo.annotations == len(TRACKS) and not memo.review, memo  # cheap, and nothing marks it for review
-    assert not memo.passed, f"a memorised table passed every track with {memo.annotations} annotations: {memo.detail}"
+    assert not (memo.passed and not memo.review), (
+        f"a memorised table passed every track with {memo.annotations} annotations, no review: {memo.detail}")
 
 
 def _formgrader_html(notebook) -> str:
@@ -246,5 +247,7 @@ def test_the_instructors_formgrader_runs_no_participant_script(graded):
     "tracks times the most annotations any track needed, so a memorised track saves nothing"))
 def test_a_memorised_course_track_with_an_honest_fallback_is_caught_by_the_hidden_track(graded):
     cheat = graded["ranked"]["fallback"]
-    assert cheat.passed and cheat.annotations == 61, cheat  # the attack works: 1 on the course track, 60 hidden
-    assert cheat.review, f"a memorised course track passed with {cheat.annotations} annotations, no review: {cheat.detail}"
+    honest = len(TRACKS) * 60  # the toy's honest answer on every track
+    assert not (cheat.passed and not cheat.review and cheat.annotations < honest), (
+        f"a memorised course track passed with {cheat.annotations} annotations (honest: {honest}), no review: "
+        f"{cheat.detail}")
