@@ -251,3 +251,18 @@ def test_a_memorised_course_track_with_an_honest_fallback_is_caught_by_the_hidde
     assert not (cheat.passed and not cheat.review and cheat.annotations < honest), (
         f"a memorised course track passed with {cheat.annotations} annotations (honest: {honest}), no review: "
         f"{cheat.detail}")
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "owner autograder/leaderboard.py (and README's competition agenda): the README says to keep the hidden "
+    "tracks secret until the leaderboard is out, and its competition projects round 1's board and grades "
+    "rounds 2 and 3 'the same way'; the board names every hidden track (its rule line, the 'accuracy 2,5' "
+    "columns, every row's detail), so from round 2 on a notebook memorises them too. Root fix: the projected "
+    "board (HTML, CSV) labels hidden tracks without their digits ('hidden 1'), the instructor's own report keeps "
+    "them, and the README's agenda draws new hidden tracks per round"))
+def test_the_projected_board_does_not_name_the_hidden_tracks(graded):
+    board = (graded["course"] / "leaderboard" / f"{A}.html").read_text()
+    table = (graded["course"] / "leaderboard" / f"{A}.csv").read_text()
+    hidden = TRACKS[1]
+    assert hidden not in board and hidden not in table, (
+        f"the hidden track {hidden} is named on the board ({board.count(hidden)} times in the HTML page)")
