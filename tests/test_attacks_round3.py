@@ -17,6 +17,8 @@ closed, so remove the mark then.
   the notebook falls back to an honest method on any other track: the combined row sums the tracks'
   annotations (1 + 60 against an honest 60 + 60) and, unlike `autograder verify`, compares no track with
   another, so nothing is marked for review.
+- A student folder named ``memo.track25`` writes its ledger and log over memo's kept hidden-track ledger
+  and log (``ledgers/<a>/memo.track25.jsonl``), the evidence a cheap pass is read by.
 - Hidden tracks do not catch a small memorised table when it is a table of *pool* images: the pool is
   MNIST's whole training set on every track, only shuffled, so 50 image hashes per digit (all ten
   digits, 4.5 kB, about the size of the 4 kB 7/1 table the README says hidden tracks catch) find their
@@ -46,6 +48,8 @@ LIMITS = ["--memory", "3", "--timeout", "300"]
 BOUGHT = 60  # labels the spy's first attempt buys (the toy's honest answer buys the same 60)
 PER_DIGIT = 50  # memorised pool images per digit
 HASH_CHARS = 8  # hex characters of an image hash in the table
+# the fallback memoriser's student id: memo's hidden-track ledger file name (ledgers/<a>/<student>.track25.jsonl)
+IMPOSTOR = "memo.track" + TRACKS[1].replace(",", "")
 
 # attempt 1: buy the labels, put them in the row's detail (an exception's message), never submit
 SPY = ("indices = ds.c_indices[:%d]\n"
@@ -142,7 +146,7 @@ def graded(tmp_path_factory):
     course_dir = make_course(tmp_path_factory.mktemp("round3"), {
         "mallory": solution(SPY),
         "memo": solution(MEMO % (packed, HASH_CHARS, HASH_CHARS, HASH_CHARS + 1, HASH_CHARS)),
-        "fallback": solution(FALLBACK % (fallback, HASH_CHARS, HASH_CHARS, HASH_CHARS + 1, HASH_CHARS,
+        IMPOSTOR: solution(FALLBACK % (fallback, HASH_CHARS, HASH_CHARS, HASH_CHARS + 1, HASH_CHARS,
                                          data.parse_track(TRACKS[0])))})
     _grade(course_dir, "--tracks", *TRACKS)
     first = {r.student: r for r in store.load(course_dir, A)}
@@ -246,7 +250,7 @@ def test_the_instructors_formgrader_runs_no_participant_script(graded):
     "more than REVIEW_RATIO times and REVIEW_SLACK more annotations than another), or ranks by the number of "
     "tracks times the most annotations any track needed, so a memorised track saves nothing"))
 def test_a_memorised_course_track_with_an_honest_fallback_is_caught_by_the_hidden_track(graded):
-    cheat = graded["ranked"]["fallback"]
+    cheat = graded["ranked"][IMPOSTOR]
     honest = len(TRACKS) * 60  # the toy's honest answer on every track
     assert not (cheat.passed and not cheat.review and cheat.annotations < honest), (
         f"a memorised course track passed with {cheat.annotations} annotations (honest: {honest}), no review: "
@@ -266,3 +270,20 @@ def test_the_projected_board_does_not_name_the_hidden_tracks(graded):
     hidden = TRACKS[1]
     assert hidden not in board and hidden not in table, (
         f"the hidden track {hidden} is named on the board ({board.count(hidden)} times in the HTML page)")
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "owner autograder/store.py (save_ledger) with autograder/tasks.py (the '.track25' file tag): a hidden track's "
+    "kept ledger and log are ledgers/<a>/<student>.track25.jsonl, which is also the course-track ledger of a "
+    "student folder named '<student>.track25' (a valid id, e.g. from a participant's own file name through "
+    "nbgrader zip_collect): graded after memo, it replaces memo's hidden-track ledger and log with its own. "
+    "Root fix: one folder per student for the kept ledgers and logs (ledgers/<a>/<student>/<track>.jsonl), or "
+    "tags that no student id can end with"))
+def test_a_student_id_cannot_replace_another_students_kept_ledger(graded):
+    folder = graded["course"] / "ledgers" / A
+    tag = f".track{TRACKS[1].replace(',', '')}"
+    kept = list((folder / "attempts" / "memo").glob(f"*{tag}.jsonl"))  # memo's own copy, per attempt
+    assert len(kept) == 1, kept
+    latest = folder / f"memo{tag}.jsonl"
+    assert latest.read_text() == kept[0].read_text(), (
+        f"{latest.name} is no longer memo's {TRACKS[1]} ledger: student {IMPOSTOR!r} wrote its own there")
