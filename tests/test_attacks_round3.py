@@ -1,29 +1,38 @@
 """Attacks, round 3: holes found by a hostile participant on surfaces the earlier attack tests leave open.
 
-Each attack runs for real (the real `autograder grade` on the toy course: one batch on two tracks,
-then one regrade of one student). A hole still open is a strict xfail whose reason names the owner
-file, what works and the fix at the root; it turns into a failure (XPASS) the day the hole is
-closed, so remove the mark then.
+Every attack runs for real: one `autograder grade` batch of the toy course on the course track and a
+hidden one (`graded`: three attacking students), then one regrade of one of them. A hole still open is
+a strict xfail whose reason names the owner file, what works and the fix at the root; it asserts only
+the hole, so it turns into a failure (XPASS) the day the hole is closed, whichever root fix closes it:
+remove the mark then.
 
 - Labels bought in an attempt that makes no counted submission are free in the next attempt. The
-  attempts rule (`autograder/attempts.py`) lets such an attempt "not use up" the counted one because
-  it "showed no held-out number"; but it showed *pool labels*: it annotates, prints what it bought
-  into the row's ``detail`` (the first error line, on the public leaderboard) and crashes before
-  ``submit``. Every grading of the assignment uses the same shuffle (one secret per assignment), so
-  the same indices point at the same images in the next attempt, which types the labels in and is
-  ranked passing with one annotation on that track. (The same works across the competition's rounds, each graded
-  into its own store with the same secret.)
-- Hidden tracks do not catch the README's own example (a table of the course track's private test images) when
-  the notebook falls back to an honest method on any other track: the combined row sums the tracks'
-  annotations (1 + 60 against an honest 60 + 60) and, unlike `autograder verify`, compares no track with
-  another, so nothing is marked for review.
-- A student folder named ``memo.track25`` writes its ledger and log over memo's kept hidden-track ledger
-  and log (``ledgers/<a>/memo.track25.jsonl``), the evidence a cheap pass is read by.
-- Hidden tracks do not catch a small memorised table when it is a table of *pool* images: the pool is
-  MNIST's whole training set on every track, only shuffled, so 50 image hashes per digit (all ten
-  digits, 4.5 kB, about the size of the 4 kB 7/1 table the README says hidden tracks catch) find their
-  images on any track; the notebook trains on them, pays one annotation per track (no 0-annotation
-  review) and passes every track.
+  attempts rule (`autograder/attempts.py`) lets such an attempt "not use up" the counted one because it
+  "showed no held-out number"; but it showed *pool labels*: it annotates, puts what it bought into the
+  row's ``detail`` (the first error line, on the public leaderboard) and crashes before ``submit``.
+  Every grading of the assignment uses the same shuffle (one secret per assignment), so the same
+  indices point at the same images in the next attempt, which types the labels in and is ranked
+  passing with one annotation on that track. (The same works across the competition's rounds, each
+  graded into its own store with the same secret.)
+- Hidden tracks do not catch the README's own example (a table of the course track's private test
+  images) when the notebook falls back to an honest method on every other track: the combined row
+  sums the tracks' annotations (1 + 60 against an honest 60 + 60) and, unlike `autograder verify`,
+  compares no track with another, so nothing is marked for review.
+- Hidden tracks do not catch a small table of *pool* images either: the pool is MNIST's whole training
+  set on every track, only shuffled, so 50 image hashes per digit (all ten digits, 4.5 kB, about the
+  size of the 4 kB table the README says hidden tracks catch) find their images on any track; the
+  notebook trains on them, pays one annotation per track (no 0-annotation review) and passes every
+  track. The same notebook is "verified" by `autograder verify`, whose hidden track is one more track.
+- The projected board names the hidden tracks that the README says to keep secret until it is out,
+  while its competition agenda projects round 1's board and grades later rounds the same way.
+- A student folder named ``memo.track25`` writes its ledger and log over memo's kept hidden-track
+  ledger and log (``ledgers/<a>/memo.track25.jsonl``): the evidence a cheap pass is read by.
+- A kernel's active outputs (JavaScript, HTML event handlers) are kept in ``autograded/``, which
+  nbgrader's formgrader serves as HTML from the instructor's Jupyter server: participant script runs in
+  the instructor's session (checked in a real browser on the formgrader's own rendering).
+
+Cost: one toy batch of three students on two tracks and one regrade on two tracks (measured in the
+final report of round 3), plus a browser start.
 """
 
 from __future__ import annotations
