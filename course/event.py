@@ -25,6 +25,10 @@ refused (`SubmissionRefusedError`) and charges nothing. Your count belongs to yo
 not to the kernel: after a kernel restart, joining under the same name from the same
 machine rejoins (the token is kept in the cache folder) and keeps your count.
 
+An `oracle.annotate` call of more indices than one request carries
+(`protocol.MAX_ANNOTATE_INDICES`) is sent in parts and answered as one call: the same
+labels and charge as one request, or one refusal that charges nothing.
+
 A request refused for its rate (429: more requests per second than the event allows;
 the server charged nothing) is sent again after the server's Retry-After, a bounded
 number of times. Under the autograder (``autograder verify`` re-runs a notebook on the
@@ -39,6 +43,7 @@ import getpass
 import hashlib
 import json
 import os
+import secrets
 import time
 import urllib.error
 import urllib.parse
@@ -235,6 +240,21 @@ class EventBackend(RemoteBackend):
     def _request(self, op: protocol.Op, **fields) -> Any:
         return protocol.result(_http(f"{self.joined.url}/api/events/{self.joined.code}/op",
                                      protocol.request(op, **fields), token=self.joined.token))
+
+    def annotate(self, indices: np.ndarray) -> np.ndarray:
+        """One call, whatever its size: more indices than one request may carry go in parts
+        (`protocol.PART_FIELDS`), which the server answers as one call (one charge, or one refusal and
+        nothing charged, with the message and labels one request would get)."""
+        limit = protocol.MAX_ANNOTATE_INDICES
+        if len(indices) <= limit:
+            return super().annotate(indices)
+        batch = secrets.token_hex(8)
+        starts = range(0, len(indices), limit)
+        for part, start in enumerate(starts):
+            reply = self._request(protocol.Op.ANNOTATE, indices=[int(i) for i in indices[start:start + limit]],
+                                  batch=batch, part=part, more=part < len(starts) - 1)
+        self._count = int(reply["count"])
+        return np.asarray(reply["labels"], dtype=np.int64)
 
 
 # --- HTTP ---------------------------------------------------------------------------------------

@@ -83,6 +83,11 @@ SPLITS = (PUBLIC, PRIVATE)
 MAX_REQUEST_BYTES = 1 << 20  # all 60000 pool indices take ~420 kB of JSON
 MAX_REQUESTS = 5000  # requests one graded run may make (one annotate call is one request)
 LEDGER_MAX_INDICES = 32  # indices kept per ledger entry (the counts are always kept)
+MAX_ANNOTATE_INDICES = 20_000  # indices one annotate request to the event server may carry (a two-digit track's C
+# has under 13,000); `course.event` sends a larger call in parts (`PART_FIELDS`), which the server answers as one
+PART_FIELDS = ("batch", "part", "more")  # a part of a large annotate call: batch id (a short string), part number
+# from 0, and more (true but for the last part). The event server keeps the parts, charging nothing and sending no
+# label, until the last one; then the whole call is answered by `Rules` as one request: one charge, one ledger entry
 LEDGER_MAX_TEXT = 600  # characters kept of a message in the ledger
 FIELD_MAX_TEXT = 80  # characters kept of an op name or of a bad field, in messages and the ledger
 _INT64 = 2**63

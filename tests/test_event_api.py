@@ -185,8 +185,12 @@ def test_rate_limit_per_participant(tmp_path, tmp_path_factory):
 
 
 def test_admin_routes_need_the_admin_token(event):
+    import csv as csv_module
+
     base = f"{event['url']}/api/admin/{event['code']}"
     participant = join(event, "admin probe")["token"]
+    formula = '=1+HYPERLINK("evil.example","x")'
+    join(event, formula)
     for token in (None, participant, "wrong"):
         status, reply = es.call(base, token=token)
         assert status == 401 and "admin token" in reply["message"]
@@ -202,6 +206,8 @@ def test_admin_routes_need_the_admin_token(event):
     assert protocol.summarize(ledger["entries"]).submissions == 0
     status, csv_text = es.call(f"{base}/results.csv", token=event["admin"])
     assert status == 200 and b"rank,name,display_name,passed,annotations" in csv_text and b"submitter" in csv_text
+    names = [row["name"] for row in csv_module.DictReader(io.StringIO(csv_text.decode()))]
+    assert "'" + formula in names and formula not in names  # the leaderboard's formula guard (`spreadsheet`)
     status, page = es.call(f"{event['url']}/admin")
     assert status == 200 and event["admin"].encode() not in page
 
@@ -344,11 +350,14 @@ def test_cli_event_create_with_a_roster_prints_and_exports_personal_codes(tmp_pa
 
 def test_a_rate_limited_client_waits_and_retries_and_is_charged_once(tmp_path, tmp_path_factory, monkeypatch):
     """course.event against a real server with --rate 5 --burst 3: every 429 is retried after Retry-After,
-    every annotation is charged once, and no refusal reaches the participant's ledger."""
+    every annotation is charged once, and each 429 is in the admin's ledger as a refusal with its reason and
+    time. A flood of refusals is logged one by one only up to MAX_LOGGED_REFUSALS, then counted, across a
+    restart too."""
+    from autograder.event import app
     from course import event as course_event, oracle
 
     db, events = es.template(tmp_path_factory.getbasetemp())
-    code, _ = events["participant"]
+    code, admin = events["participant"]
     server = es.Server(es.copy_db(db, tmp_path / "rate.db"), rate=5.0, burst=3).start()
     monkeypatch.setenv(config.ENV_CACHE_DIR, str(tmp_path / "cache"))
     for name in (config.ENV_EVENT_URL, config.ENV_EVENT_CODE, config.ENV_SERVICE):
@@ -356,6 +365,7 @@ def test_a_rate_limited_client_waits_and_retries_and_is_charged_once(tmp_path, t
     waits = []
     real_sleep = course_event.time.sleep
     monkeypatch.setattr(course_event.time, "sleep", lambda s: (waits.append(s), real_sleep(s)))
+    started = time.time()
     try:
         course_event.join(server.url, code, "patient")
         truth = pool.read_truth(store.Store(server.db).blob(code, "truth"))
@@ -367,13 +377,42 @@ def test_a_rate_limited_client_waits_and_retries_and_is_charged_once(tmp_path, t
         assert [row.index for row in backend.history()] == picked  # each charged once, in order
         view = store.Store(server.db)
         pid = next(r["id"] for r in view.standings(code) if r["name"] == "patient")
-        assert all(e["ok"] for e in view.ledger(pid))  # a 429 is refused before the rules: nothing logged
+        base = f"{server.url}/api/admin/{code}"
+        status, ledger = es.call(f"{base}/ledger/{pid}", token=admin)
+        refused = [e for e in ledger["entries"] if not e["ok"]]
+        assert len(refused) == len(waits) and all(e["status"] == 429 and e["reason"] == "rate_limited"
+                                                  and "Nothing was charged" in e["message"] for e in refused)
+        assert all(started - 1 <= e["time"] <= time.time() for e in refused)  # when it was refused
+        assert ledger["refusals"]["rate_limited"]["n"] == len(waits)
+        assert len([e for e in ledger["entries"] if e["ok"] and e["op"] == "annotate"]) == 8
 
         monkeypatch.setattr(course_event, "MAX_RETRIES", 0)  # bounded: then the server's message
         with pytest.raises(course_event.ServiceError, match="requests per second"):
             for i in picked * 3:
                 backend.annotate(np.array([i]))
         assert len(view.load_participant(pid).charges) == 8
+
+        # a flood: past MAX_LOGGED_REFUSALS of the server's own refusals, they are counted, not logged
+        token = course_event.current().token
+        flood = [es.call(f"{server.url}/api/events/{code}/op", {"op": "count"}, token=token)[0]
+                 for _ in range(app.MAX_LOGGED_REFUSALS + 30)]
+        status, view_json = es.call(base, token=admin)
+        counted = next(p for p in view_json["participants"] if p["id"] == pid)["refusals"]
+        n_429 = counted["rate_limited"]["n"]
+        assert n_429 == len(waits) + 1 + flood.count(429) and flood.count(429) >= app.MAX_LOGGED_REFUSALS
+        assert any(f["name"] == "patient" and f["reason"] == "rate_limited" for f in view_json["failures"])
+        logged = [e for e in view.ledger(pid) if e.get("reason") == "rate_limited"]
+        assert len(logged) == app.MAX_LOGGED_REFUSALS < n_429
+        server.stop()
+        server.start()  # the counts and the cap survive a restart
+        status, reply = es.call(f"{server.url}/api/events/{code}/op", {"op": "count"}, token=token)
+        assert status == 200 and reply["result"] == 8
+        for _ in range(10):
+            es.call(f"{server.url}/api/events/{code}/op", {"op": "count"}, token=token)
+        status, view_json = es.call(base, token=admin)
+        again = next(p for p in view_json["participants"] if p["id"] == pid)
+        assert again["refusals"]["rate_limited"]["n"] > n_429 and again["annotations"] == 8
+        assert len([e for e in view.ledger(pid) if e.get("reason") == "rate_limited"]) == app.MAX_LOGGED_REFUSALS
     finally:
         course_event.leave()
         server.stop()
@@ -438,3 +477,88 @@ def test_a_big_annotate_request_costs_its_size_and_a_huge_one_is_refused(event):
     assert status == 429 and "wait" in reply["message"], reply  # the burst went to the big request's size
     status, view = es.call(f"{event['url']}/api/admin/{event['code']}", token=event["admin"])
     assert {p["name"]: p for p in view["participants"]}["big requests"]["annotations"] == 0  # nothing charged
+
+
+def in_parts(event, token, indices, size, batch="b1"):
+    """One annotate call sent in parts of `size` (as course.event sends a call past MAX_ANNOTATE_INDICES)."""
+    starts = range(0, len(indices), size)
+    return [op(event, token, op="annotate", indices=indices[k:k + size], batch=batch, part=n,
+               more=n < len(starts) - 1) for n, k in enumerate(starts)]
+
+
+def test_a_call_in_parts_is_answered_as_one_call(event):
+    """The parts are kept (nothing charged, no label) until the last; then the rules answer the whole call:
+    the labels, the charge, a refusal's message and the one ledger entry of the same call in one request."""
+    token = join(event, "in parts")["token"]
+    truth, rules = event["truth"], local_rules(event["truth"])
+    idx = c_indices(truth, 30)
+    not_c = int(np.flatnonzero(~np.isin(truth["pool_digits"], truth["track"]))[0])
+
+    def same_as_one_call(call, replies):
+        expected = rules.handle({"op": "annotate", "indices": call})
+        assert replies[-1][1] == expected, (replies[-1], expected)
+        return replies
+
+    # refused whole, though the bad index is in the first part: nothing charged for any part
+    replies = same_as_one_call([not_c] + idx[:19], in_parts(event, token, [not_c] + idx[:19], 10))
+    assert replies[0] == (200, {"ok": True, "result": {"kept": 10}}) and replies[-1][0] == 400
+    # an index outside the pool in a middle part ends the call at once, with one call's message
+    call = idx[:10] + [60000] + idx[10:19] + idx[19:29]
+    replies = in_parts(event, token, call, 10)
+    assert replies[1][0] == 400 and replies[1][1] == rules.handle({"op": "annotate", "indices": call})
+    assert replies[2][0] == 409 and "does not follow" in replies[2][1]["message"]  # the call was dropped
+    status, reply = op(event, token, op="annotate", indices=[idx[0]], batch="other", part=1, more=False)
+    assert status == 409 and "Nothing was charged" in reply["message"]
+    assert op(event, token, op="count")[1]["result"] == 0
+    # answered: the labels of the whole call in order (repeats across parts are free), charged once
+    call = idx + idx[:5]
+    replies = same_as_one_call(call, in_parts(event, token, call, 10))
+    assert replies[-1][1]["result"]["labels"] == truth["pool_digits"][call].tolist()
+    assert replies[-1][1]["result"]["count"] == 30
+    # a budget: the whole call's new annotations count against it, as in one call
+    rules.handle({"op": "set_budget", "n": 35})
+    assert op(event, token, op="set_budget", n=35)[0] == 200
+    call = c_indices(truth, 10, start=30)
+    replies = same_as_one_call(call, in_parts(event, token, call, 4, batch="b2"))
+    assert replies[-1][0] == 409 and replies[-1][1]["error"] == "BudgetExceededError"
+    status, ledger = es.call(f"{event['url']}/api/admin/{event['code']}/ledger/"
+                             f"{participant_id(event, 'in parts')}", token=event["admin"])
+    annotate = [(e["ok"], e["n_indices"], e.get("reason")) for e in ledger["entries"] if e["op"] == "annotate"]
+    assert annotate == [(False, 20, None), (False, 20, None), (False, 10, "part_refused"), (False, 1, "part_refused"),
+                        (True, 35, None), (False, 10, None)]  # one entry per call (and one per refused part)
+    assert ledger["refusals"]["part_refused"]["n"] == 2 and ledger["refusals"]["NotInCError"]["n"] == 1
+    assert ledger["refusals"]["OutOfRangeError"]["n"] == 1 and ledger["refusals"]["BudgetExceededError"]["n"] == 1
+
+
+def participant_id(event, name):
+    status, view = es.call(f"{event['url']}/api/admin/{event['code']}", token=event["admin"])
+    return next(p["id"] for p in view["participants"] if p["name"] == name)
+
+
+def test_every_refused_request_is_in_the_admin_view_with_its_reason_and_time(event):
+    """The server's own refusals (too many indices, bad JSON, a body too large, a rate-limited request) and the
+    rules' are all in the admin's view: logged with HTTP status, reason and time, counted per reason; nothing
+    charged."""
+    token = join(event, "often refused")["token"]
+    url = f"{event['url']}/api/events/{event['code']}/op"
+    c = c_indices(event["truth"], 10)
+    started = time.time()
+    assert es.call(url, token=token, raw=b"{not json")[0] == 400
+    assert es.call(url, token=token, raw=b'{"op": "annotate", "indices": [' + b"1," * 600_000 + b"1]}")[0] == 413
+    assert op(event, token, op="annotate", indices=c * 2001)[0] == 400  # 20,010 indices in one request
+    statuses = [op(event, token, op="count")[0] for _ in range(40)]  # the big request spent the burst
+    assert 429 in statuses
+    assert op(event, token, op="annotate", indices=[c[0], -1])[0] in (400, 429)
+    status, view = es.call(f"{event['url']}/api/admin/{event['code']}", token=event["admin"])
+    me = next(p for p in view["participants"] if p["name"] == "often refused")
+    assert me["annotations"] == 0
+    counted = {reason: c["n"] for reason, c in me["refusals"].items()}
+    assert counted["bad_json"] == 1 and counted["body_too_large"] == 1 and counted["too_many_indices"] == 1
+    assert counted["rate_limited"] >= statuses.count(429)
+    mine = [f for f in view["failures"] if f["name"] == "often refused"]
+    assert {f.get("reason") for f in mine} >= {"bad_json", "body_too_large", "too_many_indices", "rate_limited"}
+    big = next(f for f in mine if f["reason"] == "too_many_indices")
+    assert big["status"] == 400 and big["n_indices"] == 20_010 and big["op"] == "annotate"
+    assert all(started - 1 <= f["time"] <= time.time() for f in mine)
+    assert all("charged" in f["message"] and f["status"] >= 400 for f in mine if "reason" in f)
+    assert all(f["ok"] is False for f in mine)

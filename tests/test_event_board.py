@@ -106,11 +106,18 @@ def test_board_updates_live_and_freezes(event):
 
         assert all(url.startswith(event["url"]) for url in requested), requested  # nothing from the internet
 
-        # the instructor's page: real names, behind the admin token (kept in the URL fragment)
+        # the instructor's page: real names, behind the admin token (kept in the URL fragment), refusals counted
+        status, reply = es.call(f"{event['url']}/api/events/{event['code']}/join", {"name": "Ada Refused"})
+        status, reply = es.call(f"{event['url']}/api/events/{event['code']}/op", raw=b"{not json",
+                                token=reply["result"]["token"])
+        assert status == 400
         admin_page = browser.new_page()
         admin_page.goto(f"{event['url']}/admin#code={event['code']}&token={event['admin']}")
         admin_page.wait_for_function("document.querySelectorAll('#participants tr').length >= 5", timeout=5000)
         assert "Alan Turing" in admin_page.inner_text("#participants")
         assert "review: re-run 100.00% with 0; hidden track 2,5: 46.36% with 0; it fails on a hidden track" in \
             admin_page.inner_text("#participants")  # the instructor sees the hidden track's numbers and why
+        assert "bad_json 1" in admin_page.inner_text("#participants")  # the refusal counts per reason
+        failures = admin_page.inner_text("#failures")
+        assert "Ada Refused" in failures and "bad_json" in failures and "not valid JSON" in failures
         browser.close()

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from course import config, data, evaluate, event, grading, oracle
-from course.exceptions import NotInCError, ServiceError, SubmissionRefusedError
+from course import config, data, evaluate, event, grading, oracle, protocol
+from course.exceptions import BudgetExceededError, NotInCError, ServiceError, SubmissionRefusedError
 from tests import event_server as es
 
 
@@ -122,3 +122,49 @@ def test_a_personal_code_joins_an_invite_only_event_from_any_machine(tmp_path_fa
         path.unlink()
     again = event.join(running.url, personal.lower())
     assert again.name == "Mary Jackson" and "rejoined" in capsys.readouterr().out and oracle.count() == 3
+
+
+def test_a_call_larger_than_one_request_is_sent_in_parts_and_answered_as_one(server, no_mnist, monkeypatch):
+    """More indices than one request may carry: `course.event` sends them in parts and the server answers
+    them as one call, so the labels, the charge and a refusal are those of the same call made locally."""
+    from autograder.event import pool, store
+
+    running, code = server
+    event.join(running.url, code, "Annie Easley")
+    ds = data.load()
+    events = store.Store(running.db)
+    truth = pool.read_truth(events.blob(code, "truth"))
+    local = protocol.Rules((7, 1), truth["pool_digits"], {protocol.PUBLIC: truth["public_digits"],
+                                                           protocol.PRIVATE: truth["private_digits"]}, exam=True)
+    sent = []
+    real_http = event._http
+    monkeypatch.setattr(event, "_http", lambda url, body=None, **kw: (sent.append(body), real_http(url, body, **kw))[1])
+
+    # a real call past the server's limit: the whole pool, 3 parts of 20,000, refused whole as one call is
+    everything = np.arange(len(ds))
+    with pytest.raises(NotInCError) as refused:
+        oracle.annotate(everything)
+    assert str(refused.value) == local.handle({"op": "annotate", "indices": everything.tolist()})["message"]
+    parts = [b for b in sent if b and "batch" in b]
+    assert [len(b["indices"]) for b in parts] == [protocol.MAX_ANNOTATE_INDICES] * 3 and oracle.count() == 0
+
+    # every image of C (12,000+ indices) in parts of 1,000: the client's limit lowered, the server's unchanged
+    monkeypatch.setattr(protocol, "MAX_ANNOTATE_INDICES", 1000)
+    call = ds.c_indices[::-1]
+    oracle.set_budget(len(call) - 1)
+    local.handle({"op": "set_budget", "n": len(call) - 1})
+    with pytest.raises(BudgetExceededError) as refused:
+        oracle.annotate(call)
+    assert str(refused.value) == local.handle({"op": "annotate", "indices": call.tolist()})["message"]
+    assert oracle.count() == 0
+    oracle.set_budget(None)
+    sent.clear()
+    digits = oracle.annotate(np.concatenate([call, call[:50]]))  # repeats: each index sent once, labelled twice
+    assert np.array_equal(digits, truth["pool_digits"][np.concatenate([call, call[:50]])])
+    assert oracle.count() == len(call) and [a.index for a in oracle.history()] == call.tolist()
+    parts = [b for b in sent if b and "batch" in b]
+    assert len(parts) == -(-len(call) // 1000) and max(len(b["indices"]) for b in parts) == 1000
+    pid = next(r["id"] for r in events.standings(code) if r["name"] == "Annie Easley")
+    calls = [(e["ok"], e["n_indices"]) for e in events.ledger(pid) if e["op"] == "annotate"]
+    assert calls == [(False, len(ds)), (False, len(call)), (True, len(call))]  # one entry per call
+    events.dispose()

@@ -16,6 +16,7 @@ address and in all (`limits`), and every open stream sends the same board JSON, 
 Instructor routes (``Authorization: Bearer <admin token>``): ``GET /admin`` (the page),
 ``GET /api/admin/{code}``, ``GET /api/admin/{code}/ledger/{participant}``,
 ``GET /api/admin/{code}/results.csv``, ``GET /api/admin/{code}/invites.csv`` (a roster event),
+(the admin view and a participant's ledger carry their refusal counts per reason, ``refusals``)
 ``POST /api/admin/{code}/freeze`` ``{"frozen": true}``,
 ``POST /api/admin/{code}/close``.
 
@@ -25,7 +26,11 @@ ledger and the grader's annotation service. The server adds what a network needs
 a body-size cap, a per-participant rate limit, and the store: a request's ledger entry,
 its new charges and a counted submission are committed in one transaction before the
 reply. A refusal is a 4xx whose JSON body is the protocol's refusal
-``{"ok": false, "error": kind, "message": what to do}``; nothing is charged.
+``{"ok": false, "error": kind, "message": what to do}``; nothing is charged. Every refusal of a
+participant's request is counted per reason for the instructor (``refusals``); the rules log each of
+theirs in the ledger (up to MAX_REQUESTS entries), the server logs its own (rate limit, size, closed
+event, bad JSON...) with their HTTP status and reason up to MAX_LOGGED_REFUSALS, then only counts them.
+An annotate call of more than MAX_INDICES indices comes in parts and is answered as one (`parts`).
 
 Resubmission rule: one counted submission per participant per event (exam mode's rule).
 The first successful `course.grading.submit` counts; a later one is refused with
@@ -60,7 +65,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Red
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from autograder.event import limits, pages, pool
+from autograder.event import limits, pages, parts, pool
 from autograder.event import store as store_module
 from autograder.event.store import MAX_NAME, NameTaken, Participant, Store, rank
 from autograder.spreadsheet import safe_cell
@@ -79,7 +84,8 @@ JOIN_BURST, JOIN_RATE = limits.JOIN_BURST, limits.JOIN_RATE  # every per-address
 BURST = 40  # requests a participant may make at once
 INDICES_PER_TOKEN = 1000  # an annotate request takes one more token of its sender's bucket per 1,000 indices
 # beyond the first (its cost grows with them; the bucket may go below zero: the next requests wait)
-MAX_INDICES = 20_000  # indices in one annotate request (any track's C has under 13,000): a larger one is refused
+MAX_INDICES = protocol.MAX_ANNOTATE_INDICES  # indices in one annotate request: a larger one is refused (a larger
+# call comes in parts, `parts`)
 SSE_POLL_S = 0.2  # how often an event's board feed looks for a new version (one ticker per event, not per stream)
 SSE_WAKE_S = 1.0  # an idle stream wakes this often to notice a disconnect or the server stopping
 SSE_PING_S = 15.0
@@ -87,14 +93,22 @@ VERIFY_POLL_S = 2.0  # how often an open board looks for new `autograder verify`
 RULE = ("Ranking: passed (accuracy at least {target:.0%}) first, then fewest annotations, then higher accuracy, "
         "then earlier submission. One counted submission per participant.")
 STATUS = {"SubmissionRefusedError": 409, "BudgetExceededError": 409}  # other refusals: 400
+MAX_LOGGED_REFUSALS = 100  # the server's own refusals of a participant's requests (rate, size, closed event...)
+# get a ledger entry each up to this many; later ones are only counted per reason (the `refusals` table), so a
+# flood of refused requests cannot grow the store without limit (the rules' refusals: MAX_REQUESTS entries)
+STORE_FAILED = "store_failed"  # the reason of a refusal because the store could not commit (not logged: it cannot be)
+REFUSAL_FLUSH_S = 10.0  # counts not written with a ledger entry are written at most this often per participant
+# (and before the admin routes read them, and at shutdown)
 
 
 class Refused(Exception):
     """An HTTP refusal: status and the protocol's refusal body."""
 
-    def __init__(self, status: int, message: str, kind: str = "ServiceError", headers: dict | None = None):
+    def __init__(self, status: int, message: str, kind: str = "ServiceError", headers: dict | None = None,
+                 reason: str | None = None):
         super().__init__(message)
         self.status, self.kind, self.message, self.headers = status, kind, message, headers
+        self.reason = reason or f"http_{status}"  # what the admin's refusal counts call it
 
 
 class _Sink(protocol.LedgerWriter):
@@ -117,6 +131,10 @@ class _Session:
     stamp: float = field(default_factory=time.monotonic)
     uploaded: float = -math.inf  # when the last upload reached validation (monotonic)
     uploading: bool = False
+    refusals: dict[str, dict] = field(default_factory=dict)  # reason -> {"n", "last", "message"}: every refusal
+    server_refused: int = 0  # the server's own refusals (not the rules'): the first MAX_LOGGED_REFUSALS are logged
+    refusals_dirty: bool = False  # counts not yet in the store
+    refusals_flushed: float = -math.inf  # monotonic
 
 
 @dataclass
@@ -266,6 +284,7 @@ class EventServer:
         self.board_lock: asyncio.Lock | None = None  # one board built at a time (on the event loop)
         self.streams = limits.Streams()
         self.feeds: dict[str, _Feed] = {}  # code -> its board feed, while streams are open
+        self.parts = parts.Parts()  # the unfinished annotate calls sent in parts
         self.stopping = False
 
     def bump(self, code: str) -> None:
@@ -335,7 +354,9 @@ class EventServer:
         sink.take()
         sink.n = saved.n_entries
         rules.requests = saved.n_entries  # every answered or refused request left one entry, up to the cap
-        found = self.sessions[participant.id] = _Session(participant, rules, sink, tokens=float(self.burst))
+        found = self.sessions[participant.id] = _Session(participant, rules, sink, tokens=float(self.burst),
+                                                         refusals=saved.refusals)
+        found.server_refused = sum(c["n"] for reason, c in saved.refusals.items() if reason not in protocol.ERRORS)
         return found
 
     # --- the operations ------------------------------------------------------------------------
@@ -349,7 +370,7 @@ class EventServer:
             wait = max(1, math.ceil((1.0 - session.tokens) / self.rate))  # whole seconds until a token is back
             raise Refused(429, f"more than {self.rate:g} requests per second from you; wait {wait} s and annotate "
                                "in batches (one call with many indices is one request). Nothing was charged.",
-                          headers={"Retry-After": str(wait)})
+                          headers={"Retry-After": str(wait)}, reason="rate_limited")
         session.tokens -= 1.0
 
     def admit_join(self, client: str) -> None:
@@ -426,12 +447,20 @@ class EventServer:
             session.tokens -= max(0, n - 1) // INDICES_PER_TOKEN  # a big request costs its size
             if n > MAX_INDICES:
                 raise Refused(400, f"one annotate request may carry at most {MAX_INDICES} indices and this one has "
-                                   f"{n}; split it into several calls (or ask for each index once). Nothing was "
-                                   "charged.")
+                                   f"{n}; split it into parts (course.event does so for you; see "
+                                   "course.protocol.PART_FIELDS) or ask for each index once. Nothing was charged.",
+                              reason="too_many_indices")
             if event.closed_at is not None:
                 raise Refused(403, f"event {event.code} is closed: no more annotations or submissions. "
-                                   "Nothing was charged.")
+                                   "Nothing was charged.", reason="event_closed")
             rules = session.rules
+            if self.parts.is_part(body):  # a part of a large call: kept until its last part (`parts`)
+                try:
+                    body = self.parts.take(participant.id, body, rules.pool_size)
+                except parts.PartError as exc:
+                    raise Refused(exc.status, str(exc), reason="part_refused") from None
+                if body is None:
+                    return 200, protocol.ok({"kept": self.parts.calls[participant.id].size})
             before, budget_before, counted_before = rules.count, rules.budget, rules.counted
             reply = rules.handle(body)
             entries = session.sink.take()
@@ -447,16 +476,72 @@ class EventServer:
             if rules.counted is not None and counted_before is None:
                 submission = {"accuracy": rules.counted["accuracy"], "annotations": rules.counted["count"],
                               "n": rules.counted["n"]}
+            if not reply["ok"]:
+                self.count_refusal(session, reply["error"], reply["message"])
             try:
                 self.store.commit(participant.id, entries, charges,
-                                  (rules.budget,) if rules.budget != budget_before else None, submission)
+                                  (rules.budget,) if rules.budget != budget_before else None, submission,
+                                  self.refusals_due(session, bool(entries)))
             except Exception:
                 self.sessions.pop(participant.id, None)  # rebuilt from the store next time: nothing happened
                 raise Refused(503, "the event server could not save this request, so nothing was charged; "
-                                   "try again in a moment.") from None
+                                   "try again in a moment.", reason=STORE_FAILED) from None
         if charges or submission:
             self.bump(participant.event)
         return (200 if reply["ok"] else STATUS.get(reply["error"], 400)), reply
+
+    # --- refusals: every refused request of a participant is counted; the server's own are logged up to a cap ---
+
+    def count_refusal(self, session: _Session, reason: str, message: str) -> None:
+        counted = session.refusals.setdefault(reason, {"n": 0, "last": 0.0, "message": ""})
+        counted["n"] += 1
+        counted["last"] = round(time.time(), 3)
+        counted["message"] = message[:protocol.LEDGER_MAX_TEXT]
+        session.refusals_dirty = True
+
+    def refusals_due(self, session: _Session, writing: bool, force: bool = False) -> dict | None:
+        """The counts to write now: when they changed and a write happens anyway, or REFUSAL_FLUSH_S passed."""
+        now = time.monotonic()
+        if not session.refusals_dirty or not (writing or force or now - session.refusals_flushed >= REFUSAL_FLUSH_S):
+            return None
+        session.refusals_dirty, session.refusals_flushed = False, now
+        return {reason: dict(c) for reason, c in session.refusals.items()}
+
+    def refused(self, participant: Participant, body: Any, refused: Refused) -> None:
+        """Record a refusal of the server's own (rate, size, closed event, ...; the rules log theirs) of a
+        participant's request: counted, and logged in the ledger up to MAX_LOGGED_REFUSALS. Nothing is charged."""
+        with self.lock:
+            try:
+                session = self.session(participant)
+            except Exception:  # the store is unreachable: the refusal itself stands
+                return
+            self.count_refusal(session, refused.reason, refused.message)
+            session.server_refused += 1
+            entries = []
+            if session.server_refused <= MAX_LOGGED_REFUSALS:
+                op = body.get("op") if isinstance(body, dict) else None
+                indices = body.get("indices") if isinstance(body, dict) else None
+                session.sink.add({"op": op if op is None or (isinstance(op, str) and len(op) <= 100)
+                                  else protocol.clip(op), "ok": False, "error": refused.kind,
+                                  "message": refused.message[:protocol.LEDGER_MAX_TEXT], "status": refused.status,
+                                  "reason": refused.reason,
+                                  **({"n_indices": len(indices)} if isinstance(indices, list) else {})})
+                entries = session.sink.take()
+            counts = self.refusals_due(session, bool(entries))
+            if entries or counts:
+                try:
+                    self.store.commit(participant.id, entries, [], refusals=counts)
+                except Exception:
+                    self.sessions.pop(participant.id, None)  # rebuilt from the store next time
+
+    def flush_refusals(self, code: str | None = None) -> None:
+        """Write the refusal counts not yet stored (of event `code`, or all): before the admin reads them."""
+        with self.lock:
+            for session in list(self.sessions.values()):
+                if code is None or session.participant.event == code:
+                    counts = self.refusals_due(session, False, force=True)
+                    if counts:
+                        self.store.commit(session.participant.id, [], [], refusals=counts)
 
     def upload(self, participant: Participant, raw: bytes) -> dict:
         """Store the participant's notebook for `autograder verify` (the last upload wins)."""
@@ -591,6 +676,8 @@ def create_app(store: Store, *, rate: float = RATE, burst: int = BURST) -> FastA
         threading.Thread(target=_warm_nbformat, name="warm-nbformat", daemon=True).start()
         yield
         server.stopping = True  # ends the board streams
+        with contextlib.suppress(Exception):
+            server.flush_refusals()
 
     app = FastAPI(title="dcai-hackathon live event", docs_url=None, redoc_url=None, openapi_url=None,
                   lifespan=lifespan)
@@ -608,7 +695,8 @@ def create_app(store: Store, *, rate: float = RATE, burst: int = BURST) -> FastA
         length = request.headers.get("content-length")
         too_big = Refused(413, f"the request body is larger than {limit} bytes, more than any valid {what}; "
                                "nothing was read, stored or charged." + (" Send fewer indices per call."
-                                                                        if what == "request" else ""))
+                                                                        if what == "request" else ""),
+                           reason="body_too_large")
         if length is not None and not length.isdigit():
             raise too_big
         if length is not None and int(length) > 8 * limit:
@@ -632,7 +720,8 @@ def create_app(store: Store, *, rate: float = RATE, burst: int = BURST) -> FastA
             return json.loads(body)
         except (ValueError, RecursionError):  # RecursionError: valid JSON nested deeper than json reads
             raise Refused(400, "the request body is not valid JSON; send one JSON object such as "
-                               '{"op": "annotate", "indices": [12, 40]}. Nothing was charged.') from None
+                               '{"op": "annotate", "indices": [12, 40]}. Nothing was charged.',
+                          reason="bad_json") from None
 
     @app.get("/api/health")
     def health():
@@ -655,14 +744,31 @@ def create_app(store: Store, *, rate: float = RATE, burst: int = BURST) -> FastA
     async def op(request: Request):
         start = time.perf_counter()
         code = request.path_params["code"]
-        raw = await read_body(request, MAX_BODY, "request")  # read to its end (a refusal is then no broken pipe)
-        participant = server.participant(code, request)
-        server.admit_request(participant)  # before parsing: a refused request costs no JSON parse
-        body = parse_json(raw)
-
-        # answered on the event loop: the work is one short critical section (rules + one SQLite commit,
-        # a fraction of a millisecond), cheaper than a hop to a worker thread that would wait for the same lock
-        status, reply = server.op(participant, body, admitted=True)
+        too_big = None
+        try:
+            raw = await read_body(request, MAX_BODY, "request")  # read to its end (a refusal is then no broken pipe)
+        except Refused as exc:
+            too_big, raw = exc, b""
+        try:
+            participant = server.participant(code, request)
+        except Refused:
+            if too_big is not None:
+                raise too_big from None
+            raise
+        body = None
+        try:  # a refusal of the server's own goes to the participant's ledger and refusal counts (the rules log
+            # theirs); one because the store failed does not: it could not be written either
+            if too_big is not None:
+                raise too_big
+            server.admit_request(participant)  # before parsing: a refused request costs no JSON parse
+            body = parse_json(raw)
+            # answered on the event loop: the work is one short critical section (rules + one SQLite commit,
+            # a fraction of a millisecond), cheaper than a hop to a worker thread that would wait for the same lock
+            status, reply = server.op(participant, body, admitted=True)
+        except Refused as exc:
+            if exc.reason != STORE_FAILED:
+                server.refused(participant, body, exc)
+            raise
         took = 1000 * (time.perf_counter() - start)
         return JSONResponse(reply, status, headers={"Server-Timing": f"app;dur={took:.2f}"})
 
@@ -738,8 +844,9 @@ def create_app(store: Store, *, rate: float = RATE, burst: int = BURST) -> FastA
     @app.get("/api/admin/{code}")
     def admin_view(code: str, request: Request):
         event = server.admin(code, request)
+        server.flush_refusals(code)
         rows = rank(store.standings(code))
-        checks, uploads = store.verifications(code), store.uploads(code)
+        checks, uploads, refusals = store.verifications(code), store.uploads(code), store.refusals(code)
         return {"event": code, "assignment": event.assignment, "track": event.track_name,
                 "frozen": event.frozen_at is not None, "closed": event.closed_at is not None,
                 "roster": store.invites(code) if event.roster else None,
@@ -747,7 +854,8 @@ def create_app(store: Store, *, rate: float = RATE, burst: int = BURST) -> FastA
                                   "joined": r["joined"], "annotations": r["count"], "rank": r["rank"],
                                   "passed": r["passed"], "accuracy": r["accuracy"],
                                   "submitted_annotations": r["annotations"], "submitted": r["submitted"],
-                                  "notebook": uploads.get(r["id"]), "verification": checks.get(r["id"])}
+                                  "notebook": uploads.get(r["id"]), "verification": checks.get(r["id"]),
+                                  "refusals": refusals.get(r["id"], {})}
                                  for r in rows],
                 "failures": store.failures(code)}
 
@@ -760,9 +868,11 @@ def create_app(store: Store, *, rate: float = RATE, burst: int = BURST) -> FastA
     @app.get("/api/admin/{code}/ledger/{pid}")
     def admin_ledger(code: str, pid: int, request: Request):
         server.admin(code, request)
+        server.flush_refusals(code)
         if not any(r["id"] == pid for r in store.standings(code)):
             raise Refused(404, f"no participant {pid} in event {code}.")
-        return {"participant": pid, "entries": store.ledger(pid)}
+        return {"participant": pid, "entries": store.ledger(pid),
+                "refusals": store.refusals(code).get(pid, {})}
 
     @app.get("/api/admin/{code}/results.csv")
     def admin_csv(code: str, request: Request):

@@ -166,14 +166,17 @@ async function load() {
         (v.status === 'missing' ? ': ' + v.detail : (v.status === 'review' ? `: re-run ${again}${hidden}; ${v.detail}` :
          hidden)));
       p.notebook_uploaded = p.notebook === null ? '' : new Date(1000 * p.notebook.time).toLocaleTimeString();
+      p.refused = Object.entries(p.refusals).map(([why, c]) => `${why} ${c.n}`).join(', ');
     }
+    for (const f of d.failures) { f.when = new Date(1000 * f.time).toLocaleTimeString(); }
     table(document.getElementById('participants'), d.participants,
       ['rank', 'name', 'display_name', 'annotations', 'passed', 'accuracy', 'submitted_annotations', 'verified',
-       'notebook_uploaded', 'id']);
+       'notebook_uploaded', 'refused', 'id']);
     document.getElementById('roster-part').style.display = d.roster ? 'block' : 'none';
     if (d.roster) { for (const r of d.roster) { r.joined = r.participant === null ? 'no' : 'yes'; }
       table(document.getElementById('roster'), d.roster, ['name', 'code', 'joined']); }
-    table(document.getElementById('failures'), d.failures, ['name', 'op', 'error', 'message']);
+    table(document.getElementById('failures'), d.failures, ['when', 'name', 'op', 'status', 'error', 'reason',
+      'message']);
     document.getElementById('error').textContent = '';
   } catch (e) { document.getElementById('error').textContent = e.message; }
 }
@@ -181,7 +184,7 @@ async function ledger() {
   const pid = document.getElementById('pid').value;
   const d = await (await api(`/ledger/${pid}`)).json();
   table(document.getElementById('ledger'), d.entries,
-    ['seq', 'time', 'op', 'ok', 'n_indices', 'n_new', 'count', 'split', 'accuracy', 'error']);
+    ['seq', 'time', 'op', 'ok', 'n_indices', 'n_new', 'count', 'split', 'accuracy', 'error', 'reason']);
 }
 form.onsubmit = e => { e.preventDefault(); CODE = form.code.value.trim(); TOKEN = form.token.value.trim();
   load(); };
@@ -221,7 +224,8 @@ def admin() -> str:
 <p><button id="invites">export codes (CSV)</button></p><table id="roster"></table></div>
 <h2>Ledger</h2><p>participant id <input id="pid" size="5"> <button id="showledger">show</button></p>
 <table id="ledger"></table>
-<h2>Refused requests</h2><table id="failures"></table>
+<h2>Refused requests</h2><p>The latest; nothing was charged for any. Each participant's counts per reason are in
+the column <i>refused</i> (a flood is counted, not logged one by one).</p><table id="failures"></table>
 <script>{_ADMIN_JS}</script></body></html>"""
 
 

@@ -18,7 +18,7 @@ import json
 import secrets
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +111,14 @@ VERIFICATIONS = sa.Table(  # the last `autograder verify` of a participant's cou
     sa.Column("hidden_accuracy", sa.Float),  # `_add_new_columns` adds these to an older store
     sa.Column("hidden_annotations", sa.Integer),
 )
+REFUSALS = sa.Table(  # how many requests of a participant were refused, per reason (the ledger logs each refusal
+    "refusals", META,  # only up to a cap: a flood of refusals grows these counts, never the store)
+    sa.Column("participant", sa.Integer, sa.ForeignKey("participants.id"), primary_key=True),
+    sa.Column("reason", sa.String(40), primary_key=True),  # a protocol error kind, or the server's (rate_limited...)
+    sa.Column("n", sa.Integer, nullable=False),
+    sa.Column("last", sa.Float, nullable=False),  # when the last one was refused
+    sa.Column("message", sa.Text, nullable=False),  # the last one's message (clipped)
+)
 VERIFY_STATUSES = ("verified", "differs", "review", "missing")
 NEW_COLUMNS = {"verifications": ("hidden_track", "hidden_accuracy", "hidden_annotations")}  # nullable, added later
 
@@ -189,6 +197,7 @@ class Saved:
     budget: int | None
     submission: dict | None  # accuracy, annotations, n, time
     n_entries: int
+    refusals: dict[str, dict] = field(default_factory=dict)  # reason -> {"n", "last", "message"}
 
 
 def _add_new_columns(engine: sa.engine.Engine) -> None:
@@ -394,20 +403,26 @@ class Store:
             sub = conn.execute(sa.select(SUBMISSIONS).where(SUBMISSIONS.c.participant == pid)).first()
             n_entries = conn.execute(sa.select(sa.func.count()).select_from(ENTRIES)
                                      .where(ENTRIES.c.participant == pid)).scalar_one()
+            refusals = {r.reason: {"n": r.n, "last": r.last, "message": r.message} for r in conn.execute(
+                sa.select(REFUSALS).where(REFUSALS.c.participant == pid))}
         submission = None if sub is None else {"accuracy": sub.accuracy, "annotations": sub.annotations,
                                                "n": sub.n, "time": sub.time}
-        return Saved(charges, budget, submission, n_entries)
+        return Saved(charges, budget, submission, n_entries, refusals)
 
     def commit(self, pid: int, entries: list[dict], charges: list[tuple[int, int, int]],
-               budget: tuple[int | None] | None = None, submission: dict | None = None) -> None:
+               budget: tuple[int | None] | None = None, submission: dict | None = None,
+               refusals: dict[str, dict] | None = None) -> None:
         """One request's changes in one transaction: ledger entries, new charges (ord, index, digit),
-        a new budget (a 1-tuple, None: unchanged) and the counted submission."""
+        a new budget (a 1-tuple, None: unchanged), the counted submission and the participant's refusal
+        counts (reason -> {"n", "last", "message"}: they replace the stored ones of those reasons)."""
         now = time.time()
         entry_rows = [(pid, e["seq"], e["time"], _short(e.get("op")), bool(e.get("ok")), e.get("error"),
                        json.dumps(e)) for e in entries]
         charge_rows = [(pid, o, i, d, now) for o, i, d in charges]
+        refusal_rows = [(pid, reason[:40], int(c["n"]), float(c["last"]), str(c["message"]))
+                        for reason, c in (refusals or {}).items()]
         if self.sqlite:  # the hot path of every request: plain DB-API on one connection (a fifth of the cost)
-            self._commit_sqlite(pid, now, entry_rows, charge_rows, budget, submission)
+            self._commit_sqlite(pid, now, entry_rows, charge_rows, budget, submission, refusal_rows)
             return
         keys = ("participant", "seq", "time", "op", "ok", "error", "entry")
         with self.engine.begin() as conn:
@@ -420,8 +435,13 @@ class Store:
                 conn.execute(PARTICIPANTS.update().where(PARTICIPANTS.c.id == pid).values(budget=budget[0]))
             if submission is not None:
                 conn.execute(SUBMISSIONS.insert().values(participant=pid, time=now, **submission))
+            if refusal_rows:
+                conn.execute(REFUSALS.delete().where(REFUSALS.c.participant == pid,
+                                                     REFUSALS.c.reason.in_([r[1] for r in refusal_rows])))
+                conn.execute(REFUSALS.insert(), [dict(zip(("participant", "reason", "n", "last", "message"), row))
+                                                 for row in refusal_rows])
 
-    def _commit_sqlite(self, pid, now, entry_rows, charge_rows, budget, submission) -> None:
+    def _commit_sqlite(self, pid, now, entry_rows, charge_rows, budget, submission, refusal_rows=()) -> None:
         with self._writer_lock:
             if self._writer is None:
                 self._writer = self.engine.raw_connection()  # the engine's pragmas (WAL, synchronous) apply
@@ -440,6 +460,10 @@ class Store:
                     db.execute("INSERT INTO submissions (participant, time, accuracy, annotations, n) "
                                "VALUES (?, ?, ?, ?, ?)", (pid, now, submission["accuracy"],
                                                           submission["annotations"], submission["n"]))
+                if refusal_rows:
+                    db.executemany("INSERT INTO refusals (participant, reason, n, last, message) VALUES (?, ?, ?, ?, ?) "
+                                   "ON CONFLICT (participant, reason) DO UPDATE SET n = excluded.n, "
+                                   "last = excluded.last, message = excluded.message", refusal_rows)
                 db.execute("COMMIT")
             except BaseException:
                 try:
@@ -537,6 +561,16 @@ class Store:
                 .where(PARTICIPANTS.c.event == code, ENTRIES.c.ok.is_(False))
                 .order_by(ENTRIES.c.time.desc()).limit(limit)).all()
         return [{"name": r.name, **json.loads(r.entry)} for r in rows]
+
+    def refusals(self, code: str) -> dict[int, dict[str, dict]]:
+        """{participant id: {reason: {"n", "last", "message"}}} of event `code`: every refused request, counted."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(REFUSALS).select_from(REFUSALS.join(
+                PARTICIPANTS, REFUSALS.c.participant == PARTICIPANTS.c.id)).where(PARTICIPANTS.c.event == code)).all()
+        out: dict[int, dict[str, dict]] = {}
+        for r in rows:
+            out.setdefault(r.participant, {})[r.reason] = {"n": r.n, "last": r.last, "message": r.message}
+        return out
 
     def charge_times(self, code: str) -> dict[int, list[float]]:
         with self.engine.connect() as conn:
