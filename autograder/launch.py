@@ -14,7 +14,8 @@ Standard library only (it starts in milliseconds). It
    each in its own session, gets one kernel's share of the CPU, not one per session).
    When the memory cap makes the system kill a process of the kernel, the whole kernel is
    killed and `OOM_MARK` written (the row then says it ran out of memory). Every cgroup
-   is emptied and removed at the end; those of a killed grader by `remove_stale`;
+   is emptied and removed at the end; those of a killed grader by `remove_stale` (which also
+   removes the memory cgroups of nbgrader's workers, `memory_cgroup`, made by the grader);
 4. hands bubblewrap the seccomp filter of `autograder.sandbox.seccomp_filter` on a pipe
    (``--seccomp FD``: no kernel keyring inside);
 5. starts bubblewrap with RLIMIT_AS, RLIMIT_NPROC, RLIMIT_FSIZE, RLIMIT_CORE = 0, and
@@ -34,7 +35,8 @@ import threading
 import time
 
 PR_SET_PDEATHSIG = 1
-CGROUP_PREFIX = "autograder-kernel-"  # + the launcher's pid
+CGROUP_PREFIX = "autograder-kernel-"  # + the pid of the worker that started the launcher, "-", the launcher's pid
+WORKER_PREFIX = "autograder-worker-"  # + the pid of nbgrader's worker (`memory_cgroup`, made by the grader)
 CPU_SHARES = 1024  # every kernel the same (the v1 default; written so that it holds whatever the parent says)
 OOM_POLL_S = 0.2  # how often the launcher looks at the kernel's memory cgroup's OOM kill counter
 OOM_MARK = ".oom"  # appended to the kernel log's path: written by the launcher after an OOM kill
@@ -55,7 +57,7 @@ def _write(path: str, value: str) -> None:
 
 def _cgroups(spec: dict) -> list[str]:
     """The kernel's cgroup folders, made and limited (none: rlimits only)."""
-    name = f"{CGROUP_PREFIX}{os.getpid()}"
+    name = f"{CGROUP_PREFIX}{os.getppid()}-{os.getpid()}"  # nbgrader's worker started this launcher
     memory, nproc = str(int(spec["memory_bytes"])), str(int(spec["max_processes"]))
     settings = {"memory": [("memory.limit_in_bytes", memory), ("memory.memsw.limit_in_bytes", memory)],
                 "pids": [("pids.max", nproc)], "cpu": [("cpu.shares", str(CPU_SHARES))]}
@@ -65,6 +67,27 @@ def _cgroups(spec: dict) -> list[str]:
     else:
         wanted = {parent: settings[controller] for controller, parent in (spec.get("cgroup_v1") or {}).items()
                   if controller in settings}
+    return _make(name, wanted)
+
+
+def memory_cgroup(name: str, memory_bytes: int, cgroup_parent: str = "", cgroup_v1: dict | None = None) -> str:
+    """One cgroup `name` whose processes together may use `memory_bytes` (no swap), or "" (no cgroup here).
+
+    v2 under `cgroup_parent` (``memory.oom.group``: at the cap every process of it is killed), else v1 under
+    the ``memory`` folder of `cgroup_v1`. For nbgrader's worker (`autograder.worker.WorkerClient`)."""
+    memory = str(int(memory_bytes))
+    if cgroup_parent:
+        wanted = {cgroup_parent: [("memory.max", memory), ("memory.swap.max", "0"), ("memory.oom.group", "1")]}
+    elif (cgroup_v1 or {}).get("memory"):
+        wanted = {cgroup_v1["memory"]: [("memory.limit_in_bytes", memory), ("memory.memsw.limit_in_bytes", memory)]}
+    else:
+        return ""
+    made = _make(name, wanted)
+    return made[0] if made else ""
+
+
+def _make(name: str, wanted: dict[str, list[tuple[str, str]]]) -> list[str]:
+    """Make cgroup `name` under each parent of `wanted` and write its settings; the folders made."""
     made = []
     for parent, values in wanted.items():
         path = os.path.join(parent, name)
@@ -115,16 +138,17 @@ def kill_cgroup(path: str) -> None:
 
 
 def remove_stale(parents: list[str]) -> list[str]:
-    """Kernel cgroups under `parents` whose launcher is dead (a grader killed with -9): emptied and removed."""
+    """Kernel and worker cgroups under `parents` whose launcher or worker is dead (a grader killed with -9):
+    emptied and removed."""
     removed = []
     for parent in parents:
         try:
-            names = [n for n in os.listdir(parent) if n.startswith(CGROUP_PREFIX)]
+            names = [n for n in os.listdir(parent) if n.startswith((CGROUP_PREFIX, WORKER_PREFIX))]
         except OSError:
             continue
         for name in names:
             try:
-                os.kill(int(name[len(CGROUP_PREFIX):]), 0)
+                os.kill(int(name.rpartition("-")[2]), 0)
                 continue  # its launcher is alive
             except ValueError:
                 continue
@@ -135,6 +159,18 @@ def remove_stale(parents: list[str]) -> list[str]:
             kill_cgroup(os.path.join(parent, name))
             removed.append(os.path.join(parent, name))
     return removed
+
+
+def remove_worker_kernels(parent: str, worker_pid: int) -> list[str]:
+    """The kernel cgroups under `parent` whose launcher nbgrader's worker `worker_pid` started (it is dead:
+    a launcher killed with it could not remove them): emptied and removed."""
+    try:
+        names = [n for n in os.listdir(parent) if n.startswith(f"{CGROUP_PREFIX}{worker_pid}-")]
+    except OSError:
+        return []
+    for name in names:
+        kill_cgroup(os.path.join(parent, name))
+    return [os.path.join(parent, n) for n in names]
 
 
 OOM_FILES = ("memory.oom_control", "memory.events")  # v1, v2: each has a line "oom_kill N"
@@ -154,6 +190,12 @@ def _oom_count(oom_file: str) -> int:
     except (OSError, ValueError):
         pass
     return 0
+
+
+def oom_kills(path: str) -> int:
+    """How many processes the memory cap of cgroup `path` has killed so far (0: none, or no such cgroup)."""
+    memory = _oom_file([path])
+    return _oom_count(memory) if memory else 0
 
 
 def _watch_oom(cgroups: list[str], marker: str, done: threading.Event) -> None:

@@ -49,7 +49,7 @@ from course import config, data
 from autograder import clean, gradebook_merge, judge, launch, prepare, safefs, sandbox, service_process, store
 from autograder import tracks as tracks_
 from autograder.runfolder import PREFIX, RunFolder, remove_stale
-from autograder.worker import WorkerClient
+from autograder.worker import WorkerClient, memory_cap
 
 LOG_KEEP_BYTES = 256 * 1024  # of nbgrader's and the kernel's logs, kept beside the ledger
 LEDGER_KEEP_BYTES = 32 * 2**20
@@ -186,7 +186,9 @@ class Executor:
         launch.remove_stale(sandbox.cgroup_folders(self.limits))  # kernel cgroups of a killed grader
         self.course = self._course_folder()
         self.env = {k: v for k, v in (os.environ if env is None else env).items() if k not in ENV_DROP}
-        self._worker = WorkerClient(self.course, tool_env(self.env))
+        self._worker = WorkerClient(self.course, tool_env(self.env), memory_cap(spec.max_output_bytes),
+                                    self.limits.cgroup_parent, self.limits.cgroup_v1,
+                                    sandbox.cgroup_folders(self.limits))
         self._batches: dict[tuple[int, ...], _Batch] = {}
         self._checkpoints: dict[tuple[int, ...], Path] = {}
         self.prepare_seconds: dict[str, float] = {}
@@ -301,7 +303,8 @@ class Executor:
             timings.prepare = time.perf_counter() - t0
 
             t1 = time.perf_counter()
-            ok, timed_out = self._worker.run(self._job(submission.student, run, gradebook), self.spec.timeout)
+            ok, timed_out, too_large = self._worker.run(self._job(submission.student, run, gradebook),
+                                                        self.spec.timeout)
             timings.nbgrader = time.perf_counter() - t1
 
             t2 = time.perf_counter()
@@ -317,6 +320,9 @@ class Executor:
                     f"the notebook used more than {self.spec.memory_gb:g} GB of memory (all its processes "
                     "together, RAM disk included): its kernel was stopped. Use less memory (smaller "
                     "batches, fewer worker processes), or ask for a larger --memory"))
+            if too_large:  # nbgrader's worker passed its own memory cap (`autograder.worker.memory_cap`)
+                verdict = dataclasses.replace(verdict, status="error", passed=False, detail=too_large_detail(
+                    self._worker.memory_bytes, self.spec.max_output_bytes))
             timings.finish = time.perf_counter() - t2
             return verdict
         finally:
@@ -382,6 +388,14 @@ class Executor:
         if self._uid_claim is not None:
             os.close(self._uid_claim)
             self._uid_claim = None
+
+
+def too_large_detail(cap_bytes: int, max_output_bytes: int) -> str:
+    """The row's detail when nbgrader's worker was stopped at its memory cap by what the kernel sent."""
+    return (f"the notebook's output was too large for the grader: nbgrader's worker, which receives each output "
+            f"whole before keeping at most {max_output_bytes / 2**20:g} MB of them (--max-output-mb), passed its "
+            f"memory cap of {cap_bytes / 2**20:.0f} MB and was stopped, so the notebook was not graded. Print or "
+            "display a summary, not whole arrays or huge strings, and submit again")
 
 
 UID_SLOTS = 1000

@@ -10,8 +10,19 @@ Job: ``{"assignment", "student", "log", "env": {...}, "config": {"Section.trait"
 "max_output_bytes": int}``. Reply: ``{"ok": true|false}`` (the reason is in the job's log).
 
 Outputs of the executed notebook are capped while nbclient receives them
-(`max_output_bytes` per notebook): an output flood costs neither the worker's
-memory nor the stored notebook's size.
+(`max_output_bytes` per notebook): an output flood of many messages costs neither the
+worker's memory nor the stored notebook's size.
+
+But each kernel message is read and parsed whole before the cap can drop it (one 300 MB
+display message took the worker, root and outside every kernel limit, to ~1 GB). So with
+cgroups the grader puts each worker in a memory cgroup of its own (`WORKER_PREFIX` + its pid,
+beside the kernels' cgroups), capped at `memory_cap`: what an honest grading needs (measured)
+plus room for the kept outputs and the largest submitted notebook. A message too large for that
+makes the system kill the worker; `WorkerClient.run` reports it (`JobEnd.out_of_memory`), the
+submission's row says its output was too large, and the next job gets a new worker. ZMQ's own
+message-size cap is not used: an oversized message cuts the output channel for good, and the
+error outputs nbgrader needs to fail later test cells would be lost without a trace. Without
+cgroups (a grader that is not root) the worker is not capped.
 """
 
 from __future__ import annotations
@@ -27,9 +38,30 @@ import sys
 import tempfile
 import traceback
 from pathlib import Path
+from typing import NamedTuple
+
+from autograder import launch
+from autograder.safefs import MAX_NOTEBOOK_BYTES
 
 LOG_FORMAT = "%(asctime)s [%(name)s | %(levelname)s] %(message)s"
 _OUTPUT = {"limit": 0, "used": 0, "truncated": False}
+# the worker's memory cgroup (`memory_cap`); measured on this machine's honest gradings: see the README
+BASE_BYTES = 384 * 2**20  # nbgrader, nbclient, the gradebook and alembic at a grading's peak, with room
+OUTPUT_COPIES = 6  # a kept output in memory at once: ZMQ frame, bytes, parsed, notebook, JSON text, written
+NOTEBOOK_COPIES = 4  # the submitted notebook (outputs included) read and validated before its outputs are cleared
+
+
+def memory_cap(max_output_bytes: int) -> int:
+    """The memory cap of nbgrader's worker (all its processes; the kernel is in cgroups of its own)."""
+    return BASE_BYTES + OUTPUT_COPIES * int(max_output_bytes) + NOTEBOOK_COPIES * MAX_NOTEBOOK_BYTES
+
+
+class JobEnd(NamedTuple):
+    """How one job ended."""
+
+    ok: bool  # nbgrader succeeded
+    timed_out: bool = False  # killed at the wall-clock limit
+    out_of_memory: bool = False  # the worker passed its memory cap (a kernel message too large) and was killed
 
 
 def die_with_parent() -> None:
@@ -123,40 +155,66 @@ def main() -> None:
 
 
 class WorkerClient:
-    """The grader's handle on one worker (started on first use, restarted after a kill)."""
+    """The grader's handle on one worker (started on first use, restarted after a kill).
 
-    def __init__(self, course_root: Path, env: dict[str, str]):
+    With `memory_bytes` and a cgroup parent (the kernels' own: v2 `cgroup_parent`, else the v1
+    ``memory`` folder of `cgroup_v1`) each worker runs in a memory cgroup of its own; it is emptied and
+    removed with the worker, and so are the cgroups of a kernel whose launcher died with it."""
+
+    def __init__(self, course_root: Path, env: dict[str, str], memory_bytes: int = 0, cgroup_parent: str = "",
+                 cgroup_v1: dict[str, str] | None = None, kernel_cgroups: list[str] | None = None):
         self.course_root = Path(course_root)
         self.env = env
+        self.memory_bytes = memory_bytes
+        self.cgroup_parent, self.cgroup_v1 = cgroup_parent, dict(cgroup_v1 or {})
+        self.kernel_cgroups = list(kernel_cgroups or [])  # the folders holding the kernels' cgroups
         self.process: subprocess.Popen | None = None
+        self.cgroup = ""  # the running worker's memory cgroup ("" = none)
 
     def _start(self) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "autograder.worker"], cwd=self.course_root, env=self.env,
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                start_new_session=True, preexec_fn=die_with_parent)
+        process = subprocess.Popen([sys.executable, "-m", "autograder.worker"], cwd=self.course_root, env=self.env,
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                   start_new_session=True, preexec_fn=die_with_parent)
+        # moved before its first job (it imports nbgrader then): what it allocates from now on is charged there
+        self.cgroup = launch.memory_cgroup(f"{launch.WORKER_PREFIX}{process.pid}", self.memory_bytes,
+                                           self.cgroup_parent, self.cgroup_v1) if self.memory_bytes else ""
+        if self.cgroup:
+            try:
+                with open(os.path.join(self.cgroup, "cgroup.procs"), "w") as procs:
+                    procs.write(str(process.pid))
+            except OSError as exc:
+                sys.stderr.write(f"autograder: nbgrader's worker not capped ({exc})\n")
+        return process
 
-    def run(self, job: dict, timeout: float) -> tuple[bool, bool]:
-        """(nbgrader succeeded, timed out)."""
+    def run(self, job: dict, timeout: float) -> JobEnd:
         if self.process is None or self.process.poll() is not None:
+            self.kill()  # a worker that died between jobs: its cgroups go with it
             self.process = self._start()
         process = self.process
         try:
             process.stdin.write((json.dumps(job) + "\n").encode())
             process.stdin.flush()
         except BrokenPipeError:
+            out_of_memory = self._out_of_memory()
             self.kill()
-            return False, False
+            return JobEnd(False, False, out_of_memory)
         ready, _, _ = select.select([process.stdout], [], [], timeout)
         line = process.stdout.readline() if ready else b""
-        if ready and line:
-            return bool(json.loads(line)["ok"]), False
+        out_of_memory = self._out_of_memory()
+        if ready and line and not out_of_memory:
+            return JobEnd(bool(json.loads(line)["ok"]))
         self.kill()  # timeout, or the worker died: kill its group (the sandbox dies with it)
-        return False, not ready
+        return JobEnd(False, not ready, out_of_memory)
+
+    def _out_of_memory(self) -> bool:
+        return bool(self.cgroup) and launch.oom_kills(self.cgroup) > 0
 
     def kill(self) -> None:
+        pid = None
         if self.process is not None:
+            pid = self.process.pid
             try:
-                os.killpg(self.process.pid, signal.SIGKILL)
+                os.killpg(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
             self.process.wait()
@@ -166,6 +224,12 @@ class WorkerClient:
                 except OSError:
                     pass
             self.process = None
+        if self.cgroup:
+            launch.kill_cgroup(self.cgroup)  # the kernel's launcher (a child of the worker) is in it
+            self.cgroup = ""
+        if pid is not None:  # a launcher killed with its worker left its kernel's cgroups: empty them now
+            for folder in self.kernel_cgroups:
+                launch.remove_worker_kernels(folder, pid)
 
     def close(self) -> None:
         if self.process is not None:
@@ -174,7 +238,7 @@ class WorkerClient:
                 self.process.wait(timeout=30)
             except (OSError, subprocess.TimeoutExpired):
                 pass
-            self.kill()
+        self.kill()
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@
 - CPU: a kernel whose 48 busy children each start their own session (so, without a cpu cgroup,
   48 scheduler autogroups: 48 shares) no longer makes an honest notebook of another
   ``autograder grade`` running at the same time time out;
-- clean-up: the cgroups of a grader killed with -9 are emptied and removed at the next start.
+- clean-up: the cgroups of a grader killed with -9 are emptied and removed at the next start;
+- nbgrader's worker has a memory cgroup of its own: a kernel that sends one 300 MB output stops it at its
+  cap, the row says the output was too large, and the batch goes on with a new worker.
 """
 
 from __future__ import annotations
@@ -62,6 +64,10 @@ MEMORY_HOG = (
     "own = next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmRSS')) // 1024\n"
     "for pid in kids:\n    os.kill(pid, 9)\n    os.waitpid(pid, 0)\n"
     + probe("{'children_mb': held, 'own_mb': own, 'total_mb': own + sum(max(h, 0) for h in held)}"))
+
+BIG_OUTPUT_MB = 300  # one display message, inside the kernel's --memory 3; too large for nbgrader's worker
+BIG_OUTPUT = (f"from IPython.display import display\ndisplay({{'text/plain': 'x' * ({BIG_OUTPUT_MB} * 2**20)}}, "
+              "raw=True)\nanswer = 2\n")
 
 # an honest notebook that also looks for a way out of its cgroups: no cgroup file system inside
 LOOK_FOR_CGROUPS = (HONEST + "import os\n"
@@ -131,10 +137,11 @@ def _dead_pid() -> int:
 
 @pytest.mark.skipif(os.geteuid() != 0 or not CGROUP_V1, reason="needs writable cgroup v1 controllers (root)")
 def test_the_cgroups_of_a_killed_grader_are_removed_at_the_next_start():
-    """A kernel cgroup whose launcher is dead (grader killed with -9) is emptied and removed; one whose launcher
-    lives (here: this process) is kept."""
+    """A kernel cgroup whose launcher is dead (grader killed with -9) is emptied and removed, and so is the memory
+    cgroup of a dead nbgrader worker; one whose launcher lives (here: this process) is kept."""
     folders = list(CGROUP_V1.values())
-    stale = [Path(f) / f"{launch.CGROUP_PREFIX}{_dead_pid()}" for f in folders]
+    stale = [Path(f) / f"{launch.CGROUP_PREFIX}{_dead_pid()}-{_dead_pid()}" for f in folders]
+    stale += [Path(CGROUP_V1["memory"]) / f"{launch.WORKER_PREFIX}{_dead_pid()}"] if "memory" in CGROUP_V1 else []
     live = [Path(f) / f"{launch.CGROUP_PREFIX}{os.getpid()}" for f in folders]
     left = subprocess.Popen(["sleep", "60"])  # a process left in the stale cgroups
     try:
@@ -180,7 +187,8 @@ def _answer(code: str):
 @pytest.fixture(scope="module")
 def tiny_batch(tmp_path_factory):
     """One `autograder grade --memory 3` of the tiny assignment: a day-late submission, one with a two-day
-    extension in the course gradebook (nbgrader's 'zero' late penalty), and the memory hog. Serial: every
+    extension in the course gradebook (nbgrader's 'zero' late penalty), the memory hog, and (graded first, so
+    the others need a new nbgrader worker) one 300 MB output. Serial: every
     mode grades through `tasks.Executor` against a gradebook copy per run (the same path as a `--jobs` or
     Dask worker's, half the time of a `--jobs 2` start here)."""
     if shutil.which("bwrap") is None:
@@ -188,7 +196,8 @@ def tiny_batch(tmp_path_factory):
     from nbgrader.api import Gradebook
 
     course_dir = make_course(tmp_path_factory.mktemp("tiny"), {"late": None, "extended": None,
-                                                               "mem_hog": _answer(MEMORY_HOG)},
+                                                               "mem_hog": _answer(MEMORY_HOG),
+                                                               "big_output": _answer(BIG_OUTPUT)},
                              assignments={"tiny": _tiny()})
     with open(course_dir / "nbgrader_config.py", "a") as config:
         config.write('\nc.LateSubmissionPlugin.penalty_method = "zero"\n')
@@ -217,6 +226,18 @@ def test_memory_cap_holds_for_the_whole_kernel(tiny_batch):
     its row says why (before, the cap was per process and all three held)."""
     hog = tiny_batch["rows"]["mem_hog"]
     assert hog.status == "error" and not hog.passed and "used more than 3 GB of memory" in hog.detail, hog
+
+
+@graded_with_cgroups
+def test_a_huge_output_stops_only_its_own_grading(tiny_batch):
+    """nbgrader's worker reads the 300 MB message whole and passes its memory cap (with the default
+    --max-output-mb): its row says the output was too large; the next submissions get a new worker."""
+    rows = tiny_batch["rows"]
+    big = rows["big_output"]
+    assert big.status == "error" and not big.passed, big
+    assert "the notebook's output was too large for the grader" in big.detail, big.detail
+    assert set(rows) == {"big_output", "extended", "late", "mem_hog"}, rows
+    assert rows["extended"].status == "ok" and rows["late"].status != "error", rows  # graded by a new worker
 
 
 @pytest.mark.slow
