@@ -353,10 +353,11 @@ class EventServer:
                                f"the store has {len(saved.charges)}")
         sink.take()
         sink.n = saved.n_entries
-        rules.requests = saved.n_entries  # every answered or refused request left one entry, up to the cap
+        server_refused = sum(c["n"] for reason, c in saved.refusals.items() if reason not in protocol.ERRORS)
+        # every request the rules saw left one entry, up to their cap; the server's own refusals' entries are not theirs
+        rules.requests = saved.n_entries - min(server_refused, MAX_LOGGED_REFUSALS)
         found = self.sessions[participant.id] = _Session(participant, rules, sink, tokens=float(self.burst),
-                                                         refusals=saved.refusals)
-        found.server_refused = sum(c["n"] for reason, c in saved.refusals.items() if reason not in protocol.ERRORS)
+                                                         refusals=saved.refusals, server_refused=server_refused)
         return found
 
     # --- the operations ------------------------------------------------------------------------
