@@ -32,8 +32,8 @@ turns into a failure (XPASS) the day the hole is closed, whichever root fix clos
   the instructor's session (checked in a real browser on the formgrader's own rendering).
 
 Cost: one toy batch of three students on two tracks and one regrade of one student on two tracks, plus a
-browser start: 258 s for the module at load 4-9 (2 cores shared with other test runs), 247 s of it the
-fixture; the kernels' own runs are ~100 s of that (10-19 s per student and track).
+browser start: 172-258 s for the module at load 4-9 (2 cores shared with other test runs), 157-247 s of it
+the fixture; the kernels' own runs are ~100 s of that (10-19 s per student and track).
 """
 
 from __future__ import annotations
