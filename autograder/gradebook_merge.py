@@ -27,7 +27,9 @@ The same path serves one submission at a time, ``--jobs N`` and a Dask cluster.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import os
+import sqlite3
 import sys
 import tempfile
 import warnings
@@ -41,6 +43,31 @@ def _gradebook(url: str, course_id: str):
     if scripts not in os.environ.get("PATH", "").split(os.pathsep):
         os.environ["PATH"] = os.pathsep.join(p for p in (scripts, os.environ.get("PATH")) if p)
     return Gradebook(url, course_id)
+
+
+@functools.lru_cache(maxsize=1)
+def alembic_head() -> str:
+    """The schema revision nbgrader stamps on a new gradebook, read in this process.
+
+    nbgrader asks a subprocess (``alembic heads``) for it each time it creates a gradebook:
+    3 s on an idle machine, over 10 s on a busy one, for a constant of the installed nbgrader.
+    """
+    import nbgrader
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    settings = Config()
+    settings.set_main_option("script_location", str(Path(nbgrader.__file__).parent / "alembic"))
+    return ScriptDirectory.from_config(settings).get_current_head()
+
+
+def stamp(path: Path) -> None:
+    """Create the SQLite file `path` stamped with nbgrader's schema revision, so that nbgrader
+    finds a database and only creates its tables (without its ``alembic`` subprocess)."""
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
+        db.execute("INSERT INTO alembic_version (version_num) VALUES (?)", (alembic_head(),))
+    db.close()
 
 
 def sqlite_url(path: Path) -> str:
@@ -71,6 +98,7 @@ def template(course_id: str, assignment: dict) -> bytes:
     """A fresh SQLite gradebook holding only `assignment` (a `definition`), as bytes."""
     with tempfile.TemporaryDirectory(prefix="autograder-gradebook-") as tmp:
         path = Path(tmp) / "gradebook.db"
+        stamp(path)
         with _gradebook(sqlite_url(path), course_id) as gb:
             gb.update_or_create_assignment(assignment["name"], duedate=assignment["duedate"])
             for nb in assignment["notebooks"]:

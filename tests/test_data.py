@@ -1,7 +1,5 @@
 """course.data: tracks, loading, checksums, the merge and the public/private split."""
 
-import gzip
-
 import numpy as np
 import pytest
 from conftest import copy_mnist_gz
@@ -97,6 +95,27 @@ def test_corrupt_file_is_rejected(tmp_path, monkeypatch):
     monkeypatch.setenv(config.ENV_DATA_DIR, str(tmp_path / "d"))
     with pytest.raises(data.DataError, match="SHA-256"):
         data._verified_raw_dir()
+
+
+def test_mnist_is_read_without_torchvision(mnist_raw):
+    """Every kernel and grader reads MNIST: with numpy, not by importing torchvision (seconds each)."""
+    import json
+    import subprocess
+    import sys
+
+    code = ("import json, sys\nfrom course import data\nx, y, tx, ty = data._read_mnist()\n"
+            "print(json.dumps([x.shape, str(x.dtype), str(y.dtype), tx.shape, y[:5].tolist(), ty[:5].tolist(), "
+            "x.flags.writeable, 'torchvision' in sys.modules, 'torch' in sys.modules]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    # MNIST's first training digits are 5 0 4 1 9, its first test digits 7 2 1 0 4
+    assert json.loads(done.stdout) == [[60000, 28, 28], "uint8", "int64", [10000, 28, 28], [5, 0, 4, 1, 9],
+                                       [7, 2, 1, 0, 4], True, False, False]
+
+
+def test_a_file_that_is_not_idx_is_refused(tmp_path):
+    (tmp_path / "x").write_bytes(b"\x1f\x8b\x08\x00 gzip, not unpacked")
+    with pytest.raises(data.DataError, match="not an MNIST file"):
+        data._read_idx(tmp_path / "x")
 
 
 def test_missing_files_say_where_to_put_them(tmp_path, monkeypatch):

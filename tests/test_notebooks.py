@@ -11,11 +11,12 @@ What is proved, per assignment (each notebook runs in a fresh kernel):
   notebook) full points and a blank one (the release notebook) zero;
 - every release notebook, answered by an *independent* solution (`tests/independent/`,
   written from the exercise text alone) and run in a fresh kernel, passes every graded cell
-  without an error or stderr in a test cell, in practice mode on the course track and in exam
-  mode (``COURSE_EXAM=1``: no held-out scores, one counted submission) on the hard track
-  ``4,9``: a given cell that needs a name no exercise asks for, a check that rejects a correct
-  answer, or a notebook that only works on 7,1 or only with held-out scores fails here (the
-  source notebooks in exam mode on other tracks: tests/test_hidden_tracks.py, under the grader);
+  without an error or stderr in a test cell, in exam mode (``COURSE_EXAM=1``: no held-out
+  scores, one counted submission) on the hard track ``4,9``: a given cell that needs a name no
+  exercise asks for, a check that rejects a correct answer, or a notebook that only works on 7,1
+  or only with held-out scores fails here. Practice mode is the source notebooks' run (the
+  same given and test cells); the source notebooks in exam mode on another track:
+  tests/test_hidden_tracks.py, under the grader;
 - no code cell outside the test cells names a track's digits.
 
 Budget: every notebook is executed once per role, in module-scoped fixtures, and the checks
@@ -24,8 +25,7 @@ read those runs. One ``nbgrader autograde "*"`` call grades two students on ever
 notebooks are the source and release runs (nbgrader executes them with nbclient in a fresh
 kernel, as it does for real submissions). The validator checks apply nbgrader's own
 `Validator` (its pass/fail rules) to those runs instead of executing each notebook again.
-The independent answers add two nbclient runs per release notebook (practice mode on the
-course track, exam mode on the hard track).
+The independent answers add one nbclient run per release notebook (exam mode, hard track).
 """
 
 from __future__ import annotations
@@ -416,25 +416,25 @@ def test_no_code_cell_names_the_track():
                 assert not found, f"{path.relative_to(REPO)} cell {k} names digits {found}: use ds.track"
 
 
-@pytest.fixture(scope="module", params=["practice", "exam"])
-def independent_run(request, assignment, tmp_path_factory) -> Run:
-    """The release notebook with the independent answers, in a fresh kernel: in practice mode on
-    the course track, and in exam mode on the hard track (as the grader runs it on a hidden track)."""
-    exam = request.param == "exam"
-    return execute(answered(assignment), tmp_path_factory.mktemp(f"independent-{assignment}-{request.param}"),
-                   track=HARD_TRACK if exam else None, exam=exam, name=f"{assignment}.ipynb")
+@pytest.fixture(scope="module")
+def independent_run(assignment, tmp_path_factory) -> Run:
+    """The release notebook with the independent answers, in a fresh kernel, in exam mode on the hard
+    track, as the grader runs it on a hidden track. Exam mode is the stricter one (no held-out
+    scores, a track whose digits no cell names) and the test cells do not depend on the mode; the
+    given cells' practice-mode path runs in the source notebooks, the same cells, above."""
+    return execute(answered(assignment), tmp_path_factory.mktemp(f"independent-{assignment}"),
+                   track=HARD_TRACK, exam=True, name=f"{assignment}.ipynb")
 
 
 @pytest.mark.slow
-def test_release_passes_with_independent_answers(assignment, independent_run, request):
+def test_release_passes_with_independent_answers(assignment, independent_run):
     problems = [describe(k, c, e) for k, c in enumerate(independent_run.nb.cells) if c.cell_type == "code"
                 for e in errors(c)]
     problems += [f"cell {k} ({nbgrader_meta(c)['grade_id']}) wrote to stderr: {o.text[:200]!r}"
                  for k, c in enumerate(independent_run.nb.cells) if nbgrader_meta(c).get("grade")
                  for o in c.get("outputs", []) if o.output_type == "stream" and o.name == "stderr"]
-    exam = request.node.callspec.params["independent_run"] == "exam"
-    mode = f"exam mode on track {HARD_TRACK}" if exam else "practice mode"
-    assert not problems, f"{assignment}, answered independently, fails in {mode}:\n" + "\n".join(problems)
+    assert not problems, (f"{assignment}, answered independently, fails in exam mode on track {HARD_TRACK}:\n"
+                          + "\n".join(problems))
 
 
 # --- the release rule itself, on small hand-made notebooks (fast) -----------------------
