@@ -3,12 +3,14 @@
 Two copies of one toy course (same submissions, same assignment secret) are graded
 for real, one serially and one with ``--jobs 2``; every row (status, accuracy,
 annotations, passed, score) and nbgrader's gradebook (scores, per-cell auto scores)
-must agree, one progress bar runs, and a second ``grade`` on a course being graded
-with ``--jobs`` stops with exit code 3.
+must agree, one progress bar runs, each kernel gets its share of the cores (cores // 2
+threads with ``--jobs 2``, `autograder.threads`), and a second ``grade`` on a course being
+graded with ``--jobs`` stops with exit code 3.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -16,16 +18,20 @@ import sys
 import time
 from pathlib import Path
 
+import nbformat
 import pytest
 
-from autograder import layout, secret, store
+from autograder import layout, secret, store, threads
 from helpers.courses import make_course, run_cli, solution
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")]
 
 ASSIGNMENT = "toy"
-SUBMISSIONS = {"alice": None, "carol": solution("raise ValueError('boom')"), "eve": "{ not json"}
+THREADS_PROBE = ("import json, os\nimport sklearn.linear_model\nfrom threadpoolctl import threadpool_info\n"
+                 "print('kernel threads', json.dumps({'env': os.environ.get('OMP_NUM_THREADS'), "
+                 "'pools': sorted({i['num_threads'] for i in threadpool_info()})}))\n")
+SUBMISSIONS = {"alice": None, "carol": solution(THREADS_PROBE + "raise ValueError('boom')"), "eve": "{ not json"}
 FIELDS = ("status", "accuracy", "annotations", "passed", "score", "max_score")
 GRADE = ("--memory", "3", "--timeout", "300")
 
@@ -88,6 +94,22 @@ def test_jobs_gradebook_equals_serial_gradebook(graded):
     for student in ("alice", "carol"):  # the executed notebooks and ledgers are kept as before
         assert (parallel / "autograded" / student / ASSIGNMENT / f"{ASSIGNMENT}.ipynb").is_file()
         assert store.ledger_path(parallel, ASSIGNMENT, student).is_file()
+
+
+def kernel_threads(course: Path) -> dict:
+    """What carol's graded kernel printed about its threads (THREADS_PROBE)."""
+    nb = nbformat.read(course / "autograded" / "carol" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", as_version=4)
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    line = next(line for line in text.splitlines() if line.startswith("kernel threads "))
+    return json.loads(line.removeprefix("kernel threads "))
+
+
+def test_jobs_share_the_cores_among_the_kernels(graded):
+    """Serially a kernel has every core; with --jobs 2 each has half (on 2 cores: 1 thread for BLAS and OpenMP)."""
+    serial, parallel, _ = graded
+    for course, at_once in ((serial, 1), (parallel, 2)):
+        expected = threads.share(at_once)
+        assert kernel_threads(course) == {"env": str(expected), "pools": [expected]}, (at_once, kernel_threads(course))
 
 
 def test_jobs_one_progress_bar(graded):
