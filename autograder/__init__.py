@@ -12,4 +12,5 @@
 - `judge`: ledger + executed notebook + nbgrader's outcome -> one row;
 - `store`: one row per (student, assignment) in ``grades.db`` (migrations, retries on a locked database), ledgers beside it;
 - `leaderboard`: CSV, HTML and PNG of an assignment; `clean`: participant text made safe to store and print.
+- `spreadsheet`: the one CSV formula guard (`safe_cell`) of every CSV written; `threads`: each kernel's share of the cores.
 """
