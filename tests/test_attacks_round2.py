@@ -330,7 +330,7 @@ def test_a_kernel_message_does_not_blow_up_the_graders_worker(verified):
     assert 0 < verified["worker_peak_mb"] <= cap_mb, (verified["worker_peak_mb"], cap_mb)
     left = [p for f in sandbox.cgroup_folders(_machine_limits()) for p in Path(f).iterdir()
             for pid in verified["workers"]
-            if p.name in (f"{launch.WORKER_PREFIX}{pid}",) or p.name.startswith(f"{launch.CGROUP_PREFIX}{pid}-")]
+            if p.name == f"{launch.WORKER_PREFIX}{pid}" or p.name.startswith(f"{launch.CGROUP_PREFIX}{pid}-")]
     assert verified["workers"] and not left, (verified["workers"], left)
 
 
