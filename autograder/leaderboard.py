@@ -15,6 +15,13 @@ submission's combined row: passed means passed on every track, annotations is th
 total and accuracy the mean over the tracks, so the same ranking reads "passed on
 all, then total annotations, then mean accuracy"; columns ``accuracy <track>`` and
 ``annotations <track>`` show each track's numbers.
+
+The files `build` writes are projected and shared with the participants, so they never name a
+hidden track's digits (a later round's notebook would memorise them): the course track keeps
+its name, the hidden ones are "hidden 1", "hidden 2", ... in the order they were named
+(`public_labels`), and a hidden track's own error message (the notebook's words, which can print
+its digits) is withheld there. The instructor's terminal table (`table`, printed by ``autograder
+grade`` and ``autograder leaderboard``) and the results store keep the digits.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import datetime as _dt
 import html
 import io
 import math
+import re
 from pathlib import Path
 
 from course import config
@@ -37,6 +45,10 @@ POINTS_COLUMNS = ["rank", "student", "passed", "score", "max_score", "status", "
 TEXT_COLUMNS = frozenset({"student", "passed", "status", "review", "detail"})  # always guarded (`_csv_safe`)
 FORMULA_STARTS = spreadsheet.FORMULA_STARTS  # a spreadsheet reads a cell starting so as a formula
 MAX_LABELLED_POINTS = 40  # name the points of the scatter up to this many submissions
+HIDDEN_LABEL = "hidden {}"  # a hidden track on the projected board: its digits stay the instructor's
+WITHHELD = "message withheld on the board (the instructor has it)"  # a hidden track's own error text
+_ATTEMPTS_NOTE = re.compile(r"; ranked: attempt \d+ of \d+ \([a-z ,:;]+\)"  # autograder.attempts.note, at the end
+                            r"(; the latest, attempt \d+, (passed|did not pass) and is not ranked)?$")
 
 
 def rank(rows: list[store.Row]) -> list[tuple[int, store.Row]]:
@@ -58,6 +70,7 @@ def rank(rows: list[store.Row]) -> list[tuple[int, store.Row]]:
 
 
 PerTrack = dict  # student -> {track name: that track's row}; empty when graded on one track
+Labels = dict  # track name -> what the board calls it ('7,1' -> '7,1', '2,5' -> 'hidden 1'); None: the names
 
 
 def _num(value, digits=4):
@@ -76,17 +89,50 @@ def track_names(ranked: list[tuple[int, store.Row]], per_track: PerTrack | None)
     return list(names)
 
 
-def _track_cells(row: store.Row, per_track: PerTrack | None, names: list[str]) -> dict[str, str]:
+def public_labels(ranked: list[tuple[int, store.Row]], per_track: PerTrack | None) -> Labels:
+    """The board's names of the tracks: each row's course track (named first) as it is, every other
+    track "hidden 1", "hidden 2", ... in the order `track_names` gives."""
+    course = {row.track.split()[0] for _, row in ranked if row.track}
+    labels: Labels = {}
+    for name in track_names(ranked, per_track):
+        labels[name] = name if name in course else HIDDEN_LABEL.format(sum(n not in course for n in labels) + 1)
+    for _, row in ranked:  # a combined row without per-track rows still names its tracks in its text
+        for name in row.track.split():
+            labels.setdefault(name, name if name in course else HIDDEN_LABEL.format(
+                sum(n not in course for n in labels) + 1))
+    return labels
+
+
+def _public(text: str, row: store.Row, labels: Labels | None) -> str:
+    """`text` (a combined row's detail or review) with each hidden track's name replaced by its label and a
+    hidden track's own error message withheld."""
+    if not labels:
+        return text
+    hidden = {name: label for name, label in labels.items() if name != label and name in row.track.split()}
+    if not hidden:
+        return text
+    head, sep, problem = text.partition(" | ")  # tracks.combine: summaries | the first failed track's detail
+    name = problem.split(": ", 1)[0]
+    if name in hidden:
+        kept = _ATTEMPTS_NOTE.search(problem) if row.attempts > 1 else None  # store.load's note, grader's words
+        problem = f"{name}: {WITHHELD}" + (kept.group(0) if kept else "")
+    pattern = re.compile(r"(?<![\d,])(" + "|".join(re.escape(n) for n in hidden) + r")(?![\d,])")
+    return pattern.sub(lambda m: hidden[m.group(1)], head + sep + problem)
+
+
+def _track_cells(row: store.Row, per_track: PerTrack | None, names: list[str],
+                 labels: Labels | None = None) -> dict[str, str]:
     cells = {}
     mine = (per_track or {}).get(row.student, {})
     for name in names:
         part = mine.get(name)
-        cells[f"accuracy {name}"] = "" if part is None else _num(part.accuracy)
-        cells[f"annotations {name}"] = "" if part is None or part.annotations is None else str(part.annotations)
+        shown = (labels or {}).get(name, name)
+        cells[f"accuracy {shown}"] = "" if part is None else _num(part.accuracy)
+        cells[f"annotations {shown}"] = "" if part is None or part.annotations is None else str(part.annotations)
     return cells
 
 
-def _cells(rank_: int, row: store.Row) -> dict[str, str]:
+def _cells(rank_: int, row: store.Row, labels: Labels | None = None) -> dict[str, str]:
     num = _num
     return {"rank": str(rank_), "student": clean.line(row.student, 200), "accuracy": num(row.accuracy),
             "annotations": "" if row.annotations is None else str(row.annotations),
@@ -95,15 +141,17 @@ def _cells(rank_: int, row: store.Row) -> dict[str, str]:
             "evaluations": "" if row.evaluations is None else str(row.evaluations),
             "submissions": "" if row.submissions is None else str(row.submissions),
             "attempts": str(row.attempts),
-            "review": clean.line(row.review), "detail": clean.line(row.detail, 500)}
+            "review": clean.line(_public(row.review, row, labels)),
+            "detail": clean.line(_public(row.detail, row, labels), 500)}
 
 
-def columns(ranked: list[tuple[int, store.Row]], per_track: PerTrack | None = None) -> list[str]:
+def columns(ranked: list[tuple[int, store.Row]], per_track: PerTrack | None = None,
+            labels: Labels | None = None) -> list[str]:
     """The leaderboard's columns: no accuracy or annotations for a points-only assignment;
-    per-track accuracy and annotations after ``passed`` when graded on several tracks."""
+    per-track accuracy and annotations after ``passed`` when graded on several tracks (named by `labels`)."""
     if ranked and all(row.kind == "points" for _, row in ranked):
         return POINTS_COLUMNS
-    names = track_names(ranked, per_track)
+    names = [(labels or {}).get(n, n) for n in track_names(ranked, per_track)]
     if not names:
         return CSV_COLUMNS
     at = CSV_COLUMNS.index("passed") + 1
@@ -114,14 +162,15 @@ def columns(ranked: list[tuple[int, store.Row]], per_track: PerTrack | None = No
 _csv_safe = spreadsheet.safe_cell  # the one formula guard, shared with the event server's CSV exports
 
 
-def to_csv(ranked: list[tuple[int, store.Row]], per_track: PerTrack | None = None) -> str:
+def to_csv(ranked: list[tuple[int, store.Row]], per_track: PerTrack | None = None,
+           labels: Labels | None = None) -> str:
     buffer = io.StringIO()
-    names = columns(ranked, per_track)
+    names = columns(ranked, per_track, labels)
     tracks = track_names(ranked, per_track)
     writer = csv.DictWriter(buffer, fieldnames=names, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     for rank_, row in ranked:
-        cells = _cells(rank_, row) | _track_cells(row, per_track, tracks)
+        cells = _cells(rank_, row, labels) | _track_cells(row, per_track, tracks, labels)
         writer.writerow({k: _csv_safe(v, numeric=k not in TEXT_COLUMNS) for k, v in cells.items()})
     return buffer.getvalue()
 
@@ -168,16 +217,21 @@ _ATTEMPTS_RULE = ("Only a participant's <strong>first graded notebook with a cou
                   "improve the row.")
 
 
-def _rule(ranked, tracks: list[str] | None = None) -> str:
+def _rule(ranked, tracks: list[str] | None = None, labels: Labels | None = None) -> str:
     if columns(ranked) == POINTS_COLUMNS:
         return "This assignment has no submit cell: it is graded for nbgrader's points only."
     if tracks:
-        return (f"Every submission was graded on {len(tracks)} tracks ({html.escape(', '.join(tracks))}). "
+        shown = [(labels or {}).get(t, t) for t in tracks]
+        secret = any(name != t for name, t in zip(shown, tracks))
+        listed = "; ".join(shown) if secret else ", ".join(shown)  # '7,1; hidden 1' reads as two tracks
+        return (f"Every submission was graded on {len(tracks)} tracks ({html.escape(listed)})"
+                + (": the hidden tracks' digits stay secret. " if secret else ". ") +
                 f"A submission <strong>passes</strong> with at least <strong>{config.TARGET_ACCURACY:.0%}</strong> "
                 "accuracy on held-out images it never saw <strong>on every track</strong>; on each track its first "
                 "submission counts. Passing submissions are ranked by the <strong>fewest annotations in "
                 "total</strong>, then by the mean accuracy over the tracks. Rows marked <em>review</em> passed "
-                f"a track with 0 annotations. {_ATTEMPTS_RULE}")
+                "a track with 0 annotations, or needed far more annotations on one track than on another. "
+                f"{_ATTEMPTS_RULE}")
     return (f"A submission <strong>passes</strong> with at least <strong>{config.TARGET_ACCURACY:.0%}</strong> "
             "accuracy on held-out images it never saw (scored by the grader, not the notebook); its first "
             "submission counts. Passing submissions are ranked by the <strong>fewest annotations</strong>, "
@@ -185,13 +239,13 @@ def _rule(ranked, tracks: list[str] | None = None) -> str:
 
 
 def to_html(assignment: str, ranked: list[tuple[int, store.Row]], generated: str,
-            per_track: PerTrack | None = None) -> str:
-    names = columns(ranked, per_track)
+            per_track: PerTrack | None = None, labels: Labels | None = None) -> str:
+    names = columns(ranked, per_track, labels)
     tracks = track_names(ranked, per_track)
     head = "".join(f"<th scope=\"col\">{html.escape(c)}</th>" for c in names)
     body = []
     for rank_, row in ranked:
-        cells = _cells(rank_, row) | _track_cells(row, per_track, tracks)
+        cells = _cells(rank_, row, labels) | _track_cells(row, per_track, tracks, labels)
         tds = []
         for column in names:
             text = cells[column]
@@ -209,7 +263,7 @@ def to_html(assignment: str, ranked: list[tuple[int, store.Row]], generated: str
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1"><style>{_STYLE}</style></head>
 <body><h1>{title}</h1>
-<p class="rule">{_rule(ranked, tracks)}</p>
+<p class="rule">{_rule(ranked, tracks, labels)}</p>
 <p class="meta">{passed} of {len(ranked)} submissions passed. Generated {html.escape(generated)}.
 Click a column header to sort.</p>
 <table><thead><tr>{head}</tr></thead><tbody>
@@ -221,7 +275,7 @@ Click a column header to sort.</p>
 
 
 def to_png(assignment: str, ranked: list[tuple[int, store.Row]], path: Path,
-           per_track: PerTrack | None = None) -> None:
+           per_track: PerTrack | None = None, labels: Labels | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -252,7 +306,7 @@ def to_png(assignment: str, ranked: list[tuple[int, store.Row]], path: Path,
         parts = [per_track[r.student][name] for r in points if name in per_track.get(r.student, {})]
         parts = [p for p in parts if p.accuracy is not None and p.annotations is not None]
         ax.scatter([p.annotations for p in parts], [p.accuracy for p in parts], marker=markers[number % 6],
-                   facecolors="none", edgecolors="#555", s=25, alpha=.7, zorder=2, label=f"track {name}")
+                   facecolors="none", edgecolors="#555", s=25, alpha=.7, zorder=2, label=f"track {(labels or {}).get(name, name)}")
     if len(points) <= MAX_LABELLED_POINTS:
         for r in points:
             label = clean.mathtext(r.student) + (" (review)" if r.review else "")
@@ -283,7 +337,7 @@ def to_png(assignment: str, ranked: list[tuple[int, store.Row]], path: Path,
 def build(course_dir: Path, assignment: str, now: _dt.datetime | None = None, *,
           url: str | None = None) -> dict[str, Path]:
     """Write the CSV, HTML and PNG of `assignment` from the results store (`url`: see
-    `store.resolve_url`) into ``<course>/leaderboard/``; return their paths."""
+    `store.resolve_url`) into ``<course>/leaderboard/``, hidden tracks by label only; return their paths."""
     course_dir = Path(course_dir)
     ranked = rank(store.load(course_dir, assignment, url=url))
     per_track = per_track_rows(course_dir, assignment, url=url)
@@ -291,9 +345,10 @@ def build(course_dir: Path, assignment: str, now: _dt.datetime | None = None, *,
     generated = now.strftime("%Y-%m-%d %H:%M UTC")
     folder = course_dir / FOLDER
     paths = {ext: folder / f"{assignment}.{ext}" for ext in ("csv", "html", "png")}
-    write_atomic(paths["csv"], to_csv(ranked, per_track))
-    write_atomic(paths["html"], to_html(assignment, ranked, generated, per_track))
-    to_png(assignment, ranked, paths["png"], per_track)
+    labels = public_labels(ranked, per_track)  # projected and shared: no hidden track's digits
+    write_atomic(paths["csv"], to_csv(ranked, per_track, labels))
+    write_atomic(paths["html"], to_html(assignment, ranked, generated, per_track, labels))
+    to_png(assignment, ranked, paths["png"], per_track, labels)
     return paths
 
 

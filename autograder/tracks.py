@@ -8,7 +8,16 @@ once per track (each with its own grading data, shuffle, annotation service and
 baseline checkpoint) and a submission passes only if it passes on every track.
 
 The combined row (`combine`) is what the leaderboard ranks: passed on all tracks,
-then total annotations, then mean accuracy.
+then total annotations, then mean accuracy. A method needs about as many annotations on
+every pair of similar difficulty, so a row whose tracks' counts are far apart (a memorised
+course track, an honest fallback elsewhere) is marked for review (`lopsided`); the same
+rule, `REVIEW_RATIO` and `REVIEW_SLACK`, is what `autograder verify` applies to an event's
+hidden track.
+
+Tracks are compared as sets of digits: ``1,7`` is the course track ``7,1`` in another
+order (the same images, only another shuffle), and a hidden track sharing a digit with the
+course track still lets a table of the course track's images label half of it; `parse`
+refuses both, as `autograder verify --hidden-track` does.
 """
 
 from __future__ import annotations
@@ -17,6 +26,10 @@ from course import data
 from autograder import clean, store
 
 _WORST = ("error", "timeout", "failed", "ok")  # the combined status: the worst of the tracks'
+REVIEW_RATIO = 3  # review when a track needs more than 3x the annotations of another ...
+REVIEW_SLACK = 5  # ... and more than 5 beyond them: the reference notebooks need 0.9-1.9x on similar and harder
+# pairs (03: 1 and 1-4, 04: 4 and 4, 05: 9 and 6-12), the toy's honest answer 60 on each; a table of the course
+# track's images with an honest fallback elsewhere needs 1 there and 60 on the hidden track
 
 
 def parse(tracks: list[str] | None, track: str | None = None) -> list[tuple[int, ...]]:
@@ -24,14 +37,41 @@ def parse(tracks: list[str] | None, track: str | None = None) -> list[tuple[int,
     if tracks and track:
         raise ValueError("give --track or --tracks, not both")
     parsed = [data.parse_track(t) for t in tracks] if tracks else [data.parse_track(track)]
-    if len(set(parsed)) != len(parsed):
-        raise ValueError(f"a track is named twice in {' '.join(data.track_name(t) for t in parsed)}")
+    named = " ".join(data.track_name(t) for t in parsed)
+    seen: dict[frozenset[int], tuple[int, ...]] = {}
+    for digits in parsed:
+        twin = seen.setdefault(frozenset(digits), digits)
+        if twin is not digits:
+            raise ValueError(f"a track is named twice in {named}: {data.track_name(digits)} has the digits of "
+                             f"{data.track_name(twin)} (another order is the same track); name each pair once")
+    course = set(parsed[0])
+    for digits in parsed[1:]:
+        shared = sorted(course & set(digits))
+        if shared:
+            raise ValueError(f"hidden track {data.track_name(digits)} shares digit {shared[0]} with the course track "
+                             f"{data.track_name(parsed[0])}: a table memorised for the course track would still "
+                             "label half of it; take a pair of other digits (README, \"How to choose hidden tracks\")")
     return parsed
 
 
 def label(tracks: list[tuple[int, ...]]) -> str:
     """The combined row's track: '7,1 2,5'."""
     return " ".join(data.track_name(t) for t in tracks)
+
+
+def lopsided(rows: list[store.Row]) -> str:
+    """A review note when the tracks' annotation counts are far apart (the most above
+    max(`REVIEW_RATIO` x the fewest, the fewest + `REVIEW_SLACK`)), else ''. It says what was seen,
+    not why: an honest method needs about as many on every pair, a memorised track far fewer."""
+    counts = [(r.track, r.annotations) for r in rows]
+    if len(counts) < 2 or any(n is None for _, n in counts):
+        return ""
+    low, high = min(n for _, n in counts), max(n for _, n in counts)
+    if high <= max(REVIEW_RATIO * low, low + REVIEW_SLACK):
+        return ""
+    seen = ", ".join(f"{track}: {n}" for track, n in counts)
+    return (f"annotations per track far apart ({seen}; more than {REVIEW_RATIO}x and {REVIEW_SLACK} beyond the "
+            "fewest): a method usually needs about as many on every track; read the notebook")
 
 
 def _summary(row: store.Row) -> str:
@@ -52,6 +92,8 @@ def combine(rows: list[store.Row], tracks: list[tuple[int, ...]]) -> store.Row:
     if problems:
         detail += " | " + problems[0]
     reviews = [f"{r.track}: {r.review}" for r in rows if r.review]
+    if all(r.passed for r in rows) and (note := lopsided(rows)):  # a failed row is not ranked: nothing to check
+        reviews.insert(0, note)  # first: the combined review is cut at 300 characters
     return store.Row(
         student=first.student, assignment=first.assignment, track=label(tracks),
         accuracy=None if None in accuracies else sum(accuracies) / len(accuracies),

@@ -47,13 +47,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autograder.event import store as store_module
+from autograder.tracks import REVIEW_RATIO, REVIEW_SLACK  # one rule for hidden tracks: review far-apart counts
 from course import config
 
 TOLERANCE = 0.005  # accuracy: a re-run of honest code whose training is not bit-for-bit reproducible
 # (threads, a different CPU) may move a little; the annotation count and pass/fail must match exactly
-REVIEW_RATIO = 3  # review when the hidden track needs more than 3x the event track's annotations ...
-REVIEW_SLACK = 5  # ... and more than 5 beyond them: the reference notebooks need 0.9-1.9x on similar and harder
-# pairs (03: 1 and 1-4, 04: 4 and 4, 05: 9 and 6-12); a table of the event's digits with an honest fallback does not
 HIDDEN_TRACKS = {"7,1": "2,5", "2,5": "7,1", "3,8": "2,5", "6,0": "2,5", "4,9": "3,5", "3,5": "4,9",
                  "2,7": "6,0", "5,8": "4,9"}  # a pair rated about as hard (README, "How to choose hidden tracks")
 FALLBACK_HIDDEN = ("2,5", "6,0", "7,1", "3,8")  # else the first of these sharing no digit with the event's track
