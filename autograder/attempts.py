@@ -11,13 +11,20 @@ An attempt is a graded notebook whose bytes differ from every earlier one of the
 and assignment; a regrade of the same bytes (a grader fix, a rotated secret) replaces that
 attempt's rows and keeps its number, so it gives the same row as before.
 
-RULE, the one place that decides it: the FIRST attempt with a counted submission is ranked.
-Its accuracy was on the board; nothing learnt from it can change the rank, which is exam mode's
-"one counted submission" carried across runs. Summing every attempt's annotations instead would
-still let a 0-annotation guesser try the other naming for free (0 + 0 annotations, then a pass).
-An attempt without a counted submission (no notebook, a crash before ``submit``, a points-only
-assignment) showed no held-out number, so it does not use up the counted one: while no attempt
-has one, the latest attempt is ranked. Once an attempt has counted it stays counted: a regrade of
+RULE, the one place that decides it: the FIRST attempt that counted is ranked. An attempt counts
+when it made a counted submission, or when it bought labels without one (its row shows them as
+``annotations``, `autograder.judge`). A counted submission's accuracy was on the board; nothing
+learnt from it can change the rank, which is exam mode's "one counted submission" carried across
+runs. Summing every attempt's annotations instead would still let a 0-annotation guesser try the
+other naming for free (0 + 0 annotations, then a pass). Bought labels reached the kernel (printed,
+raised into the row's detail on the board, saved), and every grading of an assignment shuffles the
+pool the same way, so a later attempt could type them in and pay for none; and a union of the
+attempts' ledgers cannot charge them, as a ledger entry keeps only the first indices of a call.
+So an attempt that bought labels is spent like one that submitted: ranked if it is the first,
+not passed, with what it bought. An attempt that bought nothing and submitted nothing (no
+notebook, a crash before any label, a points-only assignment) learnt nothing graded, so it does
+not use up the counted one: while no attempt counted, the latest attempt is ranked. Once an
+attempt has counted it stays counted: a regrade of
 the same bytes that makes no counted submission (a notebook that submits only before some date,
 handed in again after it) keeps the counted rows and is noted for review beside them, and a
 regraded row carries ``counted_at`` (`autograder.store`), so no regrade can void the ranked attempt.
@@ -29,13 +36,14 @@ import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
-RULE = "first counted"  # the ranked attempt: the first with a counted submission, else the latest
+RULE = "first counted"  # the ranked attempt: the first that submitted or bought labels, else the latest
 UNKNOWN = ""  # the notebook key of rows saved without one (before attempts were kept, or by an old caller)
 KEY_CHARS = 32  # hex characters of a notebook key (128 bits of SHA-256)
 
 
 class _Graded(Protocol):  # a store.Row, without importing the store
     accuracy: float | None
+    annotations: int | None
     attempt: int
     counted_at: str | None
 
@@ -54,9 +62,14 @@ def key(files: Iterable[tuple[str, bytes]]) -> str:
     return digest.hexdigest()[:KEY_CHARS]
 
 
+def counts(accuracy: float | None, annotations: int | None) -> bool:
+    """Whether one graded row spends an attempt: a counted submission, or labels bought without one."""
+    return accuracy is not None or (annotations or 0) > 0
+
+
 def counted(rows: Sequence[_Graded]) -> bool:
-    """Whether an attempt ever made a counted submission on some track (the service scored it)."""
-    return any(row.accuracy is not None or row.counted_at for row in rows)
+    """Whether an attempt ever counted on some track: the service scored it or sold it labels."""
+    return any(counts(row.accuracy, row.annotations) or row.counted_at for row in rows)
 
 
 def ranked(attempts: Mapping[int, Sequence[_Graded]]) -> int:
@@ -72,8 +85,13 @@ def note(chosen: int, attempts: Mapping[int, Sequence[_Graded]], passed_latest: 
     if len(attempts) < 2:
         return ""
     latest = max(attempts)
-    why = ("the first with a counted submission" if counted(attempts[chosen])
-           else "the latest; none made a counted submission")
+    rows = attempts[chosen]
+    if any(row.accuracy is not None or row.counted_at for row in rows):
+        why = "the first with a counted submission"
+    elif counted(rows):
+        why = "the first that counted: it bought labels and made no counted submission"
+    else:
+        why = "the latest; none made a counted submission or bought labels"
     text = f"ranked: attempt {chosen} of {len(attempts)} ({why})"
     if latest != chosen:
         verdict = "passed" if passed_latest else "did not pass"

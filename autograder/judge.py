@@ -28,6 +28,10 @@ from course import config, protocol
 from autograder import clean, store
 
 
+# the detail of a run that bought labels and made no counted submission (README: resubmissions)
+BOUGHT_NOTE = "%d label(s) bought without a counted submission: this attempt counts as the student's graded one"
+
+
 @dataclass
 class Evidence:
     """Everything the judge looks at for one submission."""
@@ -144,13 +148,18 @@ def _nbgrader_problem(log: str, error: str, memory_gb: float) -> str:
 
 def judge(evidence: Evidence, settings: Settings) -> Verdict:
     summary = protocol.summarize(protocol.read_ledger(evidence.ledger_text))
-    numbers = dict(accuracy=summary.accuracy, annotations=summary.annotations,
+    # without a counted submission the row shows the labels the run bought: they reached the kernel,
+    # so the attempt counts (`autograder.attempts.counted`) and a later attempt cannot reuse them for free
+    bought = summary.annotations if summary.accuracy is not None else (summary.bought or None)
+    numbers = dict(accuracy=summary.accuracy, annotations=bought,
                    evaluations=summary.evaluations, submissions=summary.submissions)
     points = settings.kind == "points"
     if points:
         numbers = {}
     error = first_error(evidence.notebooks)
     notes = "".join(f"; {n}" for n in evidence.notes)
+    if summary.accuracy is None and summary.bought and not points:
+        notes = f"; {BOUGHT_NOTE % summary.bought}{notes}"
     if evidence.timed_out:
         counted = "" if points or summary.accuracy is not None else "; no submission had been made"
         return Verdict("timeout", f"stopped after the wall-clock limit of {settings.timeout:.0f} s{counted}{notes}",

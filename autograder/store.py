@@ -15,12 +15,12 @@ Every graded attempt of a student is kept (`autograder.attempts`): the caller na
 attempt by the key of the submitted notebook's bytes (``save(..., attempt=attempts.key(files))``),
 the rows carry it (``notebook``) with the attempt's number (``attempt``, in the order the
 notebooks were first graded) and the student's count (``attempts``). `load` returns the rows of
-the attempt `attempts.RULE` ranks (the first with a counted submission), so a resubmission after
+the attempt `attempts.RULE` ranks (the first with a counted submission or bought labels), so a resubmission after
 a failed counted one shows on the row and cannot improve it. An attempt's rows are written in
 one transaction that first deletes that attempt's earlier rows, so a crash in the middle never
 leaves a half-written submission and a regrade of the same notebook replaces all of its rows
 (rows saved without a key replace the latest attempt's, as before attempts were kept), except
-that an attempt that made a counted submission stays counted: a regrade of it that makes none
+that an attempt that counted (a counted submission, or labels bought) stays counted: a regrade of it that makes none
 keeps the counted rows and notes itself in their ``review``, a regraded row keeps ``counted_at``
 (its first counted grading), and a counted regrade whose accuracy changed is noted for review. Several
 processes may write and read at once (parallel grading, the leaderboard): SQLite runs in WAL mode
@@ -35,8 +35,12 @@ before hidden tracks or by (student, assignment, track) before attempts, is rebu
 (student, assignment, track, notebook); its rows become each student's attempt 1 of an unknown
 notebook, which the first keyed save of that student adopts). An SQLite file that is a symbolic
 link is refused. The service's ledger of the latest run is kept beside the default database, in
-``<course>/ledgers/<assignment>/<student>.jsonl``, and that of every attempt in
-``<course>/ledgers/<assignment>/attempts/<student>/<notebook key>.jsonl``.
+``<course>/ledgers/<assignment>/latest/<student>/course.jsonl`` (a hidden track's ``track25.jsonl``,
+nbgrader's log ``course.nbgrader.log``), and that of every attempt in
+``<course>/ledgers/<assignment>/attempts/<student>/<notebook key>.jsonl``: one folder per student, so
+no student id can name another student's file. (Before, the latest run's were
+``ledgers/<assignment>/<student>[.track25].jsonl``, where a student folder named ``memo.track25`` wrote
+over memo's hidden-track ledger; such files stay where they are, nothing reads them.)
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ import functools
 import importlib.util
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -61,7 +66,13 @@ from autograder import attempts as attempts_, clean, safefs
 DB_NAME = "grades.db"
 ENV = "AUTOGRADER_DB"  # a path or a SQLAlchemy URL; below an explicit url=, above <course>/grades.db
 LEDGER_DIR = "ledgers"
+# One folder per student under two fixed roots, so no student id can name another's file (a student
+# folder "memo.track25" once wrote its ledger over memo's hidden-track one, ledgers/<a>/memo.track25.jsonl):
+LATEST_LEDGERS = "latest"  # ledgers/<assignment>/latest/<student>/<run>.jsonl, <run>.nbgrader.log
 ATTEMPT_LEDGERS = "attempts"  # ledgers/<assignment>/attempts/<student>/<notebook key><suffix>
+COURSE_RUN = "course"  # <run> of the course track; a hidden track's is "track<digits>" (e.g. track25)
+HIDDEN_TAG = ".track"  # how a hidden track's suffix begins (autograder.tasks: ".track25.jsonl")
+_SUFFIX = re.compile(r"(\.track\d+)?(\.[a-z]+)+")  # a kept file's suffix: [.track<digits>].jsonl, .nbgrader.log
 PENDING = Path(".autograder") / "pending-rows.jsonl"
 STATUSES = ("ok", "failed", "timeout", "error")
 KINDS = ("competition", "points")  # points: an assignment without a submit cell
@@ -139,7 +150,7 @@ class Row:
     assignment: str
     track: str
     accuracy: float | None  # of the counted (first) submission on the private split; None without one
-    annotations: int | None  # distinct annotations when the counted submission was made
+    annotations: int | None  # distinct annotations when the counted submission was made; without one, all bought
     passed: bool
     score: float | None  # nbgrader's points
     max_score: float | None
@@ -167,8 +178,24 @@ def db_path(course_dir: Path) -> Path:
     return Path(course_dir) / DB_NAME
 
 
-def ledger_path(course_dir: Path, assignment: str, student: str) -> Path:
-    return Path(course_dir) / LEDGER_DIR / assignment / f"{student}.jsonl"
+def ledger_path(course_dir: Path, assignment: str, student: str, track: str | None = None) -> Path:
+    """The kept ledger of a student's latest run on the course track, or on hidden `track` (e.g. "2,5")."""
+    suffix = ".jsonl" if track is None else f"{HIDDEN_TAG}{''.join(c for c in track if c.isdigit())}.jsonl"
+    return Path(course_dir) / LEDGER_DIR / assignment / LATEST_LEDGERS / _student_folder(student) / _run_file(suffix)
+
+
+def _student_folder(student: str) -> str:
+    """`student` as one folder name (a student id is a folder name of ``submitted/``)."""
+    if student in ("", ".", "..") or "/" in student or "\0" in student:
+        raise ValueError(f"a student id must be one folder name, got {student!r}.")
+    return student
+
+
+def _run_file(suffix: str) -> str:
+    """The file of a run's text in its student's folder: ".jsonl" -> course.jsonl, ".track25.jsonl" -> track25.jsonl."""
+    if not _SUFFIX.fullmatch(suffix):
+        raise ValueError(f"a kept ledger's suffix is [.track<digits>].<ext>..., got {suffix!r}.")
+    return suffix[1:] if suffix.startswith(HIDDEN_TAG) else COURSE_RUN + suffix
 
 
 # --- where the store is ----------------------------------------------------------------------------
@@ -423,8 +450,9 @@ REGRADE_CHANGED = "a regrade changed the counted accuracy"  # the review note of
 
 
 def _first_counted(rows: list[dict]) -> str | None:
-    """When an attempt's stored rows first made a counted submission (None: never)."""
-    times = [r["counted_at"] or r["graded_at"] for r in rows if r["counted_at"] or r["accuracy"] is not None]
+    """When an attempt's stored rows first counted: a counted submission or bought labels (None: never)."""
+    times = [r["counted_at"] or r["graded_at"] for r in rows
+             if r["counted_at"] or attempts_.counts(r["accuracy"], r["annotations"])]
     return min(times) if times else None
 
 
@@ -456,7 +484,7 @@ def _insert(connection: sa.Connection, groups: list[Group]) -> None:
                     if (v["student"], v["assignment"]) == (student, assignment)}  # the last row of a key wins
             first = _first_counted(earlier)
             new = _combined(rows.values()) or next(iter(rows.values()))
-            if first is not None and not any(v["accuracy"] is not None for v in rows.values()):
+            if first is not None and not any(attempts_.counts(v["accuracy"], v["annotations"]) for v in rows.values()):
                 note = (f"{REGRADE_UNCOUNTED} at {new['graded_at']} (status {new['status']}), "
                         f"so the counted grading of {first} is kept")  # no '; ' (`_noted` splits on it)
                 for old in earlier:
@@ -644,6 +672,9 @@ def save_ledger(course_dir: Path, assignment: str, student: str, text: str, suff
                 attempt: str | None = None) -> Path:
     """Keep a run's ledger (or, with `suffix`, a log) in the course folder, atomically, never through a link.
 
+    The latest run's is ``ledgers/<assignment>/latest/<student>/<run><ext>``: `suffix` ".jsonl" or
+    ".nbgrader.log" is the course track's run (``course.jsonl``), ".track25.jsonl" hidden track 2,5's
+    (``track25.jsonl``). Each student has a folder of their own, so no student id names another's file.
     With `attempt` (the notebook's key, as given to `save`) a copy is also kept per attempt, in
     ``ledgers/<assignment>/attempts/<student>/<key><suffix>``, which no later run overwrites: a
     regrade of the same notebook whose ledger differs is kept beside it as ``<key>.run<n><suffix>``
@@ -653,6 +684,7 @@ def save_ledger(course_dir: Path, assignment: str, student: str, text: str, suff
     data = text.encode("utf-8", errors="replace")
     folder = Path(LEDGER_DIR) / assignment
     key = _checked_key(attempt)
+    latest = folder / LATEST_LEDGERS / _student_folder(student) / _run_file(suffix)
     if key is not None:
         kept = Path(course_dir) / folder / ATTEMPT_LEDGERS / student
         name = f"{key}{suffix}"
@@ -661,7 +693,7 @@ def save_ledger(course_dir: Path, assignment: str, student: str, text: str, suff
             name = next((n for n in names if not os.path.lexists(kept / n)), names[-1])
         if _read_or_none(kept / name) != data:
             safefs.write_bytes(Path(course_dir), folder / ATTEMPT_LEDGERS / student / name, data)
-    return safefs.write_bytes(Path(course_dir), folder / f"{student}{suffix}", data)
+    return safefs.write_bytes(Path(course_dir), latest, data)
 
 
 def _read_or_none(path: Path) -> bytes | None:

@@ -53,7 +53,7 @@ import json
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any, TypedDict
@@ -438,17 +438,23 @@ def read_ledger(text: str) -> list[dict]:
 class LedgerSummary:
     """What a run's ledger says. The numbers are those of the FIRST successful private
     score (the counted submission), None without one; `evaluations` and `submissions`
-    count public- and private-score requests, answered or refused."""
+    count public- and private-score requests, answered or refused. `bought` is the run's
+    distinct annotations, with or without a submission: labels a run bought reached its
+    kernel (printed, raised, saved) even when it never submitted, so the grader counts
+    that run as an attempt (`autograder.attempts`). It is left out of ``==``: two
+    summaries are equal when their counted submissions are."""
 
     accuracy: float | None
     annotations: int | None
     n_images: int | None
     evaluations: int
     submissions: int
+    bought: int = field(default=0, compare=False)
 
 
 def summarize(entries: Iterable[Mapping]) -> LedgerSummary:
     """Summarise ledger entries (from `read_ledger`) for the grader."""
+    entries = list(entries)
     scores = [e for e in entries if isinstance(e, Mapping) and e.get("op") == Op.SCORE.value]
     counted = next((e for e in scores if e.get("split") == PRIVATE and e.get("ok") is True), None)
     return LedgerSummary(
@@ -457,7 +463,17 @@ def summarize(entries: Iterable[Mapping]) -> LedgerSummary:
         n_images=int(counted["n"]) if counted else None,
         evaluations=sum(e.get("split") == PUBLIC for e in scores),
         submissions=sum(e.get("split") == PRIVATE for e in scores),
+        bought=_bought(entries),
     )
+
+
+def _bought(entries: Iterable[Mapping]) -> int:
+    """Distinct annotations of a run: the largest ``count`` an answered entry carries (0 if none).
+
+    ``count`` only grows within a run, so a ledger's kept tail still holds its largest.
+    """
+    counts = [e.get("count") for e in entries if isinstance(e, Mapping) and e.get("ok") is True]
+    return max((c for c in counts if _is_int(c) and c > 0), default=0)
 
 
 # --- helpers -----------------------------------------------------------------------------------

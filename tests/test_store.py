@@ -334,3 +334,25 @@ def test_postgresql_two_processes_write_at_once(tmp_path, postgres_url):
         connection.exec_driver_sql("DROP TABLE IF EXISTS results")
     store._forget_engines()  # the table is gone: check it again
     _concurrent_writers(tmp_path, postgres_url)
+
+
+def test_no_student_id_names_another_students_kept_ledger(tmp_path):
+    """A student folder named like another's hidden-track file ("memo.track25") keeps its own files."""
+    runs = {".jsonl": "course ledger\n", ".nbgrader.log": "course log\n",
+            ".track25.jsonl": "hidden ledger\n", ".track25.nbgrader.log": "hidden log\n"}
+    for suffix, text in runs.items():
+        store.save_ledger(tmp_path, A, "memo", text, suffix=suffix)
+    for impostor in ("memo.track25", "memo.track25.nbgrader", "latest", "attempts", "course.jsonl"):
+        for suffix in (".jsonl", ".nbgrader.log"):
+            store.save_ledger(tmp_path, A, impostor, f"{impostor}{suffix}\n", suffix=suffix)
+    memo = tmp_path / store.LEDGER_DIR / A / store.LATEST_LEDGERS / "memo"
+    assert {p.name: p.read_text() for p in memo.iterdir()} == {
+        "course.jsonl": "course ledger\n", "course.nbgrader.log": "course log\n",
+        "track25.jsonl": "hidden ledger\n", "track25.nbgrader.log": "hidden log\n"}
+    assert store.ledger_path(tmp_path, A, "memo", track="2,5").read_text() == "hidden ledger\n"
+    assert store.ledger_path(tmp_path, A, "memo.track25").read_text() == "memo.track25.jsonl\n"
+    for bad in ("", ".", "..", "a/b"):
+        with pytest.raises(ValueError, match="one folder name"):
+            store.save_ledger(tmp_path, A, bad, "x")
+    with pytest.raises(ValueError, match="suffix"):
+        store.save_ledger(tmp_path, A, "memo", "x", suffix="/../../x.jsonl")

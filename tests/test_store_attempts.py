@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import sqlite3
 from dataclasses import replace
 
 import pytest
 
-from autograder import attempts, leaderboard, store
+from autograder import attempts, judge, leaderboard, store
+from course import protocol
 
 A = "toy"
 GUESS, OTHER_NAMING, HONEST = (attempts.key([("toy.ipynb", text)]) for text in (b"guess a", b"guess b", b"honest"))
@@ -154,7 +156,7 @@ def test_a_database_from_before_attempts_is_migrated_and_its_rows_are_adopted(tm
 def test_every_attempt_keeps_its_ledger(tmp_path):
     for key, text in ((GUESS, "first\n"), (OTHER_NAMING, "second\n")):
         store.save_ledger(tmp_path, A, "ana", text, attempt=key)
-    assert store.ledger_path(tmp_path, A, "ana").read_text() == "second\n"  # the latest run, where it always was
+    assert store.ledger_path(tmp_path, A, "ana").read_text() == "second\n"  # the latest run
     kept = tmp_path / store.LEDGER_DIR / A / store.ATTEMPT_LEDGERS / "ana"
     assert {p.name: p.read_text() for p in kept.iterdir()} == {f"{GUESS}.jsonl": "first\n",
                                                                f"{OTHER_NAMING}.jsonl": "second\n"}
@@ -216,3 +218,52 @@ def test_a_regrade_never_overwrites_an_attempts_kept_ledger(tmp_path):
     assert {p.name: p.read_text() for p in kept.iterdir()} == {f"{GUESS}.jsonl": "counted run\n",
                                                                f"{GUESS}.run2.jsonl": "no submission\n"}
     assert store.ledger_path(tmp_path, A, "ana").read_text() == "no submission\n"
+
+
+def _bought_ledger(count: int) -> str:
+    """A run's ledger that bought `count` labels in one call and never submitted."""
+    entry = {"seq": 0, "time": 1.0, "op": "annotate", "ok": True, "error": None, "message": None,
+             "indices": list(range(32)), "n_indices": count, "new": list(range(32)), "n_new": count, "count": count}
+    return json.dumps(entry) + "\n" + json.dumps({**entry, "seq": 1, "n_new": 0, "count": count}) + "\n"
+
+
+def test_a_run_that_bought_labels_without_a_submission_shows_them_on_its_row():
+    summary = protocol.summarize(protocol.read_ledger(_bought_ledger(60)))
+    assert (summary.accuracy, summary.annotations, summary.bought) == (None, None, 60)
+    assert protocol.summarize([]).bought == 0
+    settings = judge.Settings(timeout=60, memory_gb=1)
+    verdict = judge.judge(judge.Evidence(ledger_text=_bought_ledger(60), nbgrader_ok=True), settings)
+    assert (verdict.status, verdict.passed, verdict.accuracy, verdict.annotations) == ("failed", False, None, 60)
+    assert judge.BOUGHT_NOTE % 60 in verdict.detail, verdict.detail
+    timed_out = judge.judge(judge.Evidence(ledger_text=_bought_ledger(5), timed_out=True), settings)
+    assert (timed_out.status, timed_out.annotations) == ("timeout", 5)
+    assert judge.judge(judge.Evidence(nbgrader_ok=True), settings).annotations is None  # bought nothing
+    points = judge.judge(judge.Evidence(ledger_text=_bought_ledger(5), nbgrader_ok=True),
+                         judge.Settings(60, 1, kind="points"))
+    assert points.annotations is None and judge.BOUGHT_NOTE % 5 not in points.detail
+
+
+def test_labels_bought_in_an_attempt_without_a_submission_spend_it(tmp_path):
+    """Attempt 1 buys 60 labels and crashes before submit (its labels in the error); attempt 2 types them in."""
+    store.save(tmp_path, row("bo", .95, 60), attempt=HONEST)
+    store.save(tmp_path, row("mal", None, 60, status="failed", graded_at="t1"), attempt=GUESS)
+    store.save(tmp_path, row("mal", .98, 1, graded_at="t2"), attempt=OTHER_NAMING)
+    mal = _one(tmp_path, "mal")
+    assert (mal.attempt, mal.attempts, mal.passed, mal.accuracy, mal.annotations) == (1, 2, False, None, 60)
+    assert "the first that counted: it bought labels" in mal.detail, mal.detail
+    assert "the latest, attempt 2, passed and is not ranked" in mal.detail, mal.detail
+    assert [(r.student, r.passed) for _, r in leaderboard.rank(store.load(tmp_path, A))] == [("bo", True),
+                                                                                            ("mal", False)]
+    # a regrade of the same bytes that buys nothing (a time bomb) cannot void it: its rows are kept
+    store.save(tmp_path, row("mal", None, None, status="failed", graded_at="t3"), attempt=GUESS)
+    mal = _one(tmp_path, "mal")
+    assert (mal.attempt, mal.annotations, mal.counted_at) == (1, 60, "t1") and mal.review.startswith(
+        store.REGRADE_UNCOUNTED), mal
+    # hidden tracks: labels bought on any one track spend the attempt
+    parts = [row("ed", None, 7, "7,1", status="failed", level="track"),
+             row("ed", None, None, "2,5", status="failed", level="track"),
+             row("ed", None, None, "7,1 2,5", status="failed")]
+    store.save(tmp_path, parts, attempt=GUESS)
+    store.save(tmp_path, [replace(r, accuracy=.97, annotations=1, passed=True) for r in parts], attempt=HONEST)
+    ed = _one(tmp_path, "ed")
+    assert (ed.attempt, ed.passed) == (1, False), ed
