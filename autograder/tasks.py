@@ -13,8 +13,9 @@ machine (``--scheduler``, `autograder.cluster`).
 - `Submission` (one per student): the notebook bytes the grader staged and what the
   course gradebook holds about the student (an extension of the due date), or the
   reason it cannot be graded;
-- `TaskResult`: the rows, the executed notebooks of the course track, ledgers and
-  logs, what nbgrader wrote in its gradebook.
+- `TaskResult`: the rows, the executed notebooks of the course track (as kept for
+  humans: without active content, `autograder.inert`), ledgers and logs, what nbgrader
+  wrote in its gradebook.
 
 An `Executor` per process (cached, one per batch spec) holds the task's course folder
 (private, 0700, never visible to a kernel), each track's grading data and baseline
@@ -46,7 +47,7 @@ from pathlib import Path
 import nbformat
 
 from course import config, data
-from autograder import clean, gradebook_merge, judge, launch, prepare, safefs, sandbox, service_process, store
+from autograder import clean, gradebook_merge, inert, judge, launch, prepare, safefs, sandbox, service_process, store
 from autograder import tracks as tracks_
 from autograder.runfolder import PREFIX, RunFolder, remove_stale
 from autograder.worker import WorkerClient, memory_cap
@@ -372,11 +373,18 @@ class Executor:
         score, max_score = (gradebook_merge.score(url, spec.course_id, spec.assignment, submission.student)
                             if ok and not timed_out else (None, None))
         if result is not None:
-            result.notebooks = raw_notebooks
+            # judged as executed; kept (autograded/: the formgrader, feedback) without participant script or HTML
+            result.notebooks = {name: inert.notebook(raw, self._assignment_markdown)
+                                for name, raw in raw_notebooks.items()}
             result.gradebook = gradebook_merge.export_submission(url, spec.course_id, spec.assignment,
                                                                  submission.student)
         return judge.Evidence(ledger_text=ledger_text, nbgrader_ok=ok, timed_out=timed_out, notebooks=executed,
                               log_tail=log, score=score, max_score=max_score, notes=list(submission.notes))
+
+    @functools.cached_property
+    def _assignment_markdown(self) -> frozenset[str]:
+        """The assignment's own markdown cells: kept as they are in the kept notebooks (`inert.notebook`)."""
+        return inert.markdown_sources([raw for relative, raw in self.spec.source_files if relative.endswith(".ipynb")])
 
     def close(self) -> None:
         """Stop nbgrader's worker, remove the grading data and the task's course."""
