@@ -85,7 +85,7 @@ def snoop_code(course_dir: Path) -> str:
 def tamper_code(course_dir: Path) -> str:
     """Honest work, then every way to fake the count: reset, monkeypatch, local ledger, forged files."""
     targets = ["ledger.jsonl", "grades.db", str(course_dir / store.DB_NAME),
-               str(course_dir / store.LEDGER_DIR / ASSIGNMENT / "tamper.jsonl")]
+               str(store.ledger_path(course_dir, ASSIGNMENT, "tamper"))]
     return HONEST + (
         "\nimport json\nfrom pathlib import Path\n"
         "oracle._BACKENDS.clear()\n"
