@@ -58,7 +58,8 @@ def rank(rows: list[store.Row]) -> list[tuple[int, store.Row]]:
             return (not row.passed, -(row.score or 0.0))
         annotations = row.annotations if row.annotations is not None else math.inf
         accuracy = row.accuracy if row.accuracy is not None else -1.0
-        return (not row.passed, annotations, -accuracy)
+        # not passed: a counted submission before a row that only bought labels (accuracy None)
+        return (not row.passed, row.accuracy is None, annotations, -accuracy)
 
     ordered = sorted(rows, key=lambda r: (key(r), r.student))
     ranked, previous, current = [], None, 0

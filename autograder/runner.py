@@ -39,7 +39,7 @@ combined with the track), service and baseline checkpoint; every track's data an
 checkpoint are made before the first submission (`prepare`), never inside a time
 limit. The hidden tracks run first and the course track last, so ``autograded/``
 and nbgrader's gradebook show the course track's run; the hidden tracks' ledgers and
-logs are kept as ``ledgers/<assignment>/<student>.track<digits>.*``.
+logs are kept as ``ledgers/<assignment>/latest/<student>/track<digits>.*``.
 """
 
 from __future__ import annotations
