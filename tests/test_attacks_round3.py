@@ -223,15 +223,6 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no system chromium (apt-get install -y chromium)")
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "owner autograder/tasks.py (the executed notebook kept in autograded/): a kernel's active outputs "
-    "(application/javascript, text/html with event handlers) are kept as they are, and nbgrader's formgrader "
-    "serves autograded/<student>/ as HTML from the instructor's Jupyter server, so participant script runs "
-    "with the instructor's session (its API runs code as the grader: secrets, grades.db). Root fix: the notebook "
-    "kept in autograded/ holds no active content: only inert outputs (text/plain, image/png, image/jpeg, errors, "
-    "streams; no application/javascript, text/html, image/svg+xml, text/markdown, text/latex, widget views), and "
-    "raw HTML in markdown cells escaped (a participant's markdown cell <img onerror=...> runs there too, and "
-    "nbconvert's HTMLExporter.sanitize_html=True leaves markdown cells as they are: checked with nbconvert 7.17)"))
 def test_the_instructors_formgrader_runs_no_participant_script(graded):
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the dev extra")
     page_html = _formgrader_html(graded["course"] / "autograded" / "memo" / A / f"{A}.ipynb")
