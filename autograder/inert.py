@@ -50,6 +50,8 @@ def markdown(source: str) -> str:
 
 def output(out: dict) -> dict:
     """`out` itself if inert, else a copy with only its inert types, else a text/plain note in its place."""
+    if not isinstance(out, dict):  # not an output at all (a hand-edited notebook): a note, never a crash
+        out = {"output_type": type(out).__name__}
     kind = out.get("output_type")
     if kind in KEPT_OUTPUTS:
         return out
