@@ -6,32 +6,27 @@ a strict xfail whose reason names the owner file, what works and the fix at the 
 the hole (``raises=AssertionError``: a broken precondition or setup is a failure, never an xfail), so it
 turns into a failure (XPASS) the day the hole is closed, whichever root fix closes it: remove the mark then.
 
-- Labels bought in an attempt that makes no counted submission are free in the next attempt. The
-  attempts rule (`autograder/attempts.py`) lets such an attempt "not use up" the counted one because it
-  "showed no held-out number"; but it showed *pool labels*: it annotates, puts what it bought into the
-  row's ``detail`` (the first error line, on the public leaderboard) and crashes before ``submit``.
-  Every grading of the assignment uses the same shuffle (one secret per assignment), so the same
-  indices point at the same images in the next attempt, which types the labels in and is ranked
-  passing with one annotation on that track. (The same works across the competition's rounds, each
-  graded into its own store with the same secret.)
-- Hidden tracks do not catch the README's own example (a table of the course track's private test
-  images) when the notebook falls back to an honest method on every other track: the combined row
-  sums the tracks' annotations (1 + 60 against an honest 60 + 60) and, unlike `autograder verify`,
-  compares no track with another, so nothing is marked for review.
-- Hidden tracks do not catch a small table of *pool* images either: the pool is MNIST's whole training
-  set on every track, only shuffled, so 50 image hashes per digit (all ten digits, 4.5 kB, about the
-  size of the 4 kB table the README says hidden tracks catch) find their images on any track; the
-  notebook trains on them, pays one annotation per track (no 0-annotation review) and passes every
-  track. The same notebook is "verified" by `autograder verify`, whose hidden track is one more track.
-- The projected board names the hidden tracks that the README says to keep secret until it is out,
-  while its competition agenda projects round 1's board and grades later rounds the same way.
-- A student folder named ``memo.track25`` writes its ledger and log over memo's kept hidden-track
-  ledger and log (``ledgers/<a>/memo.track25.jsonl``): the evidence a cheap pass is read by.
-- `autograder grade --tracks 7,1 1,7` takes the course track's own pair, in another order, as a hidden
-  track (a unit test of `autograder.tracks.parse`).
-- A kernel's active outputs (JavaScript, HTML event handlers) are kept in ``autograded/``, which
-  nbgrader's formgrader serves as HTML from the instructor's Jupyter server: participant script runs in
-  the instructor's session (checked in a real browser on the formgrader's own rendering).
+- (closed, now a passing test) Labels bought in an attempt that made no counted submission were free
+  in the next attempt: it annotated, put what it bought into the row's ``detail`` and crashed before
+  ``submit``; the same shuffle let the next attempt type the labels in and pass with one annotation.
+  Now a run that bought labels shows them on its row and spends the attempt (`autograder/attempts.py`).
+- (closed, now a passing test) Hidden tracks did not catch a table of the course track's private test
+  images with an honest fallback on every other track (1 + 60 annotations): a passing row whose
+  tracks needed far-apart counts is now marked for review (`autograder/tracks.py`).
+- (open, strict xfail) Hidden tracks do not catch a small table of *pool* images: the pool is MNIST's
+  whole training set on every track, only shuffled, so 50 image hashes per digit (all ten digits,
+  4.5 kB) find their images on any track; the notebook trains on them, pays one annotation per track
+  and passes every track, as does a model trained at home on all ten digits. No grader can tell such
+  knowledge from code on a public data set (README, "What the grader defends").
+- (closed, now a passing test) The projected board named the hidden tracks; it now calls them
+  "hidden 1", ... (`autograder/leaderboard.py`).
+- (closed, now a passing test) A student folder named ``memo.track25`` wrote its ledger over memo's
+  kept hidden-track ledger; each student now has a folder of their own (`autograder/store.py`).
+- (closed, now a passing test) `autograder grade --tracks 7,1 1,7` took the course track's own pair, in
+  another order, as a hidden track; tracks are now compared as sets of digits.
+- (closed, now a passing test) A kernel's active outputs (JavaScript, HTML event handlers) would run in
+  nbgrader's formgrader on the instructor's Jupyter server; the kept notebook holds none
+  (`autograder/inert.py`), checked in a real browser on the formgrader's own rendering.
 
 Cost: one toy batch of three students on two tracks and one regrade of one student on two tracks, plus a
 browser start: 172-258 s for the module at load 4-9 (2 cores shared with other test runs), 157-247 s of it
