@@ -581,10 +581,9 @@ def _attack(course_dir: Path, student: str):
 
 
 def _ledger(course_dir: Path, student: str) -> list[dict]:
-    from course import protocol
+    from autograder import store
 
-    path = next((course_dir / "ledgers" / "toy").glob(f"{student}*.jsonl"))
-    return protocol.read_ledger(path.read_text())
+    return protocol.read_ledger(store.ledger_path(course_dir, "toy", student).read_text())
 
 
 @pytest.mark.slow

@@ -55,7 +55,7 @@ LIMITS = ["--memory", "3", "--timeout", "300"]
 BOUGHT = 60  # labels the spy's first attempt buys (the toy's honest answer buys the same 60)
 PER_DIGIT = 50  # memorised pool images per digit
 HASH_CHARS = 8  # hex characters of an image hash in the table
-# the fallback memoriser's student id: memo's hidden-track ledger file name (ledgers/<a>/<student>.track25.jsonl)
+# the fallback memoriser's student id: once memo's hidden-track ledger file name (ledgers/<a>/<student>.track25.jsonl)
 IMPOSTOR = "memo.track" + TRACKS[1].replace(",", "")
 
 # attempt 1: buy the labels, put them in the row's detail (an exception's message), never submit
