@@ -42,8 +42,7 @@ FOLDER = "leaderboard"
 CSV_COLUMNS = ["rank", "student", "accuracy", "annotations", "passed", "score", "max_score", "status",
                "evaluations", "submissions", "attempts", "review", "detail"]
 POINTS_COLUMNS = ["rank", "student", "passed", "score", "max_score", "status", "attempts", "detail"]  # no submit cell
-TEXT_COLUMNS = frozenset({"student", "passed", "status", "review", "detail"})  # always guarded (`_csv_safe`)
-FORMULA_STARTS = spreadsheet.FORMULA_STARTS  # a spreadsheet reads a cell starting so as a formula
+TEXT_COLUMNS = frozenset({"student", "passed", "status", "review", "detail"})  # always guarded (`spreadsheet.safe_cell`)
 MAX_LABELLED_POINTS = 40  # name the points of the scatter up to this many submissions
 HIDDEN_LABEL = "hidden {}"  # a hidden track on the projected board: its digits stay the instructor's
 WITHHELD = "message withheld on the board (the instructor has it)"  # a hidden track's own error text
@@ -160,7 +159,6 @@ def columns(ranked: list[tuple[int, store.Row]], per_track: PerTrack | None = No
     return CSV_COLUMNS[:at] + extra + CSV_COLUMNS[at:]
 
 
-_csv_safe = spreadsheet.safe_cell  # the one formula guard, shared with the event server's CSV exports
 
 
 def to_csv(ranked: list[tuple[int, store.Row]], per_track: PerTrack | None = None,
@@ -172,7 +170,7 @@ def to_csv(ranked: list[tuple[int, store.Row]], per_track: PerTrack | None = Non
     writer.writeheader()
     for rank_, row in ranked:
         cells = _cells(rank_, row, labels) | _track_cells(row, per_track, tracks, labels)
-        writer.writerow({k: _csv_safe(v, numeric=k not in TEXT_COLUMNS) for k, v in cells.items()})
+        writer.writerow({k: spreadsheet.safe_cell(v, numeric=k not in TEXT_COLUMNS) for k, v in cells.items()})
     return buffer.getvalue()
 
 

@@ -12,19 +12,11 @@ or ``autograder grade --threads-per-kernel K``, is the one setting.
 
 from __future__ import annotations
 
-import os
+from course.config import usable_cores  # the one rule, shared with course.models
 
 VARIABLES = ("OMP_NUM_THREADS",  # torch's intra-op threads, scikit-learn's OpenMP, OpenBLAS's fallback
              "MKL_NUM_THREADS",  # torch's MKL
              "OPENBLAS_NUM_THREADS")  # numpy's and scipy's OpenBLAS
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (its affinity: a container, ``taskset`` or a batch system narrows it)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # no affinity on this platform
-        return max(1, os.cpu_count() or 1)
 
 
 def share(at_once: int, cores: int | None = None) -> int:

@@ -67,3 +67,13 @@ def cache_dir() -> Path:
         path = Path(xdg) / "dcai-hackathon"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+# --- the machine ----------------------------------------------------------
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity (narrowed by ``taskset``, a container or
+    a batch system), not `os.cpu_count()`, which counts the whole machine."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # no affinity on this platform (macOS, Windows)
+        return max(1, os.cpu_count() or 1)

@@ -51,10 +51,7 @@ def thread_count() -> int:
         value = os.environ.get(name, "").strip()
         if value.isdigit() and int(value) > 0:
             return int(value)
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # no affinity on this platform (macOS, Windows)
-        return max(1, os.cpu_count() or 1)
+    return config.usable_cores()
 
 
 def _set_threads() -> None:

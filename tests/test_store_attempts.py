@@ -14,7 +14,7 @@ from dataclasses import replace
 
 import pytest
 
-from autograder import attempts, judge, leaderboard, store
+from autograder import attempts, judge, leaderboard, spreadsheet, store
 from course import protocol
 
 A = "toy"
@@ -167,10 +167,10 @@ def test_every_text_cell_of_the_leaderboard_csv_is_text_whatever_follows(tmp_pat
     store.save(tmp_path, replace(row(student, -0.5, 3, review="=1+1"), detail="-1-1"))
     cells = list(csv.DictReader(io.StringIO(leaderboard.build(tmp_path, A)["csv"].read_text())))[0]
     for column in leaderboard.TEXT_COLUMNS:
-        assert not cells[column].startswith(leaderboard.FORMULA_STARTS), (column, cells[column])
+        assert not cells[column].startswith(spreadsheet.FORMULA_STARTS), (column, cells[column])
     assert cells["student"] == "'" + student and cells["review"] == "'=1+1" and cells["detail"].startswith("'-1-1")
     assert (cells["accuracy"], cells["annotations"]) == ("-0.5", "3")  # numbers the grader formats stay numbers
-    assert leaderboard._csv_safe("=1+1", numeric=True) == "'=1+1"  # a numeric column that is not a number: guarded
+    assert spreadsheet.safe_cell("=1+1", numeric=True) == "'=1+1"  # a numeric column that is not a number: guarded
 
 
 def test_a_counted_attempt_stays_counted_when_a_regrade_makes_no_submission(tmp_path):

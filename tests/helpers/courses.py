@@ -20,7 +20,6 @@ from __future__ import annotations
 import atexit
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -142,15 +141,3 @@ HONEST = ("indices = ds.c_indices[:60]\ndigits = oracle.annotate(indices)\n"
           "model = LogisticRegression(max_iter=1000).fit(ds.images[indices].reshape(len(indices), -1) / 255.0, digits)\n\n"
           "def predict(images):\n    return model.predict(images.reshape(len(images), -1) / 255.0).astype(int)\n")
 """The toy's honest solution: 60 annotations, passes."""
-
-
-def kernel_processes(uid: int) -> list[int]:
-    """Pids of processes running as `uid` (the sandboxed kernels' user)."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if os.stat(f"/proc/{pid}").st_uid == uid:
-                found.append(int(pid))
-        except OSError:
-            continue
-    return found
