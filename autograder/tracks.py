@@ -59,6 +59,12 @@ def label(tracks: list[tuple[int, ...]]) -> str:
     return " ".join(data.track_name(t) for t in tracks)
 
 
+def far_apart(fewer: int, more: int) -> bool:
+    """Whether `more` annotations on one track are far above `fewer` on another: more than
+    `REVIEW_RATIO` times and more than `REVIEW_SLACK` beyond them (the one rule of `lopsided` and verify)."""
+    return more > max(REVIEW_RATIO * fewer, fewer + REVIEW_SLACK)
+
+
 def lopsided(rows: list[store.Row]) -> str:
     """A review note when the tracks' annotation counts are far apart (the most above
     max(`REVIEW_RATIO` x the fewest, the fewest + `REVIEW_SLACK`)), else ''. It says what was seen,
@@ -67,7 +73,7 @@ def lopsided(rows: list[store.Row]) -> str:
     if len(counts) < 2 or any(n is None for _, n in counts):
         return ""
     low, high = min(n for _, n in counts), max(n for _, n in counts)
-    if high <= max(REVIEW_RATIO * low, low + REVIEW_SLACK):
+    if not far_apart(low, high):
         return ""
     seen = ", ".join(f"{track}: {n}" for track, n in counts)
     return (f"annotations per track far apart ({seen}; more than {REVIEW_RATIO}x and {REVIEW_SLACK} beyond the "

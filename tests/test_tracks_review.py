@@ -57,7 +57,13 @@ def test_distinct_pairs_are_taken_course_track_first():
 # --- combine: far-apart counts are marked for review ---------------------------------------------
 
 def test_verify_and_grading_share_one_review_rule():
-    assert (verify.REVIEW_RATIO, verify.REVIEW_SLACK) == (tracks.REVIEW_RATIO, tracks.REVIEW_SLACK)
+    assert verify.REVIEW_RATIO == tracks.REVIEW_RATIO and verify.far_apart is tracks.far_apart
+    for event, hidden in [(60, 180), (60, 181), (1, 6), (1, 7), (0, 5), (0, 6), (10, 35), (35, 10)]:
+        status, _ = verify.hidden_compare(event, HIDDEN, 0.97, hidden)
+        assert (status == "review") == tracks.far_apart(event, hidden), (event, hidden, status)
+    # the boundaries: more than 3x and more than 5 beyond
+    assert [tracks.far_apart(60, n) for n in (180, 181)] == [False, True]
+    assert [tracks.far_apart(1, n) for n in (6, 7)] == [False, True]
 
 
 def test_a_memorised_course_track_with_an_honest_fallback_is_marked_for_review():

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autograder.event import store as store_module
-from autograder.tracks import REVIEW_RATIO, REVIEW_SLACK  # one rule for hidden tracks: review far-apart counts
+from autograder.tracks import REVIEW_RATIO, far_apart  # one rule for hidden tracks: review far-apart counts
 from course import config
 
 TOLERANCE = 0.005  # accuracy: a re-run of honest code whose training is not bit-for-bit reproducible
@@ -252,7 +252,7 @@ def hidden_compare(annotations: int, hidden_track: str, hidden_accuracy: float |
                           f"{hidden_annotations} annotations, under {target:.0%}): an honest method passes a similar "
                           "pair, one that knows the event's digits (e.g. a table of memorised labels) does not; "
                           "read the notebook.")
-    if hidden_annotations > max(REVIEW_RATIO * annotations, annotations + REVIEW_SLACK):
+    if far_apart(annotations, hidden_annotations):
         return "review", (f"{annotations} annotations on the event's track but {hidden_annotations} on a hidden "
                           f"track ({hidden_track}), more than {REVIEW_RATIO}x: the notebook may know the event's "
                           "digits (e.g. a table of memorised labels, an honest method for the rest); read the notebook.")
