@@ -1,0 +1,1 @@
+"""MkDocs hook: the CLI reference generated from autograder's argparse parsers (skeleton)."""

@@ -1,0 +1,1 @@
+"""MkDocs hook: fill {{ results.* }} placeholders from benchmarks/results/ (skeleton)."""
