@@ -1,4 +1,4 @@
-"""The instructor-side grader of the hackathon (architecture and trust model: docs/architecture.md).
+"""The instructor-side grader of the hackathon (architecture and trust model: docs/explanation/architecture.md).
 
 - `cli`: the ``autograder`` command (``grade``, ``leaderboard``, ``secret rotate``); one batch per course (`locks`);
 - `runner`: the `Grader`: stage a submission, run nbgrader against a live service, store the judge's row;
