@@ -122,3 +122,33 @@ def baseline_model(mnist_raw):
     from course import models
 
     return models.baseline("7,1")
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """The URL of a throw-away PostgreSQL cluster for this test process (tests/helpers/postgres.py).
+
+    Skipped without the server binaries or psycopg, unless COURSE_REQUIRE_POSTGRES=1 (CI): then it fails.
+    """
+    from tests.helpers import postgres
+
+    why = postgres.missing()
+    if why is not None:
+        if postgres.required():
+            pytest.fail(f"{postgres.REQUIRE_ENV}=1 but {why}", pytrace=False)
+        pytest.skip(why)
+    with postgres.cluster() as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_url(postgres_server):
+    """A new, empty database on the session's PostgreSQL cluster: its SQLAlchemy URL."""
+    from autograder import store
+    from tests.helpers import postgres
+
+    url = postgres.new_database(postgres_server)
+    yield url
+    for engine in list(store._ENGINES.values()):  # close this test's connections (the cluster keeps running)
+        engine.dispose()
+    store._forget_engines()

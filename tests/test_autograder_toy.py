@@ -10,6 +10,7 @@ sandboxed kernel against a live annotation service; the batch is graded once
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import shutil
@@ -21,7 +22,7 @@ import pytest
 
 from autograder import leaderboard, sandbox, store, tasks
 from course import config, data
-from helpers.courses import add_submission, make_course, run_cli, solution
+from helpers.courses import HONEST, add_submission, make_course, run_cli, solution
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")]
@@ -29,11 +30,6 @@ pytestmark = [pytest.mark.slow,
 ASSIGNMENT = "toy"
 MEMORY_GB = 3  # the toy kernel needs ~1.5 GB of address space; the memory hog hits this cap
 ENDLESS_TIMEOUT_S = 20
-
-HONEST = ("indices = ds.c_indices[:60]\ndigits = oracle.annotate(indices)\n"
-          "model = LogisticRegression(max_iter=1000).fit(ds.images[indices].reshape(len(indices), -1) / 255.0, digits)\n\n"
-          "def predict(images):\n    return model.predict(images.reshape(len(images), -1) / 255.0).astype(int)\n")
-
 
 
 
@@ -330,10 +326,15 @@ def test_hard_coded_indices_and_predictions_are_worthless(graded):
 
 def test_regrading_replaces_the_row(graded):
     course_dir, rows, *_ = graded
+    stale = dataclasses.replace(rows["no_notebook"], status="ok", detail="a stale row", graded_at="2000-01-01T00:00:00Z")
+    store.save(course_dir, stale)  # what the regrade must replace
     again = run_cli("grade", ASSIGNMENT, "--course", str(course_dir), "--student", "no_notebook")
     assert again.returncode == 0, again.stderr
     now = {r.student: r for r in store.load(course_dir, ASSIGNMENT)}
-    assert len(now) == len(rows) and now["no_notebook"].graded_at >= rows["no_notebook"].graded_at
+    assert len(now) == len(rows) and now["no_notebook"].graded_at >= rows["no_notebook"].graded_at > stale.graded_at
+    assert now["no_notebook"].detail == rows["no_notebook"].detail != stale.detail
+    assert now["no_notebook"].status == rows["no_notebook"].status != "ok"
+    assert {s: now[s] for s in now if s != "no_notebook"} == {s: rows[s] for s in rows if s != "no_notebook"}
 
 
 def test_cli_errors_are_clear(graded, tmp_path):

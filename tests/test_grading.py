@@ -5,19 +5,33 @@ import pytest
 import torch
 
 from course import config, data, evaluate, grading, oracle
+from helpers.mnist import Truth
 
 
-def oracle_predict(images):
-    """A cheating-free 'perfect' predict for tests: looks images up in the public split."""
-    split = data.split()
-    track_imgs = evaluate.track_test_images("public")
-    truth = split.public_test_digits[split.public.test_labels == data.C]
-    assert len(images) == len(track_imgs)
-    return truth.copy()
+@pytest.fixture(scope="module")
+def truth(mnist_raw):
+    """The digits of MNIST's test images, read from the files by the test (not through course.data)."""
+    return Truth(mnist_raw, "test")
 
 
-def test_track_test_images(ds):
+@pytest.fixture
+def perfect(truth):
+    """A predict that is always right: it looks each image up in the MNIST files."""
+    return truth.digits
+
+
+def with_mistakes(truth, k):
+    """A predict that is right except on its first `k` images."""
+    def predict(images):
+        digits = truth.digits(images)
+        digits[:k] = np.where(digits[:k] == 7, 1, 7)
+        return digits
+    return predict
+
+
+def test_track_test_images(ds, truth):
     public = evaluate.track_test_images("public")
+    assert set(truth.digits(public).tolist()) == {7, 1}  # the track's digits, by the files' own labels
     private = evaluate.track_test_images("private")
     assert public.shape[1:] == (28, 28) and len(public) == int(np.sum(ds.test_labels == data.C))
     assert len(private) == 1028 + 1135 - len(public)
@@ -25,8 +39,8 @@ def test_track_test_images(ds):
         evaluate.track_test_images("secret")
 
 
-def test_submit_perfect_passes(capsys):
-    result = grading.submit(oracle_predict)
+def test_submit_perfect_passes(capsys, perfect):
+    result = grading.submit(perfect)
     assert result.accuracy == 1.0 and result.passed and result.annotations == 0
     assert result.split == "public"
     assert "PASSED" in capsys.readouterr().out
@@ -62,12 +76,20 @@ def test_submit_rejects_broken_predict(bad, message):
         grading.submit(bad)
 
 
-def test_result_threshold():
-    r = grading.Result(accuracy=config.TARGET_ACCURACY, annotations=1, passed=True, n_images=10)
-    assert "1 annotation " in str(r)
+def test_the_target_accuracy_passes_and_one_mistake_more_does_not(ds, truth, capsys):
+    oracle.annotate(ds.c_indices[:1])
+    n = len(evaluate.track_test_images("public"))
+    allowed = int(np.floor(n * (1 - config.TARGET_ACCURACY) + 1e-9))  # mistakes at or above the target
+    at = grading.submit(with_mistakes(truth, allowed))
+    below = grading.submit(with_mistakes(truth, allowed + 1))
+    assert at.accuracy == pytest.approx((n - allowed) / n) and at.passed and at.n_images == n
+    assert at.annotations == 1 and "1 annotation " in str(at)  # one, not "1 annotations"
+    assert below.accuracy == pytest.approx((n - allowed - 1) / n) and not below.passed
+    assert "PASSED" in capsys.readouterr().out.split("NOT YET")[0]
 
 
-def test_accuracy_and_confusion():
-    assert evaluate.accuracy(oracle_predict) == 1.0
+def test_accuracy_and_confusion(perfect, truth):
+    assert evaluate.accuracy(perfect) == 1.0
+    assert evaluate.accuracy(with_mistakes(truth, 10)) == pytest.approx(1 - 10 / len(evaluate.track_test_images("public")))
     m = evaluate.confusion_matrix(np.array([7, 7, 1]), np.array([7, 1, 1]), labels=[7, 1])
     assert m.tolist() == [[1, 1], [0, 1]]

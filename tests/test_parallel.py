@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -127,13 +128,16 @@ def test_second_grade_with_jobs_waits_its_turn(twins):
                               "--student", "eve", "--jobs", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         lock = parallel / layout.PRIVATE / "grading.lock"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and f"pid {first.pid}" not in (lock.read_text() if lock.exists() else ""):
+        deadline = time.monotonic() + 600  # a generous bound: the wait ends as soon as the lock names it
+        while f"pid {first.pid}" not in (lock.read_text() if lock.exists() else ""):
+            assert first.poll() is None, "the first batch ended before it took the course lock"
+            assert time.monotonic() < deadline, "the first batch never took the course lock"
             time.sleep(0.2)
+        first.send_signal(signal.SIGSTOP)  # it holds the lock, whatever the machine's speed
         second = run_cli("grade", ASSIGNMENT, "--course", str(parallel), "--jobs", "2")
-        if first.poll() is None:  # still holding the lock
-            assert second.returncode == 3 and "another `autograder grade` is running" in second.stderr, second.stderr
+        assert second.returncode == 3 and "another `autograder grade` is running" in second.stderr, second.stderr
     finally:
+        first.send_signal(signal.SIGCONT)
         first.kill()  # its pool workers die with it
         first.wait()
 
