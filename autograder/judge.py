@@ -5,7 +5,9 @@ accuracy and annotations of the FIRST successful private score (the counted
 submission), how many held-out evaluations and submissions the run attempted.
 nbgrader's points come from the gradebook; the first error from the executed
 notebook. Nothing the notebook printed is believed. A pass with 0 annotations is
-possible only by guessing or by a hole in the rules, so it is marked for review.
+possible only by guessing, by a hole in the rules or by knowledge typed in, so it is marked
+for review (`autograder.tracks.ZERO_NOTE`, the rule verify applies too), and so is a notebook
+whose code carries far more than a method needs (`autograder.knowledge`).
 
 nbgrader gives a test cell its points when its output holds no error, and the kernel
 decides what its outputs hold (it can hide tracebacks, drop asserts, dress up its
@@ -25,7 +27,7 @@ import re
 from dataclasses import dataclass, field
 
 from course import config, protocol
-from autograder import clean, store
+from autograder import clean, knowledge, store, tracks
 
 
 # the detail of a run that bought labels and made no counted submission (README: resubmissions)
@@ -185,8 +187,10 @@ def judge(evidence: Evidence, settings: Settings) -> Verdict:
         return Verdict("failed", detail + tail, review=review, **numbers, **pts)
     detail = (f"counted the first of {summary.submissions} submission{'s' if summary.submissions != 1 else ''}; "
               f"{summary.evaluations} held-out evaluation{'s' if summary.evaluations != 1 else ''}")
-    if passed and not summary.annotations:
-        review = "passed with 0 annotations: check the notebook before publishing"
+    if tracks.zero_pass(passed, summary.annotations):
+        review = tracks.ZERO_NOTE
+    if passed and (heavy := knowledge.review_note(evidence.notebooks)):  # only a ranked row needs reading
+        review = f"{review}; {heavy}" if review else heavy
     return Verdict("ok", detail + tail, passed=passed, review=review, **numbers, **pts)
 
 

@@ -12,9 +12,16 @@ against accuracy with the 90% line.
 
 Graded on several tracks (hidden tracks, `autograder.tracks`), a row is the
 submission's combined row: passed means passed on every track, annotations is the
-total and accuracy the mean over the tracks, so the same ranking reads "passed on
-all, then total annotations, then mean accuracy"; columns ``accuracy <track>`` and
-``annotations <track>`` show each track's numbers.
+total and accuracy the mean over the *hidden* tracks (the course track is known in
+advance: its count is shown but buys no rank), so the same ranking reads "passed on
+all, then the hidden tracks' annotations, then their mean accuracy"; columns
+``accuracy <track>`` and ``annotations <track>`` show each track's numbers. A row graded
+on fewer tracks than the others (mid-batch) comes after them (`rank`).
+
+What participants see never echoes what a notebook chose to print: the ``detail`` of the
+shared files is an allow-list of the grader's own phrases (`visible_detail`; the stored
+detail quotes the kernel's error messages, which once carried 60 bought labels into the
+CSV), and the ``review`` is in words and percentages (`visible_review`).
 
 The files `build` writes are projected and shared with the participants, so they never name a
 hidden track's digits (a later round's notebook would memorise them): the course track keeps
@@ -51,14 +58,21 @@ _ATTEMPTS_NOTE = re.compile(r"; ranked: attempt \d+ of \d+ \([a-z ,:;]+\)"  # au
 
 
 def rank(rows: list[store.Row]) -> list[tuple[int, store.Row]]:
-    """Rows in leaderboard order with their rank (1-based; ties share a rank)."""
+    """Rows in leaderboard order with their rank (1-based; ties share a rank).
+
+    A row graded on fewer tracks than the board's fullest (a submission graded on the course track
+    alone while the others have hidden tracks too, e.g. in the middle of a batch) comes after every
+    row graded on them all: its count is not the hidden tracks' (`autograder.tracks.ranked_parts`).
+    """
+    full = max((len(r.track.split()) for r in rows if r.kind != "points"), default=1)
+
     def key(row: store.Row):
         if row.kind == "points":
             return (not row.passed, -(row.score or 0.0))
         annotations = row.annotations if row.annotations is not None else math.inf
         accuracy = row.accuracy if row.accuracy is not None else -1.0
         # not passed: a counted submission before a row that only bought labels (accuracy None)
-        return (not row.passed, row.accuracy is None, annotations, -accuracy)
+        return (not row.passed, len(row.track.split()) < full, row.accuracy is None, annotations, -accuracy)
 
     ordered = sorted(rows, key=lambda r: (key(r), r.student))
     ranked, previous, current = [], None, 0
@@ -120,6 +134,93 @@ def _public(text: str, row: store.Row, labels: Labels | None) -> str:
     return pattern.sub(lambda m: hidden[m.group(1)], head + sep + problem)
 
 
+# What a participant-visible ``detail`` may say (`visible_detail`): the grader's own phrases, never the stored
+# text itself, which quotes the kernel (an exception's message, a file name) and so can carry what a notebook
+# chose to print, labels it bought included. (pattern at the start of a judge's detail, phrase shown)
+_KINDS = (
+    (r"stopped after the wall-clock limit of (\d+) s", "stopped after the wall-clock limit of {0} s"),
+    (r"the kernel died \(", "the kernel died (crashed, was killed, or ran out of memory)"),
+    (r"nbgrader failed", "nbgrader failed (the instructor has its log)"),
+    (r"graded for points only \(no submit cell\)", "graded for points only (no submit cell)"),
+    (r"no submission reached the annotation service", "no submission reached the annotation service"),
+    (r"\d+ submission\(s\) refused by the service; none counted", "submissions refused by the service; none counted"),
+    (r"counted the first of \d+ submissions?; \d+ held-out evaluations?", "counted the first submission"),
+    (r"the notebook used more than ([\d.]+) GB of memory", "the notebook used more than {0} GB of memory: its kernel "
+                                                          "was stopped"),
+    (r"the notebook's output was too large for the grader", "the notebook's output was too large for the grader: "
+                                                            "not graded"),
+    (r"grader error", "grader error (the instructor has its message)"),
+    (r"no notebook in submitted/", "no notebook in the submission"),
+    (r"refused: ", "the submission was refused (the instructor has the reason)"),
+)
+# notes the grader adds after the start (presence only: their numbers and quotes are not shown)
+_NOTES = (
+    ("label(s) bought without a counted submission", "labels bought without a counted submission: this attempt "
+                                                     "counts as the student's graded one"),
+    ("point(s) of the submission's test cells withheld", "the submission's test-cell points withheld (the "
+                                                         "service's ledger says the counted submission did not pass)"),
+    ("first error: ", "the notebook raised an error (its feedback shows where)"),
+    ("ignored (not a date nbgrader reads)", "a timestamp file was ignored"),
+)
+DETAIL_WITHHELD = "details withheld on the board (the instructor has them)"  # a detail in no known form
+
+
+def _worded(detail: str) -> str:
+    """One judge detail in the grader's own fixed words (`_KINDS`, `_NOTES`), no text of the kernel's."""
+    parts = []
+    for pattern, shown in _KINDS:
+        found = re.match(pattern, detail)
+        if found:
+            parts.append(shown.format(*found.groups()))
+            break
+    else:
+        return DETAIL_WITHHELD
+    parts += [shown for marker, shown in _NOTES if marker in detail]
+    return "; ".join(parts)
+
+
+def visible_detail(row: store.Row) -> str:
+    """The ``detail`` a participant may see: an allow-list (`_KINDS`, `_NOTES`), never the stored text.
+
+    The stored detail quotes the kernel: the first error's message and exception name, which a notebook
+    chooses (one that bought 60 labels and raised ``RuntimeError('0110...')`` put them on a shared CSV).
+    A combined row keeps its per-track summaries (the grader's numbers) and says what went wrong on the
+    first failed track in fixed words; the attempts note (`autograder.attempts.note`) is the grader's.
+    """
+    text = row.detail
+    kept = _ATTEMPTS_NOTE.search(text) if row.attempts > 1 else None
+    body = text[:kept.start()] if kept else text
+    if len(row.track.split()) > 1:  # tracks.combine: grader-made summaries | '<track>: <that track's detail>'
+        head, sep, problem = body.partition(" | ")
+        if sep:
+            name, _, inner = problem.partition(": ")
+            head += f" | {name}: {_worded(inner)}"
+        shown = head
+    else:
+        shown = _worded(body)
+    return shown + (kept.group(0) if kept else "")
+
+
+_REGRADE_CHANGED = re.compile(re.escape(store.REGRADE_CHANGED) + r" from (\S+) \([^)]*\) to (\S+) \([^)]*\)")
+_REGRADE_UNCOUNTED = re.compile(re.escape(store.REGRADE_UNCOUNTED) + r" at \S+ \(status (\w+)\), so the counted "
+                                r"grading of \S+ is kept")
+
+
+def _percent(value: str) -> str:
+    try:
+        return f"{float(value):.2%}"
+    except ValueError:
+        return "no submission"
+
+
+def visible_review(review: str) -> str:
+    """`review` in words and percentages: the store's regrade notes without raw floats or timestamps."""
+    review = _REGRADE_CHANGED.sub(lambda m: f"{store.REGRADE_CHANGED} from {_percent(m.group(1))} to "
+                                            f"{_percent(m.group(2))}", review)
+    return _REGRADE_UNCOUNTED.sub(lambda m: f"{store.REGRADE_UNCOUNTED} (status {m.group(1)}), so the first "
+                                            "counted grading is kept", review)
+
+
 def _track_cells(row: store.Row, per_track: PerTrack | None, names: list[str],
                  labels: Labels | None = None) -> dict[str, str]:
     cells = {}
@@ -141,8 +242,8 @@ def _cells(rank_: int, row: store.Row, labels: Labels | None = None) -> dict[str
             "evaluations": "" if row.evaluations is None else str(row.evaluations),
             "submissions": "" if row.submissions is None else str(row.submissions),
             "attempts": str(row.attempts),
-            "review": clean.line(_public(row.review, row, labels)),
-            "detail": clean.line(_public(row.detail, row, labels), 500)}
+            "review": clean.line(_public(visible_review(row.review), row, labels)),
+            "detail": clean.line(_public(visible_detail(row), row, labels), 500)}
 
 
 def columns(ranked: list[tuple[int, store.Row]], per_track: PerTrack | None = None,
@@ -227,9 +328,10 @@ def _rule(ranked, tracks: list[str] | None = None, labels: Labels | None = None)
                 + (": the hidden tracks' digits stay secret. " if secret else ". ") +
                 f"A submission <strong>passes</strong> with at least <strong>{config.TARGET_ACCURACY:.0%}</strong> "
                 "accuracy on held-out images it never saw <strong>on every track</strong>; on each track its first "
-                "submission counts. Passing submissions are ranked by the <strong>fewest annotations in "
-                "total</strong>, then by the mean accuracy over the tracks. Rows marked <em>review</em> passed "
-                "a track with 0 annotations, or needed far more annotations on one track than on another. "
+                "submission counts. Passing submissions are ranked by the <strong>fewest annotations on the hidden "
+                "tracks</strong>, then by their mean accuracy: the course track is known in advance, so its count "
+                "is shown but buys no rank. Rows marked <em>review</em> passed a track with 0 annotations, needed "
+                "far more annotations on one track than on another, or carry far more code than a method needs. "
                 f"{_ATTEMPTS_RULE}")
     return (f"A submission <strong>passes</strong> with at least <strong>{config.TARGET_ACCURACY:.0%}</strong> "
             "accuracy on held-out images it never saw (scored by the grader, not the notebook); its first "
@@ -314,8 +416,8 @@ def to_png(assignment: str, ranked: list[tuple[int, store.Row]], path: Path,
     ax.axhline(config.TARGET_ACCURACY, color="#555", linestyle="--", linewidth=1,
                label=f"target {config.TARGET_ACCURACY:.0%}")
     ax.set_xlabel("annotations (distinct labels bought from the oracle)"
-                  + (", total over the tracks" if tracks else ""))
-    ax.set_ylabel("accuracy on the private held-out images" + (" (mean over the tracks)" if tracks else ""))
+                  + (", total over the hidden tracks" if tracks else ""))
+    ax.set_ylabel("accuracy on the private held-out images" + (" (mean over the hidden tracks)" if tracks else ""))
     missing = len(ranked) - len(points)
     ax.set_title(f"{clean.mathtext(assignment)}: annotations vs accuracy"
                  + (f" ({missing} without a submission not shown)" if missing else ""))

@@ -6,6 +6,14 @@ seed derived from it, so regrading an unchanged notebook gives the same row and
 ties are not broken by noise. Rotate it (``autograder secret rotate <assignment>``)
 when a shuffle may have leaked, e.g. after publishing executed notebooks; then
 regrade everyone so the rows stay comparable.
+
+**Rounds rotate the shuffle by default.** A competition grades each round into a store of
+its own (``autograder grade ... --db round2.db``). The seed of a run graded into a store
+other than the course's default one also mixes in that store's URL (`round_key`), so each
+round has its own shuffle of every track without a command to remember: labels bought in
+round 1 (shown in its feedback, or typed in from its ledger) point at other images in
+round 2, while every regrade *within* a round keeps its shuffle. The default store keeps
+the seed it always had.
 """
 
 from __future__ import annotations
@@ -55,8 +63,24 @@ def rotate(private_dir: Path, assignment: str, value: str | None = None) -> Path
     return path
 
 
-def seed(private_dir: Path, assignment: str, track_name: str) -> int:
-    """The shuffle seed of `assignment` on `track_name` (64 bits)."""
+def round_key(course_dir: Path, db_url: str | None) -> str:
+    """What makes a round's shuffle its own: '' for the course's default store (or none named), else the
+    resolved URL of the store named with ``--db`` (a path is made absolute; the password is never in it)."""
+    if not db_url:
+        return ""
+    from autograder import store  # SQLAlchemy: only when a store is named
+
+    named, default = store.resolve_url(course_dir, db_url), store.resolve_url(course_dir, None)
+    if named == default:
+        return ""
+    from sqlalchemy.engine import make_url
+
+    return make_url(named).render_as_string(hide_password=True)
+
+
+def seed(private_dir: Path, assignment: str, track_name: str, round_key: str = "") -> int:
+    """The shuffle seed of `assignment` on `track_name` (64 bits), in the round of `round_key` (`round_key`)."""
     value = read_or_create(private_dir, assignment)
-    digest = hashlib.sha256(f"{value}|{assignment}|{track_name}".encode()).digest()
+    text = f"{value}|{assignment}|{track_name}" + (f"|round|{round_key}" if round_key else "")
+    digest = hashlib.sha256(text.encode()).digest()
     return int.from_bytes(digest[:8], "big")

@@ -7,12 +7,21 @@ does not. ``autograder grade <assignment> --tracks 7,1 2,5`` grades every submis
 once per track (each with its own grading data, shuffle, annotation service and
 baseline checkpoint) and a submission passes only if it passes on every track.
 
-The combined row (`combine`) is what the leaderboard ranks: passed on all tracks,
-then total annotations, then mean accuracy. A method needs about as many annotations on
-every pair of similar difficulty, so a row whose tracks' counts are far apart (a memorised
-course track, an honest fallback elsewhere) is marked for review (`lopsided`); the same
-rule, `REVIEW_RATIO` and `REVIEW_SLACK`, is what `autograder verify` applies to an event's
-hidden track.
+The combined row (`combine`) is what the leaderboard ranks, and it ranks **by what memory
+cannot buy**: it passes only if every track passes, but its ``annotations`` and ``accuracy``
+are the hidden tracks' (their total and their mean; `ranked_parts`). The course track is known
+in advance, so a table or a model of its images, made at home from public MNIST, can pay
+there as little as its author likes: its count is shown in its own column and must come with
+a pass, but it buys no rank. The hidden tracks are named only on the grading command and
+drawn anew per round, so no notebook can have been fitted to them.
+
+The same rule reviews what a human should read (`reviews`): a track passed with 0
+annotations (`ZERO_NOTE`, also the judge's note on a single track), tracks whose counts are
+far apart (`far_apart`: a memorised course track with an honest fallback elsewhere), and each
+track's own review (e.g. a notebook carrying more knowledge than a method needs,
+`autograder.knowledge`). `autograder verify` builds the same combined row from the event
+track's re-run and the hidden track's (`combine`), so a live event and ``grade --tracks``
+decide alike: one home for the rule.
 
 Tracks are compared as sets of digits: ``1,7`` is the course track ``7,1`` in another
 order (the same images, only another shuffle), and a hidden track sharing a digit with the
@@ -54,6 +63,20 @@ def parse(tracks: list[str] | None, track: str | None = None) -> list[tuple[int,
     return parsed
 
 
+ZERO_NOTE = "passed with 0 annotations: check the notebook before publishing"  # a pass without a label bought
+
+
+def zero_pass(passed: bool, annotations: int | None) -> bool:
+    """A pass that bought no label: only a guess, a hole in the rules or knowledge typed in achieves it."""
+    return bool(passed) and annotations == 0
+
+
+def ranked_parts(rows: list) -> list:
+    """The rows whose numbers rank a submission: the hidden tracks' (every row after the course
+    track's), or the one row of a submission graded on one track."""
+    return list(rows[1:]) if len(rows) > 1 else list(rows)
+
+
 def label(tracks: list[tuple[int, ...]]) -> str:
     """The combined row's track: '7,1 2,5'."""
     return " ".join(data.track_name(t) for t in tracks)
@@ -80,6 +103,20 @@ def lopsided(rows: list[store.Row]) -> str:
             "fewest): a method usually needs about as many on every track; read the notebook")
 
 
+def reviews(rows: list[store.Row]) -> list[str]:
+    """What a human should read in a submission graded on `rows` (course track first), in words; [] for
+    nothing. The one review rule of ``grade --tracks`` (`combine`) and of ``autograder verify``."""
+    notes = []
+    if all(r.passed for r in rows) and (note := lopsided(rows)):  # a failed row is not ranked: nothing to check
+        notes.append(note)
+    for r in rows:
+        if zero_pass(r.passed, r.annotations) and ZERO_NOTE not in r.review:
+            notes.append(f"{r.track}: {ZERO_NOTE}")
+        if r.review:
+            notes.append(f"{r.track}: {r.review}")
+    return notes
+
+
 def _summary(row: store.Row) -> str:
     accuracy = "no submission" if row.accuracy is None else f"{row.accuracy:.1%}"
     annotations = "" if row.annotations is None else f", {row.annotations} annotations"
@@ -88,18 +125,19 @@ def _summary(row: store.Row) -> str:
 
 
 def combine(rows: list[store.Row], tracks: list[tuple[int, ...]]) -> store.Row:
-    """The combined row of one submission graded on several tracks (rows in the order of `tracks`)."""
+    """The combined row of one submission graded on several tracks (rows in the order of `tracks`, course
+    track first): passed on every track; annotations and accuracy of the hidden tracks (`ranked_parts`),
+    the total and the mean; the review of `reviews`, far-apart counts first (the review is cut at 300
+    characters)."""
     first = rows[0]
-    accuracies = [r.accuracy for r in rows]
-    annotations = [r.annotations for r in rows]
     status = min((r.status for r in rows), key=_WORST.index)
     detail = "; ".join(_summary(r) for r in rows)
     problems = [f"{r.track}: {r.detail}" for r in rows if not r.passed]
     if problems:
         detail += " | " + problems[0]
-    reviews = [f"{r.track}: {r.review}" for r in rows if r.review]
-    if all(r.passed for r in rows) and (note := lopsided(rows)):  # a failed row is not ranked: nothing to check
-        reviews.insert(0, note)  # first: the combined review is cut at 300 characters
+    ranked = ranked_parts(rows)  # the hidden tracks': what memory cannot buy
+    accuracies = [r.accuracy for r in ranked]
+    annotations = [r.annotations for r in ranked]
     return store.Row(
         student=first.student, assignment=first.assignment, track=label(tracks),
         accuracy=None if None in accuracies else sum(accuracies) / len(accuracies),
@@ -109,4 +147,4 @@ def combine(rows: list[store.Row], tracks: list[tuple[int, ...]]) -> store.Row:
         graded_at=max(r.graded_at for r in rows),
         evaluations=None if any(r.evaluations is None for r in rows) else sum(r.evaluations for r in rows),
         submissions=None if any(r.submissions is None for r in rows) else sum(r.submissions for r in rows),
-        review=clean.line("; ".join(reviews), 300), kind=first.kind, level="combined")
+        review=clean.line("; ".join(reviews(rows)), 300), kind=first.kind, level="combined")

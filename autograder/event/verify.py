@@ -18,11 +18,15 @@ with about as many annotations, and a memorised one does not (`hidden_compare`).
 stored in the event store (the admin page and the board show it):
 
 - ``verified``: the same annotation count, the same pass/fail, the accuracy within the tolerance,
-  and a pass on the hidden track without far more annotations;
+  and a pass on the hidden track with nothing to review under the rule of ``autograder grade
+  --tracks`` (`decide`, `autograder.tracks.reviews`): no pass with 0 annotations, no counts far
+  apart, no track's own review (e.g. a notebook carrying far more than a method needs). What ranks
+  a verified entry is its hidden track's count (`standings`, printed at the end): the event's track
+  is known in advance, so what a table of its images saves there buys no rank;
 - ``differs``: the re-run on the event's data does not match the live submission (or made no
   counted submission): the board shows both;
-- ``review``: it matches, but the notebook fails on the hidden track, or needs far more annotations
-  there (`REVIEW_RATIO`, `REVIEW_SLACK`): read the notebook. The board says why without naming the
+- ``review``: it matches, but the notebook fails on the hidden track, or `decide` finds something to
+  review (a pass with 0 annotations is never verified): read the notebook. The board says why without naming the
   hidden track; the admin page gives its numbers;
 - ``missing``: no notebook was found for this participant.
 
@@ -47,7 +51,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autograder.event import store as store_module
-from autograder.tracks import REVIEW_RATIO, far_apart  # one rule for hidden tracks: review far-apart counts
+from autograder import tracks
+from autograder.tracks import REVIEW_RATIO, far_apart  # one rule for hidden tracks (`decide`)
 from course import config
 
 TOLERANCE = 0.005  # accuracy: a re-run of honest code whose training is not bit-for-bit reproducible
@@ -235,28 +240,62 @@ def hidden_track_for(event_track: tuple[int, ...], hidden: str | None) -> str | 
     return data.track_name(digits)
 
 
-def hidden_compare(annotations: int, hidden_track: str, hidden_accuracy: float | None,
-                   hidden_annotations: int | None, hidden_status: str | None = None) -> tuple[str, str]:
-    """(status, why) of the hidden-track run of a notebook whose event-track re-run matched (`annotations`).
+def _row(track: str, accuracy: float | None, annotations: int | None, review: str = "") -> "store.Row":
+    """One track's numbers as the grader's row (what `tracks.reviews` reads)."""
+    from autograder import store
 
-    Review when it makes no counted submission there, fails there, or needs more than `REVIEW_RATIO`
-    times and more than `REVIEW_SLACK` beyond the event track's annotations; else verified.
+    passed = accuracy is not None and accuracy >= config.TARGET_ACCURACY
+    return store.Row("", "", track, accuracy, annotations, passed, None, None, "ok", "", 0.0, "", review=review,
+                     level="track")
+
+
+def decide(event_row: "store.Row", hidden_row: "store.Row", hidden_status: str | None = None) -> tuple[str, str]:
+    """(status, why) of a notebook whose re-run on the event's track matched the live submission (`event_row`),
+    graded once more on a hidden track (`hidden_row`): the rule of ``autograder grade --tracks``.
+
+    Review when it makes no counted submission there or fails there (a method of this course works on any pair),
+    or when `tracks.reviews` finds anything on the two tracks: a pass with 0 annotations, counts far apart
+    (`REVIEW_RATIO`, `REVIEW_SLACK`), a track's own review (e.g. a notebook carrying far more than a method needs).
+    Else verified, and what ranks it is the hidden track's count: the event's track is known in advance, so a
+    count paid there buys no rank (`standings`).
     """
     target = config.TARGET_ACCURACY
-    if hidden_accuracy is None or hidden_annotations is None:
+    hidden_track = hidden_row.track
+    if hidden_row.accuracy is None or hidden_row.annotations is None:
         return "review", (f"the notebook made no counted submission on a hidden track ({hidden_track})"
                           + (f" (the grader: {hidden_status})" if hidden_status else "")
                           + ": a method of this course works on any pair of digits; read the notebook.")
-    if hidden_accuracy < target:
-        return "review", (f"it fails on a hidden track ({hidden_track}: {hidden_accuracy:.2%} with "
-                          f"{hidden_annotations} annotations, under {target:.0%}): an honest method passes a similar "
-                          "pair, one that knows the event's digits (e.g. a table of memorised labels) does not; "
-                          "read the notebook.")
-    if far_apart(annotations, hidden_annotations):
-        return "review", (f"{annotations} annotations on the event's track but {hidden_annotations} on a hidden "
-                          f"track ({hidden_track}), more than {REVIEW_RATIO}x: the notebook may know the event's "
-                          "digits (e.g. a table of memorised labels, an honest method for the rest); read the notebook.")
-    return "verified", f"hidden track {hidden_track}: passed, {hidden_accuracy:.2%} with {hidden_annotations} annotations."
+    if hidden_row.accuracy < target:
+        return "review", (f"it fails on a hidden track ({hidden_track}: {hidden_row.accuracy:.2%} with "
+                          f"{hidden_row.annotations} annotations, under {target:.0%}): an honest method passes a "
+                          "similar pair, one that knows the event's digits (e.g. a table of memorised labels) does "
+                          "not; read the notebook.")
+    notes = tracks.reviews([event_row, hidden_row])
+    if tracks.far_apart(min(event_row.annotations or 0, hidden_row.annotations),
+                        max(event_row.annotations or 0, hidden_row.annotations)):
+        notes.insert(0, f"{event_row.annotations} annotations on the event's track but {hidden_row.annotations} on "
+                        f"a hidden track ({hidden_track}), more than {REVIEW_RATIO}x: the notebook may know the "
+                        "event's digits (e.g. a table of memorised labels, an honest method for the rest)")
+        notes = [n for n in notes if not n.startswith("annotations per track far apart")]
+    if notes:
+        return "review", "; ".join(notes) + "; read the notebook."
+    return "verified", (f"hidden track {hidden_track}: passed, {hidden_row.accuracy:.2%} with "
+                        f"{hidden_row.annotations} annotations (what ranks it: the event's track is known in "
+                        "advance, its count buys no rank).")
+
+
+def hidden_compare(annotations: int, hidden_track: str, hidden_accuracy: float | None,
+                   hidden_annotations: int | None, hidden_status: str | None = None) -> tuple[str, str]:
+    """`decide` on bare numbers: a matched passing re-run with `annotations` on the event's track."""
+    return decide(_row("event", 1.0, annotations), _row(hidden_track, hidden_accuracy, hidden_annotations),
+                  hidden_status)
+
+
+def standings(checks: list[Check]) -> list[Check]:
+    """The verified entries in the order that counts: the fewest annotations on the hidden track, then its
+    higher accuracy (`tracks.ranked_parts`: the event's track buys no rank), then the live rank."""
+    done = [c for c in checks if c.status == "verified" and c.hidden_annotations is not None]
+    return sorted(done, key=lambda c: (c.hidden_annotations, -(c.hidden_accuracy or 0.0), c.rank))
 
 
 def throwaway_course(course_dir: Path, into: Path) -> Path:
@@ -331,6 +370,7 @@ def verify(db: str, code: str, course_dir: Path, top: int, notebooks: Path | Non
         return []
     checks: list[Check] = []
     staged: dict[str, Check] = {}
+    event_rows: dict = {}  # student -> the grader's row on the event's track
     notes: dict[int, str] = {}
     with tempfile.TemporaryDirectory(prefix="autograder-verify-") as tmp:
         copy = throwaway_course(course_dir, Path(tmp))
@@ -366,6 +406,7 @@ def verify(db: str, code: str, course_dir: Path, top: int, notebooks: Path | Non
         if staged:
             rows = _grade(copy, event.assignment, event.track_name, int(event.seed), list(staged), timeout,
                           course_dir, log, labels)
+            event_rows = rows
             for student, check in staged.items():
                 row = rows[student]
                 check.accuracy, check.annotations = row.accuracy, row.annotations
@@ -385,8 +426,8 @@ def verify(db: str, code: str, course_dir: Path, top: int, notebooks: Path | Non
                 check, row = staged[student], rows[student]
                 check.hidden_track, check.hidden_accuracy, check.hidden_annotations = (
                     hidden, row.accuracy, row.annotations)
-                status, why = hidden_compare(check.annotations, hidden, row.accuracy, row.annotations,
-                                             None if row.status == "ok" else f"{row.status}, {row.detail}")
+                status, why = decide(event_rows[student], row,
+                                     None if row.status == "ok" else f"{row.status}, {row.detail}")
                 check.status = status
                 check.detail = " ".join(part for part in (check.detail, why) if part)
     for check in checks:
@@ -396,5 +437,10 @@ def verify(db: str, code: str, course_dir: Path, top: int, notebooks: Path | Non
                                  detail=check.detail, source=check.source, hidden_track=check.hidden_track,
                                  hidden_accuracy=check.hidden_accuracy, hidden_annotations=check.hidden_annotations)
         log(check.line())
+    ranked_checks = standings(checks)
+    if ranked_checks and hidden is not None:
+        log("verified, in the order that counts (the fewest annotations on the hidden track; the event's track is "
+            "known in advance, so its count buys no rank): "
+            + ", ".join(f"{n}. {c.name} ({c.hidden_annotations})" for n, c in enumerate(ranked_checks, start=1)))
     events.dispose()
     return checks
