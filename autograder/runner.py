@@ -165,7 +165,8 @@ class Grader:
             files = tuple((str(p.relative_to(source)), safefs.read_bytes(p)) for p in sorted(source.rglob("*"))
                           if p.is_file() and not p.is_symlink() and ".ipynb_checkpoints" not in p.parts)
             seeds = tuple(self.seed if self.seed is not None
-                          else secret.seed(self.course.private(), self.assignment, data.track_name(t))
+                          else secret.seed(self.course.private(), self.assignment, data.track_name(t),
+                                           secret.round_key(self.course_dir, self.db_url))  # --db: a round's own
                           for t in self.tracks)
             config_file = self.course_dir / "nbgrader_config.py"
             definition = gradebook_merge.definition(self.course.db_url, self.course.course_id, self.assignment)
