@@ -140,7 +140,8 @@ def test_bad_bodies_are_refused_and_charge_nothing(event):
 
 
 def test_one_counted_submission(event):
-    token = join(event, "submitter")["token"]
+    joined = join(event, "submitter")
+    token, display = joined["token"], joined["display_name"]
     truth = event["truth"]
     idx = c_indices(truth, 3, start=10)
     op(event, token, op="annotate", indices=idx)
@@ -160,8 +161,11 @@ def test_one_counted_submission(event):
     status, reply = op(event, token, op="score", split="public", predictions=[7])
     assert status == 409 and reply == local_rules(truth).handle({"op": "score", "split": "public"})  # held-out off
     status, board = es.call(f"{event['url']}/api/events/{event['code']}/board")
-    row = next(r for r in board["rows"] if r["accuracy"] is not None and r["annotations"] == 3)
-    assert row["passed"] and row["rank"] >= 1 and "fewest annotations" in board["rule"]
+    [row] = [r for r in board["rows"] if r["name"] == display]
+    assert row["passed"] and row["accuracy"] == 1.0 and row["annotations"] == 3 and row["live"] == 3
+    ranked = [r for r in board["rows"] if r["rank"] is not None]
+    assert [r["rank"] for r in ranked] == list(range(1, len(ranked) + 1)) and row in ranked  # the order: test_event_store
+    assert "fewest annotations" in board["rule"]
     assert all(r["name"] != "submitter" for r in board["rows"])  # pseudonyms only
     assert token not in json.dumps(board)
 
@@ -191,21 +195,29 @@ def test_admin_routes_need_the_admin_token(event):
     participant = join(event, "admin probe")["token"]
     formula = '=1+HYPERLINK("evil.example","x")'
     join(event, formula)
+    truth = event["truth"]
+    buyer = join(event, "admin buyer")["token"]  # this test's own participants: it runs alone too
+    assert op(event, buyer, op="annotate", indices=c_indices(truth, 5, start=40))[0] == 200
+    not_c = int(np.flatnonzero(~np.isin(truth["pool_digits"], truth["track"]))[0])
+    assert op(event, buyer, op="annotate", indices=[not_c])[0] == 400
+    finisher = join(event, "admin submitter")["token"]
+    assert op(event, finisher, op="score", split="private", predictions=truth["private_digits"].tolist())[0] == 200
     for token in (None, participant, "wrong"):
         status, reply = es.call(base, token=token)
         assert status == 401 and "admin token" in reply["message"]
     status, view = es.call(base, token=event["admin"])
     assert status == 200
     names = {p["name"] for p in view["participants"]}
-    assert {"Ada Lovelace", "annotator", "submitter"} <= names
-    annotator = next(p for p in view["participants"] if p["name"] == "annotator")
+    assert {"admin probe", formula, "admin buyer", "admin submitter"} <= names
+    annotator = next(p for p in view["participants"] if p["name"] == "admin buyer")
     assert annotator["annotations"] == 5
-    assert any(f["error"] == "NotInCError" for f in view["failures"])
+    assert any(f["name"] == "admin buyer" and f["error"] == "NotInCError" for f in view["failures"])
     status, ledger = es.call(f"{base}/ledger/{annotator['id']}", token=event["admin"])
     assert status == 200 and ledger["entries"][0]["op"] == "annotate" and ledger["entries"][0]["count"] == 5
     assert protocol.summarize(ledger["entries"]).submissions == 0
     status, csv_text = es.call(f"{base}/results.csv", token=event["admin"])
-    assert status == 200 and b"rank,name,display_name,passed,annotations" in csv_text and b"submitter" in csv_text
+    assert status == 200 and b"rank,name,display_name,passed,annotations" in csv_text
+    assert b"admin submitter" in csv_text
     names = [row["name"] for row in csv_module.DictReader(io.StringIO(csv_text.decode()))]
     assert "'" + formula in names and formula not in names  # the leaderboard's formula guard (`spreadsheet`)
     status, page = es.call(f"{event['url']}/admin")
@@ -304,21 +316,28 @@ def test_notebook_upload_is_capped_validated_and_the_last_one_wins(event):
     assert status == 200 and reply["result"] == 0  # nothing charged
 
 
-def test_an_upload_with_60000_outputs_is_stripped_before_validation_and_the_server_stays_responsive(event):
-    """nbformat's validation walks every output: one cell with 60,000 outputs held the server for 9-30 s."""
+def test_an_upload_with_60000_outputs_is_stripped_before_validation_and_the_server_stays_responsive(event,
+                                                                                                      monkeypatch):
+    """nbformat's validation walks every output: one cell with 60,000 outputs held the server for 9-30 s.
+    So the outputs are dropped before validation (checked on what the validator is given, not on a clock)."""
+    import nbformat
+
+    from autograder.event import app
+
     token = join(event, "many outputs")["token"]
     output = {"output_type": "stream", "name": "stdout", "text": "x"}
     nb = {"cells": [{"cell_type": "code", "id": "a1", "source": "print(1)", "metadata": {}, "execution_count": 1,
                      "outputs": [output] * 60_000}], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
     raw = json.dumps(nb).encode()
     assert 3 * 2**20 < len(raw) < 4 * 2**20  # under the upload cap: it reaches the checks
-    started = time.monotonic()
     status, reply = es.call(f"{event['url']}/api/events/{event['code']}/notebook", token=token, raw=raw)
-    took = time.monotonic() - started
     assert status == 200 and reply["result"]["bytes"] < 1000, reply  # stored without its outputs
-    assert took < 3.0, f"the upload held the server {took:.1f} s"
-    started = time.monotonic()
-    assert es.call(f"{event['url']}/api/health")[0] == 200 and time.monotonic() - started < 1.0
+    assert es.call(f"{event['url']}/api/health")[0] == 200
+    validated, real_validate = [], nbformat.validate
+    monkeypatch.setattr(nbformat, "validate", lambda nb, *a, **k: (
+        validated.append(sum(len(c.get("outputs", [])) for c in nb["cells"])), real_validate(nb, *a, **k))[1])
+    app.clean_notebook(app.check_structure(raw))  # the server's own two steps, in this process
+    assert validated and max(validated) == 0  # the validator never saw the 60,000 outputs
 
 
 def test_cli_event_create_with_a_roster_prints_and_exports_personal_codes(tmp_path, tmp_path_factory,
