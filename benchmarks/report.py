@@ -305,15 +305,23 @@ README_BUDGETS = (5, 10, 20)
 
 def readme_summary(results: dict, summary: dict) -> str:
     """The compact table for the README: budgets to 90%/99% and a few accuracies per track."""
-    meta, grid = results["meta"], results["grid"]
-    budgets = [b for b in README_BUDGETS if b in grid]
-    tracks = list(summary)
-    head = ["method"] + [f"{t}: {c}" for t in tracks for c in ["to 90%", "to 99%"] + [f"@{b}" for b in budgets]]
+    meta = results["meta"]
     lines = [f"Measured {meta['date']} on {meta['machine']}; {_seeds(meta['seeds'])} (medians); "
              f"`{meta['command']}` took {meta['wall_s'] / 60:.0f} min. Accuracy in % on the private "
              "split; @N = after N annotations; a notebook's cell shows the annotations it used "
              "and its accuracy. Full tables: `benchmarks/results/results.md`.", "",
-             "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+             summary_table(results, summary).rstrip("\n")]
+    speed = speed_table(results)
+    return "\n".join(lines) + "\n" + (f"\nSpeed, same run. {speed}" if speed else "")
+
+
+def summary_table(results: dict, summary: dict) -> str:
+    """The compact table (Markdown) of `readme_summary` without its header: one row per method."""
+    grid = results["grid"]
+    budgets = [b for b in README_BUDGETS if b in grid]
+    tracks = list(summary)
+    head = ["method"] + [f"{t}: {c}" for t in tracks for c in ["to 90%", "to 99%"] + [f"@{b}" for b in budgets]]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     methods = list(dict.fromkeys(m for t in tracks for m in summary[t]["rows"]))
     for method in methods:
         cells = [method]
@@ -337,8 +345,7 @@ def readme_summary(results: dict, summary: dict) -> str:
             cells += [f"{s['pool']} ({_pct(acc)})" if acc >= x else "not reached" for x in TARGETS]
             cells += ["-"] * len(budgets)
         lines.append("| " + " | ".join(cells) + " |")
-    speed = speed_table(results)
-    return "\n".join(lines) + "\n" + (f"\nSpeed, same run. {speed}" if speed else "")
+    return "\n".join(lines) + "\n"
 
 
 def replace_marked(path: Path, start: str, end: str, block: str, what: str, where: str) -> None:

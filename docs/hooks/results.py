@@ -1,1 +1,373 @@
-"""MkDocs hook: fill {{ results.* }} placeholders from benchmarks/results/ (skeleton)."""
+"""MkDocs hook: every measured number of the docs, rendered from the results files.
+
+A page writes ``{{ results.NAME }}`` and this hook replaces it, at build time, with a value
+or a table read from ``benchmarks/results/`` (the files the benchmarks write). So no measured
+figure is typed by hand: rerun a benchmark and rebuild the site. An unknown ``NAME`` stops
+the build (``mkdocs build --strict``); ``tests/test_docs.py`` renders every page with
+:func:`render` and checks that no placeholder is left.
+
+The names (``python docs/hooks/results.py`` lists them all with their values):
+
+- ``exam.*``: the reference notebooks graded in exam mode by the real grader
+  (``exam-mode*/results.json``): ``exam.table``, ``exam.source``,
+  ``exam.<notebook>.<track>.annotations`` (median over seeds), ``.annotations_range``,
+  ``.accuracy`` (median %), ``.passed`` (seeds passing, "5/5");
+- ``peers.*``: the label-efficiency comparison (``results.json``, its notebook rows replaced
+  by the exam-mode runs): ``peers.table``, ``peers.source``, ``peers.<track>.<method>.to90``
+  / ``.to99`` (method slugs such as ``margin-conv``, ``typiclust-dense``, ``random-conv``),
+  ``peers.<track>.ceiling-dense.to99``;
+- ``speed.*``: local runs of the source notebooks (``results.json``): ``speed.table``,
+  ``speed.<notebook>.cold_s`` / ``.warm_s`` / ``.peak_mb``;
+- ``throughput.*``: grading many submissions (``throughput/throughput.json``):
+  ``throughput.table``, ``throughput.plan``, ``throughput.source``,
+  ``throughput.<mode>.per_submission_s`` / ``.wall_min`` / ``.speedup`` / ``.peak_gb``
+  (modes ``serial``, ``jobs2``, ``dask2``), ``throughput.minutes.<N>.<mode>`` (N submissions);
+- ``event.*``: the live event server under load (``event_load/*.json``): ``event.table``,
+  ``event.source``, ``event.<run>.p50_ms`` / ``.p95_ms`` / ``.p99_ms`` / ... (runs ``run_60s``,
+  ``run_kill_at_30``), ``event.pool_mb``, ``event.downloads.*``;
+- ``tracks.*``: track difficulty (``tracks/results.json``): ``tracks.table``,
+  ``tracks.source``, ``tracks.<track>.<notebook>.annotations`` / ``.accuracy``,
+  ``tracks.<track>.difficulty``, ``tracks.<track>.random_to_90``, ``tracks.<track>.purity``;
+- ``install.*``: install size (``install_size/install_size.json``): ``install.table``,
+  ``install.<label>.venv_gb`` / ``.cuda_gb``;
+- ``practice.<notebook>.<track>.annotations``: the notebooks' counts in practice mode, from the
+  full run before exam mode (``results.json``), for comparison;
+- ``library.*``: the `course` library's speed (``library_speed/library_speed.json``), when
+  that file exists.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+RESULTS = REPO / "benchmarks" / "results"
+PLACEHOLDER = re.compile(r"\{\{\s*results\.([A-Za-z0-9_.,:+-]+)\s*\}\}")
+NOTEBOOKS = ("02_baseline", "03_clustering", "04_transfer_learning", "05_active_learning")
+
+
+def _load(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def _num(x: float, digits: int = 1) -> str:
+    return f"{x:.{digits}f}"
+
+
+def _slug(method: str) -> str:
+    """'modAL margin (conv)' -> 'margin-conv'; 'ceiling, all labels (dense)' -> 'ceiling-dense'."""
+    name, _, features = method.partition(" (")
+    name = {"modAL margin": "margin", "ceiling, all labels": "ceiling"}.get(name, name)
+    return f"{name.lower()}-{features.rstrip(')')}" if features else name.lower()
+
+
+def _command(text: str) -> str:
+    """A benchmark's command line without a folder of the machine it ran on."""
+    return re.sub(r"--out\s+/\S+", "--out DIR", text)
+
+
+# ---------------------------------------------------------------- exam mode (the reference notebooks)
+
+def exam_runs() -> list[dict]:
+    """Every exam-mode run of the reference notebooks (benchmarks/results/exam-mode*/results.json)."""
+    return [_load(p) for p in sorted(RESULTS.glob("exam-mode*/results.json"))]
+
+
+def exam_reference() -> dict[str, dict[str, list[dict]]]:
+    """{notebook: {track: [one graded run per seed]}}, merged over the exam-mode runs."""
+    merged: dict[str, dict[str, list[dict]]] = {}
+    for run in exam_runs():
+        for track, block in run["tracks"].items():
+            for notebook, runs in (block.get("reference") or {}).items():
+                merged.setdefault(notebook, {})[track] = runs
+    return {n: merged[n] for n in sorted(merged, key=lambda n: (NOTEBOOKS + (n,)).index(n))}
+
+
+def _exam_values(values: dict) -> None:
+    reference = exam_reference()
+    runs = exam_runs()
+    tracks = list(dict.fromkeys(t for r in runs for t in r["meta"]["tracks"]))
+    head = ["notebook"] + [f"{t}: {c}" for t in tracks for c in ("annotations", "accuracy %", "passed")]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for notebook, by_track in reference.items():
+        cells = [f"`{notebook}`"]
+        for track in tracks:
+            graded = [r for r in by_track.get(track, []) if r.get("accuracy") is not None]
+            if not graded:
+                cells += ["-", "-", "-"]
+                continue
+            ann = [r["annotations"] for r in graded]
+            acc = [r["accuracy"] for r in graded]
+            passed = sum(1 for r in graded if r["accuracy"] >= 0.9 and r.get("status") == "ok")
+            key = f"exam.{notebook}.{track}"
+            values[f"{key}.annotations"] = f"{statistics.median(ann):g}"
+            values[f"{key}.annotations_range"] = f"{min(ann)}-{max(ann)}" if min(ann) != max(ann) else f"{min(ann)}"
+            values[f"{key}.annotations_each"] = ", ".join(str(a) for a in ann)
+            values[f"{key}.accuracy"] = _pct(statistics.median(acc))
+            values[f"{key}.accuracy_range"] = f"{_pct(min(acc))}-{_pct(max(acc))}"
+            values[f"{key}.passed"] = f"{passed}/{len(by_track[track])}"
+            values[f"{key}.grade_s"] = f"{statistics.median(r['grade_s'] for r in graded):.0f}"
+            cells += [f"**{values[key + '.annotations']}** ({values[key + '.annotations_range']})",
+                      f"{values[key + '.accuracy']} ({values[key + '.accuracy_range']})",
+                      values[f"{key}.passed"]]
+        lines.append("| " + " | ".join(cells) + " |")
+    values["exam.table"] = "\n".join(lines) + "\n"
+    values["exam.source"] = (
+        "Medians over seeds, range in brackets, on the private split; every run graded by the real "
+        "grader in its sandbox, in exam mode, with the assignment's secret shuffle. "
+        + " ".join(f"`{_command(r['meta']['command'])}`: {r['meta']['date']}, {r['meta']['machine']}, "
+                   f"{r['meta']['wall_s'] / 60:.0f} min." for r in runs))
+
+
+# ---------------------------------------------------------------- peers (label efficiency)
+
+def peer_results() -> dict:
+    """results.json of the full run with its notebook rows replaced by the exam-mode runs."""
+    full = _load(RESULTS / "results.json")
+    merged = json.loads(json.dumps(full))
+    reference = exam_reference()
+    for track, block in merged["tracks"].items():
+        block["reference"] = {n: by_track[track] for n, by_track in reference.items() if track in by_track}
+    return merged
+
+
+def _peer_values(values: dict) -> None:
+    sys.path.insert(0, str(REPO))
+    from benchmarks import report
+
+    results = peer_results()
+    summary = report.summarise(results)
+    grid = results["grid"]
+    values["peers.table"] = report.summary_table(results, summary)
+    meta = results["meta"]
+    values["peers.source"] = (
+        f"Peers: `{_command(meta['command'])}`, {meta['date']}, {meta['machine']}, "
+        f"{report._seeds(meta['seeds'])} (medians), {meta['wall_s'] / 60:.0f} min. Notebook rows: the "
+        "exam-mode runs above (the notebooks' own stopping rules, no held-out score). Accuracy in % "
+        "on the private split; @N = after N annotations; a notebook's cell shows the annotations it "
+        "used and its accuracy.")
+    for track, s in summary.items():
+        for method, row in s["rows"].items():
+            if row["kind"] != "peer":
+                continue
+            key = f"peers.{track}.{_slug(method)}"
+            for target, name in ((0.90, "to90"), (0.99, "to99")):
+                values[f"{key}.{name}"] = report._reach(row["reach"][target], grid)
+            for b, acc in row["at"].items():
+                values[f"{key}.at{b}"] = _pct(acc)
+        for label, acc in report._ceilings(s):
+            values[f"peers.{track}.{_slug(label)}.accuracy"] = _pct(acc)
+        values[f"peers.{track}.pool"] = f"{s['pool']:,}"
+
+
+def _speed_values(values: dict) -> None:
+    full = _load(RESULTS / "results.json")
+    speed = full.get("speed") or {}
+    lines = ["| notebook | cold run s | warm run s | peak memory MB |", "|---|---:|---:|---:|"]
+    for notebook in NOTEBOOKS:
+        sp = speed.get(notebook)
+        if not sp:
+            continue
+        for k in ("cold_s", "warm_s"):
+            values[f"speed.{notebook}.{k}"] = f"{sp[k]:.0f}"
+        values[f"speed.{notebook}.peak_mb"] = f"{sp['peak_mb']:.0f}"
+        lines.append(f"| `{notebook}` | {sp['cold_s']:.0f} | {sp['warm_s']:.0f} | {sp['peak_mb']:.0f} |")
+    values["speed.table"] = "\n".join(lines) + "\n"
+    meta = full["meta"]
+    values["speed.source"] = (f"{meta['date']}, {meta['machine']}: each source notebook run top to bottom "
+                              f"in a fresh kernel on track {meta['tracks'][0]}, seed 0 (practice mode); cold = "
+                              "an empty cache folder (MNIST unpacking and baseline training included), warm = "
+                              "the baseline cached; peak = the kernel's largest resident memory.")
+
+
+# ---------------------------------------------------------------- throughput
+
+MODE_NAMES = {"serial": "one at a time", "jobs2": "`--jobs 2`", "dask2": "Dask, two `dask worker --nthreads 1`"}
+
+
+def _throughput_values(values: dict) -> None:
+    data = _load(RESULTS / "throughput" / "throughput.json")
+    meta, results = data["meta"], data["results"]
+    serial = results.get("serial")
+    lines = ["| mode | threads per kernel | wall clock | per submission | passed | peak memory per grading slot "
+             "| speed-up vs serial |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for mode, r in results.items():
+        per = r["wall_s"] / max(r["graded"], 1)
+        slots = {k: v for k, v in r["peak_rss_mb_per_worker"].items() if k != "grade process" or len(
+            r["peak_rss_mb_per_worker"]) == 1}
+        peak = max(slots.values()) / 1024
+        speedup = serial["wall_s"] / r["wall_s"] if serial else None
+        key = f"throughput.{mode}"
+        values[f"{key}.per_submission_s"] = f"{per:.1f}"
+        values[f"{key}.wall_min"] = f"{r['wall_s'] / 60:.1f}"
+        values[f"{key}.speedup"] = "" if speedup is None else f"{speedup:.2f}x"
+        values[f"{key}.peak_gb"] = f"{peak:.1f}"
+        values[f"{key}.kernel_s"] = f"{r['runtime_mean_s']:.1f}"
+        values[f"{key}.passed"] = f"{r['passed']}/{r['graded']}"
+        lines.append(f"| {MODE_NAMES.get(mode, mode)} | {r.get('threads_per_kernel', '')} | "
+                     f"**{values[key + '.wall_min']} min** | {values[key + '.per_submission_s']} s | "
+                     f"{values[key + '.passed']} | {values[key + '.peak_gb']} GB | {values[key + '.speedup']} |")
+        for n in (10, 20, 30, 50, 100):
+            values[f"throughput.minutes.{n}.{mode}"] = f"{n * per / 60:.0f}"
+    values["throughput.table"] = "\n".join(lines) + "\n"
+    values["throughput.n"] = str(meta["n"])
+    values["throughput.assignment"] = meta["assignment"]
+    values["throughput.source"] = (
+        f"`python -m benchmarks.throughput -n {meta['n']}`: {meta['n']} copies of the reference "
+        f"`{meta['assignment']}` graded each way in one run; {meta['machine']}, load average at the start "
+        f"{meta['load_start'].split()[0]}, {meta['when'][:10]}.")
+    plan = data.get("plan") or []
+    rows = ["| submissions | machines | grading slots each | minutes |", "|---:|---:|---:|---:|"]
+    rows += [f"| {p['submissions']:,} | {p['machines']} | {p['slots_per_machine']} | {p['minutes']} |" for p in plan]
+    values["throughput.plan"] = "\n".join(rows) + "\n"
+    best = results.get("jobs2") or serial
+    values["throughput.per_slot_s"] = f"{best['wall_s'] * (2 if best['mode'] != 'serial' else 1) / meta['n']:.0f}"
+    if plan:
+        values["throughput.plan_slots"] = str(plan[0]["slots_per_machine"])
+
+
+# ---------------------------------------------------------------- live event
+
+def _event_values(values: dict) -> None:
+    runs = {p.stem: _load(p) for p in sorted((RESULTS / "event_load").glob("*.json"))}
+    lines = ["| run | annotate requests | p50 / p95 / p99 | inside the server p99 | errors "
+             "| counts equal to the clients' tallies | board after |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, r in runs.items():
+        key = f"event.{name}"
+        for k in ("p50_ms", "p95_ms", "p99_ms", "server_p99_ms", "requests_per_s", "restart_s", "pool_mb",
+                  "pool_download_s", "load_average"):
+            if r.get(k) is not None:
+                values[f"{key}.{k}"] = _num(r[k])
+        values[f"{key}.pool_download_s"] = f"{r['pool_download_s']:.2f}"
+        values[f"{key}.requests"] = f"{r['annotate_requests']:,}"
+        values[f"{key}.participants"] = str(r["participants"])
+        values[f"{key}.seconds"] = f"{r['seconds']:.0f}"
+        values[f"{key}.retries"] = str(r["retries"])
+        title = f"{r['seconds']:.0f} s"
+        if r.get("kill_at"):
+            title += f", `kill -9` at {r['kill_at']:.0f} s, restart in {r['restart_s']:.1f} s"
+        errors = sum(r["errors"].values()) if r["errors"] else 0
+        equal = r["participants"] - len(r["count_mismatches"])
+        lines.append(f"| {title} | {r['annotate_requests']:,} ({r['requests_per_s']:.0f}/s) | "
+                     f"{r['p50_ms']} / {r['p95_ms']} / **{r['p99_ms']} ms** | {r['server_p99_ms']} ms | {errors} | "
+                     f"{equal} / {r['participants']} | {r['board_submitted_after']} / {r['participants']} submissions |")
+        d = r.get("downloads_at_once")
+        if d:
+            values["event.downloads.participants"] = str(d["participants"])
+            values["event.downloads.p50_s"] = f"{d['p50_s']:.1f}"
+            values["event.downloads.all_done_s"] = f"{d['all_done_s']:.1f}"
+    values["event.table"] = "\n".join(lines) + "\n"
+    first = next(iter(runs.values()))
+    values["event.pool_mb"] = _num(first["pool_mb"])
+    values["event.participants"] = str(first["participants"])
+    values["event.p99_max_ms"] = _num(max(r["p99_ms"] for r in runs.values()))
+    values["event.source"] = (
+        f"`python -m benchmarks.event_load` on loopback, {first['cpus']} cores; {first['participants']} simulated "
+        "participants, each joining, downloading the pool, annotating in batches of 5 and submitting; load "
+        "average " + " and ".join(f"{r['load_average']:.1f}" for r in runs.values()) + " at the end of each run; "
+        "raw numbers in `benchmarks/results/event_load/`.")
+
+
+# ---------------------------------------------------------------- tracks
+
+def _tracks_values(values: dict) -> None:
+    sys.path.insert(0, str(REPO))
+    from benchmarks import tracks
+
+    results = _load(RESULTS / "tracks" / "results.json")
+    meta = results["meta"]
+    values["tracks.table"] = tracks.table(results)
+    values["tracks.source"] = _command(tracks._header(meta)) + " " + tracks.legend(meta)
+    course = results["tracks"][meta["tracks"][0]]
+    for track, block in results["tracks"].items():
+        key = f"tracks.{track}"
+        for notebook, run in (block.get("notebooks") or {}).items():
+            values[f"{key}.{notebook}.annotations"] = str(run["annotations"])
+            values[f"{key}.{notebook}.accuracy"] = _pct(run["accuracy"])
+            values[f"{key}.{notebook}.seconds"] = f"{run['seconds']:.0f}"
+        pair = block.get("pair") or {}
+        if pair:
+            values[f"{key}.random_to_90"] = str(pair.get("random_to_90"))
+            values[f"{key}.purity"] = _pct(pair.get("kmeans_purity"))
+        values[f"{key}.difficulty"] = tracks.rating(block, course, meta["notebooks"])
+        train = (block.get("baseline") or {}).get("train_s")
+        if train:
+            values[f"{key}.baseline_train_s"] = f"{train:.0f}"
+
+
+def _install_values(values: dict) -> None:
+    path = RESULTS / "install_size" / "install_size.json"
+    rows = _load(path)["rows"]
+    lines = ["| install | command | venv on disk | of which PyTorch's CUDA libraries (`nvidia-*`, `triton`) "
+             "| torch itself |", "|---|---|---:|---:|---:|"]
+    for r in rows:
+        key = f"install.{r['label']}"
+        values[f"{key}.venv_gb"] = f"{r['venv_gb']:.1f}"
+        values[f"{key}.cuda_gb"] = f"{r['cuda_gb']:.1f}"
+        lines.append(f"| {r['label']} | `{r['command']}` | {r['venv_gb']:.1f} GB | {r['cuda_gb']:.1f} GB "
+                     f"| {r['torch_gb']:.1f} GB |")
+    values["install.table"] = "\n".join(lines) + "\n\nMeasured with `python -m benchmarks.install_size` (" + "; ".join(
+        f"{r['label']}: {r['when']}, {r['machine']}, Python {r['python']}, torch {r['torch']}" for r in rows) + ")."
+
+
+def _practice_values(values: dict) -> None:
+    """The reference notebooks' counts in practice mode (the full run of results.json, before exam mode)."""
+    full = _load(RESULTS / "results.json")
+    for track, block in full["tracks"].items():
+        for notebook, runs in (block.get("reference") or {}).items():
+            ann = [r["annotations"] for r in runs if r.get("annotations") is not None]
+            if ann:
+                values[f"practice.{notebook}.{track}.annotations"] = f"{statistics.median(ann):g}"
+    values["practice.date"] = full["meta"]["date"]
+
+
+def _library_values(values: dict) -> None:
+    path = RESULTS / "library_speed" / "library_speed.json"
+    if not path.exists():
+        return
+    data = _load(path)
+    for k, v in data["results"].items():
+        if isinstance(v, float):
+            values[f"library.{k}"] = f"{v:.3f}" if v < 0.1 else (f"{100 * v:.1f}" if k == "accuracy" else f"{v:.2f}")
+    values["library.source"] = f"`python benchmarks/library_speed.py`, {data['meta']['when']}, {data['meta']['machine']}"
+
+
+@lru_cache(maxsize=1)
+def values() -> dict[str, str]:
+    """Every name a page may use, with its rendered value."""
+    out: dict[str, str] = {}
+    for part in (_exam_values, _practice_values, _peer_values, _speed_values, _throughput_values, _event_values,
+                 _tracks_values, _install_values, _library_values):
+        part(out)
+    return out
+
+
+def render(markdown: str, where: str = "a page") -> str:
+    """`markdown` with every ``{{ results.NAME }}`` replaced; an unknown NAME raises KeyError."""
+    table = values()
+
+    def one(match: re.Match) -> str:
+        name = match.group(1)
+        if name not in table:
+            raise KeyError(f"{where}: no measured value named results.{name} (python docs/hooks/results.py lists them)")
+        return table[name]
+
+    return PLACEHOLDER.sub(one, markdown)
+
+
+def on_page_markdown(markdown: str, page, config, files) -> str:  # mkdocs hook
+    return render(markdown, page.file.src_uri)
+
+
+if __name__ == "__main__":
+    for name, value in values().items():
+        print(f"{name} = {value if chr(10) not in value else '<table>'}")
