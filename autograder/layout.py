@@ -8,22 +8,96 @@ grader spells them. The grader's own files live in ``<course>/.autograder/``
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import unicodedata
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from autograder import clean
 
 PRIVATE = ".autograder"
 # ids nbgrader's globbing and format strings handle: no glob characters, no blanks, no "$" or "{}"
 _STUDENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,127}")
+ALIAS_SLUG_CHARS = 32  # the readable part of an alias: the folder name folded to ASCII
+ALIAS_HASH_CHARS = 16  # then "-" and this many hex digits of the name's SHA-256 (more only if two aliases meet)
+_ALIAS = re.compile(r".*-[0-9a-f]{%d,64}" % ALIAS_HASH_CHARS)  # what an alias looks like: no folder keeps such a name
+ROW_ID_CHARS = 200  # the student column of a row
+ESCAPED_HASH_CHARS = 16  # an escaped row id ends with " /" and this many hex digits of the name's SHA-256
 
 
 def student_id_problem(student: str) -> str:
-    """'' if nbgrader can grade `student`, else why not (shown in the row)."""
+    """'' if nbgrader can grade `student`, else why not (a folder named so is graded under an alias,
+    `nbgrader_ids`)."""
     if _STUDENT_ID.fullmatch(student) and not student.endswith("."):
         return ""
     return ("this student id cannot be graded by nbgrader (allowed: letters, digits and _ . @ + -, "
-            "starting with a letter or digit); rename the folder in submitted/")
+            "starting with a letter or digit)")
+
+
+def _digest(name: str) -> str:
+    return hashlib.sha256(os.fsencode(name)).hexdigest()  # fsencode: a name of undecodable bytes too
+
+
+def _slug(name: str) -> str:
+    """`name` folded to the characters nbgrader takes ('José Ñ' -> 'Jose-N'), starting with a letter or digit."""
+    ascii_ = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^A-Za-z0-9_.@+-]+", "-", ascii_)
+    slug = re.sub(r"^[^A-Za-z0-9]+", "", slug)[:ALIAS_SLUG_CHARS].rstrip("-")
+    return slug or "student"
+
+
+def nbgrader_ids(folders: Iterable[str]) -> dict[str, str]:
+    """The id nbgrader grades each folder of ``submitted/`` under: its own name, or an alias.
+
+    A name nbgrader cannot take (a blank, accents, CJK, a leading ``-``, ``$``, a newline, more than
+    128 characters ...) is graded as ``<its ASCII slug>-<16 hex digits of its SHA-256>``: stable (the
+    same name, the same alias, in every batch), accepted by nbgrader, and never another folder's id: a
+    folder whose own name looks like an alias gets an alias too, and two aliases that meet (a 64-bit
+    coincidence) get more digits. The alias names its gradebook entries and its ``autograded/`` and
+    ``ledgers/`` folders; rows show the real name (`row_ids`).
+    """
+    names = sorted(set(folders))
+    ids = {f: f for f in names if not student_id_problem(f) and not _ALIAS.fullmatch(f)}
+    taken = set(ids.values())
+    for name in names:
+        if name in ids:
+            continue
+        digest = _digest(name)
+        alias = next(a for n in (ALIAS_HASH_CHARS, 24, 32, 64)
+                     if (a := f"{_slug(name)}-{digest[:n]}") not in taken or n == 64)
+        ids[name] = alias
+        taken.add(alias)
+    return ids
+
+
+def row_ids(folders: Iterable[str]) -> dict[str, str]:
+    """The student column of each folder's rows: the real name, as one clean line, never another folder's.
+
+    A name that cleaning leaves as it is (accents, CJK and inner blanks included) is its own row id. One
+    that cleaning changes ('alice ', a newline, an escape sequence, a zero-width space, more than
+    `ROW_ID_CHARS` characters) keeps its cleaned form when no other folder has it; else it is shown
+    escaped (Python's repr: the blank or control character visible) and ends with `` /<hash>``: a folder
+    name never holds "/", so no folder's own id can be it.
+    """
+    names = sorted(set(folders))
+    cleaned = {f: clean.line(f, ROW_ID_CHARS) for f in names}
+    ids = {f: f for f in names if cleaned[f] == f}
+    shared = Counter(cleaned.values())
+    taken = set(ids.values())
+    for name in names:
+        if name in ids:
+            continue
+        candidate = cleaned[name]
+        if not candidate or shared[candidate] > 1 or candidate in taken:
+            suffix = f" /{_digest(name)[:ESCAPED_HASH_CHARS]}"
+            candidate = clean.text(repr(name), ROW_ID_CHARS - len(suffix), keep_newlines=False) + suffix
+        ids[name] = candidate
+        taken.add(candidate)
+    return ids
 
 
 def _load_config(course_dir: Path):

@@ -3,8 +3,9 @@
 For every ``submitted/<student>/<assignment>/`` (folder names from the course's
 nbgrader configuration, `autograder.layout`) the `Grader`
 
-1. refuses ids nbgrader cannot handle and submissions that are or contain
-   symlinks, FIFOs or devices; reads only the assignment's notebook(s) (size
+1. grades a folder whose name nbgrader cannot take under a stable alias (its rows show
+   the real name: `layout.nbgrader_ids`, `layout.row_ids`); refuses submissions that are
+   or contain symlinks, FIFOs or devices; reads only the assignment's notebook(s) (size
    capped, never through a link) and a valid ``timestamp.txt`` into a private run
    folder (`autograder.runfolder`) - files shipped beside the notebook never
    reach the kernel;
@@ -145,7 +146,7 @@ class Grader:
         if shutil.which("bwrap") is None:
             raise GraderError(sandbox.SandboxError.__doc__ + " Install it: apt-get install -y bubblewrap")
         self._spec: tasks.GradeSpec | None = None
-        self._cleaned_ids: dict[str, set[str]] | None = None
+        self._cleaned_ids: tuple[dict[str, str], dict[str, str]] | None = None  # (row ids, nbgrader ids) by folder
         self._gradebook_students: dict[str, dict] | None = None  # gradebook_merge.students
         self._executor: tasks.Executor | None = None
         self._attempts: dict[str, str] = {}  # student -> the key of the notebook staged for grading (attempts.key)
@@ -184,19 +185,18 @@ class Grader:
         return self._spec
 
     def row_id(self, student: str) -> str:
-        """The student column of `student`'s rows: its id cleaned to one line, unless that is also the cleaned
-        id of another folder ('alice ' beside 'alice'): then escaped (``'alice '``), so no folder's rows ever
-        replace another's."""
-        cleaned = clean.line(student, 200)
-        if cleaned == student:
-            return cleaned
-        if self._cleaned_ids is None:
-            self._cleaned_ids = {}
-            for other in self.students():
-                self._cleaned_ids.setdefault(clean.line(other, 200), set()).add(other)
-        if self._cleaned_ids.get(cleaned, set()) - {student}:
-            return clean.line(ascii(student), 200)
-        return cleaned
+        """The student column of `student`'s rows: the real name, never another folder's (`layout.row_ids`)."""
+        return self._names(student)[0][student]
+
+    def nbgrader_id(self, student: str) -> str:
+        """The id nbgrader grades `student`'s folder under: its name or a stable alias (`layout.nbgrader_ids`)."""
+        return self._names(student)[1][student]
+
+    def _names(self, student: str) -> tuple[dict[str, str], dict[str, str]]:
+        if self._cleaned_ids is None or student not in self._cleaned_ids[0]:
+            folders = set(self.students()) | {student}
+            self._cleaned_ids = (layout.row_ids(folders), layout.nbgrader_ids(folders))
+        return self._cleaned_ids
 
     def stage(self, student: str) -> tasks.Submission:
         """Read the student's notebook(s) and timestamp from ``submitted/`` (never through a link)."""
@@ -205,14 +205,20 @@ class Grader:
         if self._gradebook_students is None:  # read once per batch
             self._gradebook_students = gradebook_merge.students(self.course.db_url, self.course.course_id,
                                                                 self.assignment)
-        record = self._gradebook_students.get(student)
+        record = self._gradebook_students.get(submission.student)
         return dataclasses.replace(submission, row_id=self.row_id(student),
                                    gradebook_student=json.dumps(record, sort_keys=True) if record else "")
 
     def _stage(self, student: str) -> tasks.Submission:
-        problem = layout.student_id_problem(student)
-        if problem:
-            return tasks.Submission(student, problem=problem)
+        graded_as = self.nbgrader_id(student)
+        alias = {"student": graded_as, "folder": student} if graded_as != student else {}
+        submission = self._read(student)
+        if alias:
+            notes = (f"graded as {graded_as} (nbgrader cannot take the folder's name)",) + submission.notes
+            submission = dataclasses.replace(submission, notes=notes, **alias)
+        return submission
+
+    def _read(self, student: str) -> tasks.Submission:
         submitted_root = self.course.root / self.course.submitted
         folder = self.course.submitted_folder(student, self.assignment)
         problem = safefs.problem_in_tree(folder, submitted_root)
@@ -276,8 +282,8 @@ class Grader:
 
     def apply(self, result: tasks.TaskResult) -> Outcome:
         """Keep a graded submission: ledgers, ``autograded/``, nbgrader's gradebook, then its rows (one transaction)."""
-        student = result.student
-        attempt = self._attempts.pop(student, None)
+        student = result.student  # the nbgrader id: names the folders and gradebook entries (an alias or the name)
+        attempt = self._attempts.pop(result.folder or student, None)
         for suffix, text in result.texts.items():
             store.save_ledger(self.course_dir, self.assignment, student, text, suffix=suffix, attempt=attempt)
         first = True
@@ -295,7 +301,7 @@ class Grader:
                                       f"{clean.first_line(exc, 120)})")
         timings = result.timings.values()
         total = Timings(*(sum(getattr(t, name) for t in timings) for name in ("prepare", "nbgrader", "finish", "cells")))
-        outcome = Outcome(student, row, total, track_rows=track_rows, track_timings=dict(result.timings),
+        outcome = Outcome(result.folder or student, row, total, track_rows=track_rows, track_timings=dict(result.timings),
                           host=result.host, pid=result.pid, peak_rss_mb=result.peak_rss_mb)
         try:
             store.save(self.course_dir, track_rows + [row], attempt=attempt, **self._store_kwargs)

@@ -133,12 +133,58 @@ def env_datasets() -> list[Path]:
     return sorted(set(found))
 
 
-def course_package() -> Path:
-    """The installed `course` package folder (for an editable install, course/ only)."""
+def interpreter() -> Path:
+    """The interpreter the kernel runs: this one, in its venv's real folder.
+
+    A venv reached through a symlink (``~/project/.venv -> /data/venvs/x``) gives ``sys.executable``
+    and ``sys.prefix`` through that link, which the sandbox does not show (it binds resolved folders):
+    the kernel's ``setpriv`` could not execute it. The folder is resolved, the file name kept, so
+    Python still finds the venv's ``pyvenv.cfg`` beside it (a fully resolved path would be the base
+    interpreter, without the venv's packages).
+    """
+    executable = Path(sys.executable)
+    return executable.parent.resolve() / executable.name
+
+
+def link_chain(path: Path) -> list[tuple[Path, str]]:
+    """Every symbolic link met while resolving `path`, in order: (where the link is, what it holds).
+
+    Each link's location has resolved parents, so it can be made inside the sandbox as it is on the
+    host (`Sandbox.bwrap_argv`: ``--symlink``) when no bound folder already shows it.
+    """
+    links: list[tuple[Path, str]] = []
+    todo = list(Path(path).parts[1:]) if Path(path).is_absolute() else list(Path(path).absolute().parts[1:])
+    current, hops = Path("/"), 0
+    while todo:
+        part = todo.pop(0)
+        if part in ("", "."):
+            continue
+        if part == "..":
+            current = current.parent
+            continue
+        candidate = current / part
+        if candidate.is_symlink():
+            hops += 1
+            if hops > 40:
+                raise SandboxError(f"too many symbolic links resolving {path}")
+            target = os.readlink(candidate)
+            links.append((candidate, target))
+            todo = list(Path(target).parts[1:] if os.path.isabs(target) else Path(target).parts) + todo
+            if os.path.isabs(target):
+                current = Path("/")
+        else:
+            current = candidate
+    return links
+
+
+def course_package(resolve: bool = True) -> Path:
+    """The installed `course` package folder (for an editable install, course/ only); with `resolve` False,
+    as the environment names it (an editable install through a linked folder: the kernel imports it so)."""
     spec = importlib.util.find_spec("course")
     if spec is None or not spec.submodule_search_locations:
         raise SandboxError("the `course` package is not installed in this environment")
-    return Path(list(spec.submodule_search_locations)[0]).resolve()
+    named = Path(list(spec.submodule_search_locations)[0])
+    return named.resolve() if resolve else named.absolute()
 
 
 @dataclass
@@ -154,11 +200,13 @@ class Sandbox:
     limits: Limits = field(default_factory=Limits)
     uid: int | None = None  # drop to this user inside (None: keep the grader's, when not root)
     gid: int | None = None
+    reach: list[Path] = field(default_factory=list)  # paths the kernel uses by a name with links in it (besides
+    # the interpreter, always): their links are made inside as they are on the host (`link_chain`)
 
     def environment(self) -> dict[str, str]:
         """The kernel's whole environment (nothing is inherited from the grader)."""
         base = {
-            "PATH": os.pathsep.join([str(Path(sys.prefix) / "bin"), "/usr/local/bin", "/usr/bin", "/bin"]),
+            "PATH": os.pathsep.join([str(interpreter().parent), "/usr/local/bin", "/usr/bin", "/bin"]),
             "HOME": HOME, "USER": "participant", "LOGNAME": "participant",
             "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "TMPDIR": TMP, "SHELL": "/bin/sh",
             "MPLCONFIGDIR": f"{HOME}/.matplotlib", "PYTHONDONTWRITEBYTECODE": "1",
@@ -180,13 +228,18 @@ class Sandbox:
                  "--perms", "1777", "--size", str(SHM_BYTES), "--tmpfs", "/dev/shm"]
         read_only = _existing(python_roots() + [Path(p) for p in SYS] + list(self.read_only))
         writable = _existing(self.writable)
+        links, extra = self._links(read_only + writable)
+        read_only += extra
         # folders bwrap creates on the way to a bind are 0700 (root's) unless made first
-        targets = [Path("/etc/x")] + read_only + writable + [Path(p) for p in self.files.values()]
+        targets = ([Path("/etc/x")] + read_only + writable + [Path(p) for p in self.files.values()]
+                   + [where for where, _ in links])
         parents = sorted({str(a) for t in targets for a in Path(t).parents if str(a) not in ("/", TMP)},
                          key=lambda p: p.count("/"))
         for parent in parents:
             args += ["--perms", "0755", "--dir", parent]
         args += _system_args()
+        for where, target in links:
+            args += ["--symlink", target, str(where)]
         if self.etc is not None:
             for name in ("passwd", "group"):
                 args += ["--ro-bind", str(self.etc / name), f"/etc/{name}"]
@@ -203,9 +256,27 @@ class Sandbox:
         args += ["--chdir", WORKDIR, "--"]
         return args
 
+    def _links(self, shown: list[Path]) -> tuple[list[tuple[Path, str]], list[Path]]:
+        """(links to make inside, files to bind besides `shown`) so that the interpreter and `reach` resolve
+        inside as on the host: a link no bound folder shows is made, and a file the chain ends at outside
+        every bound folder is bound (the sandbox runs the interpreter it binds)."""
+        system = [Path(p) for p in SYSTEM if os.path.isdir(p) and not os.path.islink(p)]
+        roots = shown + system
+        links: list[tuple[Path, str]] = []
+        extra: list[Path] = []
+        for path in [interpreter()] + [Path(p) for p in self.reach]:
+            for where, target in link_chain(path):
+                if str(where) in SYSTEM or any(where.is_relative_to(r) for r in roots) or (where, target) in links:
+                    continue
+                links.append((where, target))
+            final = Path(os.path.realpath(path))
+            if final.exists() and not any(final.is_relative_to(r) for r in roots + extra):
+                extra.append(final)
+        return links, extra
+
     def inside_argv(self) -> list[str]:
         """Run inside the sandbox: drop to the kernel's user, then start the kernel."""
-        command = [sys.executable, "-m", "ipykernel_launcher", "-f"]
+        command = [str(interpreter()), "-m", "ipykernel_launcher", "-f"]
         if self.uid is None:
             return command
         setpriv = shutil.which("setpriv")

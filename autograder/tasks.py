@@ -12,7 +12,9 @@ machine (``--scheduler``, `autograder.cluster`).
   secret itself), the limits;
 - `Submission` (one per student): the notebook bytes the grader staged and what the
   course gradebook holds about the student (an extension of the due date), or the
-  reason it cannot be graded;
+  reason it cannot be graded; ``student`` is the id nbgrader grades it under (the folder's
+  name, or a stable alias of a name nbgrader cannot take: `autograder.layout.nbgrader_ids`),
+  ``folder`` the real name when it differs, ``row_id`` what its rows show;
 - `TaskResult`: the rows, the executed notebooks of the course track (as kept for
   humans: without active content, `autograder.inert`), ledgers and logs, what nbgrader
   wrote in its gradebook.
@@ -109,10 +111,11 @@ class Submission:
     notes: tuple[str, ...] = ()
     row_id: str = ""  # the student column of its rows (default: the id cleaned to one line)
     gradebook_student: str = ""  # JSON: the course gradebook's entries for the student (gradebook_merge.students)
+    folder: str = ""  # the folder's name in submitted/ when `student` is an alias of it (layout.nbgrader_ids)
 
     @property
     def row_student(self) -> str:
-        return self.row_id or clean.line(self.student, 200)
+        return self.row_id or clean.line(self.folder or self.student, 200)
 
 
 @dataclass
@@ -128,6 +131,7 @@ class TaskResult:
     host: str = ""
     pid: int = 0
     peak_rss_mb: float = 0.0  # of the grading process (the kernels are children)
+    folder: str = ""  # the folder's name in submitted/ when `student` is an alias of it
 
 
 def _now() -> str:
@@ -228,7 +232,8 @@ class Executor:
     def grade(self, submission: Submission) -> TaskResult:
         """Grade one submission on every track; never raises for a bad submission."""
         spec = self.spec
-        result = TaskResult(submission.student, rows={}, timings={}, host=socket.gethostname(), pid=os.getpid())
+        result = TaskResult(submission.student, rows={}, timings={}, host=socket.gethostname(), pid=os.getpid(),
+                            folder=submission.folder)
         course_track = spec.tracks[0]
         for track in spec.tracks[1:] + spec.tracks[:1]:  # the course track last, as autograded/ shows it
             name = data.track_name(track)
@@ -275,7 +280,7 @@ class Executor:
         return sandbox.Sandbox(read_only=[sandbox.course_package(), batch.data], files=files,
                                writable=[run.runtime], hide=sandbox.env_datasets(), env=env,
                                etc=run.etc if self.uid is not None else None, limits=self.limits,
-                               uid=self.uid, gid=self.gid)
+                               uid=self.uid, gid=self.gid, reach=[sandbox.course_package(resolve=False)])
 
     def _grade(self, submission: Submission, timings: Timings, track: tuple[int, ...],
                result: TaskResult, course_track: bool) -> judge.Verdict:
@@ -493,4 +498,5 @@ def failed(spec: GradeSpec, submission: Submission, detail: str) -> TaskResult:
     rows = {data.track_name(t): judge.to_row(judge.Verdict("error", detail), submission.row_student,
                                              spec.assignment, data.track_name(t), spec.kind, graded_at=_now())
             for t in spec.tracks}
-    return TaskResult(submission.student, rows=rows, timings={name: Timings() for name in rows})
+    return TaskResult(submission.student, rows=rows, timings={name: Timings() for name in rows},
+                      folder=submission.folder)
