@@ -27,7 +27,7 @@ ENV_SERVICE = "COURSE_SERVICE"  # address of the autograder's annotation service
 ENV_SERVICE_TOKEN = "COURSE_SERVICE_TOKEN"  # per-run secret for that service
 ENV_OFFLINE = "COURSE_OFFLINE"  # "1" forbids the torchvision download
 ENV_SEED = "COURSE_SEED"  # seed for a notebook's experiments, set from outside by benchmarks
-ENV_EXAM = "COURSE_EXAM"  # "1" runs the kernel in exam mode, as under the grader (course.grading)
+ENV_EXAM = "COURSE_EXAM"  # "1" runs the kernel in exam mode, as under the grader (course.context)
 ENV_EVENT_URL = "COURSE_EVENT_URL"  # a live event server, e.g. http://10.0.0.5:8000 (course.event)
 ENV_EVENT_CODE = "COURSE_EVENT_CODE"  # the event's join code
 ENV_EVENT_NAME = "COURSE_EVENT_NAME"  # your name in the event (default: your login name)
@@ -46,16 +46,6 @@ def seed() -> int:
         return int(value)
     except ValueError:
         raise ValueError(f"{ENV_SEED}={value!r} is not an integer seed, e.g. COURSE_SEED=3.") from None
-
-
-def exam_env() -> bool:
-    """True when env ``COURSE_EXAM`` asks for exam mode ("1", "true", "yes", "on")."""
-    value = os.environ.get(ENV_EXAM, "").strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("", "0", "false", "no", "off"):
-        return False
-    raise ValueError(f"{ENV_EXAM}={value!r} is neither on nor off; use COURSE_EXAM=1 (exam mode) or 0.")
 
 
 def cache_dir() -> Path:

@@ -31,8 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from course import config, event, files
-from course.exceptions import DataError, TrackError  # re-exported: course.data.DataError still works
+from course import config, files
+from course.context import CONTEXT, parse_track, track_name  # noqa: F401  (re-exported: course.data.parse_track)
+from course.exceptions import DataError, TrackError  # noqa: F401  (re-exported: course.data.DataError still works)
 
 C = config.MERGED_LABEL
 N_DIGITS = 10
@@ -46,33 +47,6 @@ RAW_FILES = {
 
 
 # --- tracks -----------------------------------------------------------------
-
-
-def parse_track(track: str | Iterable[int] | None = None) -> tuple[int, ...]:
-    """Turn ``"7,1"`` (or ``(7, 1)``, or None for env/default) into ``(7, 1)``."""
-    if track is None:
-        track = event.track() or os.environ.get(config.ENV_TRACK) or config.DEFAULT_TRACK  # an event's first
-    if isinstance(track, str):
-        parts = [p.strip() for p in track.replace(" ", ",").split(",") if p.strip()]
-        try:
-            digits = tuple(int(p) for p in parts)
-        except ValueError:
-            raise TrackError(
-                f"track {track!r} is not a comma-separated list of digits; "
-                'expected something like "7,1" or "4,9".'
-            ) from None
-    else:
-        digits = tuple(int(d) for d in track)
-    if len(digits) < 2 or len(set(digits)) != len(digits):
-        raise TrackError(f"track {track!r} must name at least two distinct digits, e.g. \"7,1\".")
-    if any(not 0 <= d <= 9 for d in digits):
-        raise TrackError(f"track {track!r} has a digit outside 0-9.")
-    return digits
-
-
-def track_name(track: tuple[int, ...]) -> str:
-    """``(7, 1)`` -> ``"7,1"`` (the form used in env vars, file names and messages)."""
-    return ",".join(str(d) for d in track)
 
 
 def class_name(label: int) -> str:
@@ -149,16 +123,13 @@ def load(track: str | Iterable[int] | None = None) -> Dataset:
     """
     track = parse_track(track)
     result = split(track).public
-    _ACTIVE[:] = [track]
+    CONTEXT.set_track(track)
     return result
 
 
 def active_track() -> tuple[int, ...]:
-    """The track of the most recent `load()`, else env ``COURSE_TRACK``, else the default."""
-    return _ACTIVE[0] if _ACTIVE else parse_track(None)
-
-
-_ACTIVE: list[tuple[int, ...]] = []
+    """The track of the most recent `load()`, else the default track (`course.context` decides)."""
+    return CONTEXT.track()
 
 
 def split(track: str | Iterable[int] | None = None) -> _Split:
@@ -168,16 +139,10 @@ def split(track: str | Iterable[int] | None = None) -> _Split:
     labels the oracle sells (None when reading the autograder's grading file).
     Unlike `load`, it does not change the active track.
     """
-    track = parse_track(track) if track is not None else active_track()
-    return _cached_split(track, _data_dir_key())
+    return _cached_split(CONTEXT.track(track), CONTEXT.data_dir())
 
 
 _split = split  # the old private name, kept for existing callers
-
-
-def _data_dir_key() -> str:
-    joined = event.data_dir()  # in event mode: the folder of the event's pool file (course.event)
-    return str(joined) if joined is not None else os.environ.get(config.ENV_DATA_DIR, "")
 
 
 @functools.lru_cache(maxsize=4)

@@ -24,7 +24,8 @@ import numpy as np
 from sklearn.metrics import confusion_matrix as _sk_confusion_matrix
 
 from course import data, oracle, protocol
-from course.exceptions import PredictionError  # re-exported: course.evaluate.PredictionError still works
+from course.context import CONTEXT, track_name
+from course.exceptions import PredictionError  # noqa: F401  (re-exported: course.evaluate.PredictionError still works
 
 Predict = Callable[[np.ndarray], np.ndarray]
 _NOTICE_SHOWN: list[bool] = []  # the exam-mode notice is printed once per process
@@ -62,7 +63,7 @@ def check_predictions(predictions, n_images: int, track: Sequence[int]) -> np.nd
                     else " Did you return probabilities? Take .argmax(axis=1) and map it to digits.")
         raise PredictionError(
             f"predict returned shape {array.shape}; expected ({n_images},): one digit per image.{hint}")
-    digits = data.track_name(tuple(track))
+    digits = track_name(tuple(track))
     example = f"np.where(is_{track[0]}, {track[0]}, {track[1]})"
     if array.dtype.kind == "b":
         raise PredictionError(f"predict returned booleans; expected digits {digits}: map them, e.g. {example}.")
@@ -89,14 +90,12 @@ def accuracy(predict: Predict, track=None) -> float:
     Practice mode only. In exam mode it returns ``nan`` (without calling
     `predict`) and prints, once per process, why: see the module docstring.
     """
-    from course import grading  # grading imports this module
-
-    if grading.is_exam():
+    if CONTEXT.exam():
         if not _NOTICE_SHOWN:
             _NOTICE_SHOWN.append(True)
             print(EXAM_NOTICE)  # stdout: nbgrader zeroes a test cell that writes to stderr
         return float("nan")
-    track = data.parse_track(track) if track is not None else data.active_track()
+    track = CONTEXT.track(track)
     images = track_test_images(protocol.PUBLIC, track)
     predictions = check_predictions(predict(images), len(images), track)
     score, _ = oracle.backend(track).score(predictions, protocol.PUBLIC)

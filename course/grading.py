@@ -23,13 +23,11 @@ directly gains nothing.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
-from course import config, data, evaluate, event, oracle, protocol
+from course import config, evaluate, oracle, protocol
+from course.context import CONTEXT
 from course.exceptions import SubmissionRefusedError  # noqa: F401  (documented here: submit raises it)
-
-_SWITCH: list[bool] = []  # set by exam_mode(); wins over env COURSE_EXAM
 
 
 def exam_mode(on: bool = True) -> None:
@@ -38,16 +36,15 @@ def exam_mode(on: bool = True) -> None:
     Under the autograder exam mode is always on: switching it off changes nothing
     there (the annotation service enforces the rule).
     """
-    _SWITCH[:] = [bool(on)]
+    CONTEXT.set_exam(on)
 
 
 def is_exam() -> bool:
-    """True under the autograder, else as `exam_mode()` set it, else env ``COURSE_EXAM=1``."""
-    if os.environ.get(config.ENV_SERVICE) or event.active():  # a live event is in exam mode too
-        return True
-    if _SWITCH:
-        return _SWITCH[0]
-    return config.exam_env()
+    """True under the autograder or in a live event, else as `exam_mode()` set it, else env ``COURSE_EXAM=1``.
+
+    `course.context` decides; this is its answer under the name notebooks use.
+    """
+    return CONTEXT.exam()
 
 
 @dataclass(frozen=True)
@@ -79,8 +76,8 @@ def submit(predict: evaluate.Predict) -> Result:
     is still to come), and `SubmissionRefusedError` for a submission after the
     counted one.
     """
-    track = data.active_track()
-    split = protocol.PRIVATE if is_exam() else protocol.PUBLIC
+    track = CONTEXT.track()
+    split = protocol.PRIVATE if CONTEXT.exam() else protocol.PUBLIC
     session = oracle.backend(track)
     images = evaluate.track_test_images(split, track)
     predictions = evaluate.check_predictions(predict(images), len(images), track)

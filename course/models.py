@@ -21,6 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from course import config, data, files
+from course.context import CONTEXT
 
 EPOCHS = 3
 BATCH_SIZE = 128
@@ -223,7 +224,7 @@ def baseline(track: str | tuple[int, ...] | None = None, seed: int = config.SEED
     same rule as `course.oracle` and `course.evaluate`. It only ever sees merged
     labels, so it is safe to cache and share.
     """
-    track = data.parse_track(track) if track is not None else data.active_track()
+    track = CONTEXT.track(track)
     path = checkpoint_path(track, seed)
     if path.is_file() and not retrain:
         try:

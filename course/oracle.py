@@ -15,24 +15,19 @@ labels and keeps the authoritative count). Bad requests raise a subclass of
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
 import numpy as np
 
-from course import config, data, event, protocol
-from course.exceptions import (  # re-exported: course.oracle.OracleError etc. still work
+from course import config, data, protocol
+from course.context import CONTEXT, Ledger
+from course.event_client import EventBackend
+from course.exceptions import (  # noqa: F401  (re-exported: course.oracle.OracleError etc. still work)
     BudgetExceededError, IndexTypeError, NotInCError, OracleError, OutOfRangeError, ServiceError,
 )
-
-
-class Annotation(NamedTuple):
-    """One charged annotation: its order in the ledger, the pool index, the digit."""
-
-    order: int
-    index: int
-    label: int
+from course.protocol import Annotation  # noqa: F401  (re-exported: course.oracle.Annotation)
+from course.service_client import ServiceBackend
 
 
 class Backend(Protocol):
@@ -50,12 +45,6 @@ class Backend(Protocol):
         `course.exceptions.SubmissionRefusedError` for a scoring it forbids.
         """
         ...
-
-
-def _is_exam() -> bool:
-    from course import grading  # grading imports this module
-
-    return grading.is_exam()
 
 
 class LocalBackend:
@@ -78,10 +67,10 @@ class LocalBackend:
         self._rules = protocol.Rules(
             self.track, split.pool_digits,
             {protocol.PUBLIC: public[np.isin(public, self.track)], protocol.PRIVATE: split.private_test_digits},
-            exam=_is_exam())
+            exam=CONTEXT.exam())
 
     def _call(self, op: protocol.Op, **fields):
-        self._rules.exam = _is_exam()
+        self._rules.exam = CONTEXT.exam()
         return protocol.result(self._rules.handle(protocol.request(op, **fields)))
 
     def annotate(self, indices: np.ndarray) -> np.ndarray:
@@ -112,22 +101,31 @@ class LocalBackend:
 # --- the process-wide session -------------------------------------------------
 
 _BACKENDS: dict[tuple[int, ...], Backend] = {}
+_EPOCH: list[int] = []  # the `CONTEXT.epoch` the ledgers above were made in
 _LISTENERS: list[Callable[[int, int | None], None]] = []
 
 
-def backend(track: tuple[int, ...] | None = None) -> Backend:
-    """The ledger for `track` (default: the active track); created on first use."""
-    track = track or data.active_track()
-    if track not in _BACKENDS:
-        if os.environ.get(config.ENV_SERVICE):
-            from course import service_client
+def _current_ledgers() -> dict[tuple[int, ...], Backend]:
+    """`_BACKENDS`, emptied first if the ledger moved since they were made (an event joined or left)."""
+    if _EPOCH != [CONTEXT.epoch]:
+        _BACKENDS.clear()
+        _EPOCH[:] = [CONTEXT.epoch]
+    return _BACKENDS
 
-            _BACKENDS[track] = service_client.ServiceBackend.from_env(track)
-        elif event.active():  # a live event: the event server keeps the ledger (course.event)
-            _BACKENDS[track] = event.backend(track)
+
+def backend(track: tuple[int, ...] | None = None) -> Backend:
+    """The ledger for `track` (default: the active track); created on first use where `CONTEXT` says."""
+    track = track or CONTEXT.track()
+    ledgers = _current_ledgers()
+    if track not in ledgers:
+        where = CONTEXT.ledger()
+        if where is Ledger.SERVICE:
+            ledgers[track] = ServiceBackend.from_env(track)
+        elif where is Ledger.EVENT:
+            ledgers[track] = EventBackend(CONTEXT.event(), track)
         else:
-            _BACKENDS[track] = LocalBackend(track)
-    return _BACKENDS[track]
+            ledgers[track] = LocalBackend(track)
+    return ledgers[track]
 
 
 def use_backend(new: Backend | None, track: tuple[int, ...] | None = None) -> None:
@@ -135,11 +133,11 @@ def use_backend(new: Backend | None, track: tuple[int, ...] | None = None) -> No
 
     This is the seam for the autograder and for tests; a participant never needs it.
     """
-    track = track or data.active_track()
+    track = track or CONTEXT.track()
     if new is None:
-        _BACKENDS.pop(track, None)
+        _current_ledgers().pop(track, None)
     else:
-        _BACKENDS[track] = new
+        _current_ledgers()[track] = new
 
 
 def subscribe(listener: Callable[[int, int | None], None]) -> None:

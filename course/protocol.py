@@ -56,7 +56,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, NamedTuple, TypedDict
 
 import numpy as np
 
@@ -116,6 +116,14 @@ class ScoreReply(TypedDict):
     accuracy: float
     count: int  # annotations charged when the predictions were scored
     n: int  # number of images scored
+
+
+class Annotation(NamedTuple):
+    """One charged annotation, a row of the history: its order in the ledger, the pool index, the digit."""
+
+    order: int
+    index: int
+    label: int
 
 
 # --- the wire ----------------------------------------------------------------------------
@@ -195,7 +203,7 @@ class Rules:
 
     `handle(request) -> reply` is the whole protocol; the other public methods are
     read-only views for the local backend. `exam` may be switched between calls
-    (the local backend follows `course.grading.is_exam()`; the service is always in
+    (the local backend follows `course.context`'s mode; the service is always in
     exam mode). `max_requests` caps the requests of a session (None: no cap).
     """
 

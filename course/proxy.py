@@ -37,7 +37,8 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
-from course import config, data
+from course import config, data, models
+from course.context import CONTEXT, track_name
 
 _PREPARED: dict = {}  # (prepare, track, random_state, repetition, n_images) -> prepared pool
 PREPARED_KEEP = 8  # prepared pools kept, so that several runs with one `prepare` share them
@@ -83,7 +84,7 @@ def pair(track=None, base=None) -> tuple[int, int]:
 
 def task(track=None, base=None) -> Task:
     """The proxy `Task` of `track` (default: the active track)."""
-    track = data.parse_track(track) if track is not None else data.active_track()
+    track = _track(track)
     if base is None:
         return _default_task(track)
     return _make_task(track, base)
@@ -91,8 +92,6 @@ def task(track=None, base=None) -> Task:
 
 @functools.lru_cache(maxsize=4)
 def _default_task(track: tuple[int, ...]) -> Task:
-    from course import models
-
     return _make_task(track, models.baseline(track))
 
 
@@ -100,7 +99,7 @@ def _make_task(track: tuple[int, ...], base) -> Task:
     ds = data.load(track)
     known = [d for d in range(data.N_DIGITS) if d not in track]
     if len(known) < 2:
-        raise ValueError(f"track {data.track_name(track)} leaves fewer than two known digits for a proxy task.")
+        raise ValueError(f"track {track_name(track)} leaves fewer than two known digits for a proxy task.")
     is_known = np.isin(ds.test_labels, known)
     truth, said = ds.test_labels[is_known], np.asarray(base.predict(ds.test_images[is_known]))
     confusion = np.zeros((len(known), len(known)), dtype=int)
@@ -281,4 +280,4 @@ def _prepared(prepare, t: Task, track, random_state: int, rep: int, n_images: in
 
 def _track(track) -> tuple[int, ...]:
     """The track a proxy call works for (default: the active one)."""
-    return data.parse_track(track) if track is not None else data.active_track()
+    return CONTEXT.track(track)

@@ -1,7 +1,7 @@
 """The oracle's backend on the far side of a connection: one `course.protocol` request per call.
 
 Two transports share it: the autograder's annotation service (a Unix socket,
-`course.service_client`) and a live event's server (HTTP, `course.event`). A
+`course.service_client`) and a live event's server (HTTP, `course.event_client`). A
 subclass says only how one request travels (`_request`); what each oracle call
 sends and what it keeps of the reply (the count and budget, cached so that the
 widgets cost no request) lives here, once.
@@ -42,12 +42,10 @@ class RemoteBackend:
     def count(self) -> int:
         return self._count
 
-    def history(self) -> list:
-        from course import oracle  # oracle imports the backends' modules
-
+    def history(self) -> list[protocol.Annotation]:
         rows = self._request(protocol.Op.HISTORY)
         self._count = len(rows)
-        return [oracle.Annotation(*map(int, row)) for row in rows]
+        return [protocol.Annotation(*map(int, row)) for row in rows]
 
     def set_budget(self, n: int | None) -> None:
         self._request(protocol.Op.SET_BUDGET, n=n)

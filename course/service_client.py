@@ -1,8 +1,8 @@
 """The oracle backend used under the autograder: a client of the annotation service.
 
 When env ``COURSE_SERVICE`` names a service (``unix:/path/to/socket`` or just the
-socket path), `course.oracle.backend()` builds a `ServiceBackend` instead of the
-in-process ledger. Every call becomes one request of `course.protocol` (a JSON
+socket path), `course.context` says so and `course.oracle.backend()` builds a
+`ServiceBackend` instead of the in-process ledger. Every call becomes one request of `course.protocol` (a JSON
 line on a Unix socket, with the per-run token from ``COURSE_SERVICE_TOKEN``); the
 service keeps the labels and the authoritative count, applies the same
 `course.protocol.Rules` as the local ledger (always in exam mode) and refuses bad
@@ -14,10 +14,10 @@ them (`oracle.count()`, the widgets after each annotation) costs no request.
 
 from __future__ import annotations
 
-import os
 import socket
 
-from course import config, data, protocol
+from course import config, protocol
+from course.context import CONTEXT, track_name
 from course.exceptions import ServiceError
 from course.remote import RemoteBackend
 
@@ -36,16 +36,16 @@ class ServiceBackend(RemoteBackend):
         info = self._hello()
         if tuple(info["track"]) != self.track:
             raise ServiceError(
-                f"the annotation service grades track {data.track_name(tuple(info['track']))}, not "
-                f"{data.track_name(self.track)}; call course.data.load() without a track.")
+                f"the annotation service grades track {track_name(tuple(info['track']))}, not "
+                f"{track_name(self.track)}; call course.data.load() without a track.")
 
     @classmethod
     def from_env(cls, track: tuple[int, ...]) -> "ServiceBackend":
         """Connect to the service named by ``COURSE_SERVICE`` with ``COURSE_SERVICE_TOKEN``."""
-        address = os.environ.get(config.ENV_SERVICE, "")
+        address, token = CONTEXT.service()
         if not address:
             raise ServiceError(f"${config.ENV_SERVICE} is not set; there is no annotation service.")
-        return cls(address, os.environ.get(config.ENV_SERVICE_TOKEN, ""), track)
+        return cls(address, token, track)
 
     def _request(self, op: protocol.Op | str, **fields):
         """Send one request; its result, or the `course.exceptions` error the service named."""

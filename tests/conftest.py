@@ -96,17 +96,18 @@ def copy_mnist_gz(raw: Path, target: Path) -> Path:
 @pytest.fixture(autouse=True)
 def fresh_oracle():
     """Every test starts with an empty ledger on the default track, in practice mode."""
-    from course import data, grading, oracle
+    from course import oracle
+    from course.context import CONTEXT
 
-    data._ACTIVE.clear()
+    CONTEXT.set_track(None)
     oracle._BACKENDS.clear()
     oracle._LISTENERS.clear()
-    grading._SWITCH.clear()
+    CONTEXT.set_exam(None)
     yield
     oracle._BACKENDS.clear()
     oracle._LISTENERS.clear()
-    grading._SWITCH.clear()
-    data._ACTIVE.clear()
+    CONTEXT.set_exam(None)
+    CONTEXT.set_track(None)
 
 
 @pytest.fixture(scope="session")

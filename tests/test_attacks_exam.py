@@ -26,6 +26,7 @@ import pytest
 
 from autograder import service
 from course import config, data, evaluate, grading, oracle, protocol
+from course.context import CONTEXT
 from course.exceptions import ServiceError, SubmissionRefusedError
 from test_autograder_service import TOKEN, TRACK, direct, ledger_entries, prepared, running  # noqa: F401
 
@@ -34,11 +35,11 @@ from test_autograder_service import TOKEN, TRACK, direct, ledger_entries, prepar
 def fresh_kernel_state():
     """Each test starts like a fresh kernel: no backend, no exam switch, no notice shown."""
     oracle._BACKENDS.clear()
-    grading._SWITCH.clear()
+    CONTEXT.set_exam(None)
     evaluate._NOTICE_SHOWN.clear()
     yield
     oracle._BACKENDS.clear()
-    grading._SWITCH.clear()
+    CONTEXT.set_exam(None)
     evaluate._NOTICE_SHOWN.clear()
 
 

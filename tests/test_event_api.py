@@ -377,7 +377,7 @@ def test_a_rate_limited_client_waits_and_retries_and_is_charged_once(tmp_path, t
     time. A flood of refusals is logged one by one only up to MAX_LOGGED_REFUSALS, then counted, across a
     restart too."""
     from autograder.event import app
-    from course import event as course_event, oracle
+    from course import event as course_event, event_client, oracle
 
     db, events = es.template(tmp_path_factory.getbasetemp())
     code, admin = events["participant"]
@@ -386,8 +386,8 @@ def test_a_rate_limited_client_waits_and_retries_and_is_charged_once(tmp_path, t
     for name in (config.ENV_EVENT_URL, config.ENV_EVENT_CODE, config.ENV_SERVICE):
         monkeypatch.delenv(name, raising=False)
     waits = []
-    real_sleep = course_event.time.sleep
-    monkeypatch.setattr(course_event.time, "sleep", lambda s: (waits.append(s), real_sleep(s)))
+    real_sleep = event_client.time.sleep
+    monkeypatch.setattr(event_client.time, "sleep", lambda s: (waits.append(s), real_sleep(s)))
     started = time.time()
     try:
         course_event.join(server.url, code, "patient")
@@ -409,7 +409,7 @@ def test_a_rate_limited_client_waits_and_retries_and_is_charged_once(tmp_path, t
         assert ledger["refusals"]["rate_limited"]["n"] == len(waits)
         assert len([e for e in ledger["entries"] if e["ok"] and e["op"] == "annotate"]) == 8
 
-        monkeypatch.setattr(course_event, "MAX_RETRIES", 0)  # bounded: then the server's message
+        monkeypatch.setattr(event_client, "MAX_RETRIES", 0)  # bounded: then the server's message
         with pytest.raises(course_event.ServiceError, match="requests per second"):
             for i in picked * 3:
                 backend.annotate(np.array([i]))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from course import config, data, evaluate, event, grading, oracle, protocol
+from course import config, data, evaluate, event, event_client, grading, oracle, protocol
 from course.exceptions import BudgetExceededError, NotInCError, ServiceError, SubmissionRefusedError
 from tests import event_server as es
 
@@ -137,8 +137,9 @@ def test_a_call_larger_than_one_request_is_sent_in_parts_and_answered_as_one(ser
     local = protocol.Rules((7, 1), truth["pool_digits"], {protocol.PUBLIC: truth["public_digits"],
                                                            protocol.PRIVATE: truth["private_digits"]}, exam=True)
     sent = []
-    real_http = event._http
-    monkeypatch.setattr(event, "_http", lambda url, body=None, **kw: (sent.append(body), real_http(url, body, **kw))[1])
+    real_http = event_client._http
+    monkeypatch.setattr(event_client, "_http",
+                        lambda url, body=None, **kw: (sent.append(body), real_http(url, body, **kw))[1])
 
     # a real call past the server's limit: the whole pool, 3 parts of 20,000, refused whole as one call is
     everything = np.arange(len(ds))

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from course import config, data, evaluate, grading, oracle, protocol
+from course.context import CONTEXT
 from course.exceptions import CourseError, SubmissionRefusedError
 from course.service_client import ServiceBackend
 from test_autograder_service import TOKEN, TRACK, direct, ledger_entries, prepared, running  # noqa: F401
@@ -25,10 +26,10 @@ MNIST_DIR = os.environ.get(config.ENV_DATA_DIR, "")  # the tests' own MNIST fold
 def practice_mode(monkeypatch):
     """Every test starts in practice mode, with the once-per-process notice not yet shown."""
     monkeypatch.delenv(config.ENV_EXAM, raising=False)
-    grading._SWITCH.clear()
+    CONTEXT.set_exam(None)
     evaluate._NOTICE_SHOWN.clear()
     yield
-    grading._SWITCH.clear()
+    CONTEXT.set_exam(None)
     evaluate._NOTICE_SHOWN.clear()
 
 
@@ -56,14 +57,14 @@ def test_the_switch(monkeypatch):
     grading.exam_mode()
     monkeypatch.setenv(config.ENV_EXAM, "0")
     assert grading.is_exam()
-    grading._SWITCH.clear()
+    CONTEXT.set_exam(None)
     assert not grading.is_exam()
     monkeypatch.setenv(config.ENV_SERVICE, "unix:/nowhere")  # under the grader it is always on
     grading.exam_mode(False)
     assert grading.is_exam()
     monkeypatch.delenv(config.ENV_SERVICE)
     monkeypatch.setenv(config.ENV_EXAM, "maybe")
-    grading._SWITCH.clear()
+    CONTEXT.set_exam(None)
     with pytest.raises(ValueError, match="COURSE_EXAM=1"):
         grading.is_exam()
 
