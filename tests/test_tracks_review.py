@@ -56,19 +56,44 @@ def test_distinct_pairs_are_taken_course_track_first():
 
 # --- combine: far-apart counts are marked for review ---------------------------------------------
 
-def test_verify_and_grading_share_one_review_rule():
-    assert verify.REVIEW_RATIO == tracks.REVIEW_RATIO and verify.far_apart is tracks.far_apart
-    for event, hidden in [(60, 180), (60, 181), (1, 6), (1, 7), (0, 5), (0, 6), (10, 35), (35, 10)]:
-        status, _ = verify.hidden_compare(event, HIDDEN, 0.97, hidden)
-        assert (status == "review") == tracks.far_apart(event, hidden), (event, hidden, status)
-    # the boundaries: more than 3x and more than 5 beyond
-    assert [tracks.far_apart(60, n) for n in (180, 181)] == [False, True]
-    assert [tracks.far_apart(1, n) for n in (6, 7)] == [False, True]
+# (event-track annotations, hidden accuracy, hidden annotations) -> verify's decision, written out by hand
+VERIFY_DECISIONS = [
+    (60, .97, 60, "verified"), (60, .97, 180, "verified"), (60, .97, 181, "review"),
+    (1, .99, 1, "verified"), (1, .99, 6, "verified"), (1, .99, 7, "review"), (9, .99, 12, "verified"),
+    (0, .99, 2, "review"),  # hole 2: a pass with 0 annotations is never verified, whatever the hidden track needs
+    (0, .99, 0, "review"), (2, .99, 0, "review"),  # a hidden track passed with 0: the same rule
+    (1, .46, 1, "review"),  # fails on the hidden track
+    (20, .95, 60, "verified"), (20, .95, 61, "review"),  # 3x: not more; one beyond
+]
+
+
+@pytest.mark.parametrize("event, accuracy, hidden, expected", VERIFY_DECISIONS)
+def test_verify_decides_as_written(event, accuracy, hidden, expected):
+    status, why = verify.hidden_compare(event, HIDDEN, accuracy, hidden)
+    assert status == expected, (event, accuracy, hidden, why)
+    assert why and "0.99" not in why and "e-" not in why, why  # in words and percentages
+
+
+@pytest.mark.parametrize("counts, expected", [((60, 180), False), ((60, 181), True), ((1, 6), False), ((1, 7), True),
+                                              ((0, 5), False), ((0, 6), True), ((10, 35), True), ((35, 10), False)])
+def test_far_apart_boundaries(counts, expected):
+    """More than 3x and more than 5 beyond: written out, not computed."""
+    assert tracks.far_apart(*counts) is expected
+
+
+def test_verify_and_grade_share_one_review_rule():
+    """verify builds the rows `tracks.reviews` reads: a track's own review (here the knowledge flag) is verify's too."""
+    heavy = "the notebook's code holds 12.0 kB compressed"
+    event_row = verify._row(COURSE, .99, 1, review=heavy)
+    status, why = verify.decide(event_row, verify._row(HIDDEN, .99, 1))
+    assert status == "review" and heavy in why, why
+    combined = tracks.combine([_row("x", COURSE, .99, 1, True, review=heavy), _row("x", HIDDEN, .99, 1, True)], BOTH)
+    assert heavy in combined.review
 
 
 def test_a_memorised_course_track_with_an_honest_fallback_is_marked_for_review():
     row = tracks.combine(_pair("memo", (.99, 1, True), (.97, 60, True)), BOTH)
-    assert row.passed and row.annotations == 61  # the ranking is unchanged: the review is what flags it
+    assert row.passed and row.annotations == 60 and row.accuracy == .97  # ranked by the hidden track alone
     assert row.review.startswith(f"annotations per track far apart ({COURSE}: 1, {HIDDEN}: 60;"), row.review
     assert "read the notebook" in row.review and "cheat" not in row.review  # what was seen, no accusation
     # either way round: a hidden track far cheaper than the course track is as odd
@@ -158,3 +183,76 @@ def test_several_hidden_tracks_are_numbered_in_the_order_named(tmp_path):
     assert leaderboard.public_labels(ranked, per_track) == {COURSE: COURSE, HIDDEN: "hidden 1", "6,0": "hidden 2"}
     header = leaderboard.to_csv(ranked, per_track, leaderboard.public_labels(ranked, per_track)).splitlines()[0]
     assert "annotations hidden 2" in header and "6,0" not in header
+
+
+# --- issue 21: memory cannot buy rank; the shared board echoes no kernel text ---------------------
+
+def test_the_course_tracks_count_buys_no_rank(tmp_path):
+    """A table of the course track (1 label, 100%) with the honest method on the hidden track ties with the honest
+    method on both (2 + 2): the hidden track's count and accuracy rank, the course track's only has to pass."""
+    for student, course, hidden in [("memo", (1.0, 1, True), (.97, 2, True)), ("honest", (.95, 2, True), (.97, 2, True)),
+                                    ("rich", (.99, 2, True), (.99, 3, True))]:
+        rows = _pair(student, course, hidden)
+        store.save(tmp_path, rows + [tracks.combine(rows, BOTH)])
+    ranked = leaderboard.rank(store.load(tmp_path, A))
+    assert [(n, r.student, r.annotations) for n, r in ranked] == [(1, "honest", 2), (1, "memo", 2), (3, "rich", 3)]
+    board = {r["student"]: r for r in csv.DictReader(io.StringIO(leaderboard.build(tmp_path, A)["csv"].read_text()))}
+    assert board["memo"][f"annotations {COURSE}"] == "1" and board["memo"]["annotations"] == "2"  # shown, not ranked
+
+
+def test_a_pass_with_0_annotations_is_reviewed_in_the_combined_row_even_without_the_judges_note():
+    row = tracks.combine([_row("z", COURSE, 1.0, 0, True), _row("z", HIDDEN, .97, 2, True)], BOTH)
+    assert row.review == f"{COURSE}: passed with 0 annotations: check the notebook before publishing", row.review
+
+
+def test_a_row_graded_on_fewer_tracks_never_ranks_above_a_full_one(tmp_path):
+    """Mid-batch, a submission graded on the course track alone (1 annotation) after one graded on both (10)."""
+    store.save(tmp_path, store.Row("partial", A, COURSE, .99, 1, True, 2, 2, "ok", "d", 1.0, "t"))
+    rows = _pair("full", (.95, 10, True), (.95, 10, True))
+    store.save(tmp_path, rows + [tracks.combine(rows, BOTH)])
+    assert [(n, r.student) for n, r in leaderboard.rank(store.load(tmp_path, A))] == [(1, "full"), (2, "partial")]
+
+
+BOUGHT_BITS = "0110100111010010110100101101001011010010110100101101001011010"
+KERNEL_TEXT = f"RuntimeError: LEAK {BOUGHT_BITS} 7"
+
+
+@pytest.mark.parametrize("detail, shown", [
+    (f"counted the first of 1 submission; 0 held-out evaluations; first error: cell 3: {KERNEL_TEXT}",
+     "counted the first submission; the notebook raised an error (its feedback shows where)"),
+    (f"no submission reached the annotation service (grading.submit was not called or failed); first error: cell 3: "
+     f"{KERNEL_TEXT}; 60 label(s) bought without a counted submission: this attempt counts as the student's graded one",
+     "no submission reached the annotation service; labels bought without a counted submission: this attempt counts "
+     "as the student's graded one; the notebook raised an error (its feedback shows where)"),
+    (f"the kernel died (crashed, was killed, or ran out of memory at the 3 GB limit) (last error before: {KERNEL_TEXT})",
+     "the kernel died (crashed, was killed, or ran out of memory)"),
+    (KERNEL_TEXT, "details withheld on the board (the instructor has them)"),
+])
+def test_the_shared_board_shows_the_graders_words_only(tmp_path, detail, shown):
+    store.save(tmp_path, store.Row("spy", A, COURSE, None, 60, False, 0, 2, "failed", detail, 1.0, "t"))
+    paths = leaderboard.build(tmp_path, A)
+    for ext in ("csv", "html"):
+        assert BOUGHT_BITS not in paths[ext].read_text() and "LEAK" not in paths[ext].read_text()
+    [line] = csv.DictReader(io.StringIO(paths["csv"].read_text()))
+    assert line["detail"] == shown
+    terminal = leaderboard.table(leaderboard.rank(store.load(tmp_path, A)), width=400)
+    assert "LEAK" in terminal  # the instructor's terminal keeps the kernel's words
+
+
+def test_a_combined_rows_failed_track_is_told_in_the_graders_words(tmp_path):
+    rows = [_row("spy", COURSE, .99, 1, True),
+            _row("spy", HIDDEN, None, None, False, status="failed", detail=f"no submission reached the annotation "
+                                                                          f"service; first error: c: {KERNEL_TEXT}")]
+    store.save(tmp_path, rows + [tracks.combine(rows, BOTH)])
+    [line] = csv.DictReader(io.StringIO(leaderboard.build(tmp_path, A)["csv"].read_text()))
+    assert line["detail"] == ("7,1: passed (99.0%, 1 annotations); hidden 1: failed (no submission) | hidden 1: "
+                              f"{leaderboard.WITHHELD}"), line["detail"]
+
+
+def test_the_shared_review_is_in_words_and_percentages(tmp_path):
+    raw = ("a regrade changed the counted accuracy from 0.9523809523809523 (2026-12-07T13:00:00.123456+00:00) to "
+           "0.9412 (2026-12-07T14:00:00+00:00)")
+    store.save(tmp_path, store.Row("r", A, COURSE, .9412, 3, True, 2, 2, "ok",
+                                   "counted the first of 1 submission; 0 held-out evaluations", 1.0, "t", review=raw))
+    [line] = csv.DictReader(io.StringIO(leaderboard.build(tmp_path, A)["csv"].read_text()))
+    assert line["review"] == "a regrade changed the counted accuracy from 95.24% to 94.12%", line["review"]
