@@ -324,9 +324,9 @@ def test_stderr_flood_is_cut_in_the_kept_log(attacked):
 
 def test_odd_ids_get_a_clear_row_and_nothing_breaks(attacked):
     rows, run, course_dir = attacked["rows"], attacked["run"], attacked["course"]
-    for odd in ODD_IDS:
+    for odd in ODD_IDS:  # graded under an alias nbgrader takes; the row shows the name (issue 21)
         row = rows[clean.line(odd, 200)]
-        assert row.status == "error" and "cannot be graded by nbgrader" in row.detail, row
+        assert row.status == "ok" and row.passed and "graded as" in row.detail, row
     assert "\x1b" not in run.stdout and "\x1b" not in run.stderr.replace("\x1b[A", "").replace("\x1b[K", "")
     assert (course_dir / "leaderboard" / f"{A}.png").stat().st_size > 10_000
     rebuilt = run_cli("leaderboard", A, "--course", str(course_dir))
