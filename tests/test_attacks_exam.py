@@ -622,49 +622,10 @@ def test_submitting_twice_to_pick_the_better_labelling_gains_nothing(graded):
 # --- what no code can close: MNIST is public --------------------------------------------------------
 
 
-def test_a_table_of_mnist_hashes_pasted_into_a_notebook_gains_nothing(prepared, tmp_path):
-    """Closed by hidden tracks (`autograder grade --tracks`, `autograder.tracks`), at the level of the rows.
-
-    Every participant has MNIST with its labels at home: a 4 kB table of image hashes -> 7/1 digits
-    pasted into a notebook labels the 7,1 private split with 0 annotations (the shuffle only stops
-    index-based tables), so its 7,1 track row passes, flagged for review. The notebooks never name
-    the track's digits; on a hidden track the table knows no image, and the combined row fails.
-    The same under the real autograder, with a smuggled model too: tests/test_hidden_tracks.py.
-    A table of ALL 10,000 MNIST test digits (40 kB) would pass every track: read the notebooks of
-    0-annotation rows before publishing.
-    """
-    import hashlib
-
-    from autograder import judge, prepare, tracks
-
-    root, info, truth = prepared
-    home = data.split(TRACK)  # the participant's own machine, in practice mode
-    table = {hashlib.sha1(image.tobytes()).digest()[:4]: int(digit)
-             for image, digit in zip(home.private_test_images, home.private_test_digits)}
-    assert len(table) == len(home.private_test_images) and 4 * len(table) < 5000  # fits in one cell
-
-    def row(track, data_file, digits):
-        """The track's row the judge makes of the table's submission (as the kernel's predict would answer)."""
-        first, second = track  # the notebook maps its answers onto ds.track
-        with np.load(data_file) as f:
-            predictions = np.array([second if table.get(hashlib.sha1(image.tobytes()).digest()[:4]) == TRACK[1]
-                                    else first for image in f["private_test_images"]])
-        accuracy = float(np.mean(predictions == digits))
-        ledger = json.dumps({"seq": 0, "time": 0, "op": "score", "split": "private", "ok": True,
-                             "accuracy": accuracy, "count": 0, "n": len(digits)})
-        verdict = judge.judge(judge.Evidence(ledger, nbgrader_ok=True, score=2, max_score=2),
-                              judge.Settings(timeout=60, memory_gb=1))
-        return judge.to_row(verdict, "memory", "toy", data.track_name(track), "competition")
-
-    course = row(TRACK, info.data_file, truth["private_digits"])
-    assert course.passed and course.annotations == 0 and "0 annotations" in course.review, course
-    hidden_track = (2, 5)
-    hidden = prepare.prepare(hidden_track, tmp_path / "data", tmp_path / "truth.npz", seed=321)
-    with np.load(hidden.truth_file) as f:
-        hidden_row = row(hidden_track, hidden.data_file, f["private_digits"])
-    assert not hidden_row.passed and hidden_row.accuracy < 0.75, hidden_row
-    combined = tracks.combine([course, hidden_row], [TRACK, hidden_track])
-    assert not combined.passed and combined.annotations == 0, combined
+# A table of MNIST hashes pasted into a notebook (every participant has MNIST at home) labels the course
+# track's private split with 0 annotations; hidden tracks close it: graded for real, kernel and service, in
+# tests/test_hidden_tracks.py (test_memorised_notebook_*). A table of all 10,000 MNIST test digits (40 kB)
+# would pass every track: read the notebooks of 0-annotation rows before publishing.
 
 
 # --- the live event server (owner E): participants are not sandboxed and choose their names ----------

@@ -21,6 +21,7 @@ from tests import event_server as es
 N_PARTICIPANTS = 6
 BATCH = 3
 MAX_BATCHES = 300  # per participant: bounds the load whatever the machine's speed
+LOAD_TIMEOUT_S = 600  # a hang bound for reaching the load, not a speed claim
 
 
 @pytest.fixture
@@ -38,9 +39,17 @@ def test_kill_9_mid_load_loses_nothing_that_was_answered(event):
     server, code, truth = event["server"], event["code"], event["truth"]
     c_all = np.flatnonzero(np.isin(truth["pool_digits"], truth["track"]))
     stop = threading.Event()
-    clients = []
+    clients, errors = [], []
 
     def participant(k: int) -> None:
+        try:
+            load(k)
+        except BaseException as exc:  # reported to the test's own thread below (an assert here would be lost)
+            errors.append((k, repr(exc)))
+        finally:
+            progress.set()
+
+    def load(k: int) -> None:
         me = {"k": k, "name": f"load {k}", "charged": [], "tally": 0, "pending": [], "submitted": None}
         clients.append(me)
         status, reply = es.call(f"{server.url}/api/events/{code}/join", {"name": me["name"]})
@@ -60,6 +69,7 @@ def test_kill_9_mid_load_loses_nothing_that_was_answered(event):
             except Exception:  # the server died under this request
                 return
             me["pending"] = []
+            progress.set()
             assert status == 200, reply
             if request["op"] == "score":  # the oracle closes at the counted submission: this one is done
                 me["submitted"] = reply["result"]
@@ -68,19 +78,25 @@ def test_kill_9_mid_load_loses_nothing_that_was_answered(event):
                 me["charged"] += batch
                 me["tally"] = reply["result"]["count"]
 
+    def ready() -> bool:  # every participant has some answered charges (and half of them a submission)
+        return len(clients) == N_PARTICIPANTS and all(
+            c["submitted"] is not None if c["k"] % 2 == 0 else c["tally"] >= 30 for c in clients)
+
+    progress = threading.Event()  # set by a participant after each answered request
     threads = [threading.Thread(target=participant, args=(k,), daemon=True) for k in range(N_PARTICIPANTS)]
     for t in threads:
         t.start()
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and (len(clients) < N_PARTICIPANTS or any(
-            c["submitted"] is None if c["k"] % 2 == 0 else c["tally"] < 30 for c in clients)):
-        time.sleep(0.05)  # until every participant has some answered charges
+    deadline = time.monotonic() + LOAD_TIMEOUT_S  # a hang bound only: the wait ends when the load is ready
+    while not ready() and not errors and time.monotonic() < deadline:
+        progress.wait(1.0)
+        progress.clear()
     server.kill9()
     stop.set()
     for t in threads:
-        t.join(30)
-    assert len(clients) == N_PARTICIPANTS and all(c["submitted"] is not None if c["k"] % 2 == 0 else c["tally"] >= 30
-                                                  for c in clients)
+        t.join(60)
+    assert not errors, errors
+    assert not any(t.is_alive() for t in threads)
+    assert ready(), [(c["name"], c["tally"], c["submitted"]) for c in clients]
 
     server.start()  # the same store, a new process
     status, view = es.call(f"{server.url}/api/admin/{code}", token=event["admin"])

@@ -92,7 +92,9 @@ def _kernel_tasks(pid: int) -> int:
     return len(kernel_user_pids(descendants(pid)))
 
 
-VICTIM_TIMEOUT_S = 60  # the honest toy's kernel: ~10 s alone, < 40 s beside the hog at load 15; starved, minutes
+# The contract's line, with margins both ways: the honest toy's kernel takes ~10 s alone and < 40 s beside the
+# hog at load 15 (one cpu share of two); starved (one share of 49) it takes ~25 times as long, minutes.
+VICTIM_TIMEOUT_S = 120
 
 
 @graded_with_cgroups
@@ -109,7 +111,7 @@ def test_a_cpu_hog_does_not_make_another_grading_time_out(tmp_path):
                             *hog_args, "--timeout", "300"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        deadline = time.time() + 120
+        deadline = time.time() + 600  # a hang bound: the wait ends when the children spin
         while time.time() < deadline and hog.poll() is None and _kernel_tasks(hog.pid) < HOG_CHILDREN:
             time.sleep(0.5)
         spinning = _kernel_tasks(hog.pid)
@@ -237,7 +239,8 @@ def test_a_huge_output_stops_only_its_own_grading(tiny_batch):
     assert big.status == "error" and not big.passed, big
     assert "the notebook's output was too large for the grader" in big.detail, big.detail
     assert set(rows) == {"big_output", "extended", "late", "mem_hog"}, rows
-    assert rows["extended"].status == "ok" and rows["late"].status != "error", rows  # graded by a new worker
+    assert rows["extended"].status == "ok" and rows["late"].status == "ok", rows  # graded by a new worker
+    assert rows["extended"].max_score == rows["late"].max_score == 1, rows  # the tiny notebook's one test ran
 
 
 @pytest.mark.slow
