@@ -17,10 +17,12 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 from autograder import inert
+from fixtures import hostile_notebook as hostile
 
 PAYLOAD = "document.title = 'pwned'"
 HANDLER = f'<img src="data:," onerror="{PAYLOAD}">'
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGNgYGD4DwABBAEAwS2OUAAAAABJRU5ErkJggg=="
+JPEG = hostile.JPEG
 
 
 def _raw(nb) -> bytes:
@@ -54,7 +56,7 @@ def _inert_outputs() -> list:
         new_output("execute_result", data={"text/plain": "<b>42</b>"}, execution_count=1),
         new_output("display_data", data={"image/png": PNG, "text/plain": "<Figure size 640x480 with 1 Axes>"},
                    metadata={"image/png": {"width": 10, "height": 10}, "needs_background": "light"}),
-        new_output("display_data", data={"image/jpeg": PNG}),
+        new_output("display_data", data={"image/jpeg": JPEG}, metadata={"image/jpeg": {"width": 320}}),
     ]
 
 

@@ -1,0 +1,165 @@
+"""Issue 21, hole 1: nothing a kernel or a submitted file writes reaches the instructor's pages as active content.
+
+One hostile submission (`fixtures.hostile_notebook`: every place nbconvert's and nbgrader's templates put a
+notebook string into HTML, from the kernel and from the notebook file) is graded by the real
+``autograder grade`` in the sandbox. Its kept notebook (``autograded/``) is then rendered twice, as the
+instructor sees it:
+
+- (a) the formgrader's page: nbconvert's HTML exporter with nbgrader's ``formgrade`` template, as
+  ``nbgrader.server_extensions.formgrader`` configures it;
+- (b) the feedback page: the real ``nbgrader generate_feedback`` on the graded course.
+
+Each page is opened in Chromium on an origin of its own; every request but the page itself is recorded and
+refused. A page passes when no payload ran: no dialog, the title is the page's own, no request to the
+payloads' host, no navigation away, and no element of the loaded page holds a participant handler, a
+``javascript:`` URL or a participant script. The same pages of the honest reference notebook show that
+the check sees a page's own requests and what they are.
+
+Cost: one toy grading of one student (~20-60 s on 2 shared cores), one ``nbgrader generate_feedback``
+(~5 s), a browser start (~2 s).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from fixtures import hostile_notebook as hostile
+from helpers.courses import HONEST, TOY, make_course, run_cli, solution, tool_env
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")]
+
+A = "toy"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ORIGIN = "http://instructor.test"  # the page's own origin (the instructor's Jupyter server)
+LOGO = "![logo](attachment:logo.png)"  # an assignment's own markdown cell with an attached image
+
+
+def _assignment() -> nbformat.NotebookNode:
+    """The toy assignment with one markdown cell of its own that shows an attached PNG."""
+    nb = nbformat.read(TOY, as_version=4)
+    nb.cells.insert(1, nbformat.v4.new_markdown_cell(LOGO, attachments={"logo.png": {"image/png": hostile.PNG}}))
+    return nb
+
+
+def _hostile(nb: nbformat.NotebookNode) -> None:
+    """The submission: the kernel's payloads before the honest answer, the file's payloads around it."""
+    solution(hostile.KERNEL_CODE + "\n" + HONEST)(nb)
+    hostile.edit_file(nb)
+    logo = next(c for c in nb.cells if c.source == LOGO)  # the assignment's own cell, its image swapped
+    logo.attachments = {"logo.png": {"image/png": '" onerror="' + hostile.js("f-own-attachment")}}
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory) -> Path:
+    course = make_course(tmp_path_factory.mktemp("inert"), {"hostile": _hostile, "honest": None},
+                         assignments={A: _assignment()})
+    run = run_cli("grade", A, "--course", str(course), "--memory", "3", "--timeout", "300")
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    feedback = subprocess.run([sys.executable, "-m", "nbgrader", "generate_feedback", A, "--force"],
+                              cwd=course, capture_output=True, text=True, env=tool_env(), timeout=600)
+    assert feedback.returncode == 0, feedback.stdout[-2000:] + feedback.stderr[-2000:]
+    return course
+
+
+def _formgrader_html(notebook: Path, student: str) -> str:
+    """The page nbgrader's formgrader serves for a kept notebook (its exporter and template, as it sets them)."""
+    from nbconvert.exporters import HTMLExporter
+    from nbgrader.server_extensions.formgrader import handlers
+    from traitlets.config import Config
+
+    config = Config()
+    config.HTMLExporter.template_name = "formgrade"
+    config.HTMLExporter.extra_template_basedirs = [handlers.template_path]
+    resources = {"assignment_id": A, "notebook_id": A, "submission_id": "s1", "index": 0, "total": 1,
+                 "base_url": "", "student": student, "last_name": None, "first_name": None, "notebook_path": "n"}
+    return HTMLExporter(config=config).from_filename(str(notebook), resources=resources)[0]
+
+
+_ACTIVE_IN_DOM = """() => {
+  const found = [];
+  for (const el of document.querySelectorAll('*')) {
+    for (const a of el.attributes) {
+      const value = a.value || '';
+      if ((a.name.startsWith('on') && /pwned|evil/.test(value)) || /^\\s*(java|vb)script:/i.test(value)
+          || /pwned|evil\\.test/.test(a.name)) {
+        found.push(`<${el.tagName.toLowerCase()} ${a.name}="${value.slice(0, 80)}">`);
+      }
+    }
+    if (el.tagName === 'SCRIPT' && /pwned/.test(el.textContent)) found.push('<script>' + el.textContent.slice(0, 80));
+  }
+  return found;
+}"""
+
+
+def _open(html: str) -> dict:
+    """What the page did in Chromium: its title, dialogs, requests, navigations and active elements."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the dev extra")
+    url = f"{ORIGIN}/page.html"
+    seen: dict = {"requests": [], "dialogs": [], "navigations": [], "popups": []}
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--headless"])
+        try:
+            page = browser.new_page()
+
+            def route(r):
+                if r.request.url == url:
+                    r.fulfill(status=200, content_type="text/html; charset=utf-8", body=html)
+                else:
+                    seen["requests"].append(r.request.url)
+                    r.abort()
+
+            page.route("**/*", route)
+            page.on("dialog", lambda d: (seen["dialogs"].append(d.message), d.dismiss()))
+            page.on("popup", lambda popup: seen["popups"].append(popup.url))
+            page.on("framenavigated", lambda frame: seen["navigations"].append(frame.url))
+            page.goto(url, wait_until="load")
+            page.wait_for_timeout(500)  # handlers of images that fail or load late
+            seen["title"] = page.title()
+            seen["active"] = page.evaluate(_ACTIVE_IN_DOM)
+            seen["url"] = page.url
+        finally:
+            browser.close()
+    return seen
+
+
+def _ran(seen: dict, title: str) -> list[str]:
+    """Every sign that a payload ran, or would run on a click (empty: none)."""
+    signs = [f"dialog {m!r}" for m in seen["dialogs"]] + [f"popup {u}" for u in seen["popups"]]
+    if seen["title"] != title:
+        signs.append(f"title {seen['title']!r}")
+    signs += [f"request {u}" for u in seen["requests"] if not u.startswith(ORIGIN) and "evil.test" in u
+              or "pwned" in u]
+    signs += [f"navigation {u}" for u in seen["navigations"] if u != f"{ORIGIN}/page.html"]
+    signs += [f"element {e}" for e in seen["active"]]
+    return signs
+
+
+def _own_requests(seen: dict) -> set[str]:
+    return {u for u in seen["requests"] if "evil.test" not in u}
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no system chromium (apt-get install -y chromium)")
+def test_the_formgrader_page_of_a_hostile_submission_runs_nothing(graded):
+    honest = _open(_formgrader_html(graded / "autograded" / "honest" / A / f"{A}.ipynb", "honest"))
+    assert _ran(honest, A) == [], honest
+    assert any("/formgrader/static/" in u for u in honest["requests"])  # the check sees the page's own requests
+    seen = _open(_formgrader_html(graded / "autograded" / "hostile" / A / f"{A}.ipynb", "hostile"))
+    assert _ran(seen, A) == [], f"participant content ran in the formgrader page: {_ran(seen, A)}"
+    assert _own_requests(seen) <= _own_requests(honest), _own_requests(seen) - _own_requests(honest)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no system chromium (apt-get install -y chromium)")
+def test_the_feedback_page_of_a_hostile_submission_runs_nothing(graded):
+    honest = _open((graded / "feedback" / "honest" / A / f"{A}.html").read_text())
+    assert _ran(honest, A) == [], honest
+    seen = _open((graded / "feedback" / "hostile" / A / f"{A}.html").read_text())
+    assert _ran(seen, A) == [], f"participant content ran in the feedback page: {_ran(seen, A)}"
+    assert _own_requests(seen) <= _own_requests(honest), _own_requests(seen) - _own_requests(honest)
