@@ -1,8 +1,10 @@
-"""MkDocs hook: the reference of the ``autograder`` command, generated from its argparse parsers.
+"""MkDocs hook: facts of the code rendered at build time, never retyped.
 
-A page writes ``{{ cli.reference }}`` (every command) or ``{{ cli.usage grade }}`` (one
-command's usage line); this hook builds them at build time from ``autograder.cli._parser()``,
-so every command, option, metavar and default on the page is the one the code parses.
+- ``{{ cli.reference }}``: every ``autograder`` command with its options, generated from the
+  argparse parsers (``autograder.cli._parser()``); ``{{ cli.usage grade }}``: one command's usage;
+  ``{{ cli.default grade --memory }}``: one option's default;
+- ``{{ code.autograder.event.limits.JOIN_BURST }}``: a constant of the code, optionally with a
+  unit filter: ``| mib`` (bytes to MiB), ``| kib``, ``| gib``, ``| thousands`` (``20,000``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-PLACEHOLDER = re.compile(r"\{\{\s*cli\.(reference|usage)((?:\s+[a-z-]+)*)\s*\}\}")
+PLACEHOLDER = re.compile(r"\{\{\s*cli\.(reference|usage|default)((?:\s+[a-z-]+)*)\s*\}\}")
+CODE = re.compile(r"\{\{\s*code\.([A-Za-z0-9_.]+)\s*(?:\|\s*(mib|kib|gib|thousands)\s*)?\}\}")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -110,13 +113,49 @@ def _lookup(words: list[str]) -> argparse.ArgumentParser:
     raise KeyError(f"no autograder command {' '.join(words)!r}")
 
 
+def default(words: list[str]) -> str:
+    """The default of an option: ``default(["grade", "--memory"])`` -> ``"8"``."""
+    *command, option = words
+    for action in _lookup(command)._actions:
+        if option in action.option_strings:
+            d = action.default
+            return str(int(d)) if isinstance(d, float) and d.is_integer() else str(d)
+    raise KeyError(f"autograder {' '.join(command)} has no option {option}")
+
+
+def constant(dotted: str, unit: str | None = None) -> str:
+    """The value of a constant of the code, e.g. ``autograder.event.limits.JOIN_BURST``."""
+    import importlib
+
+    sys.path.insert(0, str(REPO))
+    parts = dotted.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        try:
+            value = importlib.import_module(".".join(parts[:cut]))
+        except ModuleNotFoundError:
+            continue
+        for name in parts[cut:]:
+            value = getattr(value, name)
+        break
+    else:
+        raise KeyError(f"no module in {dotted!r}")
+    if unit in ("kib", "mib", "gib"):
+        value = value / 2 ** {"kib": 10, "mib": 20, "gib": 30}[unit]
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return f"{value:,}" if unit == "thousands" else str(value)
+
+
 def render(markdown: str) -> str:
     def one(match: re.Match) -> str:
         kind, words = match.group(1), match.group(2).split()
         if kind == "reference":
             return reference()
+        if kind == "default":
+            return default(words)
         return usage(_lookup(words))
 
+    markdown = CODE.sub(lambda m: constant(m.group(1), m.group(2)), markdown)
     return PLACEHOLDER.sub(one, markdown)
 
 

@@ -32,6 +32,8 @@ The names (``python docs/hooks/results.py`` lists them all with their values):
   ``install.<label>.venv_gb`` / ``.cuda_gb``;
 - ``practice.<notebook>.<track>.annotations``: the notebooks' counts in practice mode, from the
   full run before exam mode (``results.json``), for comparison;
+- ``first_batch.*``: the tutorial's batch run for real (``first_batch/``): ``.grade_output``,
+  ``.leaderboard_output``, ``.csv``, ``.when``;
 - ``library.*``: the `course` library's speed (``library_speed/library_speed.json``), when
   that file exists.
 """
@@ -330,6 +332,18 @@ def _practice_values(values: dict) -> None:
     values["practice.date"] = full["meta"]["date"]
 
 
+def _first_batch_values(values: dict) -> None:
+    folder = RESULTS / "first_batch"
+    if not (folder / "meta.json").exists():
+        return
+    meta = _load(folder / "meta.json")
+    for name in ("grade_output", "leaderboard_output"):
+        values[f"first_batch.{name}"] = (folder / f"{name}.txt").read_text().rstrip("\n")
+    values["first_batch.csv"] = (folder / "leaderboard.csv").read_text().rstrip("\n")
+    values["first_batch.when"] = f"{meta['when']}, {meta['cores']} cores, load average {meta['load_average']}"
+    values["first_batch.grade_min"] = f"{meta['grade_s'] / 60:.0f}"
+
+
 def _library_values(values: dict) -> None:
     path = RESULTS / "library_speed" / "library_speed.json"
     if not path.exists():
@@ -346,7 +360,7 @@ def values() -> dict[str, str]:
     """Every name a page may use, with its rendered value."""
     out: dict[str, str] = {}
     for part in (_exam_values, _practice_values, _peer_values, _speed_values, _throughput_values, _event_values,
-                 _tracks_values, _install_values, _library_values):
+                 _tracks_values, _install_values, _first_batch_values, _library_values):
         part(out)
     return out
 
