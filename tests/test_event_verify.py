@@ -29,7 +29,7 @@ import pytest
 from autograder.event import pool, store, verify
 from course import config, data
 from tests import event_server as es
-from tests.helpers.courses import TOY, make_course, solution, tool_env
+from tests.helpers.courses import CLUSTER, TOY, make_course, solution, tool_env
 
 pytestmark = [pytest.mark.slow,  # five real gradings in the sandbox (see the test for its measured time)
               pytest.mark.skipif(shutil.which("bwrap") is None, reason="the grader's sandbox needs bubblewrap")]
@@ -49,7 +49,7 @@ def event(tmp_path_factory):
     server = es.Server(folder / "events.db").start()
     course = make_course(folder, {})
     yield {"server": server, "url": server.url, "code": code, "admin": admin, "truth": truth, "course": course,
-           "db": folder / "events.db", "folder": folder}
+           "db": folder / "events.db", "folder": folder, "blobs": blobs}
     server.stop()
 
 
@@ -283,3 +283,48 @@ def test_an_older_event_store_gains_the_hidden_track_columns(tmp_path):
                              hidden_accuracy=0.4, hidden_annotations=1)
     assert events.verifications(code)[pid]["hidden_accuracy"] == 0.4
     events.dispose()
+
+
+def test_hole2_a_table_of_the_event_tracks_images_with_a_cheap_honest_fallback_is_not_verified(event, tmp_path):
+    """Issue 21, hole 2. Trent carries a table of the event track's MNIST test images (hash -> digit, made at home
+    from public MNIST): live, 0 annotations and 100%. His upload uses the table when the track is the event's and
+    an honest 2-annotation method elsewhere, so the hidden track's count (2) was inside the far-apart slack and
+    `autograder verify` marked him verified. A pass with 0 annotations is never verified now (the rule of
+    ``grade --tracks``, `autograder.tracks.reviews`); the notebook is also flagged for the knowledge it carries.
+    Its own event on the module's server; two kernel runs (7,1 and 2,5)."""
+    events = store.Store(event["db"])
+    code, _ = events.create_event((7, 1), "toy", str(es.SEED), *event["blobs"])
+    events.dispose()
+    api = f"{event['url']}/api/events/{code}"
+    _, _, test_images, test_labels = data._read_mnist()
+    keep = np.isin(test_labels, (7, 1))
+    table = {image_hash(im): int(d) for im, d in zip(test_images[keep], test_labels[keep])}
+    status, reply = es.call(f"{api}/join", {"name": "Trent"})
+    trent = reply["result"]["token"]
+    status, pool_bytes = es.call(f"{api}/pool", token=trent)
+    with np.load(io.BytesIO(pool_bytes)) as f:
+        private = f["private_test_images"]
+    status, reply = es.call(f"{api}/op", {"op": "score", "split": "private",
+                                          "predictions": [table[image_hash(im)] for im in private]}, token=trent)
+    assert status == 200 and reply["result"]["accuracy"] == 1.0 and reply["result"]["count"] == 0, reply
+    upload = nbformat.read(TOY, as_version=4)
+    solution(f"import hashlib\nTABLE = {table!r}\n"
+             "if tuple(ds.track) == (7, 1):\n"
+             "    def predict(images):\n"
+             "        return np.array([TABLE.get(hashlib.sha1(np.ascontiguousarray(im, dtype=np.uint8).tobytes())"
+             ".hexdigest()[:12], 7) for im in images])\n"
+             "else:\n" + "".join("    " + line + "\n" for line in CLUSTER.splitlines()))(upload)
+    assert es.call(f"{api}/notebook", token=trent, raw=nbformat.writes(upload).encode())[0] == 200
+
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "autograder.cli", "verify", code.lower(), "--top", "1",
+                           "--course", str(event["course"]), "--db", str(event["db"])],
+                          capture_output=True, text=True, timeout=900, env=tool_env())
+    out = done.stdout
+    print(f"autograder verify --top 1: {time.monotonic() - started:.1f} s\n{out}")
+    assert "re-run 100.00% with 0" in out and "hidden track 2,5: " in out, out + done.stderr[-3000:]
+    assert "#1 Trent" in out and "REVIEW" in out and "verified - live" not in out, out
+    assert "passed with 0 annotations" in out, out
+    check = store.Store(event["db"]).verifications(code)
+    [(_, mine)] = check.items()
+    assert mine["status"] == "review" and mine["hidden_annotations"] == 2 and mine["hidden_accuracy"] >= 0.9, mine

@@ -32,7 +32,7 @@ import pytest
 
 from autograder import store
 from course import data
-from helpers.courses import add_submission, make_course, run_cli, solution
+from helpers.courses import CLUSTER, add_submission, make_course, run_cli, solution
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")]
@@ -42,22 +42,6 @@ TRACKS = ["7,1", "2,5"]  # the course track and a hidden one
 LIMITS = ["--timeout", "300"]
 BOUGHT = 60  # labels the spy buys in round 1
 HASH_CHARS = 8
-
-# the honest method: 2 annotations on any pair (the typical member of each of 2 clusters)
-CLUSTER = ("from sklearn.cluster import KMeans\n"
-           "from sklearn.decomposition import PCA\n"
-           "from course import models\n"
-           "base = models.baseline()\n"
-           "pool = ds.c_indices[:3000]\n"
-           "pca = PCA(30, random_state=0).fit(base.embed(ds.images[pool], layer='conv'))\n"
-           "z = pca.transform(base.embed(ds.images[pool], layer='conv'))\n"
-           "km = KMeans(2, n_init=10, random_state=0).fit(z)\n"
-           "typical = [int(np.flatnonzero(km.labels_ == k)[np.argmin(((z[km.labels_ == k] - km.cluster_centers_[k]) ** 2)"
-           ".sum(1))]) for k in range(2)]\n"
-           "named = oracle.annotate(pool[typical])\n"
-           "clf = LogisticRegression(max_iter=1000).fit(z, named[km.labels_])\n\n"
-           "def predict(images):\n"
-           "    return clf.predict(pca.transform(base.embed(images, layer='conv'))).astype(int)\n")
 
 # hole 3: a table of the course track's private test images (made at home), 1 label paid; the honest method elsewhere
 MEMO = ("import hashlib\n"

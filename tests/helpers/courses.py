@@ -141,3 +141,20 @@ HONEST = ("indices = ds.c_indices[:60]\ndigits = oracle.annotate(indices)\n"
           "model = LogisticRegression(max_iter=1000).fit(ds.images[indices].reshape(len(indices), -1) / 255.0, digits)\n\n"
           "def predict(images):\n    return model.predict(images.reshape(len(images), -1) / 255.0).astype(int)\n")
 """The toy's honest solution: 60 annotations, passes."""
+
+CLUSTER = ("from sklearn.cluster import KMeans\n"
+           "from sklearn.decomposition import PCA\n"
+           "from course import models\n"
+           "base = models.baseline()\n"
+           "pool = ds.c_indices[:3000]\n"
+           "pca = PCA(30, random_state=0).fit(base.embed(ds.images[pool], layer='conv'))\n"
+           "z = pca.transform(base.embed(ds.images[pool], layer='conv'))\n"
+           "km = KMeans(2, n_init=10, random_state=0).fit(z)\n"
+           "typical = [int(np.flatnonzero(km.labels_ == k)[np.argmin(((z[km.labels_ == k] - km.cluster_centers_[k]) ** 2)"
+           ".sum(1))]) for k in range(2)]\n"
+           "named = oracle.annotate(pool[typical])\n"
+           "clf = LogisticRegression(max_iter=1000).fit(z, named[km.labels_])\n\n"
+           "def predict(images):\n"
+           "    return clf.predict(pca.transform(base.embed(images, layer='conv'))).astype(int)\n")
+"""An honest method in brief (03_clustering's idea): the baseline's conv features of the C pool, PCA, 2-means,
+the typical member of each cluster annotated: 2 annotations on any pair of similar difficulty."""
