@@ -252,6 +252,17 @@ def _annotate_latencies(api: str, token: str, indices, seconds: float) -> list[f
     return out
 
 
+def not_stalled(idle: list[float], loaded: list[float]) -> bool:
+    """The participant's median latency under the attack is within 20 times their own idle median, measured in the
+    same run (a loaded machine slows both): the stalls were 300 to 1,300 times (p50 2 ms to 2.6 s under the stream
+    flood, 8 ms to 859 ms beside the big requests). 0.25 s is always allowed (a single scheduling hiccup)."""
+    import statistics
+
+    bound = max(0.25, 20 * statistics.median(idle))
+    assert statistics.median(loaded) < bound, (statistics.median(idle), bound, loaded)
+    return True
+
+
 def _event_server(tmp_path_factory, name: str, **limits) -> tuple[es.Server, str, str, np.ndarray]:
     """A started event server on a copy of the session's template store (`limits`: its rate and burst):
     (server, the api event's code, its API URL, the pool indices of the track's digits, i.e. of C)."""
@@ -306,7 +317,7 @@ def test_a_board_stream_flood_does_not_stall_the_participants(tmp_path_factory):
         server.stop()
     print(f"annotate p50 idle {statistics.median(idle):.3f} s, under {len(opened)} streams "
           f"{statistics.median(flooded):.3f} s ({len(flooded)} requests in {FLOOD_S} s)")
-    assert statistics.median(flooded) < 0.25, (statistics.median(idle), flooded)
+    assert not_stalled(idle, flooded)
 
 
 # the worker's peak RSS counts what its cgroup does not: the interpreter's and libraries' mapped files (charged to
@@ -376,7 +387,8 @@ def test_big_annotate_requests_within_the_rate_limit_do_not_stall_the_others(tmp
         server.stop()
     print(f"annotate p50 idle {statistics.median(idle):.3f} s, beside {len(sent)} big requests "
           f"({sent.count(429)} refused 429) {statistics.median(bullied):.3f} s")
-    assert statistics.median(bullied) < 0.2, (statistics.median(idle), bullied)
+    assert not_stalled(idle, bullied)
+    assert sent.count(429) > 0, sent  # each big request costs its size in tokens: most of them wait
 
 
 # --- the event server: a few addresses hold every board stream ------------------------------------------------------

@@ -421,7 +421,8 @@ def test_an_upload_flood_does_not_stall_other_participants(tmp_path, tmp_path_fa
     evidence = {"quiet_s": [round(q, 3) for q in quiet], "busy_s": [round(b[1], 2) for b in busy],
                 "uploads": [(s, round(t, 1)) for s, t in uploads]}
     assert all(s == 200 for s, _ in busy), evidence
-    assert max(t for _, t in busy) < 1.0, evidence
+    # a stall held the server for the whole validation, 9 to 30 s; a loaded machine slows the quiet calls too
+    assert max(t for _, t in busy) < max(5.0, 20 * max(quiet)), evidence
 
 
 @pytest.fixture(scope="module")

@@ -20,9 +20,10 @@ import nbformat
 import numpy as np
 import pytest
 
-from autograder import leaderboard, sandbox, store, tasks
+from autograder import leaderboard, store
 from course import config, data
 from helpers.courses import HONEST, add_submission, make_course, run_cli, solution
+from helpers.probes import kernel_user_pids, mentioning
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")]
@@ -252,25 +253,8 @@ def test_bad_submission(graded, student, status, words):
 
 def test_timeout_left_no_process_behind(graded):
     """The endless kernel (run as a kernel user: 64100 + the slot its grader claimed) was killed with nbgrader."""
-    mine = str(graded[3].tmpdir).encode()
-    alive = [pid for pid in filter(str.isdigit, os.listdir("/proc"))
-             if sandbox.KERNEL_UID <= (_uid(pid) or 0) < sandbox.KERNEL_UID + tasks.UID_SLOTS and mine in _environ(pid)]
+    alive = kernel_user_pids(mentioning(str(graded[3].tmpdir)))
     assert not alive, f"kernel processes left: {alive}"
-
-
-def _uid(pid: str) -> int | None:
-    try:
-        return os.stat(f"/proc/{pid}").st_uid
-    except OSError:
-        return None
-
-
-def _environ(pid: str) -> bytes:
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            return f.read()
-    except OSError:  # gone, or not ours to read: either way not a kernel of this grader left running
-        return b""
 
 
 # --- cheats: none of them improves the recorded numbers -----------------------------------

@@ -24,6 +24,7 @@ import pytest
 
 from autograder import store
 from helpers.courses import HONEST, make_course, run_cli, solution
+from helpers.probes import kernels_below, mentioning, wait_until
 
 pytest.importorskip("distributed")
 pytestmark = [pytest.mark.slow,
@@ -45,18 +46,6 @@ def stored(course: Path) -> int:
             return connection.execute("SELECT COUNT(*) FROM results").fetchone()[0]
     except sqlite3.OperationalError:
         return 0
-
-
-def alive_mentioning(text: str) -> list[int]:
-    found, needle = [], text.encode()
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                if needle in f.read():
-                    found.append(int(pid))
-        except OSError:
-            continue
-    return found
 
 
 @pytest.fixture
@@ -112,8 +101,9 @@ def test_cluster_grades_every_submission_despite_a_killed_worker(tmp_path, clust
         counts.append(stored(course))
         if killed is None and counts[-1] >= 1:  # one row is in: kill a worker that is grading the next one
             busy = [name for name, (_, tmp) in workers.items() if run_folders(tmp)]
-            if busy:
-                time.sleep(2)
+            if busy:  # once its kernel is up: killed in the middle of the submission
+                wait_until(lambda: kernels_below(workers[busy[0]][0].pid) or grade.poll() is not None, 300,
+                           "the busy worker's kernel")
                 killed = busy[0]
                 workers[killed][0].send_signal(signal.SIGKILL)
                 workers[killed][0].wait()
@@ -126,8 +116,11 @@ def test_cluster_grades_every_submission_despite_a_killed_worker(tmp_path, clust
     assert all(rows[s].passed for s in ("s1", "s2", "s3")) and rows["s4"].status == "failed", \
         {s: (r.status, r.detail) for s, r in rows.items()}
     assert any(0 < c < len(STUDENTS) for c in counts), counts  # rows were written while the batch ran
-    time.sleep(2)
-    assert not alive_mentioning(str(workers[killed][1])), "the killed worker left processes behind"
+    try:
+        wait_until(lambda: not mentioning(str(workers[killed][1])), 60, "the killed worker's processes to end")
+    except AssertionError:
+        raise AssertionError(f"the killed worker left processes behind: {mentioning(str(workers[killed][1]))}") \
+            from None
 
 
 def test_unreachable_scheduler_says_so(tmp_path):

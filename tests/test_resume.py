@@ -15,16 +15,16 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
 from autograder import journal, store
 from helpers.courses import HONEST, make_course, run_cli, solution
+from helpers.probes import kernels_below, mentioning, wait_until
 
 ASSIGNMENT = "toy"
-SLOW = HONEST + "\nimport time\ntime.sleep(10)\n"  # still running when the grader is killed (2 s after a_first)
+SLOW = HONEST + "\nimport time\ntime.sleep(600)\n"  # still running when the grader is killed (its kernel is up)
 STUDENTS = {"a_first": None, "b_slow": solution(SLOW), "c_after": solution("raise ValueError('late')")}
 
 
@@ -41,18 +41,7 @@ def rows_in(course_dir: Path) -> dict[str, str]:
 
 def processes_mentioning(text: str) -> list[str]:
     """Command lines of processes whose environment or command line names `text` (our TMPDIR)."""
-    found, needle = [], text.encode()
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                environ = f.read()
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmdline = f.read()
-        except OSError:
-            continue
-        if int(pid) != os.getpid() and (needle in environ or needle in cmdline):
-            found.append(cmdline.replace(b"\0", b" ").decode(errors="replace")[:120])
-    return found
+    return list(mentioning(text).values())
 
 
 def integrity(path: Path) -> str:
@@ -78,18 +67,19 @@ def _kill_and_resume(tmp_path: Path, own_tmp: Path) -> None:
                "--memory", "3", "--timeout", "300"]
     grader = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 400
-        while time.monotonic() < deadline and not rows_in(course) and grader.poll() is None:
-            time.sleep(0.2)
-        time.sleep(2)  # b_slow's kernel is sleeping now
+        wait_until(lambda: rows_in(course) or grader.poll() is not None, 600, "a_first's row")
+        # b_slow's kernel is up (and sleeping): the kill lands in the middle of a submission
+        wait_until(lambda: kernels_below(grader.pid) or grader.poll() is not None, 600, "b_slow's kernel")
         assert grader.poll() is None, "the batch ended before it could be killed"
     finally:
         grader.send_signal(signal.SIGKILL)
         grader.wait()
     before = rows_in(course)
     assert "a_first" in before and len(before) < len(STUDENTS), before  # killed in the middle
-    time.sleep(2)  # parent-death signals are delivered
-    assert not processes_mentioning(str(own_tmp)), processes_mentioning(str(own_tmp))
+    try:  # parent-death signals are delivered: every process of the killed grader goes
+        wait_until(lambda: not processes_mentioning(str(own_tmp)), 60, "the killed grader's processes to end")
+    except AssertionError:
+        raise AssertionError(processes_mentioning(str(own_tmp))) from None
 
     again = run_cli(*command[3:], env=env)
     assert again.returncode == 0, again.stderr[-3000:]

@@ -1,8 +1,9 @@
 """What the graded attack tests read back: a kernel's printed findings, the rows, the kernel processes.
 
 An attack notebook ends with `probe(expr)`, which prints ``FOUND=<json>``; `found` reads that
-line from the autograded notebook. `descendants` and `kernel_user_pids` find the processes a
-grading left behind, so a check looks at its own batch, never at every kernel on the machine.
+line from the autograded notebook. `descendants`, `kernel_user_pids` and `mentioning` find the processes a
+grading left behind, so a check looks at its own batch, never at every kernel on the machine; `wait_until`
+waits for an event (a row, a kernel, an exit) instead of sleeping.
 """
 
 from __future__ import annotations
@@ -52,6 +53,21 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
+def mentioning(text: str) -> dict[int, str]:
+    """{pid: command line} of the processes (not this one) whose environment or command line holds `text`
+    (e.g. a grader's own TMPDIR: every process it started names it). Unreadable processes are skipped."""
+    found, needle = {}, text.encode()
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            environ = Path(f"/proc/{entry}/environ").read_bytes()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:  # gone, or not ours to read
+            continue
+        if int(entry) != os.getpid() and (needle in environ or needle in cmdline):
+            found[int(entry)] = cmdline.replace(b"\0", b" ").decode(errors="replace")[:120]
+    return found
+
+
 def kernel_user_pids(pids) -> list[int]:
     """Those of `pids` that run as a kernel user (64100 + the slot its executor claimed)."""
     out = []
@@ -62,3 +78,25 @@ def kernel_user_pids(pids) -> list[int]:
         except OSError:
             continue
     return out
+
+
+def kernels_below(pid: int) -> list[int]:
+    """The kernel-user processes below `pid`: a kernel of that grader (or worker) is running."""
+    return kernel_user_pids(descendants(pid))
+
+
+def wait_until(condition, timeout: float, what: str, every: float = 0.2):
+    """Poll `condition()` until it returns something true (returned); fail with `what` after `timeout` seconds.
+
+    The bound is a hang guard, not a speed claim: the wait ends as soon as the event happens.
+    """
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {timeout:g} s for {what}")
+        time.sleep(every)
