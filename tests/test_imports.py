@@ -3,13 +3,13 @@
 An import inside a function is how a circle hides (module A imports B at the top, B imports A
 when called), so both are checked on the source with `ast`, not by importing: every
 `import course.x`, `from course import x`, `from course.x import y` and relative import of
-`course/*.py` is an edge of the graph, wherever it stands in the file.
+`course/*.py` is an edge of the graph, wherever it stands in the file. And the environment
+that says which mode, ledger and track the kernel is in is read by `course.context` only.
 """
 
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
 from conftest import REPO
 
@@ -89,3 +89,25 @@ def test_course_modules_are_imported_at_the_top():
 def test_the_checks_catch_a_circle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
     assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+WHERE_AM_I = ("ENV_SERVICE", "ENV_SERVICE_TOKEN", "ENV_EXAM", "ENV_TRACK", "ENV_EVENT_URL", "ENV_EVENT_CODE",
+              "ENV_EVENT_NAME")  # the environment that says which mode, ledger and track
+
+
+def test_only_the_context_reads_where_the_kernel_is():
+    """Mode, ledger and track come from one place: no other course module reads their variables."""
+    readers = []
+    for path in sorted(COURSE.glob("*.py")):
+        if path.stem == "context":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and ast.unparse(node.func) in ("os.environ.get", "os.getenv"):
+                key = node.args[0] if node.args else None
+            elif isinstance(node, ast.Subscript) and ast.unparse(node.value) == "os.environ":
+                key = node.slice
+            else:
+                continue
+            if key is not None and ast.unparse(key).split(".")[-1] in WHERE_AM_I:
+                readers.append(f"course/{path.name}:{node.lineno}: {ast.unparse(node)}")
+    assert not readers, "read the environment of course.context elsewhere:\n" + "\n".join(readers)
