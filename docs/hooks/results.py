@@ -378,8 +378,34 @@ def render(markdown: str, where: str = "a page") -> str:
     return PLACEHOLDER.sub(one, markdown)
 
 
+def learning_curves_png() -> bytes:
+    """The learning-curve plot of `peer_results` (exam-mode notebook points), as PNG bytes."""
+    import tempfile
+
+    sys.path.insert(0, str(REPO))
+    from benchmarks import report
+
+    results = peer_results()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "learning_curves.png"
+        report.plot(results, report.summarise(results), path)
+        return path.read_bytes()
+
+
+def on_files(files, config):  # mkdocs hook: the plot, drawn from the results files at build time
+    from mkdocs.structure.files import File
+
+    files.append(File.generated(config, "assets/learning_curves.png", content=learning_curves_png()))
+    return files
+
+
 def on_page_markdown(markdown: str, page, config, files) -> str:  # mkdocs hook
-    return render(markdown, page.file.src_uri)
+    from mkdocs.exceptions import PluginError
+
+    try:
+        return render(markdown, page.file.src_uri)
+    except KeyError as e:
+        raise PluginError(str(e.args[0])) from None
 
 
 if __name__ == "__main__":
