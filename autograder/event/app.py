@@ -162,6 +162,11 @@ class _Stream(StreamingResponse):
             self.release()
 
 
+def board_link(code: str, admin_token: str) -> str:
+    """The projector's board link of event `code` (its key never locked out: `limits`), from its admin token."""
+    return f"/board/{code}?key={limits.board_key(store_module.token_hash(admin_token), code)}"
+
+
 def invites_csv(invites: list[dict]) -> str:
     """The roster with its personal codes, for the instructor to hand out."""
     out = io.StringIO()
@@ -283,6 +288,7 @@ class EventServer:
         self.boards: dict[str, tuple[int, str]] = {}  # code -> (version, the board's JSON): shared by every stream
         self.board_lock: asyncio.Lock | None = None  # one board built at a time (on the event loop)
         self.streams = limits.Streams()
+        self.board_keys = limits.BoardKeys(store.admin_hashes)  # the instructor's board links (`limits`)
         self.feeds: dict[str, _Feed] = {}  # code -> its board feed, while streams are open
         self.parts = parts.Parts()  # the unfinished annotate calls sent in parts
         self.stopping = False
@@ -683,7 +689,8 @@ def create_app(store: Store, *, rate: float = RATE, burst: int = BURST) -> FastA
     app = FastAPI(title="dcai-hackathon live event", docs_url=None, redoc_url=None, openapi_url=None,
                   lifespan=lifespan)
     app.state.server = server
-    app.add_middleware(limits.PerAddress)  # the public routes and the pool: a per-address bucket before any work
+    # the public routes and the pool: a per-address bucket before any work (the instructor's board link: none)
+    app.add_middleware(limits.PerAddress, board_keys=server.board_keys)
 
     @app.exception_handler(Refused)
     async def _refused(request: Request, exc: Refused):
@@ -793,7 +800,14 @@ def create_app(store: Store, *, rate: float = RATE, burst: int = BURST) -> FastA
     @app.get("/api/events/{code}/stream")
     async def stream(code: str, request: Request):
         client = request.client.host if request.client else ""
-        held, refused = server.streams.enter(client)  # counted before any work; left when the response ends
+        key = request.query_params.get("key")
+        if key is not None and not server.board_keys.valid(code, key):
+            raise Refused(403, f"this board link's key is not event {code}'s; open the board link that `autograder "
+                               "event create` printed (the admin page shows it too), or the board without ?key=.")
+        if key is not None:  # the instructor's board link: a slot of its own, never refused (`limits`)
+            held, refused = server.streams.enter_projector(code), None
+        else:
+            held, refused = server.streams.enter(client)  # counted before any work; left when the response ends
         if held is None:
             raise Refused(429, refused, headers={"Retry-After": str(limits.RETRY_STREAM_S), "Connection": "close"})
         try:
@@ -849,6 +863,7 @@ def create_app(store: Store, *, rate: float = RATE, burst: int = BURST) -> FastA
         rows = rank(store.standings(code))
         checks, uploads, refusals = store.verifications(code), store.uploads(code), store.refusals(code)
         return {"event": code, "assignment": event.assignment, "track": event.track_name,
+                "board_link": board_link(code, request.headers.get("authorization", "")[7:].strip()),
                 "frozen": event.frozen_at is not None, "closed": event.closed_at is not None,
                 "roster": store.invites(code) if event.roster else None,
                 "participants": [{"id": r["id"], "name": r["name"], "display_name": r["display"],

@@ -2,10 +2,16 @@
 
     autograder event create --track 7,1 --assignment 03_clustering [--db PATH_OR_URL] [--roster names.txt]
     autograder serve [--db PATH_OR_URL] [--host 127.0.0.1] [--port 8000] [--rate 20] [--burst 40]
+                     [--trusted-proxy ADDR ...]
     autograder verify CODE --top 3 --course DIR [--notebooks DIR] [--db PATH_OR_URL] [--hidden-track 2,5]
 
 ``--db`` is a path to an SQLite file (WAL mode) or any SQLAlchemy URL; default
 ``.autograder/events.db`` in the current folder (git-ignored: it holds the labels).
+
+Every per-address limit (`autograder.event.limits`) keys on the TCP peer's address: proxy headers
+(``X-Forwarded-For``) are ignored, whoever sends them, unless the server runs behind a reverse proxy
+named with ``--trusted-proxy`` (an address or network, e.g. ``127.0.0.1`` for nginx on the same
+machine); only then is the client the address that proxy puts in the header.
 """
 
 from __future__ import annotations
@@ -29,6 +35,11 @@ def add_commands(commands) -> None:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--rate", type=float, default=20.0, help="requests per second per participant (default 20)")
     serve.add_argument("--burst", type=int, default=40, help="requests a participant may make at once (default 40)")
+    serve.add_argument("--trusted-proxy", action="append", default=[], metavar="ADDR", type=trusted_proxy,
+                       help="a reverse proxy in front of this server (an IP address or network, e.g. 127.0.0.1 or "
+                            "10.0.0.0/24; repeat for several): X-Forwarded-For is believed from it only. Default: "
+                            "none, the header is ignored (else anyone could pose as any number of addresses and "
+                            "pass every per-address limit)")
     serve.add_argument("--synchronous", choices=["NORMAL", "FULL"], default="NORMAL",
                        help="SQLite durability: NORMAL survives a crash or kill -9 of the server (default), "
                             "FULL a power loss too (an fsync per request: slower)")
@@ -62,6 +73,20 @@ def add_commands(commands) -> None:
                              "for review if it fails there or needs far more annotations (default: a pair about as "
                              "hard as the event's track sharing no digit with it, 2,5 for 7,1; `none`: the event's "
                              "track only, which a notebook of memorised labels passes)")
+
+
+def trusted_proxy(value: str) -> str:
+    """An address or network for ``--trusted-proxy`` (argparse type): not ``*``, which would trust anyone."""
+    import ipaddress
+
+    value = value.strip()
+    try:
+        (ipaddress.ip_network if "/" in value else ipaddress.ip_address)(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not an IP address or network; name the reverse proxy's own address, e.g. 127.0.0.1 "
+            "(a proxy on this machine) or 10.0.0.5") from None
+    return value
 
 
 def _db(args) -> str:
@@ -99,29 +124,38 @@ def read_roster(path: Path) -> list[str]:
 
 
 def serve(db: str, host: str = "127.0.0.1", port: int = 8000, rate: float = 20.0,
-          synchronous: str = "NORMAL", burst: int = 40) -> None:
+          synchronous: str = "NORMAL", burst: int = 40, trusted_proxies: list[str] | None = None) -> None:
+    """Run the event server; X-Forwarded-For is read only from `trusted_proxies` (none by default)."""
     import uvicorn
 
     from autograder.event import app, store
 
     application = app.create_app(store.Store(db, synchronous=synchronous), rate=rate, burst=burst)
+    trusted = list(trusted_proxies or [])
+    # uvicorn's defaults believe X-Forwarded-For from 127.0.0.1 (and $FORWARDED_ALLOW_IPS): never implicitly
     uvicorn.run(application, host=host, port=port, workers=1, timeout_graceful_shutdown=2,
-                log_level="warning", access_log=False)
+                log_level="warning", access_log=False, proxy_headers=bool(trusted),
+                forwarded_allow_ips=",".join(trusted) if trusted else "")
 
 
 def run(args) -> int:
     if args.command == "serve":
-        print(f"event server on http://{args.host}:{args.port} (board: /board, admin: /admin), store {_db(args)}",
-              flush=True)
-        serve(_db(args), args.host, args.port, args.rate, args.synchronous, args.burst)
+        proxies = f"; X-Forwarded-For believed from {', '.join(args.trusted_proxy)} only" if args.trusted_proxy else ""
+        print(f"event server on http://{args.host}:{args.port} (board: /board, admin: /admin), store {_db(args)}"
+              f"{proxies}", flush=True)
+        serve(_db(args), args.host, args.port, args.rate, args.synchronous, args.burst, args.trusted_proxy)
         return 0
     if args.command == "verify":
         return _verify(args)
     names = read_roster(args.roster) if args.roster is not None else None
     code, admin = create(_db(args), args.track, args.assignment, args.seed)
+    from autograder.event.app import board_link
+
     print(f"event created for {args.assignment} on track {args.track}\n"
           f"join code:   {code}\n"
-          f"admin token: {admin}   (keep it secret; the admin page is /admin)")
+          f"admin token: {admin}   (keep it secret; the admin page is /admin)\n"
+          f"board link:  http://<this machine>:8000{board_link(code, admin)}   (for the projector: never "
+          "refused, whatever the room opens; it opens the board only)")
     if names is None:
         print(f"participants: course.event.join(\"http://<this machine>:8000\", \"{code}\", \"their name\")\n"
               "an open event: anyone with the code joins under any name (one person can join under several); "

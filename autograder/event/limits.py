@@ -8,14 +8,29 @@ streams are capped per address and in all. Every limit leaves room for a class b
 NAT: 50 participants joining and downloading the pool at once, each maybe with the board open.
 A participant's own requests (annotate, submit) have their per-participant bucket in `app`
 (``--rate``, ``--burst``) and no per-address one.
+
+The client address is the TCP peer's. ``X-Forwarded-For`` is read only from the reverse proxies
+the instructor names (``autograder serve --trusted-proxy ADDR``, uvicorn's ``forwarded_allow_ips``;
+the client is then the rightmost address the proxy did not get from the client): from anyone
+else it would let one script pose as any number of addresses, each with buckets of its own.
+
+The projector's board cannot be locked out: the instructor's board link (``/board/CODE?key=KEY``,
+printed by ``autograder event create`` and shown on the admin page; the key is `board_key`, derived
+from the admin token's hash, so it grants nothing else) takes no token from any bucket, and its
+streams have `PROJECTOR_STREAMS` slots per event of their own, outside the per-address and total
+caps (a new one takes the oldest one's slot: a reloaded projector always gets in).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import math
 import threading
 import time
+from collections.abc import Callable
+from urllib.parse import parse_qs
 
 JOIN_BURST = 60  # joins at once from one address (a class behind one NAT joins in one go)
 JOIN_RATE = 1.0  # joins per second per address after that (a script cannot squat every name)
@@ -28,6 +43,9 @@ STREAMS_PER_ADDRESS = 100  # open board streams per address: a class behind one 
 MAX_STREAMS = 400  # open board streams in all (each costs a wake-up every SSE_POLL_S, never a query)
 MAX_ADDRESSES = 10_000  # buckets kept; beyond it the full (idle) ones are forgotten
 RETRY_STREAM_S = 10  # Retry-After of a refused stream (the board page tries again after it)
+PROJECTOR_STREAMS = 8  # board-link streams per event, beside every cap: the projector, a second screen, a spare tab
+BOARD_KEY_CHARS = 32  # hex digits of a board link's key
+KEYS_RELOAD_S = 1.0  # an unknown event's key is looked up at most this often (a flood of made-up codes: one query a second)
 
 PUBLIC, POOL = "public", "pool"
 
@@ -60,13 +78,60 @@ class Buckets:
                       if min(self.burst, t + (now - s) * self.rate) < self.burst}
 
 
+def board_key(admin_hash: str, code: str) -> str:
+    """The key of event `code`'s board link: a keyed hash of its admin token's hash (it opens the board only)."""
+    return hmac.new(admin_hash.encode(), f"board:{code}".encode(), hashlib.sha256).hexdigest()[:BOARD_KEY_CHARS]
+
+
+class BoardKeys:
+    """Which (event, key) pairs are the instructor's board links; `load` reads {code: admin hash} from the store."""
+
+    def __init__(self, load: Callable[[], dict[str, str]]):
+        self.load = load
+        self.keys: dict[str, str] = {}
+        self.loaded = -math.inf
+        self.lock = threading.Lock()
+
+    def valid(self, code: str, key: str | None) -> bool:
+        """Whether `key` is event `code`'s board key (an unknown event: looked up at most every KEYS_RELOAD_S)."""
+        if not key or len(key) != BOARD_KEY_CHARS:
+            return False
+        expected = self.keys.get(code)
+        if expected is None:
+            with self.lock:
+                if code not in self.keys and time.monotonic() - self.loaded >= KEYS_RELOAD_S:
+                    self.loaded = time.monotonic()
+                    self.keys = {c: board_key(h, c) for c, h in self.load().items()}
+                expected = self.keys.get(code)
+        return expected is not None and hmac.compare_digest(expected, key)
+
+
+def query_key(query_string: bytes | str) -> str | None:
+    """The ``key`` parameter of a query string, or None."""
+    if isinstance(query_string, bytes):
+        query_string = query_string.decode("latin-1")
+    values = parse_qs(query_string).get("key")
+    return values[0] if values else None
+
+
+def board_code(path: str) -> str | None:
+    """The event code of a board route (``/board/CODE``, ``/api/events/CODE/board|stream``), or None."""
+    parts = path.split("/")
+    if len(parts) == 3 and parts[1] == "board":
+        return parts[2]
+    if len(parts) == 5 and parts[1] == "api" and parts[2] == "events" and parts[4] in ("board", "stream"):
+        return parts[3]
+    return None
+
+
 class Held:
-    """One open board stream: its address, and whether a fair share took its slot (it then ends itself)."""
+    """One open board stream: its address (or event, for a board link's), and whether another stream took its
+    slot (it then ends itself)."""
 
-    __slots__ = ("key", "evicted")
+    __slots__ = ("key", "evicted", "projector")
 
-    def __init__(self, key: str):
-        self.key, self.evicted = key, False
+    def __init__(self, key: str, projector: bool = False):
+        self.key, self.evicted, self.projector = key, False, projector
 
 
 class Streams:
@@ -77,11 +142,23 @@ class Streams:
     refused only when no address holds more than one beyond what the new one's would.
     """
 
-    def __init__(self, per_address: int = STREAMS_PER_ADDRESS, total: int = MAX_STREAMS):
-        self.per_address, self.total = per_address, total
+    def __init__(self, per_address: int = STREAMS_PER_ADDRESS, total: int = MAX_STREAMS,
+                 projector: int = PROJECTOR_STREAMS):
+        self.per_address, self.total, self.projector = per_address, total, projector
         self.open: dict[str, list[Held]] = {}
         self.count = 0
+        self.projectors: dict[str, list[Held]] = {}  # event -> its board-link streams (outside every other cap)
         self.lock = threading.Lock()
+
+    def enter_projector(self, event: str) -> Held:
+        """A board-link stream of `event`: always admitted; the oldest of the event's `projector` slots ends."""
+        with self.lock:
+            mine = self.projectors.setdefault(event, [])
+            if len(mine) >= self.projector:
+                mine.pop(0).evicted = True
+            held = Held(event, projector=True)
+            mine.append(held)
+            return held
 
     def enter(self, key: str) -> tuple[Held | None, str | None]:
         """(the new stream of `key`, None); or (None, why not) with nothing counted."""
@@ -109,6 +186,13 @@ class Streams:
         with self.lock:
             if held.evicted:
                 return  # its slot was given away already
+            if held.projector:
+                mine = self.projectors.get(held.key, [])
+                if held in mine:
+                    mine.remove(held)
+                if not mine:
+                    self.projectors.pop(held.key, None)
+                return
             mine = self.open.get(held.key, [])
             if held in mine:
                 mine.remove(held)
@@ -141,16 +225,24 @@ def refusal(message: str, wait: float, close: bool = True) -> tuple[int, list[tu
 
 
 class PerAddress:
-    """ASGI middleware: the public routes and the pool take a token from their address's bucket before routing."""
+    """ASGI middleware: the public routes and the pool take a token from their address's bucket before routing
+    (a request of the instructor's board link, valid for its event in `board_keys`, takes none)."""
 
-    def __init__(self, app, public: Buckets | None = None, pool: Buckets | None = None):
+    def __init__(self, app, public: Buckets | None = None, pool: Buckets | None = None,
+                 board_keys: BoardKeys | None = None):
         self.app = app
         self.buckets = {PUBLIC: public or Buckets(PUBLIC_BURST, PUBLIC_RATE), POOL: pool or Buckets(POOL_BURST, POOL_RATE)}
+        self.board_keys = board_keys
+
+    def _board_link(self, scope) -> bool:
+        code = board_code(scope.get("path", ""))
+        key = query_key(scope.get("query_string", b"")) if code else None
+        return bool(key) and self.board_keys is not None and self.board_keys.valid(code, key)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http":
             which = kind(scope.get("path", ""))
-            if which is not None:
+            if which is not None and not (which == PUBLIC and self._board_link(scope)):
                 client = scope.get("client")
                 wait = self.buckets[which].take(client[0] if client else "")
                 if wait > 0:

@@ -23,6 +23,8 @@ svg text{fill:#ccc;font-size:12px} p.rule{font-size:1.2rem}
 
 _BOARD_JS = """
 const CODE = document.body.dataset.code, ROWS = 18;  // what a projector shows
+// the instructor's board link carries ?key=: its stream is never refused (autograder.event.limits)
+const KEY = new URLSearchParams(location.search).get('key'), Q = KEY ? `?key=${encodeURIComponent(KEY)}` : '';
 document.getElementById('join').textContent = document.body.dataset.roster === '1' ?
   `course.event.join("${location.origin}", "<your personal code>")` :
   `course.event.join("${location.origin}", "${CODE}", "your name")`;
@@ -92,14 +94,14 @@ function scatter(b) {
   }
 }
 function follow() {
-  const source = new EventSource(`/api/events/${CODE}/stream`);
+  const source = new EventSource(`/api/events/${CODE}/stream${Q}`);
   source.onmessage = e => render(JSON.parse(e.data));
   source.onerror = () => {
     document.getElementById('count').textContent = 'reconnecting...';
     // a refused stream (429: too many open boards) is not retried by the browser: read the board JSON
     // meanwhile (limited per address too) and try the stream again in 10-15 s
     if (source.readyState === EventSource.CLOSED) {
-      fetch(`/api/events/${CODE}/board`).then(r => r.ok ? r.json() : null).then(d => d && render(d)).catch(() => {});
+      fetch(`/api/events/${CODE}/board${Q}`).then(r => r.ok ? r.json() : null).then(d => d && render(d)).catch(() => {});
       setTimeout(follow, 10000 + 5000 * Math.random());
     }
   };
@@ -155,6 +157,7 @@ async function load() {
     document.getElementById('status').textContent =
       `${d.assignment}, track ${d.track}: ${d.participants.length} participants` +
       (d.frozen ? ', board frozen' : '') + (d.closed ? ', closed' : '');
+    const link = document.getElementById('boardlink'); link.href = d.board_link; link.textContent = d.board_link;
     for (const p of d.participants) {
       const v = p.verification;
       const again = v === null || v.accuracy === null ? 'no submission' :
@@ -217,6 +220,7 @@ def admin() -> str:
 <form id="login">code <input name="code" size="8"> admin token <input name="token" type="password" size="34">
 <button>open</button></form>
 <p id="status"></p><p id="error" style="color:#a00"></p>
+<p>Board link for the projector (never refused): <a id="boardlink" target="_blank" rel="noopener"></a></p>
 <p><button id="freeze">freeze board</button> <button id="reveal">reveal board</button>
 <button id="csv">export CSV</button> <button id="close">close event</button></p>
 <h2>Participants</h2><table id="participants"></table>

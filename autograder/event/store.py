@@ -295,6 +295,11 @@ class Store:
             stored = conn.execute(sa.select(EVENTS.c.admin_hash).where(EVENTS.c.code == code)).scalar()
         return stored is not None and hmac.compare_digest(stored, token_hash(token))
 
+    def admin_hashes(self) -> dict[str, str]:
+        """{join code: its admin token's hash} of every event (the board links' keys derive from them)."""
+        with self.engine.connect() as conn:
+            return {row.code: row.admin_hash for row in conn.execute(sa.select(EVENTS.c.code, EVENTS.c.admin_hash))}
+
     def set_frozen(self, code: str, frozen: bool) -> None:
         with self.engine.begin() as conn:
             conn.execute(EVENTS.update().where(EVENTS.c.code == code).values(frozen_at=time.time() if frozen else None))
