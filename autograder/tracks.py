@@ -110,7 +110,7 @@ def reviews(rows: list[store.Row]) -> list[str]:
     if all(r.passed for r in rows) and (note := lopsided(rows)):  # a failed row is not ranked: nothing to check
         notes.append(note)
     for r in rows:
-        if zero_pass(r.passed, r.annotations) and ZERO_NOTE not in r.review:
+        if zero_pass(r.passed, r.annotations) and ZERO_NOTE.split(":")[0] not in r.review:  # the judge's, once
             notes.append(f"{r.track}: {ZERO_NOTE}")
         if r.review:
             notes.append(f"{r.track}: {r.review}")

@@ -121,9 +121,9 @@ def test_honest_notebook_passes_on_every_track(graded):
         row = per_track[("honest", track)]
         assert (row.status, row.passed, row.annotations) == ("ok", True, 60), row
     row = combined["honest"]
-    assert row.passed and row.annotations == 120 and not row.review, row
-    expected = (per_track[("honest", COURSE_TRACK)].accuracy + per_track[("honest", HIDDEN_TRACK)].accuracy) / 2
-    assert row.accuracy == pytest.approx(expected)
+    # ranked by what memory cannot buy: the hidden track's count and accuracy (the course track only has to pass)
+    assert row.passed and row.annotations == 60 and not row.review, row
+    assert row.accuracy == pytest.approx(per_track[("honest", HIDDEN_TRACK)].accuracy)
     # each track had its own service: its own ledger, charged 60 each
     assert store.ledger_path(course_dir, ASSIGNMENT, "honest").is_file()
     assert store.ledger_path(course_dir, ASSIGNMENT, "honest", track=HIDDEN_TRACK).is_file()
@@ -192,7 +192,8 @@ def test_reference_notebook_passes_on_a_hidden_track(references, name):
         assert set(parts) == set(tracks_graded)
         for part in parts.values():
             assert part.status == "ok" and part.passed and part.annotations > 0, part
-        assert row.level == "combined" and row.annotations == sum(p.annotations for p in parts.values()), row
+        hidden = [parts[t] for t in tracks_graded[1:]]
+        assert row.level == "combined" and row.annotations == sum(p.annotations for p in hidden), row
     assert row.track == " ".join(tracks_graded) and row.status == "ok", row
     assert row.passed and row.annotations > 0 and row.accuracy >= config.TARGET_ACCURACY, row
     assert row.score == row.max_score and not row.review, row  # every test cell, hidden ones included
@@ -226,14 +227,14 @@ def test_combined_row_passes_only_on_every_track():
     both = [(7, 1), (2, 5)]
     row = tracks.combine([_row("a", "7,1", .99, 0, True, review="passed with 0 annotations"),
                           _row("a", "2,5", .02, 0, False)], both)
-    assert (row.passed, row.annotations, row.accuracy, row.track, row.level) == (False, 0, .505, "7,1 2,5", "combined")
+    assert (row.passed, row.annotations, row.accuracy, row.track, row.level) == (False, 0, .02, "7,1 2,5", "combined")
     assert "2,5: failed" in row.detail and row.review.startswith("7,1:")
     row = tracks.combine([_row("b", "7,1", .95, 60, True), _row("b", "2,5", None, None, False, status="timeout")],
                          both)
     assert (row.passed, row.status, row.accuracy, row.annotations) == (False, "timeout", None, None)
 
 
-def test_leaderboard_ranks_passed_on_all_then_total_annotations_then_mean_accuracy(tmp_path):
+def test_leaderboard_ranks_passed_on_all_then_the_hidden_tracks_annotations_then_their_accuracy(tmp_path):
     both = [(7, 1), (2, 5)]
     for student, parts in {"memory": [(.99, 0, True), (.01, 0, False)],
                            "frugal": [(.92, 30, True), (.91, 40, True)],
@@ -242,11 +243,12 @@ def test_leaderboard_ranks_passed_on_all_then_total_annotations_then_mean_accura
         rows = [_row(student, "7,1", *parts[0]), _row(student, "2,5", *parts[1])]
         store.save(tmp_path, rows + [tracks.combine(rows, both)])
     ranked = leaderboard.rank(store.load(tmp_path, ASSIGNMENT))
-    assert [(n, r.student) for n, r in ranked] == [(1, "frugal"), (2, "same_total"), (3, "rich"), (4, "memory")]
+    # hidden track 2,5: same_total 35, frugal 40, rich 60 (the course track's 30/35/60 buy nothing)
+    assert [(n, r.student) for n, r in ranked] == [(1, "same_total"), (2, "frugal"), (3, "rich"), (4, "memory")]
     board = list(csv.DictReader(leaderboard.to_csv(ranked, leaderboard.per_track_rows(tmp_path, ASSIGNMENT))
                                 .splitlines()))
-    assert board[0]["accuracy 2,5"] == "0.91" and board[0]["annotations 7,1"] == "30"
-    assert board[0]["annotations"] == "70"
+    assert board[1]["accuracy 2,5"] == "0.91" and board[1]["annotations 7,1"] == "30"
+    assert board[1]["annotations"] == "40"
     # a regrade on one track replaces the submission's rows: no stale per-track row is left
     store.save(tmp_path, _row("rich", "7,1", .99, 60, True, level="combined"))
     assert {r.track for r in store.load_tracks(tmp_path, ASSIGNMENT) if r.student == "rich"} == set()
