@@ -170,3 +170,23 @@ def test_a_venv_reached_through_a_link_grades(tmp_path):
     assert row is not None, run.stderr[-3000:]
     assert row.status == "ok" and row.passed and row.annotations == 60, (row, run.stderr[-2000:])
     assert store.ledger_path(course_dir, A, "honest").is_file()
+
+
+# --- the naming rules themselves (no grading) ------------------------------------------------------------------------
+
+def test_no_folder_can_take_another_folders_alias():
+    """A folder named exactly like José's alias is aliased itself: José keeps his, nobody gets another's entries."""
+    alias = layout.nbgrader_ids(["José"])["José"]
+    ids = layout.nbgrader_ids(["José", alias, "jose"])
+    assert ids["José"] == alias and ids[alias] not in (alias, ids["José"]) and ids["jose"] == "jose", ids
+    assert not any(layout.student_id_problem(i) for i in ids.values()), ids
+
+
+def test_row_ids_are_one_line_and_never_another_folders():
+    long = "L" * 199
+    names = ["alice", "alice ", "alice\u200b", "'alice '", " alice", "   ", "\t", "a\nb", "a b", long + "1", long + "2",
+             "esc\x1b[31mred", "escred"]
+    ids = layout.row_ids(names)
+    assert len(set(ids.values())) == len(names), ids
+    assert all(i and i == i.strip() and "\n" not in i and "\x1b" not in i for i in ids.values()), ids
+    assert ids["alice"] == "alice" and ids["a b"] == "a b" and ids["escred"] == "escred", ids
