@@ -9,10 +9,13 @@ turns into a failure (XPASS) the day the hole is closed, whichever root fix clos
 - (closed, now a passing test) Labels bought in an attempt that made no counted submission were free
   in the next attempt: it annotated, put what it bought into the row's ``detail`` and crashed before
   ``submit``; the same shuffle let the next attempt type the labels in and pass with one annotation.
-  Now a run that bought labels shows them on its row and spends the attempt (`autograder/attempts.py`).
+  Now a run that bought labels shows them on its row and spends the attempt (`autograder/attempts.py`),
+  and the shared board's detail no longer echoes the kernel (`autograder/leaderboard.py`); the spy
+  reads its labels from its kept executed notebook (what its feedback shows) instead.
 - (closed, now a passing test) Hidden tracks did not catch a table of the course track's private test
-  images with an honest fallback on every other track (1 + 60 annotations): a passing row whose
-  tracks needed far-apart counts is now marked for review (`autograder/tracks.py`).
+  images with an honest fallback on every other track (1 + 60 annotations): a row graded on several
+  tracks is now ranked by the hidden tracks' count (the table buys nothing) and far-apart counts are
+  marked for review (`autograder/tracks.py`; a cheap fallback: tests/test_memory_rank.py).
 - (open, strict xfail) Hidden tracks do not catch a small table of *pool* images: the pool is MNIST's
   whole training set on every track, only shuffled, so 50 image hashes per digit (all ten digits,
   4.5 kB) find their images on any track; the notebook trains on them, pays one annotation per track
@@ -157,22 +160,29 @@ def graded(tmp_path_factory):
                                          data.parse_track(TRACKS[0])))})
     _grade(course_dir, "--tracks", *TRACKS)
     first = {r.student: r for r in store.load(course_dir, A)}
-    leaked = re.search(r"LEAK ([01]{%d}) (\d)" % BOUGHT, _csv_row(course_dir, "mallory")["detail"])
+    board = _csv_row(course_dir, "mallory")
+    # the shared board no longer echoes the kernel (issue 21, hole 4); its kept executed notebook, which its
+    # feedback shows, still does: the labels reach the participant, the attempts rule is what makes them worthless
+    kept = (course_dir / "autograded" / "mallory" / A / f"{A}.ipynb").read_text()
+    leaked = re.search(r"LEAK ([01]{%d}) (\d)" % BOUGHT, kept)
     shutil.rmtree(course_dir / "submitted" / "mallory")
     if leaked:
         add_submission(course_dir, "mallory", solution(REUSE % (data.parse_track(TRACKS[0]), leaked.group(1),
                                                                 int(leaked.group(2)), BOUGHT)))
         _grade(course_dir, "--student", "mallory", "--tracks", *TRACKS)
-    return {"course": course_dir, "first": first, "leaked": leaked,
+    return {"course": course_dir, "first": first, "leaked": leaked, "board": board,
             "ranked": {r.student: r for r in store.load(course_dir, A)},
             "tracks": {(r.student, r.track): r for r in store.load_tracks(course_dir, A)}}
 
 
-def test_the_spy_reads_its_bought_labels_on_the_leaderboard(graded):
-    """The attack's first half, a plain test: an attempt that buys labels and crashes shows them to everyone."""
+def test_the_spy_does_not_read_its_bought_labels_on_the_shared_board(graded):
+    """The attack's first half: an attempt that buys labels and crashes put them into its row's detail, which the
+    leaderboard CSV showed to everyone; the visible detail is now the grader's own words (issue 21, hole 4)."""
     first = graded["first"]["mallory"]
     assert first.accuracy is None and not first.passed, first  # no counted submission
-    assert graded["leaked"], first.detail
+    assert graded["leaked"], "the spy's kept notebook does not show what it bought: the attack's premise is gone"
+    assert "LEAK" not in graded["board"]["detail"] and graded["leaked"].group(1) not in graded["board"]["detail"], (
+        graded["board"]["detail"])
 
 
 def test_labels_bought_in_an_uncounted_attempt_are_not_free_in_the_next(graded):
@@ -234,12 +244,12 @@ def test_the_instructors_formgrader_runs_no_participant_script(graded):
     assert "pwned" not in title, f"participant script ran in the formgrader page (document.title = {title!r})"
 
 
-def test_a_memorised_course_track_with_an_honest_fallback_is_caught_by_the_hidden_track(graded):
+def test_a_memorised_course_track_with_an_honest_fallback_buys_no_rank(graded):
     cheat = graded["ranked"][IMPOSTOR]
-    honest = len(TRACKS) * 60  # the toy's honest answer on every track
-    assert not (cheat.passed and not cheat.review and cheat.annotations < honest), (
-        f"a memorised course track passed with {cheat.annotations} annotations (honest: {honest}), no review: "
-        f"{cheat.detail}")
+    honest = 60  # the toy's honest answer on the hidden track, what ranks a row graded on several tracks
+    assert cheat.passed and graded["tracks"][(IMPOSTOR, TRACKS[0])].annotations == 1, cheat  # the attack works
+    assert cheat.annotations >= honest and cheat.review.startswith("annotations per track far apart"), (
+        f"a memorised course track ranks with {cheat.annotations} annotations (honest: {honest}): {cheat}")
 
 
 def test_the_projected_board_does_not_name_the_hidden_tracks(graded):
