@@ -150,6 +150,8 @@ def _peer_values(values: dict) -> None:
     summary = report.summarise(results)
     grid = results["grid"]
     values["peers.table"] = report.summary_table(results, summary)
+    # the plot is drawn at build time (on_files), so the page links it only once it is rendered
+    values["peers.plot"] = "![Accuracy against annotations, a panel per track](../assets/learning_curves.png)"
     meta = results["meta"]
     values["peers.source"] = (
         f"Peers: `{_command(meta['command'])}`, {meta['date']}, {meta['machine']}, "
