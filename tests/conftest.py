@@ -153,3 +153,15 @@ def postgres_url(postgres_server):
     for engine in list(store._ENGINES.values()):  # close this test's connections (the cluster keeps running)
         engine.dispose()
     store._forget_engines()
+
+
+@pytest.fixture
+def own_event(tmp_path_factory):
+    """Start live-event servers of the test's own: ``own_event(slot, name, **limits)`` gives the event's dict
+    (tests/helpers/events.py: url, api, code, admin, truth, server, db, c); each is stopped after the test."""
+    from contextlib import ExitStack
+
+    from tests.helpers import events
+
+    with ExitStack() as stack:
+        yield lambda slot="api", name="event", **kw: stack.enter_context(events.own(tmp_path_factory, slot, name, **kw))

@@ -633,16 +633,10 @@ def test_submitting_twice_to_pick_the_better_labelling_gains_nothing(graded):
 
 @pytest.fixture(scope="module")
 def event_server(tmp_path_factory):
-    from autograder.event import pool as event_pool, store as event_store
-    from tests import event_server as es
+    from tests.helpers import events as es
 
-    db, events = es.template(tmp_path_factory.getbasetemp())
-    folder = tmp_path_factory.mktemp("sybil")
-    server = es.Server(es.copy_db(db, folder / "events.db")).start()
-    code, admin = events["api"]
-    truth = event_pool.read_truth(event_store.Store(server.db).blob(code, "truth"))
-    yield es, server, code, truth
-    server.stop()
+    with es.own(tmp_path_factory, "api", "sybil") as started:
+        yield es, started["server"], started["code"], started["truth"]
 
 
 def _sybil_buys_under_a_throwaway_name(es, url, main, throwaway, truth):

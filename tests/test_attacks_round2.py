@@ -58,7 +58,7 @@ from autograder import store as store_results
 from autograder.runner import DEFAULT_OUTPUT_MB
 from autograder.event import pool, store
 from course import data
-from tests import event_server as es
+from tests.helpers import events as es
 from tests.helpers.courses import HONEST, TOY, make_course, solution, tool_env
 
 BWRAP = pytest.mark.skipif(shutil.which("bwrap") is None, reason="the grader's sandbox needs bubblewrap")
@@ -263,27 +263,14 @@ def not_stalled(idle: list[float], loaded: list[float]) -> bool:
     return True
 
 
-def _event_server(tmp_path_factory, name: str, **limits) -> tuple[es.Server, str, str, np.ndarray]:
-    """A started event server on a copy of the session's template store (`limits`: its rate and burst):
-    (server, the api event's code, its API URL, the pool indices of the track's digits, i.e. of C)."""
-    db, events = es.template(tmp_path_factory.getbasetemp())
-    folder = tmp_path_factory.mktemp(name)
-    server = es.Server(es.copy_db(db, folder / "events.db"), **limits).start()
-    code = events["api"][0]
-    truth_store = store.Store(folder / "events.db")
-    truth = pool.read_truth(truth_store.blob(code, "truth"))
-    truth_store.dispose()
-    c_all = np.flatnonzero(np.isin(truth["pool_digits"], truth["track"]))
-    return server, code, f"{server.url}/api/events/{code}", c_all
-
-
 @pytest.mark.slow
-def test_a_board_stream_flood_does_not_stall_the_participants(tmp_path_factory):
+def test_a_board_stream_flood_does_not_stall_the_participants(own_event):
     import socket
     import statistics
     import threading
 
-    server, code, api, c_all = _event_server(tmp_path_factory, "round2-flood", rate=1000, burst=1000)
+    event = own_event("api", "round2-flood", rate=1000, burst=1000)
+    server, code, api, c_all = event["server"], event["code"], event["api"], event["c"]
     stop, opened = threading.Event(), []
 
     def flood():
@@ -357,12 +344,13 @@ BULLIES, BULLY_THREADS, BULLY_S, BIG_INDICES = 3, 2, 8, 120_000  # names (an ope
 
 
 @pytest.mark.slow
-def test_big_annotate_requests_within_the_rate_limit_do_not_stall_the_others(tmp_path_factory):
+def test_big_annotate_requests_within_the_rate_limit_do_not_stall_the_others(own_event):
     import json
     import statistics
     import threading
 
-    server, code, api, c_all = _event_server(tmp_path_factory, "round2-big-ops")  # the default rate and burst
+    event = own_event("api", "round2-big-ops")  # the default rate and burst
+    server, code, api, c_all = event["server"], event["code"], event["api"], event["c"]
     big = json.dumps({"op": "annotate", "indices": [int(c_all[k % 50]) for k in range(BIG_INDICES)]}).encode()
     stop, sent = threading.Event(), []
 
@@ -396,13 +384,11 @@ def test_big_annotate_requests_within_the_rate_limit_do_not_stall_the_others(tmp
 HOLDERS, HELD_EACH = 4, 100  # source addresses 127.0.0.2-5 (loopback answers all of 127/8), streams each
 
 
-def test_a_few_addresses_cannot_hold_every_board_stream(tmp_path_factory):
+def test_a_few_addresses_cannot_hold_every_board_stream(own_event):
     import socket
 
-    db, events = es.template(tmp_path_factory.getbasetemp())
-    folder = tmp_path_factory.mktemp("round2-streams")
-    server = es.Server(es.copy_db(db, folder / "events.db")).start()
-    code = events["api"][0]
+    event = own_event("api", "round2-streams")
+    server, code = event["server"], event["code"]
     request = f"GET /api/events/{code}/stream HTTP/1.1\r\nHost: board\r\n\r\n".encode()
     held = []
     try:

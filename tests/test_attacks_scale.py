@@ -358,24 +358,8 @@ def test_jobs_2_kernel_sees_no_task_course_gradebook_or_scheduler(jobs_batch):
 # --- the live event server: uploads for `autograder verify`, invite-only joins ----------------------
 
 
-def _event_server(tmp_path: Path, tmp_path_factory, invites: list[str] | None = None):
-    """A real `autograder serve` on a copy of the session's event template; (server, code, personal codes)."""
-    from autograder.event import store as event_store
-    from tests import event_server as es
-
-    db, events = es.template(tmp_path_factory.getbasetemp())
-    code, _ = events["close"]
-    copy = es.copy_db(db, tmp_path / "events.db")
-    codes = {}
-    if invites:
-        held = event_store.Store(copy)
-        codes = held.add_invites(code, invites)
-        held.dispose()
-    return es.Server(copy).start(), code, codes
-
-
 def _timed_call(url, body=None, token=None, raw=None):
-    from tests import event_server as es
+    from tests.helpers import events as es
 
     start = time.perf_counter()
     try:
@@ -385,16 +369,16 @@ def _timed_call(url, body=None, token=None, raw=None):
     return status, time.perf_counter() - start
 
 
-def test_an_upload_flood_does_not_stall_other_participants(tmp_path, tmp_path_factory):
+def test_an_upload_flood_does_not_stall_other_participants(own_event):
     """Two participants upload a notebook of one cell with 60,000 empty outputs (3.3 MB, under every upload
     check; nbformat needs tens of seconds of CPU to validate it) while a third annotates: the third is still
     answered within a second (validation runs in a worker thread, the answer needs the interpreter briefly)."""
     import threading
 
-    from tests import event_server as es
+    from tests.helpers import events as es
 
-    server, code, _ = _event_server(tmp_path, tmp_path_factory)
-    api = f"{server.url}/api/events/{code}"
+    event = own_event("close", "upload-flood")
+    server, api = event["server"], event["api"]
     try:
         flooders = [es.call(f"{api}/join", {"name": f"flooder {k}"})[1]["result"]["token"] for k in range(2)]
         patient = es.call(f"{api}/join", {"name": "patient"})[1]["result"]["token"]
@@ -428,17 +412,14 @@ def test_an_upload_flood_does_not_stall_other_participants(tmp_path, tmp_path_fa
 @pytest.fixture(scope="module")
 def roster_event(tmp_path_factory):
     """Wrong personal codes from one address (a whole room behind one NAT), then the real Ada joins."""
-    from tests import event_server as es
+    from tests.helpers import events as es
 
-    folder = tmp_path_factory.mktemp("roster")
-    server, code, codes = _event_server(folder, tmp_path_factory, ["Ada Lovelace", "Grace Hopper"])
-    try:
+    with es.own(tmp_path_factory, "close", "roster", invites=["Ada Lovelace", "Grace Hopper"]) as event:
+        server, code, codes = event["server"], event["code"], event["invites"]
         api = f"{server.url}/api/events/{code}"
         guesses = [es.call(f"{api}/join", {"invite": f"{code}-{i:08d}".replace("0", "A").replace("1", "B")})[0]
                    for i in range(70)]
         ada = es.call(f"{api}/join", {"invite": codes["Ada Lovelace"]})
-    finally:
-        server.stop()
     return {"guesses": guesses, "ada": ada}
 
 

@@ -17,15 +17,12 @@ import pytest
 
 from autograder.event import pool, store
 from course import config, protocol
-from tests import event_server as es
+from tests.helpers import events as es
 
 
 @pytest.fixture(scope="module")
 def event(tmp_path_factory):
-    server, events = es.shared(tmp_path_factory.getbasetemp())
-    code, admin = events["api"]
-    truth = pool.read_truth(store.Store(server.db).blob(code, "truth"))
-    return {"url": server.url, "code": code, "admin": admin, "truth": truth, "server": server}
+    return es.live(tmp_path_factory, "api")
 
 
 def join(event, name):

@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from autograder.event import pool, store
-from tests import event_server as es
+from autograder.event import store
+from tests.helpers import events as es
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no system chromium (apt-get install -y chromium)")
@@ -23,10 +23,7 @@ WAIT_MS = 60_000  # a hang bound for each update, not a speed claim (a loaded ma
 
 @pytest.fixture(scope="module")
 def event(tmp_path_factory):
-    server, events = es.shared(tmp_path_factory.getbasetemp())
-    code, admin = events["board"]
-    truth = pool.read_truth(store.Store(server.db).blob(code, "truth"))
-    return {"url": server.url, "code": code, "admin": admin, "truth": truth, "db": server.db}
+    return es.live(tmp_path_factory, "board")
 
 
 def submit(event, name, n_annotations, correct=True):

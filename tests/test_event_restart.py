@@ -15,8 +15,7 @@ import time
 import numpy as np
 import pytest
 
-from autograder.event import pool, store
-from tests import event_server as es
+from tests.helpers import events as es
 
 N_PARTICIPANTS = 6
 BATCH = 3
@@ -26,13 +25,8 @@ LOAD_TIMEOUT_S = 600  # a hang bound for reaching the load, not a speed claim
 
 @pytest.fixture
 def event(tmp_path_factory):
-    db, events = es.template(tmp_path_factory.getbasetemp())
-    code, admin = events["restart"]
-    copy = es.copy_db(db, tmp_path_factory.mktemp("restart") / "events.db")
-    truth = pool.read_truth(store.Store(copy).blob(code, "truth"))
-    server = es.Server(copy, rate=1000.0).start()
-    yield {"server": server, "db": copy, "code": code, "admin": admin, "truth": truth}
-    server.stop()
+    with es.own(tmp_path_factory, "restart", "restart", rate=1000.0) as started:
+        yield started
 
 
 def test_kill_9_mid_load_loses_nothing_that_was_answered(event):

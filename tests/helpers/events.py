@@ -1,8 +1,10 @@
-"""Helpers for the live-event tests: one event built once per test session, real uvicorn servers.
+"""The live-event tests' one home: an event built once per test session, real uvicorn servers.
 
 Building an event reads MNIST and shuffles it (tens of seconds on a busy machine), so it is
-done once into a template database; each test module copies the template and starts its own
-``autograder serve`` subprocess on 127.0.0.1 and a free port.
+done once into a template database. A test module either uses the session's shared server
+(`live`: one event per slot, so modules never see each other's participants) or starts its own
+``autograder serve`` subprocess on a copy of the template (`own`), on 127.0.0.1 and a free port.
+Both give the same dict: url, api, code, admin, truth, server, db, c (the pool indices of C).
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ import subprocess
 import sys
 import time
 import urllib.error
+from contextlib import contextmanager
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parent.parent.parent
 TRACK = "7,1"
 SEED = 1
 SLOTS = ("api", "close", "participant", "restart", "roster", "board")  # one event each on one shuffle; board last (/board opens the newest)
@@ -80,6 +83,7 @@ class Server:
     burst: int = 40
     port: int = 0
     process: subprocess.Popen | None = None
+    args: tuple[str, ...] = ()  # more `autograder serve` options, e.g. ("--trusted-proxy", "127.0.0.1")
 
     @property
     def url(self) -> str:
@@ -90,7 +94,7 @@ class Server:
         log = open(self.db.with_suffix(".log"), "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "autograder.event.cli", "serve", "--db", str(self.db), "--host", "127.0.0.1",
-             "--port", str(self.port), "--rate", str(self.rate), "--burst", str(self.burst)],
+             "--port", str(self.port), "--rate", str(self.rate), "--burst", str(self.burst), *self.args],
             cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -133,3 +137,49 @@ def call(url: str, body=None, token: str | None = None, raw: bytes | None = None
     except urllib.error.HTTPError as exc:
         status, content, kind = exc.code, exc.read(), exc.headers.get("Content-Type", "")
     return status, (json.loads(content) if "json" in kind else content)
+
+
+def _described(server: "Server", code: str, admin: str, db: Path) -> dict:
+    from autograder.event import pool, store
+
+    held = store.Store(db)
+    try:
+        truth = pool.read_truth(held.blob(code, "truth"))
+    finally:
+        held.dispose()
+    import numpy as np
+
+    return {"server": server, "url": server.url, "api": f"{server.url}/api/events/{code}", "code": code,
+            "admin": admin, "truth": truth, "db": db,
+            "c": np.flatnonzero(np.isin(truth["pool_digits"], truth["track"]))}
+
+
+def live(tmp_path_factory, slot: str = "api") -> dict:
+    """Event `slot` on the session's shared server (see `SLOTS`)."""
+    server, events = shared(tmp_path_factory.getbasetemp())
+    code, admin = events[slot]
+    return _described(server, code, admin, server.db)
+
+
+@contextmanager
+def own(tmp_path_factory, slot: str = "api", name: str = "event", invites: list[str] | None = None,
+        **limits):
+    """A server of the test's own on a copy of the template (`limits`: rate, burst), stopped afterwards.
+
+    `invites`: names given personal codes first (the dict's ``invites``: name -> code).
+    """
+    from autograder.event import store
+
+    db, events = template(tmp_path_factory.getbasetemp())
+    code, admin = events[slot]
+    copy = copy_db(db, tmp_path_factory.mktemp(name) / "events.db")
+    codes = {}
+    if invites:
+        held = store.Store(copy)
+        codes = held.add_invites(code, invites)
+        held.dispose()
+    server = Server(copy, **limits).start()
+    try:
+        yield {**_described(server, code, admin, copy), "invites": codes}
+    finally:
+        server.stop()
