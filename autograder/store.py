@@ -496,7 +496,8 @@ def _insert(connection: sa.Connection, groups: list[Group]) -> None:
             before = _combined(earlier)
             for v in rows.values():  # a first grading shows its count by its accuracy; a regrade records when
                 v["counted_at"] = first
-            if first is not None and before is not None and before["accuracy"] != new["accuracy"]:
+            if (first is not None and before is not None and before["accuracy"] != new["accuracy"]
+                    and before["track"] == new["track"]):  # another set of tracks: another accuracy, no change
                 note = (f"{REGRADE_CHANGED} from {before['accuracy']} ({before['graded_at']}) to "
                         f"{new['accuracy']} ({new['graded_at']})")
                 for v in rows.values():

@@ -256,3 +256,18 @@ def test_the_shared_review_is_in_words_and_percentages(tmp_path):
                                    "counted the first of 1 submission; 0 held-out evaluations", 1.0, "t", review=raw))
     [line] = csv.DictReader(io.StringIO(leaderboard.build(tmp_path, A)["csv"].read_text()))
     assert line["review"] == "a regrade changed the counted accuracy from 95.24% to 94.12%", line["review"]
+
+
+def test_a_regrade_on_another_set_of_tracks_is_not_a_changed_accuracy(tmp_path):
+    """Issue 23: a counted notebook graded on 7,1, then the same notebook on 7,1 and 2,5: its combined accuracy is
+    another number by design (the hidden track's), not a regrade that changed it; the same tracks again still is."""
+    key = "ab" * 32
+    store.save(tmp_path, store.Row("a", A, COURSE, .95, 3, True, 2, 2, "ok", "d", 1.0, "2026-12-07T10:00:00+00:00"),
+               attempt=key)
+    rows = _pair("a", (.95, 3, True), (.97, 2, True))
+    store.save(tmp_path, rows + [tracks.combine(rows, BOTH)], attempt=key)
+    [row] = store.load(tmp_path, A)
+    assert (row.track, row.accuracy, row.review) == (f"{COURSE} {HIDDEN}", .97, ""), row
+    rows = _pair("a", (.95, 3, True), (.96, 2, True))
+    store.save(tmp_path, rows + [tracks.combine(rows, BOTH)], attempt=key)
+    assert store.load(tmp_path, A)[0].review.startswith("a regrade changed the counted accuracy")
