@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass, field
 
 from course import config, protocol
-from autograder import clean, knowledge, store, tracks
+from autograder import clean, knowledge, memlimit, store, tracks
 
 
 # the detail of a run that bought labels and made no counted submission (README: resubmissions)
@@ -46,6 +46,9 @@ class Evidence:
     score: float | None = None
     max_score: float | None = None
     notes: list[str] = field(default_factory=list)  # e.g. "timestamp.txt ignored"
+    oom_kills: int = 0  # processes the kernel's memory cgroup killed (the launcher's exit record)
+    kernel_log: str = ""  # the tail of the kernel's own stdout/stderr
+    running_cell: int | None = None  # the cell the kernel was running when the job ended (1-based)
 
 
 @dataclass
@@ -133,17 +136,15 @@ def _withhold(score: float | None, max_score: float | None, notebooks: list) -> 
                  "the service's ledger says the counted submission did not")
 
 
-def _memory_hint(error: str, memory_gb: float) -> str:
-    if "MemoryError" in error:
-        return f"{error} (memory limit {memory_gb:g} GB)"
-    return error
+def _kernel_died(log: str) -> bool:
+    return "DeadKernelError" in log or "kernel died" in log.lower()
 
 
-def _nbgrader_problem(log: str, error: str, memory_gb: float) -> str:
-    if "DeadKernelError" in log or "kernel died" in log.lower():
-        where = f" (last error before: {error})" if error else ""
-        return ("the kernel died (crashed, was killed, or ran out of memory at the "
-                f"{memory_gb:g} GB limit){where}")
+def _nbgrader_problem(log: str, error: str, running_cell: int | None) -> str:
+    if _kernel_died(log):
+        where = f" in cell {running_cell}" if running_cell else ""
+        before = f" (last error before: {error})" if error else ""
+        return f"the kernel died{where} (it crashed, or was killed){before}"
     lines = [ln for ln in log.splitlines() if "[ERROR]" in ln or "Error" in ln]
     return "nbgrader failed: " + (clean.first_line(lines[-1]) if lines else "see its log")
 
@@ -166,10 +167,16 @@ def judge(evidence: Evidence, settings: Settings) -> Verdict:
         counted = "" if points or summary.accuracy is not None else "; no submission had been made"
         return Verdict("timeout", f"stopped after the wall-clock limit of {settings.timeout:.0f} s{counted}{notes}",
                        **numbers)
+    died = not evidence.nbgrader_ok and _kernel_died(evidence.log_tail)
+    at_limit, cell = memlimit.hit(oom_kills=evidence.oom_kills, kernel_died=died, kernel_log=evidence.kernel_log,
+                                  notebooks=evidence.notebooks, running_cell=evidence.running_cell)
+    if at_limit:  # one row whichever way the limit was met (`autograder.memlimit`)
+        return Verdict("failed", memlimit.detail(settings.memory_gb, cell) + notes, **numbers)
     if not evidence.nbgrader_ok:
-        return Verdict("error", _nbgrader_problem(evidence.log_tail, error, settings.memory_gb) + notes, **numbers)
+        return Verdict("error", _nbgrader_problem(evidence.log_tail, error, evidence.running_cell) + notes,
+                       **numbers)
     pts = dict(score=evidence.score, max_score=evidence.max_score)
-    tail = (f"; first error: {_memory_hint(error, settings.memory_gb)}" if error else "") + notes
+    tail = (f"; first error: {error}" if error else "") + notes
     if points:
         full = bool(evidence.max_score) and evidence.score is not None and evidence.score >= evidence.max_score
         return Verdict("ok", "graded for points only (no submit cell)" + tail, passed=full, **pts)

@@ -13,7 +13,9 @@ Standard library only (it starts in milliseconds). It
    ``cpu``: the same ``cpu.shares`` for every kernel, so a kernel of many busy processes,
    each in its own session, gets one kernel's share of the CPU, not one per session).
    When the memory cap makes the system kill a process of the kernel, the whole kernel is
-   killed and `OOM_MARK` written (the row then says it ran out of memory). Every cgroup
+   killed; the exit record (`EXIT_RECORD`) says so (`autograder.memlimit` turns it into the row).
+   With a memory cgroup the address-space limit is `AS_FACTOR` times the cap, so real memory
+   decides, the same way every run (equal limits raced: MemoryError one run, a kill the next). Every cgroup
    is emptied and removed at the end; those of a killed grader by `remove_stale` (which also
    removes the memory cgroups of nbgrader's workers, `memory_cgroup`, made by the grader);
 4. hands bubblewrap the seccomp filter of `autograder.sandbox.seccomp_filter` on a pipe
@@ -39,7 +41,8 @@ CGROUP_PREFIX = "autograder-kernel-"  # + the pid of the worker that started the
 WORKER_PREFIX = "autograder-worker-"  # + the pid of nbgrader's worker (`memory_cgroup`, made by the grader)
 CPU_SHARES = 1024  # every kernel the same (the v1 default; written so that it holds whatever the parent says)
 OOM_POLL_S = 0.2  # how often the launcher looks at the kernel's memory cgroup's OOM kill counter
-OOM_MARK = ".oom"  # appended to the kernel log's path: written by the launcher after an OOM kill
+EXIT_RECORD = ".exit"  # appended to the kernel log's path: JSON {"oom_kills", "code"}, written by the launcher
+AS_FACTOR = 2  # with a memory cgroup, RLIMIT_AS = this x the cap: the cgroup's cap is reached first
 KILL_ROUNDS = 50  # emptying a cgroup: rounds of SIGKILL to every process in it, 0.1 s apart
 
 
@@ -198,15 +201,32 @@ def oom_kills(path: str) -> int:
     return _oom_count(memory) if memory else 0
 
 
-def _watch_oom(cgroups: list[str], marker: str, done: threading.Event) -> None:
+def write_exit_record(path: str, oom_kills: int, code: int | None = None) -> None:
+    """Say how the kernel ended (`EXIT_RECORD`): written at once after an OOM kill, and again at the end."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump({"oom_kills": int(oom_kills), "code": code}, handle)
+
+
+def read_exit_record(path: str) -> dict:
+    """The exit record at `path`, or {} (no kernel ended there, or a launcher killed before writing it)."""
+    try:
+        with open(path) as handle:
+            record = json.load(handle)
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _watch_oom(cgroups: list[str], record: str, done: threading.Event) -> None:
     """At the memory cap the system kills one process (v1) and the kernel may go on without it: kill it all."""
     memory = _oom_file(cgroups)
     if not memory:
         return
     while not done.wait(OOM_POLL_S):
-        if _oom_count(memory) > 0:
-            fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-            os.close(fd)
+        kills = _oom_count(memory)
+        if kills > 0:
+            write_exit_record(record, kills)  # before the kill: nbgrader may stop this launcher any moment now
             for path in cgroups:
                 for pid in _procs(path):
                     try:
@@ -224,12 +244,15 @@ def main(argv: list) -> int:
     if spec.get("uid") is not None:
         os.chown(connection_file, spec["uid"], spec["gid"])
     cgroups = _cgroups(spec)
+    memory = int(spec["memory_bytes"])
+    # with a memory cgroup the cap is on real memory of all processes together; the address space is only a
+    # backstop (untouched mappings: torch maps GBs it never uses), so it must not bite first
+    address_space = memory * AS_FACTOR if _oom_file(cgroups) else memory
 
     def limit() -> None:  # in the child, before bwrap starts
         for path in cgroups:
             _write(os.path.join(path, "cgroup.procs"), str(os.getpid()))
-        memory = int(spec["memory_bytes"])
-        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+        resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
         nproc = int(spec["max_processes"])
         resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
         fsize = int(spec["max_file_bytes"])
@@ -252,7 +275,8 @@ def main(argv: list) -> int:
     for fd in passed:
         os.close(fd)
     done = threading.Event()
-    threading.Thread(target=_watch_oom, args=(cgroups, spec["log"] + OOM_MARK, done), daemon=True).start()
+    record = spec["log"] + EXIT_RECORD
+    threading.Thread(target=_watch_oom, args=(cgroups, record, done), daemon=True).start()
     # an interrupt reaches the kernel through the process group; the launcher stays
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
@@ -272,9 +296,8 @@ def main(argv: list) -> int:
         left = max(left - len(chunk), 0)
     code = child.wait()
     done.set()
-    memory = _oom_file(cgroups)
-    if memory and _oom_count(memory) > 0 and not os.path.exists(spec["log"] + OOM_MARK):
-        os.close(os.open(spec["log"] + OOM_MARK, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600))
+    oom_file = _oom_file(cgroups)
+    write_exit_record(record, _oom_count(oom_file) if oom_file else 0, code)
     if dropped:
         os.write(log, f"\n[autograder: {dropped} more bytes of kernel output dropped]\n".encode())
     os.close(log)

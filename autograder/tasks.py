@@ -52,7 +52,7 @@ from course import config, data
 from autograder import clean, gradebook_merge, inert, judge, launch, prepare, safefs, sandbox, service_process, store
 from autograder import tracks as tracks_
 from autograder.runfolder import PREFIX, RunFolder, remove_stale
-from autograder.worker import WorkerClient, memory_cap
+from autograder.worker import WorkerClient, memory_cap, running_cell
 
 LOG_KEEP_BYTES = 256 * 1024  # of nbgrader's and the kernel's logs, kept beside the ledger
 LEDGER_KEEP_BYTES = 32 * 2**20
@@ -321,11 +321,6 @@ class Executor:
             result.texts.update(self._texts(run, tag))
             timings.cells = judge.cell_seconds(evidence.notebooks)
             verdict = judge.judge(evidence, judge.Settings(self.spec.timeout, self.spec.memory_gb, self.spec.kind))
-            if Path(str(run.kernel_log) + launch.OOM_MARK).exists():  # written by the launcher, as root
-                verdict = dataclasses.replace(verdict, status="error", passed=False, detail=(
-                    f"the notebook used more than {self.spec.memory_gb:g} GB of memory (all its processes "
-                    "together, RAM disk included): its kernel was stopped. Use less memory (smaller "
-                    "batches, fewer worker processes), or ask for a larger --memory"))
             if too_large:  # nbgrader's worker passed its own memory cap (`autograder.worker.memory_cap`)
                 verdict = dataclasses.replace(verdict, status="error", passed=False, detail=too_large_detail(
                     self._worker.memory_bytes, self.spec.max_output_bytes))
@@ -338,6 +333,7 @@ class Executor:
 
     def _job(self, student: str, run: RunFolder, gradebook: Path) -> dict:
         return {"assignment": self.spec.assignment, "student": student, "log": str(run.nbgrader_log),
+                "running_cell": str(_running_cell_file(run)),
                 "max_output_bytes": self.spec.max_output_bytes,
                 "env": {"JUPYTER_PATH": str(run.jupyter), "JUPYTER_RUNTIME_DIR": str(run.runtime),
                         "TMPDIR": str(run.runtime)},  # nbclient writes the connection file to TMPDIR
@@ -383,8 +379,12 @@ class Executor:
                                 for name, raw in raw_notebooks.items()}
             result.gradebook = gradebook_merge.export_submission(url, spec.course_id, spec.assignment,
                                                                  submission.student)
+        ended = launch.read_exit_record(str(run.kernel_log) + launch.EXIT_RECORD)  # the launcher's, as root
         return judge.Evidence(ledger_text=ledger_text, nbgrader_ok=ok, timed_out=timed_out, notebooks=executed,
-                              log_tail=log, score=score, max_score=max_score, notes=list(submission.notes))
+                              log_tail=log, score=score, max_score=max_score, notes=list(submission.notes),
+                              oom_kills=int(ended.get("oom_kills") or 0),
+                              kernel_log=safefs.read_tail(run.kernel_log, LOG_KEEP_BYTES),
+                              running_cell=running_cell(_running_cell_file(run)))
 
     @functools.cached_property
     def _assignment_markdown(self) -> frozenset[str]:
@@ -401,6 +401,11 @@ class Executor:
         if self._uid_claim is not None:
             os.close(self._uid_claim)
             self._uid_claim = None
+
+
+def _running_cell_file(run: RunFolder) -> Path:
+    """Where nbgrader's worker writes the number of the cell it runs (private to the grader)."""
+    return Path(str(run.kernel_log) + ".cell")
 
 
 def too_large_detail(cap_bytes: int, max_output_bytes: int) -> str:

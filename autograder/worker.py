@@ -7,7 +7,8 @@ process group (the sandboxed kernel dies with it) and starts a new worker for th
 next job. The worker dies with the grader (parent-death signal, and end of stdin).
 
 Job: ``{"assignment", "student", "log", "env": {...}, "config": {"Section.trait": value},
-"max_output_bytes": int}``. Reply: ``{"ok": true|false}`` (the reason is in the job's log).
+"max_output_bytes": int, "running_cell": path}`` (the number of the cell being executed is
+written there, for the row of a kernel that dies). Reply: ``{"ok": true|false}`` (the reason is in the job's log).
 
 Outputs of the executed notebook are capped while nbclient receives them
 (`max_output_bytes` per notebook): an output flood of many messages costs neither the
@@ -94,6 +95,35 @@ def _cap_outputs() -> None:
     NotebookClient.output = output
 
 
+_RUNNING = {"path": ""}  # the job's `running_cell` file: which cell the kernel is running (`autograder.memlimit`)
+
+
+def _track_cells() -> None:
+    """Write the number of each cell as its execution starts, so a kernel that dies says where it was."""
+    from nbclient.client import NotebookClient
+    from nbclient.util import run_sync
+
+    original = NotebookClient.async_execute_cell
+
+    async def execute_cell(self, cell, cell_index, *args, **kwargs):
+        if _RUNNING["path"]:
+            fd = os.open(_RUNNING["path"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(str(int(cell_index) + 1))  # 1-based, as `autograder.judge.first_error` counts
+        return await original(self, cell, cell_index, *args, **kwargs)
+
+    NotebookClient.async_execute_cell = execute_cell
+    NotebookClient.execute_cell = run_sync(execute_cell)  # nbconvert's preprocessor calls the blocking one
+
+
+def running_cell(path: str | Path) -> int | None:
+    """The number of the last cell the worker started (1-based), or None."""
+    try:
+        return int(Path(path).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
 def _config(overrides: dict):
     """The course's nbgrader_config.py (from the working directory) plus the job's overrides."""
     from traitlets.config import Config
@@ -116,6 +146,7 @@ def run(job: dict) -> bool:
     os.environ.update(job["env"])
     tempfile.tempdir = None  # re-read TMPDIR: nbclient puts the connection file there
     _OUTPUT.update(limit=int(job.get("max_output_bytes", 0)), used=0, truncated=False)
+    _RUNNING["path"] = job.get("running_cell", "")
     log_fd = os.open(job["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
@@ -145,6 +176,7 @@ def run(job: dict) -> bool:
 def main() -> None:
     die_with_parent()
     _cap_outputs()
+    _track_cells()
     # replies go on a private copy of stdout; fd 1 and 2 become each job's log
     reply = os.fdopen(os.dup(1), "w")
     sys.stdout = sys.stderr

@@ -227,7 +227,7 @@ def test_memory_cap_holds_for_the_whole_kernel(tiny_batch):
     """The hog's 3 children hold 1.1 GB each: together past --memory 3, so the whole kernel is stopped and
     its row says why (before, the cap was per process and all three held)."""
     hog = tiny_batch["rows"]["mem_hog"]
-    assert hog.status == "error" and not hog.passed and "used more than 3 GB of memory" in hog.detail, hog
+    assert hog.status == "failed" and not hog.passed and "used more than the 3 GB memory limit in cell" in hog.detail, hog
 
 
 @graded_with_cgroups
