@@ -49,7 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     grade.add_argument("--timeout", type=float, default=runner.DEFAULT_TIMEOUT_S, metavar="S",
                        help=f"wall-clock limit per submission in seconds (default {runner.DEFAULT_TIMEOUT_S:g})")
     grade.add_argument("--memory", type=float, default=runner.DEFAULT_MEMORY_GB, metavar="GB",
-                       help=f"address-space limit of the kernel (default {runner.DEFAULT_MEMORY_GB:g} GB)")
+                       help=f"memory limit of the kernel (default {runner.DEFAULT_MEMORY_GB:g} GB): with cgroups, of all its "
+                            "processes together (RAM disk included); without, of each process's address space")
     limits = sandbox.Limits()
     grade.add_argument("--max-processes", type=int, default=limits.max_processes, metavar="N",
                        help=f"processes and threads of the kernel (default {limits.max_processes})")

@@ -62,7 +62,7 @@ from autograder import tracks as tracks_
 from autograder.tasks import ENV_DROP, LEDGER_KEEP_BYTES, LOG_KEEP_BYTES, Timings, tool_env  # noqa: F401 (public names)
 
 DEFAULT_TIMEOUT_S = 900.0  # wall clock per submission (the slowest notebook takes ~2 min)
-DEFAULT_MEMORY_GB = 8.0  # address-space cap of the kernel; torch alone maps ~4 GB
+DEFAULT_MEMORY_GB = 8.0  # the kernel's memory limit (`autograder.memlimit`); without cgroups its address space: torch alone maps ~4 GB
 DEFAULT_OUTPUT_MB = 8.0  # outputs kept in an executed notebook
 
 
