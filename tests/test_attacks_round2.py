@@ -59,6 +59,7 @@ from autograder.runner import DEFAULT_OUTPUT_MB
 from autograder.event import pool, store
 from course import data
 from tests.helpers import events as es
+from tests.helpers.rows import row as stored_row
 from tests.helpers.courses import HONEST, TOY, make_course, solution, tool_env
 
 BWRAP = pytest.mark.skipif(shutil.which("bwrap") is None, reason="the grader's sandbox needs bubblewrap")
@@ -197,8 +198,8 @@ def _error_row(student: str) -> store_results.Row:
     such folder: 45 s, so the test builds the leaderboard from the row it stores)."""
     from autograder import clean, layout
 
-    return store_results.Row(clean.line(student, 200), "toy", "7,1", None, None, False, None, None, "error",
-                             layout.student_id_problem(student), 0.0, "2026-11-27T08:00:00Z")
+    return stored_row(clean.line(student, 200), None, None, status="error", score=None, max_score=None,
+                    detail=layout.student_id_problem(student), runtime=0.0)
 
 
 def test_a_student_folder_named_like_a_formula_is_text_in_the_leaderboard_csv(tmp_path):
@@ -214,9 +215,7 @@ def test_a_student_folder_named_like_a_formula_is_text_in_the_leaderboard_csv(tm
 # --- graded attempts: a regrade that voids the first counted attempt -----------------------------------------------
 
 def _attempt_row(student: str, accuracy: float | None, annotations: int | None) -> store_results.Row:
-    passed = accuracy is not None and accuracy >= 0.9
-    return store_results.Row(student, "toy", "7,1", accuracy, annotations, passed, 2 if passed else 0, 2,
-                             "ok" if accuracy is not None else "failed", "d", 1.0, "2026-11-27T08:00:00Z")
+    return stored_row(student, accuracy, annotations, status="ok" if accuracy is not None else "failed")
 
 
 def test_a_regrade_cannot_void_the_first_counted_attempt(tmp_path):

@@ -17,13 +17,13 @@ import pytest
 import sqlalchemy as sa
 
 from autograder import leaderboard, store
+from helpers.rows import row as stored_row
 
 A = "toy"
 
 
 def row(student: str, track: str = "7,1", accuracy: float = .95, annotations: int = 3, **kw) -> store.Row:
-    return store.Row(student, A, track, accuracy, annotations, accuracy >= .9, 2, 2, "ok", "d", 1.0,
-                     "2026-11-27T08:00:00Z", **kw)
+    return stored_row(student, accuracy, annotations, assignment=A, track=track, **kw)
 
 
 def graded_on_two_tracks(student: str, annotations: int = 3) -> list[store.Row]:

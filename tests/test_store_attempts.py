@@ -16,6 +16,7 @@ import pytest
 
 from autograder import attempts, judge, leaderboard, spreadsheet, store
 from course import protocol
+from helpers.rows import row as stored_row
 
 A = "toy"
 GUESS, OTHER_NAMING, HONEST = (attempts.key([("toy.ipynb", text)]) for text in (b"guess a", b"guess b", b"honest"))
@@ -23,9 +24,8 @@ GUESS, OTHER_NAMING, HONEST = (attempts.key([("toy.ipynb", text)]) for text in (
 
 def row(student: str, accuracy: float | None = .95, annotations: int | None = 60, track: str = "7,1",
         graded_at: str = "2026-11-27T08:00:00Z", status: str = "ok", **kw) -> store.Row:
-    passed = accuracy is not None and accuracy >= .9
-    return store.Row(student, A, track, accuracy, annotations, passed, 2 if passed else 0, 2, status, "d", 1.0,
-                     graded_at, **kw)
+    return stored_row(student, accuracy, annotations, assignment=A, track=track, graded_at=graded_at, status=status,
+                    passed=accuracy is not None and accuracy >= .9, **kw)
 
 
 @pytest.fixture(autouse=True)
