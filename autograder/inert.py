@@ -140,6 +140,8 @@ def _allowed(mapping: Any, schema: dict) -> dict:
         if key not in mapping:
             continue
         value = _allowed(mapping[key], check) if isinstance(check, dict) else check(mapping[key])
+        if isinstance(check, dict) and not value and mapping[key]:
+            continue  # nothing of it was allowed: no empty husk either
         if value is not _DROP:
             kept[key] = value
     return kept
@@ -273,7 +275,7 @@ def _text_cell(cell: dict, source: str, trusted: frozenset[str]) -> dict:
     return clean
 
 
-def cell(raw_cell: Any, trusted: frozenset[str] = frozenset()) -> dict:
+def cell(raw_cell: Any, trusted: frozenset[str] = frozenset(), needs_id: bool = False) -> dict:
     """A cell rebuilt from the allow-lists (an unknown cell type: a markdown note in its place)."""
     raw_cell = raw_cell if isinstance(raw_cell, dict) else {"cell_type": type(raw_cell).__name__}
     kind = raw_cell.get("cell_type")
@@ -288,8 +290,8 @@ def cell(raw_cell: Any, trusted: frozenset[str] = frozenset()) -> dict:
     else:
         clean = {"cell_type": "markdown", "metadata": {},
                  "source": markdown(CELL_NOTE.format(kind=str(kind)[:64]))}
-    if "id" in raw_cell:
-        ok = isinstance(raw_cell["id"], str) and _CELL_ID.fullmatch(raw_cell["id"])
+    if "id" in raw_cell or needs_id:
+        ok = isinstance(raw_cell.get("id"), str) and _CELL_ID.fullmatch(raw_cell["id"])
         clean["id"] = raw_cell["id"] if ok else generate_corpus_id()
     return clean
 
@@ -302,9 +304,14 @@ def notebook(raw: bytes, trusted_markdown: frozenset[str] = frozenset()) -> byte
     """
     nb = nbformat.reads(raw.decode("utf-8", errors="replace"), as_version=4)
     cells = nb.get("cells") if isinstance(nb.get("cells"), list) else []
-    clean = {"cells": [cell(c, trusted_markdown) for c in cells],
-             "metadata": _allowed(nb.get("metadata"), NOTEBOOK_METADATA),
-             "nbformat": 4, "nbformat_minor": nb.get("nbformat_minor") if type(nb.get("nbformat_minor")) is int else 5}
+    minor = nb.get("nbformat_minor") if type(nb.get("nbformat_minor")) is int else 5
+    clean = {"cells": [cell(c, trusted_markdown, needs_id=minor >= 5) for c in cells],
+             "metadata": _allowed(nb.get("metadata"), NOTEBOOK_METADATA), "nbformat": 4, "nbformat_minor": minor}
+    kernelspec = clean["metadata"].get("kernelspec")
+    if kernelspec is not None and "name" not in kernelspec:
+        del clean["metadata"]["kernelspec"]  # nbformat requires both names
+    elif kernelspec is not None:
+        kernelspec.setdefault("display_name", kernelspec["name"])
     if clean == nb:
         return raw
     return nbformat.writes(nbformat.from_dict(clean)).encode("utf-8")

@@ -9,7 +9,10 @@ browser would run (the real-browser check is `test_attacks_round3`'s formgrader 
 
 from __future__ import annotations
 
+import copy
 import json
+import re
+from pathlib import Path
 from html.parser import HTMLParser
 
 import nbformat
@@ -176,3 +179,136 @@ def test_the_formgrader_page_of_a_kept_notebook_runs_nothing_of_the_participant(
     page = _formgrader_page(_read(inert.notebook(_raw(active))))
     assert _active(page) == _active(_formgrader_page(new_notebook()))  # only the formgrader's own handlers
     assert "onerror" in page  # the participant's text is still there, as text
+
+
+# --- the hostile battery (tests/fixtures/hostile_notebook.py): every place a template writes a notebook string ------
+class _Live(HTMLParser):
+    """The battery's payloads a browser would run: handlers and scripts naming ``pwned-<tag>``, remote images."""
+
+    def __init__(self):
+        super().__init__()
+        self.tags: set[str] = set()
+        self._script = False
+
+    def _mark(self, text: str) -> None:
+        self.tags.update(re.findall(r"pwned-([a-z-]+)", text or ""))
+
+    def handle_starttag(self, tag, attrs):
+        self._script = tag == "script"
+        for name, value in attrs:
+            if name.startswith("on") or (value or "").replace(" ", "").lower().startswith("javascript:"):
+                self._mark(value)
+            if tag == "img" and name == "src" and hostile.EVIL in (value or ""):
+                self.tags.add("remote-image")
+
+    def handle_data(self, data):
+        if self._script:
+            self._mark(data)
+
+    def handle_endtag(self, tag):
+        self._script = False
+
+
+def _live(page: str) -> set[str]:
+    parser = _Live()
+    parser.feed(page)
+    return parser.tags
+
+
+def _pages(nb) -> dict[str, str]:
+    """`nb` as each instructor page renders it: the formgrader, the feedback, nbconvert's lab and classic HTML."""
+    from nbconvert.exporters import HTMLExporter
+    from nbgrader.server_extensions.formgrader import handlers
+    from traitlets.config import Config
+
+    pages = {"formgrade": _formgrader_page(nb)}
+    for name in ("feedback", "lab", "classic"):
+        config = Config()
+        config.HTMLExporter.template_name = name
+        config.HTMLExporter.extra_template_basedirs = [handlers.template_path]
+        config.HTMLExporter.extra_template_paths = [str(Path(handlers.template_path).parent / "static" / "node_modules" /
+                                                        "bootstrap" / "dist" / "css")]  # as nbgrader's feedback sets it
+        resources = {"nbgrader": {"notebook": "a", "score": 1, "max_score": 2, "late_penalty": 0}}
+        graded = copy.deepcopy(nb)
+        for cell in graded.cells:  # what nbgrader's GetGrades adds before the feedback template runs
+            if "nbgrader" in cell.metadata:
+                cell.metadata.nbgrader.update(score=0, comment=None)
+        pages[name] = HTMLExporter(config=config).from_notebook_node(graded, resources=resources)[0]
+    return pages
+
+
+def _battery_raw() -> bytes:
+    return json.dumps(hostile.notebook()).encode()
+
+
+def test_every_part_of_the_hostile_battery_is_rebuilt_from_the_allow_lists():
+    kept = nbformat.reads(inert.notebook(_battery_raw()).decode(), as_version=4)
+    assert set(kept["metadata"]) == {"kernelspec", "language_info"}  # no title, widget state or anything else
+    assert kept["metadata"]["kernelspec"] == {"name": "python3", "language": "python", "display_name": "python3"}
+    assert kept["metadata"]["language_info"] == {"name": "python", "version": "3.11"}
+    code, attached, raw, odd, unknown = kept["cells"]
+    assert code["execution_count"] is None and code["metadata"] == {"tags": ["ok-tag"], "collapsed": False}
+    outs = code["outputs"]
+    for out in outs:  # only integer image sides, only checked images, only text prompts
+        for mime in ("image/png", "image/jpeg"):
+            if mime in out.get("data", {}):
+                assert inert.image(mime, out["data"][mime])
+                assert all(type(v) is int for k, v in out["metadata"].get(mime, {}).items() if k in ("width", "height"))
+        assert set(out.get("metadata", {})) <= {"image/png", "image/jpeg", "needs_background"}
+    width, height, jpeg, top, alt, filenames, data, typed, count, stream, error = outs
+    for note in (width, jpeg, top, data):  # a payload that is no image: a note says so
+        assert "is not a PNG/JPEG image" in note["data"]["text/plain"]
+    assert height["data"] == {"image/png": hostile.PNG} and height["metadata"] == {}
+    assert alt["metadata"] == {} and filenames["metadata"] == {} and typed["metadata"] == {}
+    assert count["execution_count"] is None and stream["name"] == "stdout"
+    assert error["traceback"] == [hostile.handler("k-traceback")]  # text: rendered escaped
+    assert "attachments" not in attached and attached["source"] == "!\\[logo](attachment:logo.png)"
+    assert raw["metadata"] == {"raw_mimetype": "text/html"} and raw["source"].startswith("&lt;img")  # shows as text
+    assert re.fullmatch(r"[A-Za-z0-9_-]{1,64}", odd["id"])
+    assert unknown["cell_type"] == "markdown" and "mystery" in unknown["source"] and "type" not in unknown
+    nbformat.validate(kept)  # and it is a valid notebook
+
+
+def _renderable_battery() -> nbformat.NotebookNode:
+    """The battery without the parts nbformat's schema refuses (nbconvert refuses to render those at all)."""
+    nb = nbformat.from_dict(hostile.notebook())
+    code = nb.cells[0]
+    code.execution_count = None
+    code.outputs = [o for o in code.outputs if o.output_type not in ("execute_result", "stream")]
+    nb.cells = [c for c in nb.cells if c.cell_type in ("code", "markdown", "raw") and not c.get("id", "").startswith("x")]
+    nbformat.validate(nb)
+    return nb
+
+
+def test_no_page_renders_a_payload_of_the_hostile_battery():
+    live = set().union(*map(_live, _pages(_renderable_battery()).values()))
+    # the check sees the battery: these run in some page as nbconvert and nbgrader render them as they are
+    assert {"k-width", "k-height", "k-jpeg", "k-top", "f-grade-id"} <= live, live
+    kept = _read(inert.notebook(_battery_raw()))
+    for name, page in _pages(kept).items():
+        assert _live(page) == set(), (name, _live(page))
+
+
+def test_the_assignments_own_attachments_are_kept_only_when_they_are_checked_images():
+    own = "![logo](attachment:logo.png)"
+    trusted = frozenset({own})
+
+    def kept(attachments: dict) -> dict:
+        nb = new_notebook(cells=[new_markdown_cell(own, attachments=attachments)])
+        return _read(inert.notebook(_raw(nb), trusted)).cells[0]
+
+    good = kept({"logo.png": {"image/png": PNG}})
+    assert good["source"] == own and good["attachments"] == {"logo.png": {"image/png": PNG}}
+    for bad in ({"logo.png": {"image/png": "AAAA"}},  # not a PNG
+                {"logo.png": {"image/svg+xml": PNG}},  # not a kept type
+                {"logo.png": {"image/png": '" onerror="' + hostile.js("f-attachment")}},
+                {"other.png": {"image/png": PNG}}):  # the cell shows an attachment that is not there
+        cell = kept(bad)
+        assert "attachments" not in cell and cell["source"] == "!\\[logo](attachment:logo.png)", bad
+        assert _live(_formgrader_page(new_notebook(cells=[cell]))) == set()
+
+
+def test_a_participants_markdown_shows_no_image_from_anywhere():
+    nb = new_notebook(cells=[new_markdown_cell(f"![x]({hostile.EVIL}x.png) \\![y]({hostile.EVIL}y.png) [link](http://a.test)")])
+    page = _formgrader_page(_read(inert.notebook(_raw(nb))))
+    assert "<img" not in page.split('id="notebook"')[1] and 'href="http://a.test"' in page
