@@ -165,3 +165,22 @@ def own_event(tmp_path_factory):
 
     with ExitStack() as stack:
         yield lambda slot="api", name="event", **kw: stack.enter_context(events.own(tmp_path_factory, slot, name, **kw))
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory, mnist_raw):
+    """(root, info, truth): grading data and truth for track 7,1 with a fixed seed (tests/helpers/service.py)."""
+    from tests.helpers import service
+
+    return service.prepare_run(tmp_path_factory.mktemp("run"))
+
+
+@pytest.fixture()
+def running(prepared, tmp_path, monkeypatch):
+    """(socket, ledger, truth) of a live annotation service for this test; the kernel-side environment points at
+    it (tests/helpers/service.py)."""
+    from tests.helpers import service
+
+    process, sock, ledger, truth = service.start(prepared, tmp_path, monkeypatch=monkeypatch)
+    yield sock, ledger, truth
+    service.stop(process)

@@ -15,8 +15,6 @@ import json
 import os
 import re
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -24,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autograder import service
 from course import config, data, evaluate, grading, oracle, protocol
 from course.context import CONTEXT
 from course.exceptions import ServiceError, SubmissionRefusedError
-from test_autograder_service import TOKEN, TRACK, direct, ledger_entries, prepared, running  # noqa: F401
+from helpers import service as service_process
+from helpers.service import TOKEN, TRACK, direct, ledger_entries
 
 
 @pytest.fixture(autouse=True)
@@ -45,22 +43,13 @@ def fresh_kernel_state():
 
 def _service(prepared, tmp_path, *extra: str):
     """A real service with its stderr in a file (what the grader keeps as the service log)."""
-    root, info, truth = prepared
-    truth_copy = tmp_path / "truth.npz"
-    np.savez(truth_copy, **truth)
-    sock, ledger, err = tmp_path / "s.sock", tmp_path / "ledger.jsonl", tmp_path / "service.log"
-    with open(err, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "autograder.service", "--socket", str(sock), "--truth", str(truth_copy),
-             "--ledger", str(ledger), *extra], env={**os.environ, service.TOKEN_ENV: TOKEN},
-            stdout=subprocess.PIPE, stderr=log)
-    assert process.stdout.readline().strip() == b"ready"
+    err = tmp_path / "service.log"
+    process, sock, ledger, truth = service_process.start(prepared, tmp_path, *extra, log=err)
     return process, sock, ledger, err, truth
 
 
 def _stop(process) -> None:
-    process.terminate()
-    process.wait(timeout=10)
+    service_process.stop(process)
 
 
 def _send(sock: Path, payload: bytes, read: bool = True) -> bytes:

@@ -8,93 +8,29 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import socket
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from autograder import leaderboard, prepare, service, store
+from autograder import leaderboard, prepare, store
 from course import config, data, evaluate, grading, oracle, protocol
 from course.exceptions import SubmissionRefusedError
 from course.service_client import ServiceBackend
+from helpers import service as service_process
+from helpers.service import TOKEN, TRACK, ledger_entries, raw_request
 from helpers.rows import row as stored_row
 
-TOKEN = "t0ken-for-tests"
-TRACK = (7, 1)
 CAP = 12  # requests the `capped` service answers
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    """Grading data and truth for track 7,1 with a fixed seed."""
-    root = tmp_path_factory.mktemp("run")
-    info = prepare.prepare(TRACK, root / "data", root / "truth.npz", seed=123)
-    with np.load(info.truth_file) as f:
-        truth = {k: f[k] for k in f.files}
-    return root, info, truth
-
-
-def start_service(prepared, tmp_path, monkeypatch, *extra: str):
-    """Start a real service process for `prepared`; point the kernel-side environment at it."""
-    root, info, truth = prepared
-    truth_copy = tmp_path / "truth.npz"
-    np.savez(truth_copy, **truth)
-    sock, ledger = tmp_path / "s.sock", tmp_path / "ledger.jsonl"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "autograder.service", "--socket", str(sock), "--truth", str(truth_copy),
-         "--ledger", str(ledger), *extra], env={**os.environ, service.TOKEN_ENV: TOKEN},
-        stdout=subprocess.PIPE)
-    assert process.stdout.readline().strip() == b"ready"
-    assert not truth_copy.exists(), "the service deletes its truth file once read"
-    monkeypatch.setenv(config.ENV_DATA_DIR, str(root / "data"))
-    monkeypatch.setenv(config.ENV_SERVICE, f"unix:{sock}")
-    monkeypatch.setenv(config.ENV_SERVICE_TOKEN, TOKEN)
-    data._cached_split.cache_clear()
-    return process, sock, ledger, truth
-
-
-def stop_service(process) -> None:
-    process.terminate()
-    process.wait(timeout=10)
-    data._cached_split.cache_clear()
-
-
-@pytest.fixture()
-def running(prepared, tmp_path, monkeypatch):
-    """A live service for this test; the kernel-side environment points at it."""
-    process, sock, ledger, truth = start_service(prepared, tmp_path, monkeypatch)
-    yield sock, ledger, truth
-    stop_service(process)
 
 
 @pytest.fixture()
 def capped(prepared, tmp_path, monkeypatch):
     """A live service that answers only CAP requests."""
-    process, sock, ledger, truth = start_service(prepared, tmp_path, monkeypatch, "--max-requests", str(CAP))
+    process, sock, ledger, truth = service_process.start(prepared, tmp_path, "--max-requests", str(CAP),
+                                                         monkeypatch=monkeypatch)
     yield process, sock, ledger, truth
-    stop_service(process)
-
-
-def ledger_entries(path):
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def raw_request(sock, payload: bytes) -> dict:
-    with socket.socket(socket.AF_UNIX) as s:
-        s.connect(str(sock))
-        try:
-            s.sendall(payload + b"\n")
-        except (BrokenPipeError, ConnectionResetError):  # an oversized request: answered, then closed
-            pass
-        return json.loads(s.makefile("rb").readline())
-
-
-def direct(sock, op: str, **fields) -> dict:
-    """A request spoken straight to the socket with the right token, bypassing course."""
-    return raw_request(sock, json.dumps({"op": op, "token": TOKEN, **fields}).encode())
+    service_process.stop(process)
 
 
 # --- grading data -------------------------------------------------------------------
@@ -233,7 +169,7 @@ def test_request_cap(capped):
     for _ in range(5):
         with pytest.raises(oracle.ServiceError, match=f"more than {CAP} requests"):
             backend.history()
-    stop_service(process)  # the service writes its closing tally on SIGTERM
+    service_process.stop(process)  # the service writes its closing tally on SIGTERM
     entries = ledger_entries(ledger)
     assert len(entries) == CAP + 2 and not entries[CAP]["ok"] and entries[CAP]["op"] == "history"
     assert entries[-1]["op"] is None and entries[-1]["message"].startswith("4 more requests were refused")
@@ -261,7 +197,8 @@ def test_oversized_requests_and_floods_keep_the_ledger_small(running):
 
 
 def test_a_silent_connection_does_not_stall_the_service(prepared, tmp_path, monkeypatch):
-    process, sock, ledger, truth = start_service(prepared, tmp_path, monkeypatch, "--idle-timeout", "0.5")
+    process, sock, ledger, truth = service_process.start(prepared, tmp_path, "--idle-timeout", "0.5",
+                                                         monkeypatch=monkeypatch)
     try:
         with socket.socket(socket.AF_UNIX) as idle:
             idle.connect(str(sock))
@@ -272,7 +209,7 @@ def test_a_silent_connection_does_not_stall_the_service(prepared, tmp_path, monk
                 other.sendall(json.dumps({"op": "count", "token": TOKEN}).encode() + b"\n")
                 assert json.loads(other.makefile("rb").readline()) == {"ok": True, "result": 0}
     finally:
-        stop_service(process)
+        service_process.stop(process)
 
 
 def test_client_refuses_to_send_an_oversized_request(running):

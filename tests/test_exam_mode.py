@@ -17,7 +17,7 @@ from course import config, data, evaluate, grading, oracle, protocol
 from course.context import CONTEXT
 from course.exceptions import CourseError, SubmissionRefusedError
 from course.service_client import ServiceBackend
-from test_autograder_service import TOKEN, TRACK, direct, ledger_entries, prepared, running  # noqa: F401
+from helpers.service import TOKEN, TRACK, direct, ledger_entries
 
 MNIST_DIR = os.environ.get(config.ENV_DATA_DIR, "")  # the tests' own MNIST folder (set by conftest)
 
