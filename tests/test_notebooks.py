@@ -520,6 +520,19 @@ MISTAKES = {  # (assignment, test cell grade_id, setup, wrong answer, what it ge
                             "    return [int(((X - km.cluster_centers_[c]) ** 2).sum(1).argmin()) for c in order]"),
     "max - min as margin": ("05_active_learning", "ex2_margins_tests", "",
                             "def margins(model, X):\n    p = model.predict_proba(X)\n    return p.max(1) - p.min(1)"),
+    "first two columns as margin": ("05_active_learning", "ex2_margins_tests", "",
+                                    "def margins(model, X):\n    p = model.predict_proba(X)\n"
+                                    "    return np.abs(p[:, 0] - p[:, 1])"),
+    "stops one query late": ("05_active_learning", "ex4_stop_tests", "COLD_START, PATIENCE, STOP_CHANGE = 4, 2, 0.005",
+                             "def should_stop(history):\n    if len(history) <= COLD_START + PATIENCE:\n        return False\n"
+                             "    return all(np.mean(history[-k] != history[-k - 1]) < STOP_CHANGE for k in range(1, PATIENCE + 1))"),
+    "stop compares with the first prediction": ("05_active_learning", "ex4_stop_tests",
+                                                "COLD_START, PATIENCE, STOP_CHANGE = 4, 2, 0.005",
+                                                "def should_stop(history):\n    if len(history) < COLD_START + PATIENCE:\n"
+                                                "        return False\n    return all(np.mean(history[-k] != history[0]) < STOP_CHANGE"
+                                                " for k in range(1, PATIENCE + 1))"),
+    "pool indices for rows (03)": ("03_clustering", "ex5_loop_tests", "subset = np.arange(10000, 14000)",
+                                   "known = {int(subset[5]): 7, int(subset[9]): 1}\nbought = [int(subset[5])]"),
 }
 
 
