@@ -26,13 +26,12 @@ import threading
 import time
 from pathlib import Path
 
-import nbformat
 import pytest
 
 from autograder import clean, judge, leaderboard, sandbox, store, tasks
 from course import data
 from helpers.courses import HONEST, add_submission, fills_folder, make_course, points_only, run_cli, solution
-from helpers.probes import kernel_user_pids
+from helpers.probes import found, kernel_user_pids, probe
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")]
@@ -44,8 +43,7 @@ LIMITS = ["--memory", "3", "--tmp-mb", "64", "--max-processes", "96", "--max-fil
 ODD_IDS = ["br[ab]", "trail ", "do$llar", "esc\x1b[31mred"]
 
 
-def _probe(found_expr: str) -> str:
-    return f"import json\nprint('FOUND=' + json.dumps({found_expr}))\n"
+_probe = probe  # helpers.probes: prints FOUND=<json>, read back by `found`
 
 
 def linker_code(course_dir: Path, victim: Path) -> str:
@@ -176,6 +174,26 @@ def _fifo(folder, course_dir):
     os.mkfifo(folder / f"{A}.ipynb")
 
 
+# what the kernel must reach (the allow-list's other half): its data, the course package, the service socket,
+# its working folder, the baseline checkpoint; each read or written for real, each failure reported by name
+REACH = ("import os, socket, inspect\nfrom pathlib import Path\nreach = {}\n"
+         "def _try(name, f):\n    try:\n        reach[name] = f()\n"
+         "    except Exception as exc:\n        reach[name] = 'failed: ' + repr(exc)\n"
+         "_data = Path(os.environ['COURSE_DATA_DIR'])\n"
+         "_try('data', lambda: sorted((p.name, len(p.read_bytes()) > 0) for p in _data.rglob('*') if p.is_file()))\n"
+         "import course, course.data\n"
+         "_try('course', lambda: Path(course.__file__).is_file() and len(inspect.getsource(course.data)) > 1000)\n"
+         "def _socket():\n    with socket.socket(socket.AF_UNIX) as s:\n"
+         "        s.connect(os.environ['COURSE_SERVICE'].split(':', 1)[1])\n    return True\n"
+         "_try('socket', _socket)\n"
+         "from course import oracle\n_try('count', lambda: int(oracle.count()))\n"
+         "def _work():\n    Path('reach.txt').write_text('written here')\n    return Path('reach.txt').read_text()\n"
+         "_try('workdir', _work)\n"
+         "_models = Path(os.environ['COURSE_CACHE_DIR']) / 'models'\n"
+         "_try('checkpoint', lambda: sorted((p.name, len(p.read_bytes()) > 0) for p in _models.iterdir()))\n"
+         + probe("reach"))
+
+
 @fills_folder
 def _bad_stamp(folder, course_dir):
     shutil.copyfile(course_dir / "source" / A / f"{A}.ipynb", folder / f"{A}.ipynb")
@@ -191,6 +209,7 @@ def attacked(tmp_path_factory):
         subs = {
             "linker": solution(linker_code(course_dir, host["victim"])),
             "hunter": solution(hunter_code(host["socket"])),
+            "reacher": solution(REACH + "\n" + HONEST),
             **{name: solution(code + "\n" + HONEST) for name, code in FLOODS.items()},
             "link_nb": _link_nb, "link_host": _link_host, "link_beside": _link_beside, "fifo": _fifo,
             "bad_stamp": _bad_stamp,
@@ -209,22 +228,13 @@ def attacked(tmp_path_factory):
         host["cleanup"]()
 
 
-def printed(course_dir: Path, student: str) -> str:
-    nb = nbformat.read(course_dir / "autograded" / student / A / f"{A}.ipynb", as_version=4)
-    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
-
-
-def found(course_dir: Path, student: str):
-    return json.loads(printed(course_dir, student).split("FOUND=", 1)[1].splitlines()[0])
-
-
 # --- the batch finished, every row is there, the database is intact ----------------------
 
 
 def test_batch_finishes_with_every_row_and_an_intact_database(attacked):
     run, rows, course_dir = attacked["run"], attacked["rows"], attacked["course"]
     assert run.returncode == 0, run.stderr[-3000:]
-    expected = {"reference", "linker", "hunter", *FLOODS, "link_nb", "link_host", "link_beside", "fifo",
+    expected = {"reference", "linker", "hunter", "reacher", *FLOODS, "link_nb", "link_host", "link_beside", "fifo",
                 "bad_stamp", "link_dir", *(clean.line(o, 200) for o in ODD_IDS)}
     assert set(rows) == expected
     connection = sqlite3.connect(course_dir / store.DB_NAME)
@@ -232,7 +242,7 @@ def test_batch_finishes_with_every_row_and_an_intact_database(attacked):
     connection.close()
     assert rows["reference"].status == "ok" and rows["reference"].passed
     # the attackers' honest part still counts: nothing they did broke their own grading
-    for student in ("linker", "hunter", *FLOODS):
+    for student in ("linker", "hunter", "reacher", *FLOODS):
         assert rows[student].status == "ok" and rows[student].annotations == 60, rows[student]
 
 
@@ -281,10 +291,13 @@ def test_kernel_finds_no_labels_secrets_or_host_services(attacked):
         assert result in ("FileNotFoundError", "PermissionError"), (path, result)
     assert seen["socket"] in ("FileNotFoundError", "ConnectionRefusedError") and not host["accepted"]
     assert CANARY not in json.dumps(seen["env"]) and "AUTOGRADER_TEST_CANARY" not in seen["env"]
-    # nothing of the grader's environment: only what the sandbox sets, and what libraries set themselves
-    allowed = set(sandbox.Sandbox().environment()) | {
-        "COURSE_DATA_DIR", "COURSE_CACHE_DIR", "COURSE_SERVICE", "COURSE_SERVICE_TOKEN", "COURSE_TRACK",
-        "COURSE_OFFLINE", "COURSE_EXAM", "KMP_DUPLICATE_LIB_OK", "KMP_INIT_AT_FORK"}  # the run's, or sklearn's own
+    # nothing of the grader's environment: only what the sandbox is meant to set (written here, not read from the
+    # sandbox under test), the run's own settings, and what libraries set themselves
+    allowed = {"PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TMPDIR", "SHELL", "MPLCONFIGDIR",
+               "PYTHONDONTWRITEBYTECODE",
+               "COURSE_DATA_DIR", "COURSE_CACHE_DIR", "COURSE_SERVICE", "COURSE_SERVICE_TOKEN", "COURSE_TRACK",
+               "COURSE_OFFLINE", "COURSE_EXAM", "KMP_DUPLICATE_LIB_OK", "KMP_INIT_AT_FORK"}  # the run's, or sklearn's own
+    assert seen["env"]["HOME"] != os.environ.get("HOME") and seen["env"]["USER"] == "participant"
     assert not {"AUTOGRADER_TEST_CANARY", "OPENAI_API_KEY", "AWS_SECRET_ACCESS_KEY"} & set(seen["env"])
     leaked = {k for k, v in seen["env"].items() if os.environ.get(k) == v} - allowed
     assert not leaked, sorted(leaked)
@@ -292,6 +305,19 @@ def test_kernel_finds_no_labels_secrets_or_host_services(attacked):
     assert sandbox.KERNEL_UID <= seen["uid"] < sandbox.KERNEL_UID + tasks.UID_SLOTS
     assert "home" not in seen["root"] and "var" not in seen["root"]
     assert CANARY not in (course_dir / "autograded" / "hunter" / A / f"{A}.ipynb").read_text()
+
+
+def test_kernel_reaches_what_it_needs(attacked):
+    """The allow-list lets through what a notebook needs: the run's data (each file read), the course package,
+    the service (a real count), a writable working folder and the baseline checkpoint."""
+    reach = found(attacked["course"], "reacher")
+    assert reach["data"] and all(readable for _, readable in reach["data"]), reach["data"]
+    assert reach["course"] is True and reach["socket"] is True, reach
+    assert reach["count"] == 0, reach  # the service answered, nothing charged yet
+    assert reach["workdir"] == "written here", reach
+    assert reach["checkpoint"] and all(readable for _, readable in reach["checkpoint"]), reach
+    row = attacked["rows"]["reacher"]
+    assert row.status == "ok" and row.passed and row.annotations == 60, row
 
 
 # --- floods are capped ------------------------------------------------------------------------

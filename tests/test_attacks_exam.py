@@ -25,7 +25,7 @@ import pytest
 from course import config, data, evaluate, grading, oracle, protocol
 from course.context import CONTEXT
 from course.exceptions import ServiceError, SubmissionRefusedError
-from helpers import service as service_process
+from helpers import probes, service as service_process
 from helpers.service import TOKEN, TRACK, direct, ledger_entries
 
 
@@ -474,12 +474,7 @@ def graded(tmp_path_factory):
 
 
 def _found(course_dir: Path, student: str) -> dict:
-    import nbformat
-
-    nb = nbformat.read(course_dir / "autograded" / student / "toy" / "toy.ipynb", as_version=4)
-    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
-    assert "FOUND=" in text, text[-3000:]
-    return json.loads(text.split("FOUND=", 1)[1].splitlines()[0])
+    return probes.found(course_dir, student, "toy")
 
 
 @pytest.mark.slow
@@ -562,12 +557,7 @@ def test_widget_state_cannot_flood_the_kept_notebook(graded):
 
 
 def _attack(course_dir: Path, student: str):
-    import nbformat
-
-    nb = nbformat.read(course_dir / "autograded" / student / "toy" / "toy.ipynb", as_version=4)
-    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
-    assert "ATTACK=" in text, text[-3000:]
-    return json.loads(text.split("ATTACK=", 1)[1].splitlines()[0])
+    return probes.found(course_dir, student, "toy", marker="ATTACK=")
 
 
 def _ledger(course_dir: Path, student: str) -> list[dict]:

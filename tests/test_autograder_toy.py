@@ -16,13 +16,13 @@ import os
 import shutil
 from pathlib import Path
 
-import nbformat
 import numpy as np
 import pytest
 
 from autograder import leaderboard, store
 from course import config, data
 from helpers.courses import HONEST, add_submission, make_course, run_cli, solution
+from helpers import probes
 from helpers.probes import kernel_user_pids, mentioning
 
 pytestmark = [pytest.mark.slow,
@@ -171,12 +171,6 @@ def graded(tmp_path_factory):
     return course_dir, rows, first, second
 
 
-def printed(course_dir: Path, student: str) -> str:
-    """Everything the executed notebook printed (kept in autograded/)."""
-    nb = nbformat.read(course_dir / "autograded" / student / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", as_version=4)
-    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
-
-
 def ledger(course_dir: Path, student: str) -> list[dict]:
     path = store.ledger_path(course_dir, ASSIGNMENT, student)
     return [json.loads(line) for line in path.read_text().splitlines()]
@@ -282,7 +276,7 @@ def test_fake_backend_reaches_nothing(graded):
 
 def test_kernel_sees_no_labels_and_no_grader_files(graded):
     course_dir, rows, *_ = graded
-    found = json.loads(printed(course_dir, "snoop").split("FOUND=", 1)[1].splitlines()[0])
+    found = probes.found(course_dir, "snoop")
     for name in ("shared MNIST", "grader cache MNIST", "home cache MNIST", "repo data", "results db",
                  "ledgers", "shipped labels", "shipped model"):
         assert found[name] is False, (name, found[name])

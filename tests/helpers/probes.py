@@ -24,11 +24,17 @@ def probe(expr: str) -> str:
     return f"import json as _json\nprint('FOUND=' + _json.dumps({expr}))\n"
 
 
-def found(course_dir: Path, student: str, assignment: str = ASSIGNMENT):
-    """What the student's graded notebook printed behind ``FOUND=``."""
+def printed(course_dir: Path, student: str, assignment: str = ASSIGNMENT) -> str:
+    """Everything the student's graded notebook printed (its code cells' stream outputs, in order)."""
     nb = nbformat.read(course_dir / "autograded" / student / assignment / f"{assignment}.ipynb", as_version=4)
-    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
-    return json.loads(text.split("FOUND=", 1)[1].splitlines()[0])
+    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+
+
+def found(course_dir: Path, student: str, assignment: str = ASSIGNMENT, marker: str = "FOUND="):
+    """What the student's graded notebook printed behind ``FOUND=`` (or another `marker`), as JSON."""
+    text = printed(course_dir, student, assignment)
+    assert marker in text, text[-3000:]
+    return json.loads(text.split(marker, 1)[1].splitlines()[0])
 
 
 def rows_of(course_dir: Path, assignment: str = ASSIGNMENT) -> dict:
