@@ -746,9 +746,15 @@ def test_the_event_server_refuses_deep_json_like_any_bad_body(event_server):
 def test_one_client_cannot_join_under_a_hundred_names_in_a_few_seconds(event_server):
     """Joins are rate-limited per client address (a burst of JOIN_BURST, then JOIN_RATE per second):
     a script cannot take every name others would use, or fill the event, in a few seconds."""
+    from autograder.event import limits
+
     es, server, code, truth = event_server
     start, refused = time.monotonic(), 0
     for k in range(100):
         status, reply = es.call(f"{server.url}/api/events/{code}/join", {"name": f"squatter {k}"})
         refused += status != 200
-    assert refused > 0, f"100 joins from one address in {time.monotonic() - start:.1f} s, none refused"
+    took = time.monotonic() - start
+    # the bucket's own arithmetic: at most the burst, plus what refilled meanwhile, got in (one token of slack);
+    # on a slow machine fewer are refused, never fewer than this
+    allowed = limits.JOIN_BURST + int(took * limits.JOIN_RATE) + 1
+    assert refused >= 100 - allowed, f"100 joins from one address in {took:.1f} s, {refused} refused"
