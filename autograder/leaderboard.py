@@ -338,7 +338,8 @@ def _rule(ranked, tracks: list[str] | None = None, labels: Labels | None = None)
     return (f"A submission <strong>passes</strong> with at least <strong>{config.TARGET_ACCURACY:.0%}</strong> "
             "accuracy on held-out images it never saw (scored by the grader, not the notebook); its first "
             "submission counts. Passing submissions are ranked by the <strong>fewest annotations</strong>, "
-            f"then by accuracy. Rows marked <em>review</em> passed with 0 annotations. {_ATTEMPTS_RULE}")
+            f"then by accuracy. Rows marked <em>review</em> passed with 0 annotations or carry far more code than a "
+            f"method needs. {_ATTEMPTS_RULE}")
 
 
 def to_html(assignment: str, ranked: list[tuple[int, store.Row]], generated: str,
