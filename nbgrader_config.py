@@ -16,3 +16,9 @@ c.CourseDirectory.db_url = "sqlite:///gradebook.db"
 # while four other jobs shared the cores. Warm, every notebook runs in under a minute.
 c.ExecutePreprocessor.timeout = 1200
 c.Execute.timeout = 1200
+
+# Feedback pages (nbgrader generate_feedback) carry a Content-Security-Policy that refuses any script
+# but the page's own: the second wall behind autograder.inert (autograder/csp.py).
+from autograder import csp  # noqa: E402
+
+csp.configure_feedback(c)
