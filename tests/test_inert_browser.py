@@ -7,7 +7,8 @@ instructor sees it:
 
 - (a) the formgrader's page: nbconvert's HTML exporter with nbgrader's ``formgrade`` template, as
   ``nbgrader.server_extensions.formgrader`` configures it;
-- (b) the feedback page: the real ``nbgrader generate_feedback`` on the graded course.
+- (b) the feedback page: the real ``nbgrader generate_feedback`` on the graded course, once as nbgrader
+  makes it and once with the course's ``csp.configure_feedback`` (a Content-Security-Policy: the second wall).
 
 Each page is opened in Chromium on an origin of its own; every request but the page itself is recorded and
 refused. A page passes when no payload ran: no dialog, the title is the page's own, no request to the
@@ -15,8 +16,8 @@ payloads' host, no navigation away, and no element of the loaded page holds a pa
 ``javascript:`` URL or a participant script. The same pages of the honest reference notebook show that
 the check sees a page's own requests and what they are.
 
-Cost: one toy grading of one student (~20-60 s on 2 shared cores), one ``nbgrader generate_feedback``
-(~5 s), a browser start (~2 s).
+Cost: one toy grading of one student (~20-60 s on 2 shared cores), two ``nbgrader generate_feedback``
+(~5 s each), a browser start per page (~2 s).
 """
 
 from __future__ import annotations
@@ -62,10 +63,19 @@ def graded(tmp_path_factory) -> Path:
                          assignments={A: _assignment()})
     run = run_cli("grade", A, "--course", str(course), "--memory", "3", "--timeout", "300")
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-    feedback = subprocess.run([sys.executable, "-m", "nbgrader", "generate_feedback", A, "--force"],
-                              cwd=course, capture_output=True, text=True, env=tool_env(), timeout=600)
-    assert feedback.returncode == 0, feedback.stdout[-2000:] + feedback.stderr[-2000:]
+    _feedback(course)  # inert pages alone: the first wall
+    shutil.move(course / "feedback", course / "feedback-plain")
+    with open(course / "nbgrader_config.py", "a") as config:  # as the course's own nbgrader_config.py does
+        config.write("\nfrom autograder import csp\ncsp.configure_feedback(c)\n")
+    _feedback(course)  # with the Content-Security-Policy: both walls
     return course
+
+
+def _feedback(course: Path) -> None:
+    """The real ``nbgrader generate_feedback`` of the graded course."""
+    run = subprocess.run([sys.executable, "-m", "nbgrader", "generate_feedback", A, "--force"],
+                         cwd=course, capture_output=True, text=True, env=tool_env(), timeout=600)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
 
 
 def _formgrader_html(notebook: Path, student: str) -> str:
@@ -135,8 +145,7 @@ def _ran(seen: dict, title: str) -> list[str]:
     signs = [f"dialog {m!r}" for m in seen["dialogs"]] + [f"popup {u}" for u in seen["popups"]]
     if seen["title"] != title:
         signs.append(f"title {seen['title']!r}")
-    signs += [f"request {u}" for u in seen["requests"] if not u.startswith(ORIGIN) and "evil.test" in u
-              or "pwned" in u]
+    signs += [f"request {u}" for u in seen["requests"] if "evil.test" in u or "pwned" in u]
     signs += [f"navigation {u}" for u in seen["navigations"] if u != f"{ORIGIN}/page.html"]
     signs += [f"element {e}" for e in seen["active"]]
     return signs
@@ -157,9 +166,12 @@ def test_the_formgrader_page_of_a_hostile_submission_runs_nothing(graded):
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no system chromium (apt-get install -y chromium)")
-def test_the_feedback_page_of_a_hostile_submission_runs_nothing(graded):
-    honest = _open((graded / "feedback" / "honest" / A / f"{A}.html").read_text())
+@pytest.mark.parametrize("folder", ["feedback-plain", "feedback"])  # without, with the Content-Security-Policy
+def test_the_feedback_page_of_a_hostile_submission_runs_nothing(graded, folder):
+    honest_html = (graded / folder / "honest" / A / f"{A}.html").read_text()
+    assert ('http-equiv="Content-Security-Policy"' in honest_html) == (folder == "feedback")
+    honest = _open(honest_html)
     assert _ran(honest, A) == [], honest
-    seen = _open((graded / "feedback" / "hostile" / A / f"{A}.html").read_text())
+    seen = _open((graded / folder / "hostile" / A / f"{A}.html").read_text())
     assert _ran(seen, A) == [], f"participant content ran in the feedback page: {_ran(seen, A)}"
     assert _own_requests(seen) <= _own_requests(honest), _own_requests(seen) - _own_requests(honest)
