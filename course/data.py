@@ -82,6 +82,7 @@ class Dataset:
     test_labels: np.ndarray
     track: tuple[int, ...]
     source: str = field(default="mnist")
+    private_test_size: int | None = field(default=None)  # grading file: private test images (no labels)
 
     @property
     def classes(self) -> list[int]:
@@ -96,10 +97,14 @@ class Dataset:
         return len(self.images)
 
     def __repr__(self) -> str:
-        return (
-            f"Dataset(track={track_name(self.track)}, pool={len(self.images)} images "
-            f"({len(self.c_indices)} in C), public test={len(self.test_images)} images)"
-        )
+        pool = f"pool={len(self.images)} images ({len(self.c_indices)} in C)"
+        if self.source != "grading":
+            return f"Dataset(track={track_name(self.track)}, {pool}, public test={len(self.test_images)} images)"
+        # a grading file (a live event's pool, or the grader's): shuffled, the private test labels elsewhere
+        where, scorer = ("the event's", "the event server") if CONTEXT.in_event() else ("the grader's", "the grader")
+        return (f"Dataset(track={track_name(self.track)}, {where} {pool}, shuffled; "
+                f"public test={len(self.test_images)} images with merged labels; "
+                f"private test={self.private_test_size} images without labels, scored by {scorer})")
 
 
 @dataclass(frozen=True)
@@ -159,7 +164,7 @@ def _readonly(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def _make_public(images, labels, test_images, test_labels, track, source) -> Dataset:
+def _make_public(images, labels, test_images, test_labels, track, source, private_test_size=None) -> Dataset:
     labels = np.asarray(labels, dtype=np.int64)
     return Dataset(
         images=_readonly(np.asarray(images, dtype=np.uint8)),
@@ -169,6 +174,7 @@ def _make_public(images, labels, test_images, test_labels, track, source) -> Dat
         test_labels=_readonly(np.asarray(test_labels, dtype=np.int64)),
         track=track,
         source=source,
+        private_test_size=private_test_size,
     )
 
 
@@ -210,9 +216,9 @@ def _grading_split(path: Path, track: tuple[int, ...]) -> _Split:
                 f"the grading data is for track {track_name(file_track)}, not "
                 f"{track_name(track)}; call course.data.load() without a track."
             )
-        public = _make_public(f["images"], f["labels"], f["test_images"], f["test_labels"],
-                              track, "grading")
         private = _readonly(f["private_test_images"])
+        public = _make_public(f["images"], f["labels"], f["test_images"], f["test_labels"],
+                              track, "grading", private_test_size=len(private))
     return _Split(public, private, None, None, None)
 
 
