@@ -6,9 +6,16 @@ reading at the same moment (leaderboards, ledgers, benchmark tables).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from pathlib import Path
+from typing import Iterator
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; `exclusive` then only does what it wraps
+    fcntl = None
 
 
 def temp_beside(path: str | Path) -> Path:
@@ -29,3 +36,24 @@ def write_atomic(path: str | Path, content: str | bytes) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+@contextlib.contextmanager
+def exclusive(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``<path>.lock`` (waits for it): one process makes `path`, the others
+    wait and then read it, instead of all making the same file at once (parallel graders, test workers)."""
+    lock = Path(path).with_name(Path(path).name + ".lock")
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(lock, "a")
+    except OSError:  # a read-only folder (the grader's sandbox binds the checkpoint read-only): nothing to guard
+        handle = None
+    if handle is None or fcntl is None:
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

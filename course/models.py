@@ -226,12 +226,13 @@ def baseline(track: str | tuple[int, ...] | None = None, seed: int = config.SEED
     """
     track = CONTEXT.track(track)
     path = checkpoint_path(track, seed)
-    if path.is_file() and not retrain:
-        try:
-            return CNNClassifier.load(path)
-        except Exception:  # a stale or broken checkpoint: retrain and replace it
-            pass
-    ds = data.split(track).public  # not data.load: the active track stays as it is
-    model = CNNClassifier(random_state=seed).fit(ds.images, ds.labels)
-    model.save(path)
-    return model
+    with files.exclusive(path):  # another process training the same baseline: wait for it, then load
+        if path.is_file() and not retrain:
+            try:
+                return CNNClassifier.load(path)
+            except Exception:  # a stale or broken checkpoint: retrain and replace it
+                pass
+        ds = data.split(track).public  # not data.load: the active track stays as it is
+        model = CNNClassifier(random_state=seed).fit(ds.images, ds.labels)
+        model.save(path)
+        return model
