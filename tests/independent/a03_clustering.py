@@ -39,20 +39,13 @@ def propagate(ids, known):
     "ex5_loop": '''
 stable = float(stability(z, K))
 trusted = False
-known, bought = {}, []
-
-def buy(row):
-    if row not in known:
-        known[row] = int(oracle.annotate(int(subset[row])))
-        bought.append(row)
-
 ids = first
 if stable >= AGREE:
     typical_rows = most_typical(z, ids)
     sizes = np.bincount(ids, minlength=K)
     largest_first = sorted(range(K), key=lambda c: -sizes[c])
     for c in largest_first[:-1]:
-        buy(int(typical_rows[c]))
+        buy([typical_rows[c]])
     left = [d for d in ds.track if d not in known.values()]
     if len(left) == 1:
         known[int(typical_rows[largest_first[-1]])] = left[0]
@@ -63,7 +56,7 @@ while not trusted and len(set(known.values())) < len(ds.track) and rounds_left >
     n, rounds_left = 2 * n, rounds_left - 1
     ids = cluster(z, n)
     for row in most_typical(z, ids):
-        buy(int(row))
+        buy([row])
 head = LogisticRegression(max_iter=MAX_ITER).fit(z, propagate(ids, known))
 def predict(images):
     return head.predict(features_of(images)).astype(int)
