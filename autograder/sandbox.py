@@ -7,12 +7,14 @@ user before Python starts. The kernel sees (`Sandbox.argv`):
 
 - read-only: the system's ``/usr`` (and ``/bin``, ``/sbin``, ``/lib*`` or their
   merged-usr links), a few files of ``/etc`` (`ETC`), the CPU topology (`SYS`), the Python environment
-  (``sys.prefix`` and ``sys.base_prefix``) without the labelled data sets some
-  packages ship (`ENV_DATASETS`), the installed ``course`` package folder only,
+  (``sys.prefix`` and ``sys.base_prefix``, resolved: a venv reached through a link runs from
+  its real folder, `interpreter`, and the links on the way are made inside, `link_chain`)
+  without the labelled data sets some packages ship (`ENV_DATASETS`), the installed ``course`` package folder only,
   this run's grading data, the baseline checkpoint file, the service's socket;
-- writable: its runtime folder (connection file, ZMQ sockets) and a RAM disk
-  ``/tmp`` capped in size, holding its home ``/tmp/home`` and its working
-  folder ``/tmp/work`` (empty at start; the grader never reads it);
+- writable, every one a RAM disk capped in size: its runtime folder (connection file,
+  ZMQ sockets; a RAM disk of its own, `autograder.runfolder.RUNTIME_BYTES`), ``/dev/shm``
+  and ``/tmp``, holding its home ``/tmp/home`` and its working folder ``/tmp/work``
+  (empty at start; the grader never reads it);
 - nothing else: no ``/home``, ``/root``, ``/opt``, ``/var``, ``/srv``, ``/mnt``,
   ``/run``, no other ``/sys``, no course folder, no other submission, no raw MNIST, no
   host socket; an own PID, IPC, UTS, cgroup and network namespace (loopback
