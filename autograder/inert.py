@@ -71,6 +71,7 @@ _GRADE_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")  # nbgrader's own rule for grade
 _NAME = re.compile(r"[A-Za-z0-9_.+-]{1,64}")  # a tag, a kernel, lexer or MIME name
 _TEXT = re.compile(r"[A-Za-z0-9_.+()/:, -]{0,128}")  # a kernel's display name or version: no <>&"'= or `
 _CHECKSUM = re.compile(r"[0-9a-f]{1,128}")
+_MIME = re.compile(r"[A-Za-z0-9.+-]{1,64}/[A-Za-z0-9.+-]{1,64}")
 _ATTACHMENT_REF = re.compile(r"attachment:")
 
 
@@ -88,6 +89,10 @@ def _flag(value: Any) -> Any:
 
 def _name(value: Any) -> Any:
     return value if isinstance(value, str) and _NAME.fullmatch(value) else _DROP
+
+
+def _mime(value: Any) -> Any:
+    return value if isinstance(value, str) and _MIME.fullmatch(value) else _DROP
 
 
 def _text(value: Any) -> Any:
@@ -149,7 +154,7 @@ def _allowed(mapping: Any, schema: dict) -> dict:
 
 NOTEBOOK_METADATA = {
     "kernelspec": {"name": _name, "display_name": _text, "language": _name},
-    "language_info": {"name": _name, "version": _text, "mimetype": _name, "file_extension": _name,
+    "language_info": {"name": _name, "version": _text, "mimetype": _mime, "file_extension": _name,
                       "pygments_lexer": _name, "nbconvert_exporter": _name,
                       "codemirror_mode": lambda v: _allowed(v, {"name": _name, "version": _integer})
                       if isinstance(v, dict) else _name(v)},

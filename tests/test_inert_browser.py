@@ -6,7 +6,8 @@ notebook string into HTML, from the kernel and from the notebook file) is graded
 instructor sees it:
 
 - (a) the formgrader's page: nbconvert's HTML exporter with nbgrader's ``formgrade`` template, as
-  ``nbgrader.server_extensions.formgrader`` configures it;
+  ``nbgrader.server_extensions.formgrader`` configures it, and the real formgrader itself (a Jupyter
+  server with nbgrader's extension on the graded course, its page opened with its own scripts running);
 - (b) the feedback page: the real ``nbgrader generate_feedback`` on the graded course, once as nbgrader
   makes it and once with the course's ``csp.configure_feedback`` (a Content-Security-Policy: the second wall).
 
@@ -22,9 +23,13 @@ Cost: one toy grading of one student (~20-60 s on 2 shared cores), two ``nbgrade
 
 from __future__ import annotations
 
+import secrets
 import shutil
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import nbformat
@@ -108,11 +113,14 @@ _ACTIVE_IN_DOM = """() => {
 }"""
 
 
-def _open(html: str) -> dict:
-    """What the page did in Chromium: its title, dialogs, requests, navigations and active elements."""
+def _open(html: str | None, url: str = f"{ORIGIN}/page.html", origin: str = ORIGIN) -> dict:
+    """What the page did in Chromium: its title, dialogs, requests, navigations and active elements.
+
+    `html`: the page, served at `url` (nothing else is); None: `url` is a live server's page, and every
+    request to `origin` (the server) goes through, every other one is recorded and refused.
+    """
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the dev extra")
-    url = f"{ORIGIN}/page.html"
-    seen: dict = {"requests": [], "dialogs": [], "navigations": [], "popups": []}
+    seen: dict = {"requests": [], "dialogs": [], "navigations": [], "popups": [], "page": url}
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=[
             "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--headless"])
@@ -120,8 +128,10 @@ def _open(html: str) -> dict:
             page = browser.new_page()
 
             def route(r):
-                if r.request.url == url:
+                if html is not None and r.request.url == url:
                     r.fulfill(status=200, content_type="text/html; charset=utf-8", body=html)
+                elif html is None and r.request.url.startswith(origin + "/"):
+                    r.continue_()
                 else:
                     seen["requests"].append(r.request.url)
                     r.abort()
@@ -146,7 +156,7 @@ def _ran(seen: dict, title: str) -> list[str]:
     if seen["title"] != title:
         signs.append(f"title {seen['title']!r}")
     signs += [f"request {u}" for u in seen["requests"] if "evil.test" in u or "pwned" in u]
-    signs += [f"navigation {u}" for u in seen["navigations"] if u != f"{ORIGIN}/page.html"]
+    signs += [f"navigation {u}" for u in seen["navigations"] if u.split("?")[0] != seen["page"].split("?")[0]]
     signs += [f"element {e}" for e in seen["active"]]
     return signs
 
@@ -175,3 +185,58 @@ def test_the_feedback_page_of_a_hostile_submission_runs_nothing(graded, folder):
     seen = _open((graded / folder / "hostile" / A / f"{A}.html").read_text())
     assert _ran(seen, A) == [], f"participant content ran in the feedback page: {_ran(seen, A)}"
     assert _own_requests(seen) <= _own_requests(honest), _own_requests(seen) - _own_requests(honest)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def formgrader(graded):
+    """The instructor's Jupyter server with nbgrader's formgrader on the graded course: (base URL, token)."""
+    port, token = _free_port(), secrets.token_hex(16)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyter_server", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
+         f"--IdentityProvider.token={token}", "--ServerApp.open_browser=False", "--allow-root",
+         f"--ServerApp.root_dir={graded}"],
+        cwd=graded, env=tool_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=5)
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "the Jupyter server did not start"
+                time.sleep(1)
+        yield base, token
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def _submission_id(course: Path, student: str) -> str:
+    from nbgrader.api import Gradebook
+
+    from autograder import layout
+
+    opened = layout.Course.open(course)
+    with Gradebook(opened.db_url, opened.course_id) as gradebook:
+        return gradebook.find_submission_notebook(A, A, student).id
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no system chromium (apt-get install -y chromium)")
+def test_the_real_formgrader_serves_a_hostile_submission_inert(graded, formgrader):
+    base, token = formgrader
+    pages = {}
+    for student in ("honest", "hostile"):
+        pages[student] = _open(None, f"{base}/formgrader/submissions/{_submission_id(graded, student)}/?token={token}",
+                               origin=base)
+        assert _ran(pages[student], A) == [], (student, _ran(pages[student], A))
+    assert _own_requests(pages["hostile"]) <= _own_requests(pages["honest"])
