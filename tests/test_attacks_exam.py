@@ -225,6 +225,7 @@ def test_a_kernel_that_switches_exam_mode_off_still_gets_no_held_out_score(runni
     grading.exam_mode(False)
     monkeypatch.delenv(config.ENV_EXAM, raising=False)
     monkeypatch.setattr(grading, "is_exam", lambda: False)
+    monkeypatch.setattr(CONTEXT, "exam", lambda: False)  # what evaluate and the local ledger ask
     public = truth["public_digits"]
     # 1. the cached service backend: asked for a public score, refused
     with pytest.raises(SubmissionRefusedError, match="no held-out score"):
