@@ -31,7 +31,7 @@ import pytest
 from autograder import clean, judge, leaderboard, sandbox, store, tasks
 from course import data
 from helpers.courses import HONEST, add_submission, fills_folder, make_course, points_only, run_cli, solution
-from helpers.probes import found, kernel_user_pids, probe
+from helpers.probes import descendants, found, kernel_user_pids, probe
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")]
@@ -386,27 +386,6 @@ def test_regrade_gives_the_same_row_and_the_secret_rotates(attacked):
 # --- faults -------------------------------------------------------------------------------------
 
 
-def _children(pid: int) -> list[int]:
-    out = []
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            out.append(int(entry))
-    return out
-
-
-def _descendants(pid: int) -> list[int]:
-    found, todo = [], [pid]
-    while todo:
-        kids = _children(todo.pop())
-        found += kids
-        todo += kids
-    return found
-
-
 def _alive(pids) -> list[int]:
     alive = []
     for pid in pids:
@@ -427,7 +406,7 @@ def test_kill_9_leaves_nothing_and_a_second_run_is_told_then_works(tmp_path):
     deadline = time.time() + 180
     tree = []
     while time.time() < deadline:
-        tree = _descendants(grader.pid)
+        tree = descendants(grader.pid)
         if kernel_user_pids(tree):  # its kernel runs (as 64100 + the slot this grader claimed)
             break
         time.sleep(1)

@@ -59,6 +59,7 @@ from autograder.runner import DEFAULT_OUTPUT_MB
 from autograder.event import pool, store
 from course import data
 from tests.helpers import events as es
+from tests.helpers.probes import descendants_fast
 from tests.helpers.rows import row as stored_row
 from tests.helpers.courses import HONEST, TOY, make_course, solution, tool_env
 
@@ -86,20 +87,6 @@ HOG_MB = 300
 HOG_CODE = (f"from IPython.display import display\nbig = 'x' * ({HOG_MB} * 2**20)\n"
             "display({'text/plain': big}, raw=True)  # one message; the grader keeps none of it (output cap)\n"
             "del big\n" + HONEST)
-
-
-def _descendants(pid: int) -> list[int]:
-    found, todo = [], [pid]
-    while todo:
-        parent = todo.pop()
-        try:
-            with open(f"/proc/{parent}/task/{parent}/children") as f:
-                kids = [int(k) for k in f.read().split()]
-        except OSError:
-            continue
-        found += kids
-        todo += kids
-    return found
 
 
 def _worker_peak_mb(pids: list[int], peak: float, workers: set[int]) -> float:
@@ -163,7 +150,7 @@ def verified(tmp_path_factory):
 
     def watch():
         while process.poll() is None:
-            peak[0] = _worker_peak_mb(_descendants(process.pid), peak[0], workers)
+            peak[0] = _worker_peak_mb(descendants_fast(process.pid), peak[0], workers)
             time.sleep(0.02)
 
     watcher = threading.Thread(target=watch, daemon=True)
