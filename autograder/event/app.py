@@ -177,6 +177,71 @@ def invites_csv(invites: list[dict]) -> str:
     return out.getvalue()
 
 
+def _iso(t: float | None) -> str | None:
+    return None if t is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def results(store: Store, code: str) -> dict:
+    """Everything an event's results are, for `autograder event export` and the admin's CSV: the ranking
+    (never frozen), each participant's counts, submission, verification, upload and refusals."""
+    event = store.event(code)
+    rows = rank(store.standings(code))
+    checks, uploads, refusals = store.verifications(code), store.uploads(code), store.refusals(code)
+    out = []
+    for r in rows:
+        check, upload = checks.get(r["id"]), uploads.get(r["id"])
+        out.append({
+            "rank": r["rank"], "id": r["id"], "name": r["name"], "display_name": r["display"],
+            "passed": bool(r["passed"]), "accuracy": r["accuracy"], "annotations": r["annotations"],
+            "n_images": r["n"], "live_annotations": r["count"], "joined_at": _iso(r["joined"]),
+            "submitted_at": _iso(r["submitted"]),
+            "verified": None if check is None else check["status"],
+            "verification": None if check is None else {**check, "time": _iso(check["time"])},
+            "notebook_uploaded_at": None if upload is None else _iso(upload["time"]),
+            "refusals": {reason: c["n"] for reason, c in sorted(refusals.get(r["id"], {}).items())},
+        })
+    return {"event": code, "assignment": event.assignment, "track": event.track_name,
+            "created_at": _iso(event.created), "frozen_at": _iso(event.frozen_at), "closed_at": _iso(event.closed_at),
+            "exported_at": _iso(time.time()), "rule": RULE.format(target=config.TARGET_ACCURACY),
+            "participants": out}
+
+
+RESULT_COLUMNS = ("rank", "name", "display_name", "passed", "annotations", "accuracy", "n_images", "submitted_at",
+                  "live_annotations", "id", "joined_at", "verified", "verified_detail", "notebook_uploaded_at",
+                  "refused")  # the first nine as `Store.results_csv` has them
+
+
+def results_csv(doc: dict) -> str:
+    """The results as CSV (one row per participant, ranked; names as inert spreadsheet text)."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(RESULT_COLUMNS)
+    for r in doc["participants"]:
+        check = r["verification"] or {}
+        writer.writerow([
+            "" if r["rank"] is None else r["rank"], safe_cell(r["name"]), r["display_name"], int(r["passed"]),
+            "" if r["annotations"] is None else r["annotations"],
+            "" if r["accuracy"] is None else f"{r['accuracy']:.6f}", r["n_images"] or "", r["submitted_at"] or "",
+            r["live_annotations"], r["id"], r["joined_at"] or "", r["verified"] or "",
+            safe_cell(check.get("detail") or ""),
+            r["notebook_uploaded_at"] or "", "; ".join(f"{k} {n}" for k, n in r["refusals"].items())])
+    return out.getvalue()
+
+
+def results_json(doc: dict) -> str:
+    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+
+
+def readable_entry(entry: dict) -> dict:
+    """A ledger entry as the admin page shows it: a refusal always has its HTTP status and reason (the
+    rules' refusals are logged without them: the status the server answered and the error kind)."""
+    if not entry.get("ok"):
+        entry.setdefault("status", STATUS.get(entry.get("error"), 400))
+        if not entry.get("reason"):
+            entry["reason"] = entry.get("error")
+    return entry
+
+
 def verified(check: dict | None) -> dict:
     """What the board shows of a verification: its status, and the re-run's numbers when they differ."""
     if check is None:
@@ -672,8 +737,9 @@ class EventServer:
         return event
 
 
-def create_app(store: Store, *, rate: float = RATE, burst: int = BURST) -> FastAPI:
-    """The FastAPI application serving every event in `store`."""
+def create_app(store: Store, *, rate: float = RATE, burst: int = BURST, public_url: str | None = None) -> FastAPI:
+    """The FastAPI application serving every event in `store`; `public_url` is the address the board tells
+    participants to join (``autograder serve --public-url``; default: the address the board was opened at)."""
     server = EventServer(store, rate, burst)
 
     @contextlib.asynccontextmanager
@@ -848,9 +914,14 @@ def create_app(store: Store, *, rate: float = RATE, burst: int = BURST) -> FastA
         return RedirectResponse(f"/board/{events[-1].code}", 307)
 
     @app.get("/board/{code}", response_class=HTMLResponse)
-    def board_page(code: str):
+    def board_page(code: str, request: Request):
         event = server.event(code)
-        return pages.board(event.code, event.assignment, event.track_name, event.roster)
+        url = public_url or str(request.base_url).rstrip("/")
+        return pages.board(event.code, event.assignment, event.track_name, event.roster, public_url=url)
+
+    @app.get("/", include_in_schema=False)
+    def root():  # the join address itself (the board's QR code): a phone that scans it lands on the board
+        return RedirectResponse("/board", 307)
 
     @app.get("/admin", response_class=HTMLResponse)
     def admin_page():
@@ -866,6 +937,7 @@ def create_app(store: Store, *, rate: float = RATE, burst: int = BURST) -> FastA
                 "board_link": board_link(code, request.headers.get("authorization", "")[7:].strip()),
                 "frozen": event.frozen_at is not None, "closed": event.closed_at is not None,
                 "roster": store.invites(code) if event.roster else None,
+                "now": time.time(),
                 "participants": [{"id": r["id"], "name": r["name"], "display_name": r["display"],
                                   "joined": r["joined"], "annotations": r["count"], "rank": r["rank"],
                                   "passed": r["passed"], "accuracy": r["accuracy"],
@@ -873,7 +945,11 @@ def create_app(store: Store, *, rate: float = RATE, burst: int = BURST) -> FastA
                                   "notebook": uploads.get(r["id"]), "verification": checks.get(r["id"]),
                                   "refusals": refusals.get(r["id"], {})}
                                  for r in rows],
-                "failures": store.failures(code)}
+                "failures": failures(code, rows)}
+
+    def failures(code: str, rows: list[dict]) -> list[dict]:
+        ids = {r["name"]: r["id"] for r in rows}  # names are unique in an event
+        return [{**readable_entry(f), "participant": ids.get(f["name"])} for f in store.failures(code)]
 
     @app.get("/api/admin/{code}/invites.csv")
     def admin_invites(code: str, request: Request):
@@ -887,13 +963,14 @@ def create_app(store: Store, *, rate: float = RATE, burst: int = BURST) -> FastA
         server.flush_refusals(code)
         if not any(r["id"] == pid for r in store.standings(code)):
             raise Refused(404, f"no participant {pid} in event {code}.")
-        return {"participant": pid, "entries": store.ledger(pid),
+        return {"participant": pid, "entries": [readable_entry(e) for e in store.ledger(pid)],
                 "refusals": store.refusals(code).get(pid, {})}
 
     @app.get("/api/admin/{code}/results.csv")
     def admin_csv(code: str, request: Request):
         server.admin(code, request)
-        return PlainTextResponse(store.results_csv(code), media_type="text/csv",
+        server.flush_refusals(code)
+        return PlainTextResponse(results_csv(results(store, code)), media_type="text/csv",
                                  headers={"Content-Disposition": f'attachment; filename="event-{code}.csv"'})
 
     @app.post("/api/admin/{code}/freeze")
