@@ -24,7 +24,7 @@ from helpers.courses import HONEST, make_course, run_cli, solution
 from helpers.probes import kernels_below, mentioning, wait_until
 
 ASSIGNMENT = "toy"
-SLOW = HONEST + "\nimport time\ntime.sleep(600)\n"  # still running when the grader is killed (its kernel is up)
+SLOW = HONEST + "\nimport time\ntime.sleep(20)\n"  # still running when the grader is killed (its kernel is up)
 STUDENTS = {"a_first": None, "b_slow": solution(SLOW), "c_after": solution("raise ValueError('late')")}
 
 
