@@ -19,6 +19,7 @@ import getpass
 import hashlib
 import json
 import os
+import re
 import secrets
 import time
 import urllib.error
@@ -30,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from course import config, protocol
+from course import config, files, protocol
 from course.exceptions import ServiceError
 from course.remote import RemoteBackend
 
@@ -127,8 +128,35 @@ def pool_dir(joined: Joined) -> Path:
         target = folder / POOL_FILE
         if not (target.is_file() and target.stat().st_size == joined.pool_bytes):
             _download(joined, target)
+        install_baseline(target)
         _POOL_DIR[key] = folder
     return _POOL_DIR[key]
+
+
+BASELINE_FILE = re.compile(r"baseline-v[0-9]+-track[0-9]+-seed[0-9]+\.pt")  # `course.models.checkpoint_path`'s names
+
+
+def install_baseline(pool_file: Path) -> Path | None:
+    """Put the baseline checkpoint that came with the event's pool (``autograder event create`` adds it) into
+    the model cache, where `course.models.baseline()` finds it, so nobody trains it on the day; a checkpoint
+    already there is kept. It saw only merged labels. Returns its path, None if the pool has none.
+
+    The file name comes from the server, so only a plain checkpoint name is used (never a path), and
+    `course.models` loads it as weights only."""
+    try:
+        with np.load(pool_file) as f:
+            if "baseline" not in f.files or "baseline_file" not in f.files:
+                return None
+            name = str(f["baseline_file"])
+            if not BASELINE_FILE.fullmatch(name):
+                return None
+            target = config.cache_dir() / "models" / name
+            if target.is_file():
+                return target
+            files.write_atomic(target, f["baseline"].tobytes())
+    except (OSError, ValueError, KeyError):  # a pool without one, or a cache that cannot be written: trained later
+        return None
+    return target
 
 
 class EventBackend(RemoteBackend):

@@ -242,6 +242,7 @@ function indices(e) {  // the pool indices of an annotate request: those newly c
   return shown.join(', ') + (total > shown.length ? ` ... (${total} in all)` : '');
 }
 const SORTS = {};  // table id -> [column key, direction]
+const LONG = ['message', 'verified', 'refused', 'indices'];  // columns whose text wraps
 // cols: [key, header, how to show (optional)]; a column's value sorts numerically when it is a number
 function table(el, rows, cols, link) {
   const [skey, sdir] = SORTS[el.id] || [null, 1];
@@ -269,6 +270,7 @@ function table(el, rows, cols, link) {
         a.onclick = ev => { ev.preventDefault(); document.getElementById('pid').value = r[link[key]]; ledger(); };
         td.appendChild(a);
       } else td.textContent = text;
+      if (LONG.includes(key)) td.className = 'long';
       tr.appendChild(td); }
     el.appendChild(tr); }
 }
@@ -293,7 +295,7 @@ async function load() {
          hidden)));
       p.notebook_time = p.notebook === null ? null : p.notebook.time;
       p.refused = Object.entries(p.refusals).map(([why, c]) => `${why} ${c.n}`).join(', ');
-      p.passed_text = p.accuracy === null ? 'no submission yet' : (p.passed ? 'yes' : 'no');
+      p.passed_text = p.accuracy === null ? 'not yet' : (p.passed ? 'yes' : 'no');
     }
     table(document.getElementById('participants'), d.participants,
       [['rank', 'rank'], ['id', 'id'], ['name', 'name'], ['display_name', 'on the board'],
@@ -362,7 +364,7 @@ def admin() -> str:
     style = _STYLE.replace("#111", "#fafafa").replace("#eee", "#111").replace("#222", "#eee")
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Event admin</title>
 <style>{style} table{{font-size:1rem}} td,th{{text-align:left;color:#111;vertical-align:top}}
-td{{white-space:normal;max-width:40em}} tr:nth-child(even) td{{background:#f0f0f0}} tr.refused td{{color:#900}}
+td{{white-space:nowrap}} td.long{{white-space:normal;min-width:12em;max-width:36em}} tr:nth-child(even) td{{background:#f0f0f0}} tr.refused td{{color:#900}}
 button.sort{{all:unset;cursor:pointer;font-weight:700}} button.sort:hover{{text-decoration:underline}}</style></head><body>
 <h1>Event admin</h1>
 <form id="login">code <input name="code" size="8"> admin token <input name="token" type="password" size="34">
