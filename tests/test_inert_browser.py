@@ -35,6 +35,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from autograder import store
 from fixtures import hostile_notebook as hostile
 from helpers.courses import HONEST, TOY, make_course, run_cli, solution, tool_env
 
@@ -68,6 +69,8 @@ def graded(tmp_path_factory) -> Path:
                          assignments={A: _assignment()})
     run = run_cli("grade", A, "--course", str(course), "--memory", "3", "--timeout", "300")
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    rows = {r.student: r for r in store.load(course, A)}
+    assert rows["hostile"].status == "ok" and rows["hostile"].passed, rows["hostile"]  # kept, so the pages show it
     _feedback(course)  # inert pages alone: the first wall
     shutil.move(course / "feedback", course / "feedback-plain")
     with open(course / "nbgrader_config.py", "a") as config:  # as the course's own nbgrader_config.py does
