@@ -74,15 +74,17 @@ def check_install(libraries: tuple[str, ...] = LIBRARIES, modules: tuple[str, ..
 
 
 def check_cache() -> Check:
-    folder = config.cache_dir()
     fix = ("set COURSE_CACHE_DIR to a folder you can write before starting Jupyter, e.g. "
            "export COURSE_CACHE_DIR=$HOME/dcai-cache")
+    folder = None
     try:
+        folder = config.cache_dir()  # made if missing
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".preflight-") as probe:
             probe.write(b"ok")
             probe.flush()
     except OSError as exc:
+        folder = folder or exc.filename
         return Check("cache", FAIL, f"cannot write the cache folder {folder} ({type(exc).__name__}: "
                                     f"{exc.strerror or exc})", fix)
     free_mb = shutil.disk_usage(folder).free // 2**20
@@ -187,9 +189,9 @@ def run(event: str | None = None, code: str | None = None, track: str | None = N
     if event:
         found, event_track = check_event(event, code)
         checks.append(found)
-    if checks[0].status == FAIL:
-        checks.append(Check("data" if not event else "baseline", FAIL, "not checked: the install is broken",
-                            "fix the install first"))
+    if checks[0].status == FAIL or checks[1].status == FAIL:
+        broken = "the install is broken" if checks[0].status == FAIL else "the cache folder cannot be written"
+        checks.append(Check("baseline", FAIL, f"not checked: {broken}", "fix the lines above first"))
         return checks
     if not event:
         checks.append(check_data())
