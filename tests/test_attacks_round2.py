@@ -385,7 +385,7 @@ def test_a_few_addresses_cannot_hold_every_board_stream(own_event):
                 conn.sendall(request)
                 held.append(conn)
         time.sleep(1)
-        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as projector:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=60) as projector:  # a hang bound
             projector.sendall(request)
             head = projector.recv(64)
     finally:
