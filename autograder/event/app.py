@@ -8,14 +8,16 @@ Participant routes (``Authorization: Bearer <participant token>`` except join):
     POST /api/events/{code}/op        one `course.protocol` request -> its reply
     POST /api/events/{code}/notebook  the participant's .ipynb (for `autograder verify`; the last one wins)
 
-Public routes: ``GET /board``, ``/board/{code}``, ``/api/events/{code}/board`` (JSON),
+Public routes: ``GET /`` (redirects to ``/board``: the board's QR code is the join address), ``GET /board``,
+``/board/{code}``, ``/api/events/{code}/board`` (JSON),
 ``/api/events/{code}/stream`` (server-sent events), ``/api/health``. They need no token, so they and
 the pool take a token from a per-address bucket before any work, board streams are capped per
 address and in all (`limits`), and every open stream sends the same board JSON, built once per
 (event, version), never a query of its own.
 Instructor routes (``Authorization: Bearer <admin token>``): ``GET /admin`` (the page),
 ``GET /api/admin/{code}``, ``GET /api/admin/{code}/ledger/{participant}``,
-``GET /api/admin/{code}/results.csv``, ``GET /api/admin/{code}/invites.csv`` (a roster event),
+``GET /api/admin/{code}/results.csv`` (`results_csv`, as ``autograder event export``),
+``GET /api/admin/{code}/invites.csv`` (a roster event),
 (the admin view and a participant's ledger carry their refusal counts per reason, ``refusals``)
 ``POST /api/admin/{code}/freeze`` ``{"frozen": true}``,
 ``POST /api/admin/{code}/close``.

@@ -1,10 +1,17 @@
 """The board (projector) and the instructor's page: self-contained HTML, nothing loaded from the internet.
 
-The board shows display names only (pseudonyms), never a real name or a token, and each
+The board is made for a projector: the join address (``autograder serve --public-url``, else the
+machine's LAN address) and the code are its largest text, with a QR code of the address drawn here
+(segno, inline SVG: no script, nothing fetched); no horizontal scroll from 1024 px up, and at
+1920x1080 the table and a scatter sized to its box fill the screen (`tests/test_board_projector.py`).
+It shows display names only (pseudonyms), never a real name or a token, and each
 entry's `autograder verify` result; it follows ``/api/events/{code}/stream`` (server-sent
 events) and redraws the table and the accuracy-vs-annotations scatter without a reload. The admin page asks for the
 event code and admin token (or reads them from the URL fragment, which never reaches
-the server) and calls the ``/api/admin`` routes with the token as a Bearer header.
+the server) and calls the ``/api/admin`` routes with the token as a Bearer header. It shows clock
+times, readable headers, the pool indices of each request and the status and reason of every
+refusal; columns sort on a click, a participant's name opens their ledger. Every participant string
+reaches both pages as text (``textContent``), never as markup.
 """
 
 from __future__ import annotations
@@ -184,7 +191,10 @@ def qr_svg(text: str) -> str:
         import segno
     except ImportError:
         return ""
-    code = segno.make(text, error="m", micro=False)
+    try:
+        code = segno.make(text, error="m", micro=False)
+    except Exception:  # too long for any QR code (an odd Host header): the address is still written out
+        return ""
     return code.svg_inline(scale=10, border=4, dark="#000", light="#fff", omitsize=True)
 
 
