@@ -4,6 +4,7 @@
                                    [--jobs N | --scheduler tcp://HOST:8786] [--threads-per-kernel K] [--db URL]
     autograder leaderboard 03_clustering [--course DIR] [--db URL]
     autograder secret rotate 03_clustering [--course DIR]
+    autograder dry-run [03_clustering] [--course DIR] [--dir DIR] [--open]   (a rehearsal: autograder.dryrun)
     autograder event create --track 7,1 --assignment 03_clustering [--db PATH_OR_URL]   (live event mode:
     autograder serve [--db PATH_OR_URL] [--host 127.0.0.1] [--port 8000]                see autograder.event)
 
@@ -34,7 +35,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from autograder import clean, journal, layout, leaderboard, locks, runner, sandbox, secret, store, threads
+from autograder import clean, dryrun, journal, layout, leaderboard, locks, runner, sandbox, secret, store, threads
 from autograder.event import cli as event_cli
 
 
@@ -84,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     sec.add_argument("action", choices=["rotate"])
     sec.add_argument("assignment")
     sec.add_argument("--course", type=Path, default=Path("."), help="course root (default: .)")
+    dryrun.add_command(commands)  # dry-run: a throw-away batch graded and checked (autograder.dryrun)
     event_cli.add_commands(commands)  # serve, event create: live event mode (autograder.event)
     return parser
 
@@ -278,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
         return _grade(args)
     if args.command == "secret":
         return _secret(args)
+    if args.command == "dry-run":
+        return dryrun.run(args)
     if args.command in ("serve", "event", "verify"):
         return event_cli.run(args)
     return _report(args.course.resolve(), args.assignment, args.db)
