@@ -146,7 +146,10 @@ def test_hole4_the_shared_board_shows_no_bought_labels(rounds):
 
 def test_hole4_labels_learnt_in_round_one_point_at_nothing_in_round_two(rounds):
     course = rounds["second_tracks"][("spy", TRACKS[0])]
-    assert course.status == "ok" and course.annotations == 1, course  # it did type them in and submit
-    assert course.accuracy < 0.9, f"round 1's labels still label round 2's images: {course}"
+    assert course.annotations == 1, course  # it typed them in and paid one label
+    # the typed labels name other images now: a model of noise (or, when the paid label is the same digit as the
+    # typed one, a single class that cannot be fitted: no submission)
+    assert not course.passed and (course.accuracy is None or course.accuracy < 0.9), (
+        f"round 1's labels still label round 2's images: {course}")
     spy, honest = rounds["second"]["spy"], rounds["first"]["honest"]
     assert not (spy.passed and spy.annotations < honest.annotations), (spy, honest)
