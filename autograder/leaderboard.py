@@ -7,8 +7,8 @@ with several notebooks is ranked by the attempt `autograder.attempts.RULE` picks
 counted submission, `store.load`), and the ``attempts`` column says how many were graded, so the
 board is no scoring oracle across resubmissions. The HTML
 page is self-contained (inline CSS and JS, columns sortable by a click on their
-header) so an instructor can project it or mail it; the PNG plots annotations
-against accuracy with the 90% line.
+header) so an instructor can project it or mail it; the PNG shows the ranked rows,
+one named row each (names never overlap), with their annotations and their accuracy beside the 90% line.
 
 Graded on several tracks (hidden tracks, `autograder.tracks`), a row is the
 submission's combined row: passed means passed on every track, annotations is the
@@ -50,7 +50,6 @@ CSV_COLUMNS = ["rank", "student", "accuracy", "annotations", "passed", "score", 
                "evaluations", "submissions", "attempts", "review", "detail"]
 POINTS_COLUMNS = ["rank", "student", "passed", "score", "max_score", "status", "attempts", "detail"]  # no submit cell
 TEXT_COLUMNS = frozenset({"student", "passed", "status", "review", "detail"})  # always guarded (`spreadsheet.safe_cell`)
-MAX_LABELLED_POINTS = 40  # name the points of the scatter up to this many submissions
 HIDDEN_LABEL = "hidden {}"  # a hidden track on the projected board: its digits stay the instructor's
 WITHHELD = "message withheld on the board (the instructor has it)"  # a hidden track's own error text
 _ATTEMPTS_NOTE = re.compile(r"; ranked: attempt \d+ of \d+ \([a-z ,:;]+\)"  # autograder.attempts.note, at the end
@@ -378,63 +377,92 @@ Click a column header to sort.</p>
 """
 
 
-def to_png(assignment: str, ranked: list[tuple[int, store.Row]], path: Path,
-           per_track: PerTrack | None = None, labels: Labels | None = None) -> None:
-    import matplotlib
+MAX_PNG_ROWS = 40  # rows drawn in the PNG (the best ranked); the CSV and HTML have them all
+PASSED_COLOUR, FAILED_COLOUR = "#1a7f37", "#cf222e"
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
+def figure(assignment: str, ranked: list[tuple[int, store.Row]], per_track: PerTrack | None = None,
+           labels: Labels | None = None):
+    """The leaderboard's PNG as a matplotlib `Figure` (`to_png` saves it; tests read its artists).
+
+    One row per submission in rank order, named on the y axis, so names never overlap however many
+    share a count: on the left the annotations (bars, integer ticks; each track's count as a hollow
+    marker when graded on several), on the right the accuracy with the 90% line. The legend counts
+    every row of the board, a row without a submission (no accuracy, no count) included.
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import MaxNLocator, PercentFormatter
+
+    shown = ranked[:MAX_PNG_ROWS]
+    more = len(ranked) - len(shown)
+    names = [f"{rank_}. {clean.mathtext(r.student)}" + (" (review)" if r.review else "") for rank_, r in shown]
+    ys = list(range(len(shown)))[::-1]  # rank 1 at the top
+    colours = [PASSED_COLOUR if r.passed else FAILED_COLOUR for _, r in shown]
+    height = max(3.0, 1.6 + 0.32 * len(shown))
+    passed = sum(bool(r.passed) for _, r in ranked)
+    legend = [Patch(color=PASSED_COLOUR, label=f"passed ({passed})"),
+              Patch(color=FAILED_COLOUR, label=f"not passed ({len(ranked) - passed})")]
+    note = f" (best {len(shown)} of {len(ranked)}; all in the CSV)" if more else ""
     if columns(ranked) == POINTS_COLUMNS:  # no submit cell: nbgrader's points per student
-        fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
-        shown = ranked[:MAX_LABELLED_POINTS]
-        ax.barh([clean.mathtext(r.student) for _, r in shown][::-1], [r.score or 0 for _, r in shown][::-1],
-                color=["#1a7f37" if r.passed else "#cf222e" for _, r in shown][::-1])
+        fig = Figure(figsize=(8, height), dpi=120)
+        ax = fig.add_subplot()
+        ax.barh(ys, [r.score or 0 for _, r in shown], color=colours, height=0.6)
+        ax.set_yticks(ys, names)
         ax.set_xlabel("nbgrader points")
-        ax.set_title(f"{clean.mathtext(assignment)}: points (no submit cell)")
+        fig.suptitle(f"{clean.mathtext(assignment)}: points (no submit cell){note}")
+        ax.legend(handles=legend, loc="lower left", bbox_to_anchor=(0, 1.01), ncol=2, frameon=False, borderaxespad=0)
         fig.tight_layout()
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png")
-        plt.close(fig)
-        write_atomic(path, buffer.getvalue())
-        return
-    points = [row for _, row in ranked if row.accuracy is not None and row.annotations is not None]
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
-    for passed, colour, label in ((True, "#1a7f37", "passed"), (False, "#cf222e", "not passed")):
-        chosen = [r for r in points if r.passed == passed]
-        ax.scatter([r.annotations for r in chosen], [r.accuracy for r in chosen], c=colour,
-                   label=f"{label} ({len(chosen)})", s=45, alpha=.85, edgecolors="white", zorder=3)
+        return fig
+    fig = Figure(figsize=(10, height), dpi=120)
+    left, right = fig.subplots(1, 2, sharey=True, gridspec_kw={"width_ratios": [3, 2]})
+    counts = [r.annotations if r.annotations is not None else 0 for _, r in shown]
+    left.barh(ys, counts, color=colours, height=0.6, zorder=2)
+    for y, (_, r) in zip(ys, shown):
+        if r.annotations is None:
+            left.text(0, y, f"  no submission ({r.status})", va="center", fontsize=8, color="#555")
     tracks = track_names(ranked, per_track)
     markers = "^sDvP*"
-    for number, name in enumerate(tracks):  # each track's own numbers, small and hollow
-        parts = [per_track[r.student][name] for r in points if name in per_track.get(r.student, {})]
-        parts = [p for p in parts if p.accuracy is not None and p.annotations is not None]
-        ax.scatter([p.annotations for p in parts], [p.accuracy for p in parts], marker=markers[number % 6],
-                   facecolors="none", edgecolors="#555", s=25, alpha=.7, zorder=2, label=f"track {(labels or {}).get(name, name)}")
-    if len(points) <= MAX_LABELLED_POINTS:
-        for r in points:
-            label = clean.mathtext(r.student) + (" (review)" if r.review else "")
-            ax.annotate(label, (r.annotations, r.accuracy), textcoords="offset points",
-                        xytext=(4, 4), fontsize=8)
-    ax.axhline(config.TARGET_ACCURACY, color="#555", linestyle="--", linewidth=1,
-               label=f"target {config.TARGET_ACCURACY:.0%}")
-    ax.set_xlabel("annotations (distinct labels bought from the oracle)"
-                  + (", total over the hidden tracks" if tracks else ""))
-    ax.set_ylabel("accuracy on the private held-out images" + (" (mean over the hidden tracks)" if tracks else ""))
-    missing = len(ranked) - len(points)
-    ax.set_title(f"{clean.mathtext(assignment)}: annotations vs accuracy"
-                 + (f" ({missing} without a submission not shown)" if missing else ""))
-    low = [r.accuracy - 0.02 for r in points] + [per_track[r.student][n].accuracy - 0.02 for r in points
-                                                 for n in tracks if n in per_track.get(r.student, {})
-                                                 and per_track[r.student][n].accuracy is not None]
-    ax.set_ylim(min([0.4] + low), 1.03)
-    ax.set_xlim(left=0)
-    ax.grid(alpha=.3)
-    ax.legend(loc="best")
+    for number, name in enumerate(tracks):  # each track's own count, small and hollow, on its row
+        spots = [(y, per_track[r.student][name]) for y, (_, r) in zip(ys, shown) if name in per_track.get(r.student, {})]
+        spots = [(y, p) for y, p in spots if p.annotations is not None]
+        handle = left.scatter([p.annotations for _, p in spots], [y for y, _ in spots], marker=markers[number % 6],
+                              facecolors="none", edgecolors="#333", s=30, zorder=3,
+                              label=f"track {(labels or {}).get(name, name)}")
+        legend.append(handle)
+    left.set_yticks(ys, names)
+    left.set_ylim(-0.7, len(shown) - 0.3)
+    left.set_xlim(left=0)
+    left.xaxis.set_major_locator(MaxNLocator(integer=True))
+    left.set_xlabel("annotations (distinct labels bought)" + (",\ntotal over the hidden tracks" if tracks else ""))
+    left.grid(axis="x", alpha=.3, zorder=0)
+    left.legend(handles=legend, loc="lower left", bbox_to_anchor=(0, 1.01), ncol=len(legend), fontsize=8,
+                frameon=False, borderaxespad=0)  # above the bars: it never hides one
+    accuracy = [(y, r.accuracy, colour) for y, (_, r), colour in zip(ys, shown, colours) if r.accuracy is not None]
+    right.scatter([a for _, a, _ in accuracy], [y for y, _, _ in accuracy], c=[c for _, _, c in accuracy], s=45,
+                  zorder=3)
+    right.axvline(config.TARGET_ACCURACY, color="#555", linestyle="--", linewidth=1)
+    right.text(config.TARGET_ACCURACY, len(shown) - 0.35, f" target {config.TARGET_ACCURACY:.0%}", fontsize=8,
+               color="#555", va="bottom")
+    for y, a, _ in accuracy:
+        right.annotate(f"{a:.1%}", (a, y), textcoords="offset points", xytext=(-7, 0), ha="right", va="center",
+                       fontsize=8)
+    low = math.floor(10 * min([0.4] + [a - 0.02 for _, a, _ in accuracy])) / 10
+    right.set_xlim(low, 1.02)
+    right.set_xticks([t / 10 for t in range(round(10 * low), 11)])
+    right.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    right.set_xlabel("accuracy on the private held-out images" + ("\n(mean over the hidden tracks)" if tracks else ""))
+    right.grid(axis="x", alpha=.3)
+    fig.suptitle(f"{clean.mathtext(assignment)}: the ranking{note}")
     fig.tight_layout()
+    return fig
+
+
+def to_png(assignment: str, ranked: list[tuple[int, store.Row]], path: Path,
+           per_track: PerTrack | None = None, labels: Labels | None = None) -> None:
+    """Write `figure` as a PNG at `path` (atomically)."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
+    figure(assignment, ranked, per_track, labels).savefig(buffer, format="png")
     write_atomic(path, buffer.getvalue())
 
 
