@@ -17,8 +17,14 @@ payloads' host, no navigation away, and no element of the loaded page holds a pa
 ``javascript:`` URL or a participant script. The same pages of the honest reference notebook show that
 the check sees a page's own requests and what they are.
 
-Cost: one toy grading of one student (~20-60 s on 2 shared cores), two ``nbgrader generate_feedback``
-(~5 s each), a browser start per page (~2 s).
+Cost: one toy batch of two students, two ``nbgrader generate_feedback``, a Jupyter server and a browser
+start per page: 9 min wall for the module on 2 cores at load ~18 (other test runs), almost all of it waiting
+for the CPU; the kernels' own work is ~20 s per student on a quiet machine.
+
+Before the allow-lists (the previous ``autograder/inert.py``), every page but the one behind the
+Content-Security-Policy ran the image-size payloads (``k-width``, ``k-height``, ``k-jpeg``, ``k-top``,
+``k-update``: title changed, requests to the payloads' host) and fetched a markdown image from it
+(``f-remote``); behind the policy the same handlers were in the page but none ran.
 """
 
 from __future__ import annotations
