@@ -19,7 +19,7 @@ the check sees a page's own requests and what they are.
 
 Cost: one toy batch of two students, two ``nbgrader generate_feedback``, a Jupyter server and a browser
 start per page: 9 min wall for the module on 2 cores at load ~18 (other test runs), almost all of it waiting
-for the CPU; the kernels' own work is ~20 s per student on a quiet machine.
+for the CPU (test_attacks_round3 measured 10-19 s per student and track for the kernels themselves).
 
 Before the allow-lists (the previous ``autograder/inert.py``), every page but the one behind the
 Content-Security-Policy ran the image-size payloads (``k-width``, ``k-height``, ``k-jpeg``, ``k-top``,
