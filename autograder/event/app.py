@@ -234,16 +234,6 @@ def results_json(doc: dict) -> str:
     return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
 
 
-def readable_entry(entry: dict) -> dict:
-    """A ledger entry as the admin page shows it: a refusal always has its HTTP status and reason (the
-    rules' refusals are logged without them: the status the server answered and the error kind)."""
-    if not entry.get("ok"):
-        entry.setdefault("status", STATUS.get(entry.get("error"), 400))
-        if not entry.get("reason"):
-            entry["reason"] = entry.get("error")
-    return entry
-
-
 def verified(check: dict | None) -> dict:
     """What the board shows of a verification: its status, and the re-run's numbers when they differ."""
     if check is None:
@@ -940,6 +930,8 @@ def create_app(store: Store, *, rate: float = RATE, burst: int = BURST, public_u
                 "frozen": event.frozen_at is not None, "closed": event.closed_at is not None,
                 "roster": store.invites(code) if event.roster else None,
                 "now": time.time(),
+                # the HTTP status of a refusal by the rules (their ledger entries carry none): the page shows it
+                "refusal_status": {**{kind: 400 for kind in protocol.ERRORS}, **STATUS},
                 "participants": [{"id": r["id"], "name": r["name"], "display_name": r["display"],
                                   "joined": r["joined"], "annotations": r["count"], "rank": r["rank"],
                                   "passed": r["passed"], "accuracy": r["accuracy"],
@@ -951,7 +943,7 @@ def create_app(store: Store, *, rate: float = RATE, burst: int = BURST, public_u
 
     def failures(code: str, rows: list[dict]) -> list[dict]:
         ids = {r["name"]: r["id"] for r in rows}  # names are unique in an event
-        return [{**readable_entry(f), "participant": ids.get(f["name"])} for f in store.failures(code)]
+        return [{**f, "participant": ids.get(f["name"])} for f in store.failures(code)]
 
     @app.get("/api/admin/{code}/invites.csv")
     def admin_invites(code: str, request: Request):
@@ -965,7 +957,7 @@ def create_app(store: Store, *, rate: float = RATE, burst: int = BURST, public_u
         server.flush_refusals(code)
         if not any(r["id"] == pid for r in store.standings(code)):
             raise Refused(404, f"no participant {pid} in event {code}.")
-        return {"participant": pid, "entries": [readable_entry(e) for e in store.ledger(pid)],
+        return {"participant": pid, "entries": store.ledger(pid),
                 "refusals": store.refusals(code).get(pid, {})}
 
     @app.get("/api/admin/{code}/results.csv")

@@ -251,6 +251,14 @@ function indices(e) {  // the pool indices of an annotate request: those newly c
   const total = e.ok && Array.isArray(e.new) ? e.n_new : e.n_indices;
   return shown.join(', ') + (total > shown.length ? ` ... (${total} in all)` : '');
 }
+let STATUSES = {};  // a refusal by the rules is logged without its HTTP status: the one the server answered
+function readable(e) {  // every refusal shows an HTTP status and a reason (the rules' reason is the error kind)
+  if (e.ok === false) {
+    if (e.status === undefined || e.status === null) e.status = STATUSES[e.error] || 400;
+    if (!e.reason) e.reason = e.error;
+  }
+  return e;
+}
 const SORTS = {};  // table id -> [column key, direction]
 const LONG = ['message', 'verified', 'refused', 'indices'];  // columns whose text wraps
 // cols: [key, header, how to show (optional)]; a column's value sorts numerically when it is a number
@@ -291,7 +299,8 @@ async function load() {
       `${d.assignment}, track ${d.track}: ${d.participants.length} participants` +
       (d.frozen ? ', board frozen' : '') + (d.closed ? ', closed' : '') + ` (as of ${when(d.now)})`;
     const link = document.getElementById('boardlink'); link.href = d.board_link; link.textContent = d.board_link;
-    NAMES = {};
+    NAMES = {}; STATUSES = d.refusal_status || {};
+    d.failures.forEach(readable);
     for (const p of d.participants) {
       NAMES[p.id] = p.name;
       const v = p.verification;
@@ -337,7 +346,7 @@ async function ledger() {
     out.textContent = '';
     document.getElementById('ledger-who').textContent =
       `participant ${pid}` + (NAMES[pid] !== undefined ? `: ${NAMES[pid]}` : '') + `, ${d.entries.length} requests`;
-    for (const e of d.entries) { e.result = e.ok ? 'ok' : 'refused'; }
+    for (const e of d.entries) { readable(e); e.result = e.ok ? 'ok' : 'refused'; }
     table(document.getElementById('ledger'), d.entries,
       [['seq', '#'], ['time', 'time', r => when(r.time)], ['op', 'request'], ['result', 'result'],
        ['indices', 'pool indices', indices], ['n_new', 'newly charged'], ['count', 'annotations after'],
