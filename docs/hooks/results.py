@@ -34,6 +34,8 @@ The names (``python docs/hooks/results.py`` lists them all with their values):
   full run before exam mode (``results.json``), for comparison;
 - ``first_batch.*``: the tutorial's batch run for real (``first_batch/``): ``.grade_output``,
   ``.leaderboard_output``, ``.csv``, ``.when``;
+- ``dry_run.*``: the instructor's dry run, timed (``dry_run/``, ``python -m benchmarks.dry_run``):
+  ``.output``, ``.wall_min``, ``.when``;
 - ``library.*``: the `course` library's speed (``library_speed/library_speed.json``), when
   that file exists.
 """
@@ -346,6 +348,16 @@ def _first_batch_values(values: dict) -> None:
     values["first_batch.grade_min"] = f"{meta['grade_s'] / 60:.0f}"
 
 
+def _dry_run_values(values: dict) -> None:
+    folder = RESULTS / "dry_run"
+    if not (folder / "meta.json").exists():
+        return
+    meta = _load(folder / "meta.json")
+    values["dry_run.output"] = (folder / "output.txt").read_text().rstrip("\n")
+    values["dry_run.wall_min"] = f"{meta['wall_s'] / 60:.0f}"
+    values["dry_run.when"] = f"{meta['when']}, {meta['cores']} cores, load average {meta['load_average']}"
+
+
 def _library_values(values: dict) -> None:
     path = RESULTS / "library_speed" / "library_speed.json"
     if not path.exists():
@@ -362,7 +374,8 @@ def values() -> dict[str, str]:
     """Every name a page may use, with its rendered value."""
     out: dict[str, str] = {}
     for part in (_exam_values, _practice_values, _peer_values, _speed_values, _throughput_values, _event_values,
-                 _tracks_values, _install_values, _first_batch_values, _library_values):
+                 _tracks_values, _install_values, _first_batch_values, _dry_run_values,
+                 _library_values):
         part(out)
     return out
 
