@@ -287,7 +287,11 @@ def plot(results: dict, summary: dict, path: Path) -> None:
         ax.set_title(f"track {track} ({_seeds(results['meta']['seeds'])}, median)")
         ax.grid(alpha=0.3)
     # one legend under the panels: inside, it would cover the curves it explains
-    handles, labels = axes[0][-1].get_legend_handles_labels()
+    legend: dict[str, object] = {}  # every panel's entries once (a notebook may be run on one track only)
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    handles, labels = list(legend.values()), list(legend)
     ncol = 2 if len(tracks) == 1 else 5
     rows = -(-len(labels) // ncol)
     fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=ncol, frameon=False)
