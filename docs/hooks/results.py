@@ -37,7 +37,9 @@ The names (``python docs/hooks/results.py`` lists them all with their values):
 - ``dry_run.*``: the instructor's dry run, timed (``dry_run/``, ``python -m benchmarks.dry_run``):
   ``.output``, ``.wall_min``, ``.when``;
 - ``library.*``: the `course` library's speed (``library_speed/library_speed.json``), when
-  that file exists.
+  that file exists;
+- any other ``<folder>/<folder>.json``: its top-level (and ``meta``) numbers and strings as
+  ``<folder>.<key>``, e.g. ``throughput.n`` (see `_generic_values`).
 """
 
 from __future__ import annotations
@@ -367,6 +369,23 @@ def _library_values(values: dict) -> None:
         if isinstance(v, float):
             values[f"library.{k}"] = f"{v:.3f}" if v < 0.1 else (f"{100 * v:.1f}" if k == "accuracy" else f"{v:.2f}")
     values["library.source"] = f"`python benchmarks/library_speed.py`, {data['meta']['when']}, {data['meta']['machine']}"
+
+
+def _generic_values(values: dict) -> None:
+    """Any other results file ``<folder>/<folder>.json``: its top-level numbers and strings (and its
+    ``meta``'s) as ``results.<folder>.<key>`` (folder dashes as underscores), for a benchmark
+    without a section of its own here. Numbers are shown as written in the file."""
+    for path in sorted(RESULTS.glob("*/*.json")):
+        if path.stem != path.parent.name:
+            continue
+        data = _load(path)
+        if not isinstance(data, dict):
+            continue
+        prefix = path.parent.name.replace("-", "_")
+        for scope in (data, data.get("meta") if isinstance(data.get("meta"), dict) else {}):
+            for key, value in scope.items():
+                if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+                    values.setdefault(f"{prefix}.{key}", f"{value:g}" if isinstance(value, float) else str(value))
 
 
 @lru_cache(maxsize=1)
