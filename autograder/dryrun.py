@@ -184,7 +184,7 @@ def report(compared) -> str:
         mark = "as expected" if not problems else "DIFFERENT: " + "; ".join(problems)
         lines.append(f"{e.student:6} {e.what}")
         lines.append(f"       expected: {want} ({e.why})")
-        detail = "" if row is None else " | " + _short(row.detail)
+        detail = "" if row is None else " | " + _short(_why(row.detail))
         lines.append(f"       graded:   {got}{detail}")
         lines.append(f"       {mark}")
     bad = sum(bool(p) for _, _, p in compared)
@@ -193,7 +193,13 @@ def report(compared) -> str:
     return "\n".join(lines)
 
 
-def _short(text: str, width: int = 110) -> str:
+def _why(detail: str) -> str:
+    """The part of a stored detail that says why: its first error when it has one."""
+    head, found, error = (detail or "").partition("first error: ")
+    return f"{head.split(' (')[0].split(';')[0]}; first error: {error}" if found else detail or ""
+
+
+def _short(text: str, width: int = 140) -> str:
     text = " ".join((text or "").split())
     return text if len(text) <= width else text[: width - 3] + "..."
 
