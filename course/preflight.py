@@ -102,7 +102,8 @@ def check_data() -> Check:
             return Check("data", OK, f"the MNIST files are in {where} ({raw})")
     places = ", ".join(f"{where} ({base / 'MNIST' / 'raw'})" for where, base in data._candidate_dirs())
     return Check("data", FAIL, f"the MNIST files are not here; looked in {places}",
-                 "copy the four MNIST .gz files into the repository's data/MNIST/raw/ (the instructor has them), "
+                 "import the instructor's hand-out (python -m course.cache import DIR), or copy the four MNIST .gz "
+                 "files into the repository's data/MNIST/raw/, "
                  "or go online once and run: python -c \"from course import data; data.load()\" (downloads them); "
                  "at a live event run this with --event <address on the board> instead")
 
@@ -173,7 +174,8 @@ def check_baseline(track: tuple[int, ...], event: bool = False, train: bool = Fa
                      "(no training); python -m course.preflight --train trains it now instead")
     return Check("baseline", FAIL, f"the baseline for track {name} is not trained on this machine "
                                    "(the notebooks would train it on the spot: minutes)",
-                 f"train it now, once: python -m course.preflight --train{_track_arg(track)}")
+                 f"import the instructor's hand-out (python -m course.cache import DIR), or train it now, once: "
+                 f"python -m course.preflight --train{_track_arg(track)}")
 
 
 def _track_arg(track: tuple[int, ...]) -> str:
