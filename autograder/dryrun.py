@@ -258,6 +258,6 @@ def run(args) -> int:
     page = course_dir / "leaderboard" / f"{args.assignment}.html"
     print(f"leaderboard to check: {page} and {page.with_suffix('.png')}")
     print(f"dry run took {time.perf_counter() - start:.0f} s")
-    if args.open:
-        webbrowser.open(page.as_uri())
+    if args.open and not webbrowser.open(page.as_uri()):
+        print(f"no browser to open here: copy {page.parent} to a machine with one", file=sys.stderr)
     return 0 if not any(p for _, _, p in compared) else 1
