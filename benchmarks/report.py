@@ -302,13 +302,12 @@ def plot(results: dict, summary: dict, path: Path) -> None:
     write_atomic(path, buf.getvalue())
 
 
-README_START = "<!-- benchmark-summary:start (written by python -m benchmarks.run --update-readme) -->"
-README_END = "<!-- benchmark-summary:end -->"
-README_BUDGETS = (5, 10, 20)
+SUMMARY_BUDGETS = (5, 10, 20)
 
 
-def readme_summary(results: dict, summary: dict) -> str:
-    """The compact table for the README: budgets to 90%/99% and a few accuracies per track."""
+def summary_markdown(results: dict, summary: dict) -> str:
+    """The compact table of ``summary.md`` (the docs render theirs from results.json): budgets to 90%/99% and
+    a few accuracies per track."""
     meta = results["meta"]
     lines = [f"Measured {meta['date']} on {meta['machine']}; {_seeds(meta['seeds'])} (medians); "
              f"`{meta['command']}` took {meta['wall_s'] / 60:.0f} min. Accuracy in % on the private "
@@ -320,9 +319,9 @@ def readme_summary(results: dict, summary: dict) -> str:
 
 
 def summary_table(results: dict, summary: dict) -> str:
-    """The compact table (Markdown) of `readme_summary` without its header: one row per method."""
+    """The compact table (Markdown) of `summary_markdown` without its header: one row per method."""
     grid = results["grid"]
-    budgets = [b for b in README_BUDGETS if b in grid]
+    budgets = [b for b in SUMMARY_BUDGETS if b in grid]
     tracks = list(summary)
     head = ["method"] + [f"{t}: {c}" for t in tracks for c in ["to 90%", "to 99%"] + [f"@{b}" for b in budgets]]
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
@@ -352,21 +351,6 @@ def summary_table(results: dict, summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def replace_marked(path: Path, start: str, end: str, block: str, what: str, where: str) -> None:
-    """Replace the text between the markers `start` and `end` of the file at `path` with `block` (atomically)."""
-    text = path.read_text(encoding="utf-8")
-    if start not in text or end not in text:
-        raise ValueError(f"{path} has no {what} markers; add the two lines\n{start}\n{end}\nto its {where} first.")
-    before, rest = text.split(start, 1)
-    _, after = rest.split(end, 1)
-    write_atomic(path, before + start + "\n" + block + end + after)
-
-
-def update_readme(path: Path, block: str) -> None:
-    """Replace the text between the README's summary markers with `block` (atomically)."""
-    replace_marked(path, README_START, README_END, block, "benchmark summary", "Benchmarks section")
-
-
 def merge(base: dict, extra: dict) -> dict:
     """`base` plus the reference notebooks and speed of `extra` (a second run, same grid and tracks).
 
@@ -389,7 +373,7 @@ def merge(base: dict, extra: dict) -> dict:
 def main(argv: list[str] | None = None) -> int:
     """Rewrite the outputs of a run from its results.json, merged with a second run if given.
 
-    ``python -m benchmarks.report RUN.json --out DIR [--update-readme README.md]``
+    ``python -m benchmarks.report RUN.json --out DIR``
     ``python -m benchmarks.report BASE.json EXTRA.json --out DIR``
     """
     import argparse
@@ -398,7 +382,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("base", type=Path, help="results.json of a run")
     p.add_argument("extra", type=Path, nargs="?", help="results.json of a second run whose notebooks to add")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--update-readme", type=Path, help="README.md whose summary block to rewrite")
     args = p.parse_args(argv)
     results = json.loads(args.base.read_text())
     if args.extra is not None:
@@ -408,9 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     write_csv(results, args.out / "curves.csv")
     write_atomic(args.out / "results.md", markdown(results, summary))
     plot(results, summary, args.out / "learning_curves.png")
-    write_atomic(args.out / "summary.md", readme_summary(results, summary))
-    if args.update_readme:
-        update_readme(args.update_readme, readme_summary(results, summary))
+    write_atomic(args.out / "summary.md", summary_markdown(results, summary))
     print(f"wrote {args.out}/results.md, learning_curves.png, curves.csv, results.json, summary.md")
     return 0
 

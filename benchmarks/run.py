@@ -27,7 +27,6 @@ from tqdm.auto import tqdm
 from benchmarks import features, peers, report
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-README = Path(__file__).resolve().parent.parent / "README.md"
 FULL_TRACKS = ("7,1", "4,9")
 FULL_SEEDS = 5
 # Every budget up to 50 (the table's budgets and the 90% crossing), coarser up to 100.
@@ -73,8 +72,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--jobs", type=int, default=1, help="notebook gradings at once (default 1)")
     p.add_argument("--notebooks", nargs="+", help="reference assignments (default: 02_baseline .. 05_active_learning)")
     p.add_argument("--no-speed", action="store_true", help="skip the cold/warm notebook timing")
-    p.add_argument("--update-readme", action="store_true",
-                   help="also write the summary table into README.md (between its benchmark markers)")
     p.add_argument("--out", type=Path, default=RESULTS_DIR, help="output folder (default: benchmarks/results)")
     args = p.parse_args(argv)
     if args.smoke:
@@ -165,10 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     report.write_csv(results, args.out / "curves.csv")
     report.write_atomic(args.out / "results.md", report.markdown(results, summary))
     report.plot(results, summary, args.out / "learning_curves.png")
-    report.write_atomic(args.out / "summary.md", report.readme_summary(results, summary))
-    if args.update_readme:
-        report.update_readme(README, report.readme_summary(results, summary))
-        print(f"updated the benchmark summary in {README}", flush=True)
+    report.write_atomic(args.out / "summary.md", report.summary_markdown(results, summary))
     print(f"done in {results['meta']['wall_s'] / 60:.1f} min; wrote {args.out}/results.md, "
           "learning_curves.png, curves.csv, results.json", flush=True)
     return 0

@@ -4,7 +4,7 @@
     python -m benchmarks.tracks --tracks 7,1 2,5 --notebooks 03_clustering
     python -m benchmarks.tracks --render                 # rebuild results.md from results.json
 
-For choosing hidden tracks (README, "Hidden tracks"): an instructor who grades on
+For choosing hidden tracks (docs: "A competition in rounds with hidden tracks"): an instructor who grades on
 extra tracks wants them about as hard as the course track. Per track this measures
 
 - **the reference notebooks** (``source/<assignment>/``, unchanged), each run once in a
@@ -25,8 +25,7 @@ The **difficulty** compares the track with the course track (the first one given
 many times the annotations each method (every reference notebook, random annotations)
 needs on the course track it needs here, geometric mean (see `difficulty`). Writes
 ``results.json`` (after every step, so a cut-short run keeps what it measured) and
-``results.md`` into ``--out`` (default ``benchmarks/results/tracks/``); ``--update-readme``
-also writes the table into the README's hidden-tracks section.
+``results.md`` into ``--out`` (default ``benchmarks/results/tracks/``), which the docs site renders.
 """
 
 from __future__ import annotations
@@ -43,12 +42,10 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.report import replace_marked
 from course import config
 from course.files import write_atomic
 
 OUT = Path(__file__).resolve().parent / "results" / "tracks"
-README = Path(__file__).resolve().parent.parent / "README.md"
 NOTEBOOKS = ("03_clustering", "04_transfer_learning", "05_active_learning")
 TRACKS = ("7,1", "2,5", "3,8", "4,9", "6,0", "2,7", "3,5")
 SEED = 0
@@ -260,25 +257,8 @@ def markdown(results: dict) -> str:
     """The page an instructor reads to choose hidden tracks."""
     meta = results["meta"]
     return ("# Track difficulty\n\n" + _header(meta) + "\n\n" + legend(meta) + "\n\n" + table(results)
-            + "\nChoose hidden tracks rated *similar* to the course track (README, \"Hidden tracks\"). One seed "
+            + "\nChoose hidden tracks rated *similar* to the course track (docs: how-to/competition.md). One seed "
             "per notebook: 05's count varies by a few annotations between seeds.\n")
-
-
-README_START = "<!-- track-difficulty:start (written by python -m benchmarks.tracks --update-readme) -->"
-README_END = "<!-- track-difficulty:end -->"
-
-
-def readme_block(results: dict) -> str:
-    """The README's table: the tracks measured (a cut-short run's others are left out)."""
-    meta = results["meta"]
-    measured = {t: b for t, b in results["tracks"].items() if b.get("notebooks") or b.get("pair")}
-    return (_header(meta) + " " + legend(meta) + " Full page: `benchmarks/results/tracks/results.md`.\n\n"
-            + table(dict(results, tracks=measured)))
-
-
-def update_readme(path: Path, results: dict) -> None:
-    """Replace the text between the README's track-difficulty markers (atomically)."""
-    replace_marked(path, README_START, README_END, readme_block(results), "track-difficulty", "hidden-tracks section")
 
 
 def save(results: dict, out: Path) -> None:
@@ -298,16 +278,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--random-seeds", type=int, default=RANDOM_SEEDS, help="seeds of the random annotations")
     p.add_argument("--out", type=Path, default=OUT, help="output folder (default: benchmarks/results/tracks)")
     p.add_argument("--render", action="store_true", help="only rebuild results.md from --out's results.json")
-    p.add_argument("--update-readme", action="store_true",
-                   help="also write the table into README.md (between its track-difficulty markers)")
     p.add_argument("--resume", action="store_true",
                    help="keep the steps --out's results.json already has (same notebooks and seeds), run the rest")
     args = p.parse_args(argv)
     if args.render:
         results = json.loads((args.out / "results.json").read_text())
         write_atomic(args.out / "results.md", markdown(results))
-        if args.update_readme:
-            update_readme(README, results)
         return 0
     from benchmarks.run import machine
     from course import data
@@ -355,8 +331,6 @@ def main(argv: list[str] | None = None) -> int:
         block["pair"] = measure_pair(track, args.random_seeds)
         checkpoint()
     checkpoint()
-    if args.update_readme:
-        update_readme(README, results)
     print(markdown(results), flush=True)
     return 0
 

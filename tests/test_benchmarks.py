@@ -120,17 +120,6 @@ def test_reference_runs_reach_the_kernel_with_the_benchmarks_track_and_seed(tmp_
         assert r["grade_s"] > 0
 
 
-def test_update_readme_replaces_only_the_marked_block(tmp_path):
-    readme = tmp_path / "README.md"
-    readme.write_text(f"# T\n\nbefore\n{report.README_START}\nold table\n{report.README_END}\nafter\n")
-    report.update_readme(readme, "| new | table |\n")
-    assert readme.read_text() == (f"# T\n\nbefore\n{report.README_START}\n| new | table |\n"
-                                  f"{report.README_END}\nafter\n")
-    readme.write_text("# no markers\n")
-    with pytest.raises(ValueError, match="no benchmark summary markers"):
-        report.update_readme(readme, "x")
-
-
 def _results(notebook_accuracy: float) -> dict:
     """A small results.json as a run writes it: one track, one peer, one notebook."""
     grid = [1, 2, 5]
@@ -148,19 +137,17 @@ def _results(notebook_accuracy: float) -> dict:
     }
 
 
-def test_report_rerenders_a_run_and_the_readme_block(tmp_path):
+def test_report_rerenders_a_run(tmp_path):
     run_json = tmp_path / "run" / "results.json"
     report.write_json(_results(0.991), run_json)
-    readme = tmp_path / "README.md"
-    readme.write_text(f"# T\n{report.README_START}\nold\n{report.README_END}\n")
-    assert report.main([str(run_json), "--out", str(tmp_path / "out"), "--update-readme", str(readme)]) == 0
+    assert report.main([str(run_json), "--out", str(tmp_path / "out")]) == 0
     table = (tmp_path / "out" / "results.md").read_text()
     # random: 90% at budgets 5 and 2 -> median 3.5 -> 4; 99% only by one seed of two -> "> 5"
     assert "| random (conv) | 50.0 | 86.0 | 97.0 | 4 | > 5 |" in table
     assert "| 03_clustering | 2.5 (2-3) | 99.1 (99.1-99.1) | 2/2 | 0 |" in table
     assert "| ceiling, all labels (conv) |" in table
-    block = readme.read_text()
-    assert "\nold\n" not in block and "| 03_clustering | 2.5 (99.1) | 2.5 (99.1) |" in block
+    block = (tmp_path / "out" / "summary.md").read_text()
+    assert "| 03_clustering | 2.5 (99.1) | 2.5 (99.1) |" in block
     # the speed table: no local timings in this run, grader medians of the two graded runs
     assert "| 03_clustering | n/a | n/a | n/a | 20.0 | 30.0 |" in block
     assert (tmp_path / "out" / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"
