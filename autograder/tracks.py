@@ -109,11 +109,14 @@ def reviews(rows: list[store.Row]) -> list[str]:
     notes = []
     if all(r.passed for r in rows) and (note := lopsided(rows)):  # a failed row is not ranked: nothing to check
         notes.append(note)
+    seen: set[str] = set()
     for r in rows:
         if zero_pass(r.passed, r.annotations) and ZERO_NOTE.split(":")[0] not in r.review:  # the judge's, once
             notes.append(f"{r.track}: {ZERO_NOTE}")
-        if r.review:
-            notes.append(f"{r.track}: {r.review}")
+        fresh = [part for part in r.review.split("; ") if part and part not in seen]  # the same note on every track:
+        seen.update(fresh)                                                               # said once
+        if fresh:
+            notes.append(f"{r.track}: {'; '.join(fresh)}")
     return notes
 
 

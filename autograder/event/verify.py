@@ -278,7 +278,8 @@ def decide(event_row: "store.Row", hidden_row: "store.Row", hidden_status: str |
                         "event's digits (e.g. a table of memorised labels, an honest method for the rest)")
         notes = [n for n in notes if not n.startswith("annotations per track far apart")]
     if notes:
-        return "review", "; ".join(notes) + "; read the notebook."
+        text = "; ".join(notes)
+        return "review", text + ("." if text.endswith("read the notebook") else "; read the notebook.")
     return "verified", (f"hidden track {hidden_track}: passed, {hidden_row.accuracy:.2%} with "
                         f"{hidden_row.annotations} annotations (what ranks it: the event's track is known in "
                         "advance, its count buys no rank).")
