@@ -28,15 +28,13 @@ import shutil
 import sys
 from pathlib import Path
 
-from course import config, files
+from course import config, data, files, models
 
 CHECKPOINT = re.compile(r"baseline-v[0-9]+-track[0-9]+-seed[0-9]+\.pt")  # `course.models.checkpoint_path`'s names
 DEFAULT_TRACKS = ("7,1", "4,9")  # the course track and the hard track of the code breakfast
 
 
 def _raw_names() -> list[str]:
-    from course import data
-
     return list(data.RAW_FILES)
 
 
@@ -84,8 +82,6 @@ def _copy(source: Path, target: Path, lock: bool = True) -> None:
 
 def check_checkpoint(path: Path) -> str | None:
     """None when the checkpoint at `path` loads as `course.models` reads it, else why not."""
-    from course import models
-
     try:
         models.CNNClassifier.load(path)
     except Exception as exc:  # not a checkpoint, another version, a planted pickle
@@ -96,8 +92,6 @@ def check_checkpoint(path: Path) -> str | None:
 def check_mnist(raw: Path) -> str | None:
     """None when `raw` holds the four MNIST files with their known checksums (``.gz`` ones are unpacked
     there), else why not."""
-    from course import data
-
     names = _raw_names()
     missing = [n for n in names if not (raw / n).is_file() and not (raw / f"{n}.gz").is_file()]
     if missing:
@@ -153,8 +147,6 @@ def import_handout(folder: Path, out=print) -> int:
 def export_handout(folder: Path, tracks: list[str], out=print) -> int:
     """Write a hand-out to `folder`: the four unpacked MNIST files and the baseline of each track (taken from
     this machine's cache, trained there first when missing). `folder` may exist; its other files are kept."""
-    from course import data, models
-
     folder = Path(folder).expanduser().resolve()
     if folder == config.cache_dir().resolve():
         out(f"{folder} is this machine's cache folder: export to another folder")
