@@ -138,16 +138,14 @@ def _public(text: str, row: store.Row, labels: Labels | None) -> str:
 # chose to print, labels it bought included. (pattern at the start of a judge's detail, phrase shown)
 _KINDS = (
     (r"stopped after the wall-clock limit of (\d+) s", "stopped after the wall-clock limit of {0} s"),
-    (r"the kernel died\b", "the kernel died (crashed, was killed, or ran out of memory)"),
+    (r"the kernel died( in cell \d+)?", "the kernel died{0} (it crashed, or was killed)"),
     (r"nbgrader failed", "nbgrader failed (the instructor has its log)"),
     (r"graded for points only \(no submit cell\)", "graded for points only (no submit cell)"),
     (r"no submission reached the annotation service", "no submission reached the annotation service"),
     (r"\d+ submission\(s\) refused by the service; none counted", "submissions refused by the service; none counted"),
     (r"counted the first of \d+ submissions?; \d+ held-out evaluations?", "counted the first submission"),
-    (r"the notebook used more than ([\d.]+) GB of memory", "the notebook used more than {0} GB of memory: its kernel "
-                                                          "was stopped"),
-    (r"the notebook used more than the ([\d.]+) GB memory limit", "the notebook used more than the {0} GB memory "
-                                                                 "limit"),
+    (r"the notebook used more than the ([\d.]+) GB memory limit( in cell \d+)?",
+     "the notebook used more than the {0} GB memory limit{1}"),  # `autograder.memlimit.detail`
     (r"the notebook's output was too large for the grader", "the notebook's output was too large for the grader: "
                                                             "not graded"),
     (r"grader error", "grader error (the instructor has its message)"),
@@ -172,7 +170,7 @@ def _worded(detail: str) -> str:
     for pattern, shown in _KINDS:
         found = re.match(pattern, detail)
         if found:
-            parts.append(shown.format(*found.groups()))
+            parts.append(shown.format(*(group or "" for group in found.groups())))  # an optional part: ''
             break
     else:
         return DETAIL_WITHHELD

@@ -224,8 +224,12 @@ KERNEL_TEXT = f"RuntimeError: LEAK {BOUGHT_BITS} 7"
      f"{KERNEL_TEXT}; 60 label(s) bought without a counted submission: this attempt counts as the student's graded one",
      "no submission reached the annotation service; labels bought without a counted submission: this attempt counts "
      "as the student's graded one; the notebook raised an error (its feedback shows where)"),
-    (f"the kernel died (crashed, was killed, or ran out of memory at the 3 GB limit) (last error before: {KERNEL_TEXT})",
-     "the kernel died (crashed, was killed, or ran out of memory)"),
+    (f"the kernel died in cell 4 (it crashed, or was killed) (last error before: {KERNEL_TEXT})",
+     "the kernel died in cell 4 (it crashed, or was killed)"),
+    (f"the notebook used more than the 3 GB memory limit in cell 4; use less memory (smaller batches, fewer "
+     f"processes, free what you no longer need); first error: cell 4: {KERNEL_TEXT}",
+     "the notebook used more than the 3 GB memory limit in cell 4; the notebook raised an error (its feedback shows "
+     "where)"),
     (KERNEL_TEXT, "details withheld on the board (the instructor has them)"),
 ])
 def test_the_shared_board_shows_the_graders_words_only(tmp_path, detail, shown):
