@@ -82,7 +82,7 @@ class Dataset:
     test_labels: np.ndarray
     track: tuple[int, ...]
     source: str = field(default="mnist")
-    private_test_size: int | None = field(default=None)  # grading file: private test images (no labels)
+    _private_test_size: int | None = field(default=None, repr=False)  # a grading file's private test images (a count, no labels)
 
     @property
     def classes(self) -> list[int]:
@@ -104,7 +104,7 @@ class Dataset:
         where, scorer = ("the event's", "the event server") if CONTEXT.in_event() else ("the grader's", "the grader")
         return (f"Dataset(track={track_name(self.track)}, {where} {pool}, shuffled; "
                 f"public test={len(self.test_images)} images with merged labels; "
-                f"private test={self.private_test_size} images without labels, scored by {scorer})")
+                f"private test={self._private_test_size} images without labels, scored by {scorer})")
 
 
 @dataclass(frozen=True)
@@ -174,7 +174,7 @@ def _make_public(images, labels, test_images, test_labels, track, source, privat
         test_labels=_readonly(np.asarray(test_labels, dtype=np.int64)),
         track=track,
         source=source,
-        private_test_size=private_test_size,
+        _private_test_size=private_test_size,
     )
 
 
