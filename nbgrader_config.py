@@ -18,7 +18,7 @@ c.ExecutePreprocessor.timeout = 1200
 c.Execute.timeout = 1200
 
 # Feedback pages (nbgrader generate_feedback) carry a Content-Security-Policy that refuses any script
-# but the page's own: the second wall behind autograder.inert (autograder/csp.py).
-from autograder import csp  # noqa: E402
+# but the page's own: the second wall behind autograder.results.inert (autograder/results/csp.py).
+from autograder.results import csp  # noqa: E402
 
 csp.configure_feedback(c)

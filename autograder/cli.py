@@ -4,7 +4,7 @@
                                    [--jobs N | --scheduler tcp://HOST:8786] [--threads-per-kernel K] [--db URL]
     autograder leaderboard 03_clustering [--course DIR] [--db URL]
     autograder secret rotate 03_clustering [--course DIR]
-    autograder dry-run [03_clustering] [--course DIR] [--dir DIR] [--open]   (a rehearsal: autograder.dryrun)
+    autograder dry-run [03_clustering] [--course DIR] [--dir DIR] [--open]   (a rehearsal: autograder.grading.dryrun)
     autograder event create --track 7,1 --assignment 03_clustering [--db PATH_OR_URL]   (live event mode:
     autograder serve [--db PATH_OR_URL] [--host 127.0.0.1] [--port 8000]                see autograder.event)
 
@@ -15,15 +15,15 @@ prints the table. One batch per course at a time: a second ``grade`` says so and
 stops (or queues with ``--wait``). ``leaderboard`` only rebuilds the leaderboard
 from the store. ``secret rotate`` draws a new shuffle secret for an assignment
 (regrade everyone afterwards). ``--tracks 7,1 2,5`` grades every submission once
-per track (hidden tracks, `autograder.tracks`): it passes only if it passes on every
+per track (hidden tracks, `autograder.grading.tracks`): it passes only if it passes on every
 track; the baselines and grading data of all tracks are made before the first
 submission. ``--jobs N`` grades N submissions at once on this machine
-(`autograder.parallel`), ``--scheduler`` on the workers of a Dask cluster
-(`autograder.cluster`); either way this process alone writes the course, and each kernel
-gets the cores of its machine divided by the gradings at once there (`autograder.threads`,
+(`autograder.grading.parallel`), ``--scheduler`` on the workers of a Dask cluster
+(`autograder.grading.cluster`); either way this process alone writes the course, and each kernel
+gets the cores of its machine divided by the gradings at once there (`autograder.sandbox.threads`,
 or ``--threads-per-kernel``). A batch
 killed in the middle (``kill -9``, power cut) resumes when the same command runs
-again: the saved rows are kept, the others graded (`autograder.journal`).
+again: the saved rows are kept, the others graded (`autograder.grading.journal`).
 """
 
 from __future__ import annotations
@@ -35,7 +35,10 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from autograder import clean, dryrun, journal, layout, leaderboard, locks, runner, sandbox, secret, store, threads
+from autograder import layout, sandbox
+from autograder.grading import dryrun, journal, locks, runner, secret
+from autograder.results import clean, leaderboard, store
+from autograder.sandbox import threads
 from autograder.event import cli as event_cli
 
 
@@ -85,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     sec.add_argument("action", choices=["rotate"])
     sec.add_argument("assignment")
     sec.add_argument("--course", type=Path, default=Path("."), help="course root (default: .)")
-    dryrun.add_command(commands)  # dry-run: a throw-away batch graded and checked (autograder.dryrun)
+    dryrun.add_command(commands)  # dry-run: a throw-away batch graded and checked (autograder.grading.dryrun)
     event_cli.add_commands(commands)  # serve, event create: live event mode (autograder.event)
     return parser
 
@@ -96,7 +99,7 @@ def _runner(args):
         raise ValueError("give --jobs (this machine) or --scheduler (a Dask cluster), not both; "
                          "on a cluster, start one `dask worker --nthreads 1` per submission to grade at once")
     if args.scheduler:
-        from autograder import cluster
+        from autograder.grading import cluster
 
         return cluster.DaskRunner(args.scheduler)
     if args.jobs < 1:
@@ -104,7 +107,7 @@ def _runner(args):
                          "on this machine, e.g. --jobs 2; each needs a core and a few GB of memory")
     if args.jobs == 1:
         return None
-    from autograder import parallel
+    from autograder.grading import parallel
 
     return parallel.LocalPool(args.jobs)
 
@@ -136,7 +139,7 @@ def _grade(args) -> int:
             _runner(args)
         threads.check(args.threads_per_kernel)
         if args.scheduler:
-            from autograder import cluster
+            from autograder.grading import cluster
 
             cluster.require()
     except Exception as exc:  # ValueError, cluster.ClusterError

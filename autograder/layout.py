@@ -12,12 +12,11 @@ import hashlib
 import os
 import re
 import unicodedata
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from autograder import clean
+from autograder.results import clean
 
 PRIVATE = ".autograder"
 # ids nbgrader's globbing and format strings handle: no glob characters, no blanks, no "$" or "{}"
@@ -74,30 +73,43 @@ def nbgrader_ids(folders: Iterable[str]) -> dict[str, str]:
     return ids
 
 
-def row_ids(folders: Iterable[str]) -> dict[str, str]:
-    """The student column of each folder's rows: the real name, as one clean line, never another folder's.
+# scripts that one person's name may mix (Japanese writes kanji with kana); any other mix is a lookalike risk
+_ONE_SCRIPT = {"CJK": "CJK", "HIRAGANA": "CJK", "KATAKANA": "CJK"}
 
-    A name that cleaning leaves as it is (accents, CJK and inner blanks included) is its own row id. One
-    that cleaning changes ('alice ', a newline, an escape sequence, a zero-width space, more than
-    `ROW_ID_CHARS` characters) keeps its cleaned form when no other folder has it; else it is shown
-    escaped (Python's repr: the blank or control character visible) and ends with `` /<hash>``: a folder
-    name never holds "/", so no folder's own id can be it.
+
+def _scripts(name: str) -> set[str]:
+    """The scripts of the letters of `name`, by the first word of their Unicode names ('LATIN', 'CYRILLIC')."""
+    found = set()
+    for char in name:
+        if char.isalpha():
+            script = unicodedata.name(char, "UNKNOWN").split()[0]
+            found.add(_ONE_SCRIPT.get(script, script))
+    return found
+
+
+def row_id(folder: str) -> str:
+    """The student column of a folder's rows: its real name when that reads as exactly one name, else escaped.
+
+    The id depends on the name alone, never on which other folders a batch sees: the store files
+    attempts under it, so an id that a later folder could own would hand that student someone else's
+    attempts ('carol' + a zero-width space, cleaned to 'carol' while no 'carol' was there, made the
+    real carol's first counted attempt the attacker's). A name is its own id when cleaning leaves it
+    as it is (accents, CJK and inner blanks included), it is in Unicode's composed form (NFC), and its
+    letters are of one script (a Cyrillic 'а' in a Latin name reads as 'alice'). Any other name is
+    shown escaped (Python's repr: the blank, control or lookalike character visible) and ends with
+    `` /<hash>``: a folder name never holds "/", so no folder's own id can be it.
     """
-    names = sorted(set(folders))
-    cleaned = {f: clean.line(f, ROW_ID_CHARS) for f in names}
-    ids = {f: f for f in names if cleaned[f] == f}
-    shared = Counter(cleaned.values())
-    taken = set(ids.values())
-    for name in names:
-        if name in ids:
-            continue
-        candidate = cleaned[name]
-        if not candidate or shared[candidate] > 1 or candidate in taken:
-            suffix = f" /{_digest(name)[:ESCAPED_HASH_CHARS]}"
-            candidate = clean.text(repr(name), ROW_ID_CHARS - len(suffix), keep_newlines=False) + suffix
-        ids[name] = candidate
-        taken.add(candidate)
-    return ids
+    lookalike = not unicodedata.is_normalized("NFC", folder) or len(_scripts(folder)) > 1
+    if clean.line(folder, ROW_ID_CHARS) == folder and not lookalike:
+        return folder
+    suffix = f" /{_digest(folder)[:ESCAPED_HASH_CHARS]}"
+    shown = ascii(folder) if lookalike else repr(folder)  # a lookalike letter shown as its code point
+    return clean.text(shown, ROW_ID_CHARS - len(suffix), keep_newlines=False) + suffix
+
+
+def row_ids(folders: Iterable[str]) -> dict[str, str]:
+    """`row_id` of each folder (the same for a folder in every batch)."""
+    return {folder: row_id(folder) for folder in set(folders)}
 
 
 def _load_config(course_dir: Path):

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import nbformat
 
-from autograder.runner import tool_env
+from autograder.grading.runner import tool_env
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "benchmarks" / "results" / "first_batch"

@@ -8,7 +8,7 @@ It builds a throw-away course from the repository (nbgrader_config.py and
 source/<assignment>), runs `nbgrader generate_assignment`, then
 1. executes the reference (source) notebook plainly with nbclient, no sandbox and
    no service (local oracle): the cost of "executing the notebook";
-2. grades N copies of it with `autograder.runner.Grader` (sandbox, service,
+2. grades N copies of it with `autograder.grading.runner.Grader` (sandbox, service,
    nbgrader, store) and prints, per submission, the total and its parts, the
    overhead (total minus the plain execution), the batch time and the peak RSS
    of any kernel.
@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from autograder.runner import tool_env
+from autograder.grading.runner import tool_env
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET_OVERHEAD_S = 10.0
@@ -72,7 +72,7 @@ def main() -> None:
 
     from tqdm.auto import tqdm
 
-    from autograder.runner import Grader
+    from autograder.grading.runner import Grader
 
     with tempfile.TemporaryDirectory(prefix="grading-speed-") as tmp:
         course = build_course(args.template.resolve(), args.assignment, Path(tmp))

@@ -4,7 +4,7 @@ Nothing is copied from the notebooks: for each track and seed, a throw-away cour
 folder gets the repository's ``nbgrader_config.py`` and ``source/<assignment>/``,
 ``nbgrader generate_assignment`` registers the assignment, the unchanged source
 notebook is placed as a submission (``submitted/ref-seed<N>/<assignment>/``) and
-`autograder.runner.Grader` grades it exactly as it grades a participant: shuffled
+`autograder.grading.runner.Grader` grades it exactly as it grades a participant: shuffled
 label-free data, the annotation service, the sandboxed kernel, the private split.
 The seed reaches the kernel as env ``COURSE_SEED`` (the grader passes its own
 environment to nbgrader and the kernel; it sets ``COURSE_TRACK`` itself).
@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from autograder.runner import tool_env
+from autograder.grading.runner import tool_env
 from course import config
 
 NOTEBOOKS = ("02_baseline", "03_clustering", "04_transfer_learning", "05_active_learning")
@@ -81,7 +81,7 @@ def _env(**values: str):
 
 def grade_one(course: Path, assignment: str, track: str, seed: int, root: Path = config.REPO_ROOT) -> dict:
     """Grade the source notebook of `assignment` as student ``ref-seed<seed>`` of `course`."""
-    from autograder.runner import Grader
+    from autograder.grading.runner import Grader
 
     student = STUDENT.format(seed=seed)
     target = course / "submitted" / student / assignment

@@ -11,7 +11,7 @@ graded by the real ``autograder grade``:
    started here on loopback.
 
 Each kernel gets the grader's default threads (this machine's cores divided by the
-gradings at once, `autograder.threads`) unless ``--threads-per-kernel`` is given; the
+gradings at once, `autograder.sandbox.threads`) unless ``--threads-per-kernel`` is given; the
 report says how many. For each mode: the wall clock of the command, rows that passed, and the peak memory
 (RSS summed over a worker's process tree: grading process, nbgrader worker, service,
 sandbox, kernel) of each worker, sampled every second. Then the ratios, measured in
@@ -52,8 +52,9 @@ MACHINE_CORES, MACHINE_GB = 8, 32  # the machine the paper plan rents: 8 cores, 
 
 def build_course(template: Path, assignment: str, n: int, where: Path) -> Path:
     """A course with `assignment` generated and N copies of its source notebook submitted."""
-    from autograder import layout, secret
-    from autograder.runner import tool_env
+    from autograder import layout
+    from autograder.grading import secret
+    from autograder.grading.runner import tool_env
 
     course = where / "course"
     (course / "source").mkdir(parents=True)
@@ -137,7 +138,8 @@ def _dask_cluster(tmp: Path, env: dict) -> tuple[str, list[subprocess.Popen]]:
 def grade(mode: str, course: Path, assignment: str, timeout: float, tmp: Path,
           threads_per_kernel: int | None = None) -> dict:
     """Grade every submission of `course` in `mode`; wall clock, rows, peak RSS per worker."""
-    from autograder import store, threads
+    from autograder.results import store
+    from autograder.sandbox import threads
 
     env = dict(os.environ)
     command = [sys.executable, "-m", "autograder.cli", "grade", assignment, "--course", str(course),
@@ -234,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="passed to `autograder grade` (default: its own, the cores divided by the gradings at once)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
-    from autograder.threads import usable_cores
+    from autograder.sandbox.threads import usable_cores
 
     meta = {"assignment": args.assignment, "n": args.n,
             "machine": f"{platform.machine()}, {usable_cores()} cores, "

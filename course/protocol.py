@@ -1,7 +1,7 @@
 """The annotation protocol, defined once: operations, replies, errors, rules, ledger.
 
 Two backends keep the annotation count: `course.oracle.LocalBackend` in the
-participant's own process, and the annotation service (`autograder.service`), a
+participant's own process, and the annotation service (`autograder.grading.service`), a
 separate process under the grader. Both hand every request to the same `Rules`
 object, as the same dict, and get the same reply back:
 
@@ -449,7 +449,7 @@ class LedgerSummary:
     count public- and private-score requests, answered or refused. `bought` is the run's
     distinct annotations, with or without a submission: labels a run bought reached its
     kernel (printed, raised, saved) even when it never submitted, so the grader counts
-    that run as an attempt (`autograder.attempts`). It is left out of ``==``: two
+    that run as an attempt (`autograder.grading.attempts`). It is left out of ``==``: two
     summaries are equal when their counted submissions are."""
 
     accuracy: float | None

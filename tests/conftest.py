@@ -145,7 +145,7 @@ def postgres_server():
 @pytest.fixture
 def postgres_url(postgres_server):
     """A new, empty database on the session's PostgreSQL cluster: its SQLAlchemy URL."""
-    from autograder import store
+    from autograder.results import store
     from tests.helpers import postgres
 
     url = postgres.new_database(postgres_server)

@@ -28,7 +28,9 @@ from pathlib import Path
 
 import pytest
 
-from autograder import clean, judge, leaderboard, sandbox, store, tasks
+from autograder import sandbox
+from autograder.grading import judge, tasks
+from autograder.results import clean, leaderboard, store
 from course import data
 from helpers.courses import HONEST, add_submission, fills_folder, make_course, points_only, run_cli, solution
 from helpers.probes import descendants, found, kernel_user_pids, probe

@@ -464,7 +464,7 @@ def graded(tmp_path_factory):
     if shutil.which("bwrap") is None:
         pytest.skip("bubblewrap (bwrap) is not installed")
     from helpers.courses import HONEST, make_course, run_cli, solution
-    from autograder import store
+    from autograder.results import store
 
     course_dir = make_course(tmp_path_factory.mktemp("exam-attacks"), {
         "switcher": solution(SWITCHER + HONEST), "forger": solution(FORGER), "widgets": solution(WIDGETS + HONEST),
@@ -491,7 +491,7 @@ def test_graded_kernel_that_switches_exam_mode_off_finds_no_labels(graded):
     assert seen["direct_public"]["ok"] is False and "result" not in seen["direct_public"]
     assert seen["checkpoints"] == ["baseline-v1-track71-seed0.pt"]
     assert seen["checkpoint_classes"] == [[0, 2, 3, 4, 5, 6, 8, 9, data.C]]  # merged labels only
-    assert not any("autograder.service" in c or "nbgrader" in c for c in seen["cmdlines"]), seen["cmdlines"]
+    assert not any("autograder.grading.service" in c or "nbgrader" in c for c in seen["cmdlines"]), seen["cmdlines"]
     # nothing whose content looks like digits, whatever its name, beyond the two files it is given
     expected = {"grading": f"/{data.GRADING_FILE}:", "checkpoint": "checkpoint /tmp/cache/models/"}
     assert [h for h in seen["hunt"] if not any(e in h for e in expected.values())] == [], seen["hunt"]
@@ -507,7 +507,7 @@ def test_a_kernel_that_fools_its_test_cells_does_not_earn_their_points(graded):
     """nbgrader gives a test cell its points when its output holds no error, and the kernel decides what
     its outputs hold: this notebook (a coin flip, 0 annotations) hides tracebacks, drops asserts and dresses
     up submit's Result, so nbgrader sees every test cell pass. The points of the cells that check the
-    submission are the service's ledger's (autograder/judge.py): it did not pass, so they are withheld."""
+    submission are the service's ledger's (autograder/grading/judge.py): it did not pass, so they are withheld."""
     course_dir, run, rows = graded
     row = rows["forger"]
     assert row.status == "ok" and not row.passed and row.accuracy is not None and row.accuracy < 0.9, row
@@ -520,11 +520,11 @@ def test_a_kernel_that_fools_its_test_cells_does_not_earn_their_points(graded):
 @pytest.mark.slow
 def test_a_resubmission_after_a_failed_counted_submission_is_on_the_row(graded):
     """One counted submission holds per graded run; across runs the store keeps every graded attempt
-    (`autograder.attempts`). The forger above (47% with 0 annotations, its accuracy on the board) hands
+    (`autograder.grading.attempts`). The forger above (47% with 0 annotations, its accuracy on the board) hands
     in an honest notebook and is regraded: that is attempt 2, kept with its own ledger, and the row
     still ranks the first counted attempt, so reading the board and trying again gains nothing."""
     from helpers.courses import HONEST, add_submission, run_cli, solution
-    from autograder import leaderboard, store
+    from autograder.results import leaderboard, store
     import csv
     import shutil
 
@@ -562,7 +562,7 @@ def _attack(course_dir: Path, student: str):
 
 
 def _ledger(course_dir: Path, student: str) -> list[dict]:
-    from autograder import store
+    from autograder.results import store
 
     return protocol.read_ledger(store.ledger_path(course_dir, "toy", student).read_text())
 

@@ -18,7 +18,7 @@ remove the mark then.
   (another guess) was ranked instead.
 - (closed, now a passing test) nbgrader's worker (root, outside every kernel limit) parses each kernel
   message whole before the output cap drops it: a 300 MB output from a kernel well inside its cap took the
-  worker to ~1 GB. Each worker now runs in a memory cgroup of its own (`autograder.worker.memory_cap`): the
+  worker to ~1 GB. Each worker now runs in a memory cgroup of its own (`autograder.grading.worker.memory_cap`): the
   worker is stopped at its cap, the row says the output was too large, and its cgroups are removed.
 - (closed by 710637e, now a passing test) The live event's public board stream needed no token and
   had no per-address limit: a script opening 200 streams a second stalled every participant's
@@ -53,9 +53,11 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from autograder import launch, sandbox, worker
-from autograder import store as store_results
-from autograder.runner import DEFAULT_OUTPUT_MB
+from autograder import sandbox
+from autograder.grading import worker
+from autograder.sandbox import launch
+from autograder.results import store as store_results
+from autograder.grading.runner import DEFAULT_OUTPUT_MB
 from autograder.event import pool, store
 from course import data
 from tests.helpers import events as es
@@ -90,11 +92,11 @@ HOG_CODE = (f"from IPython.display import display\nbig = 'x' * ({HOG_MB} * 2**20
 
 
 def _worker_peak_mb(pids: list[int], peak: float, workers: set[int]) -> float:
-    """The largest VmHWM (MB) among `pids` that are nbgrader's worker (`autograder.worker`, added to `workers`),
+    """The largest VmHWM (MB) among `pids` that are nbgrader's worker (`autograder.grading.worker`, added to `workers`),
     and `peak`."""
     for pid in pids:
         try:
-            if b"autograder.worker" not in open(f"/proc/{pid}/cmdline", "rb").read():
+            if b"autograder.grading.worker" not in open(f"/proc/{pid}/cmdline", "rb").read():
                 continue
             workers.add(pid)
             for line in open(f"/proc/{pid}/status"):
@@ -183,14 +185,15 @@ FORMULA_ID = '=1+HYPERLINK("evil.example","open me")'  # a folder name (no '/');
 def _error_row(student: str) -> store_results.Row:
     """The row `autograder grade` stores for a folder nbgrader cannot grade (checked with a real batch of one
     such folder: 45 s, so the test builds the leaderboard from the row it stores)."""
-    from autograder import clean, layout
+    from autograder import layout
+    from autograder.results import clean
 
     return stored_row(clean.line(student, 200), None, None, status="error", score=None, max_score=None,
                     detail=layout.student_id_problem(student), runtime=0.0)
 
 
 def test_a_student_folder_named_like_a_formula_is_text_in_the_leaderboard_csv(tmp_path):
-    from autograder import leaderboard
+    from autograder.results import leaderboard
 
     store_results.save(tmp_path, _error_row(FORMULA_ID))
     paths = leaderboard.build(tmp_path, "toy")  # what `autograder grade` and `autograder leaderboard` write
@@ -206,7 +209,7 @@ def _attempt_row(student: str, accuracy: float | None, annotations: int | None) 
 
 
 def test_a_regrade_cannot_void_the_first_counted_attempt(tmp_path):
-    from autograder import attempts
+    from autograder.grading import attempts
 
     guess, other = (attempts.key([("toy.ipynb", text)]) for text in (b"time-bombed guess", b"other naming"))
     course = tmp_path / "course"

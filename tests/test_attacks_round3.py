@@ -9,27 +9,27 @@ turns into a failure (XPASS) the day the hole is closed, whichever root fix clos
 - (closed, now a passing test) Labels bought in an attempt that made no counted submission were free
   in the next attempt: it annotated, put what it bought into the row's ``detail`` and crashed before
   ``submit``; the same shuffle let the next attempt type the labels in and pass with one annotation.
-  Now a run that bought labels shows them on its row and spends the attempt (`autograder/attempts.py`),
-  and the shared board's detail no longer echoes the kernel (`autograder/leaderboard.py`); the spy
+  Now a run that bought labels shows them on its row and spends the attempt (`autograder/grading/attempts.py`),
+  and the shared board's detail no longer echoes the kernel (`autograder/results/leaderboard.py`); the spy
   reads its labels from its kept executed notebook (what its feedback shows) instead.
 - (closed, now a passing test) Hidden tracks did not catch a table of the course track's private test
   images with an honest fallback on every other track (1 + 60 annotations): a row graded on several
   tracks is now ranked by the hidden tracks' count (the table buys nothing) and far-apart counts are
-  marked for review (`autograder/tracks.py`; a cheap fallback: tests/test_memory_rank.py).
+  marked for review (`autograder/grading/tracks.py`; a cheap fallback: tests/test_memory_rank.py).
 - (open, strict xfail) Hidden tracks do not catch a small table of *pool* images: the pool is MNIST's
   whole training set on every track, only shuffled, so 50 image hashes per digit (all ten digits,
   4.5 kB) find their images on any track; the notebook trains on them, pays one annotation per track
   and passes every track, as does a model trained at home on all ten digits. No grader can tell such
   knowledge from code on a public data set (README, "What the grader defends").
 - (closed, now a passing test) The projected board named the hidden tracks; it now calls them
-  "hidden 1", ... (`autograder/leaderboard.py`).
+  "hidden 1", ... (`autograder/results/leaderboard.py`).
 - (closed, now a passing test) A student folder named ``memo.track25`` wrote its ledger over memo's
-  kept hidden-track ledger; each student now has a folder of their own (`autograder/store.py`).
+  kept hidden-track ledger; each student now has a folder of their own (`autograder/results/store.py`).
 - (closed, now a passing test) `autograder grade --tracks 7,1 1,7` took the course track's own pair, in
   another order, as a hidden track; tracks are now compared as sets of digits.
 - (closed, now a passing test) A kernel's active outputs (JavaScript, HTML event handlers) would run in
   nbgrader's formgrader on the instructor's Jupyter server; the kept notebook holds none
-  (`autograder/inert.py`), checked in a real browser on the formgrader's own rendering.
+  (`autograder/results/inert.py`), checked in a real browser on the formgrader's own rendering.
 
 Cost: one toy batch of three students on two tracks and one regrade of one student on two tracks, plus a
 browser start: 172-258 s for the module at load 4-9 (2 cores shared with other test runs), 157-247 s of it
@@ -45,7 +45,7 @@ import shutil
 
 import pytest
 
-from autograder import store
+from autograder.results import store
 from course import data
 from helpers.courses import HONEST, add_submission, make_course, run_cli, solution
 
@@ -197,7 +197,7 @@ def test_labels_bought_in_an_uncounted_attempt_are_not_free_in_the_next(graded):
 
 
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "owner autograder/prepare.py (and README 'What the grader defends', autograder/tracks.py): the pool is "
+    "owner autograder/grading/prepare.py (and README 'What the grader defends', autograder/grading/tracks.py): the pool is "
     "MNIST's whole training set on every track, only shuffled, so a 4.5 kB table of 50 training-image hashes "
     "per digit (all ten) finds its images on any track: the notebook passes 7,1 and the hidden 2,5 with 1 "
     "annotation each and no review note. Root fix: a grading pool that exact image knowledge does not "
@@ -272,7 +272,7 @@ def test_a_student_id_cannot_replace_another_students_kept_ledger(graded):
 
 
 def test_a_hidden_track_is_not_the_course_track_in_another_order():
-    from autograder import tracks
+    from autograder.grading import tracks
 
     refused = False
     try:

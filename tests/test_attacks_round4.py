@@ -2,7 +2,7 @@
 
 - The kernel's runtime folder (connection file, ZMQ sockets) was a folder of the host's /tmp, outside
   the RAM disk and --tmp-mb: a kernel wrote 192 MB there with --tmp-mb 64 (with --jobs or Dask, under
-  other gradings). It is now a RAM disk of its own (`autograder.runfolder.RUNTIME_BYTES`), and every
+  other gradings). It is now a RAM disk of its own (`autograder.sandbox.runfolder.RUNTIME_BYTES`), and every
   folder the kernel may write is a capped RAM disk (checked from inside the kernel).
 - A folder nbgrader cannot take as a student id (a trailing blank, accents, CJK, a leading ``-``, a
   newline, HTML, 250 characters) got an error row, or none; each is now graded under a stable alias
@@ -27,7 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from autograder import layout, store
+from autograder import layout
+from autograder.results import store
 from helpers.courses import HONEST, make_course, solution, tool_env
 from helpers.probes import probe, rows_of
 

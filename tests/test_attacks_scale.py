@@ -350,7 +350,7 @@ def test_jobs_2_kernel_sees_no_task_course_gradebook_or_scheduler(jobs_batch):
     assert jobs_batch["rows"]["c_hunter"].passed
 
 
-# --- --scheduler: a Dask worker grades with the same executor as a --jobs slot (autograder.tasks), so the
+# --- --scheduler: a Dask worker grades with the same executor as a --jobs slot (autograder.grading.tasks), so the
 # --jobs batch above proves its isolation; tests/test_cluster.py grades on a real two-worker cluster.
 
 

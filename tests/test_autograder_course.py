@@ -20,7 +20,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder import runner, store
+from autograder.grading import runner
+from autograder.results import store
 from helpers.courses import make_course
 
 REPO = Path(__file__).resolve().parent.parent

@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from autograder import leaderboard, store
+from autograder.results import leaderboard, store
 from helpers.rows import row as stored_row
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -13,7 +13,8 @@ import socket
 import numpy as np
 import pytest
 
-from autograder import leaderboard, prepare, store
+from autograder.grading import prepare
+from autograder.results import leaderboard, store
 from course import config, data, evaluate, grading, oracle, protocol
 from course.exceptions import SubmissionRefusedError
 from course.service_client import ServiceBackend

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autograder import leaderboard, store
+from autograder.results import leaderboard, store
 from course import config, data
 from helpers.courses import HONEST, add_submission, make_course, run_cli, solution
 from helpers import probes
@@ -283,7 +283,7 @@ def test_kernel_sees_no_labels_and_no_grader_files(graded):
     for name in ("submissions", "instructor source", "grader cache"):
         assert found[name] in (False, []), (name, found[name])
     assert "private" not in found["run folder"], found["run folder"]  # truth and ledger of the service
-    assert not any("autograder.service" in p or "nbgrader" in p for p in found["processes"]), found["processes"]
+    assert not any("autograder.grading.service" in p or "nbgrader" in p for p in found["processes"]), found["processes"]
     assert found["data dir"] != os.environ.get(config.ENV_DATA_DIR)
     # no capabilities: the tmpfs over the labels cannot be unmounted, / cannot be remounted
     assert int(found["capabilities"], 16) == 0

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from autograder import store
+from autograder.results import store
 from helpers.courses import HONEST, make_course, run_cli, solution
 from helpers.probes import kernels_below, mentioning, wait_until
 

@@ -1,4 +1,4 @@
-"""`autograder.csp`: the feedback page's Content-Security-Policy, the wall behind `autograder.inert`.
+"""`autograder.results.csp`: the feedback page's Content-Security-Policy, the wall behind `autograder.results.inert`.
 
 Without a kernel: the hostile battery (`fixtures.hostile_notebook`) *as it was*, not made inert, rendered
 through the feedback template that ``csp.configure_feedback`` gives ``nbgrader generate_feedback``, runs
@@ -19,7 +19,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder import csp
+from autograder.results import csp
 from fixtures import hostile_notebook as hostile
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

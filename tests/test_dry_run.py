@@ -1,4 +1,4 @@
-"""`autograder dry-run`: the instructor's rehearsal (`autograder.dryrun`).
+"""`autograder dry-run`: the instructor's rehearsal (`autograder.grading.dryrun`).
 
 The end-to-end test runs the command as an instructor does, on the real 03_clustering: a throw-away
 course outside the repository, four submissions (correct, typo, blank, no notebook) graded by the real
@@ -17,7 +17,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder import dryrun, leaderboard, store
+from autograder.grading import dryrun
+from autograder.results import leaderboard, store
 from helpers.rows import row
 
 REPO = Path(__file__).resolve().parent.parent

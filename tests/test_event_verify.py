@@ -290,7 +290,7 @@ def test_hole2_a_table_of_the_event_tracks_images_with_a_cheap_honest_fallback_i
     from public MNIST): live, 0 annotations and 100%. His upload uses the table when the track is the event's and
     an honest 2-annotation method elsewhere, so the hidden track's count (2) was inside the far-apart slack and
     `autograder verify` marked him verified. A pass with 0 annotations is never verified now (the rule of
-    ``grade --tracks``, `autograder.tracks.reviews`); the notebook is also flagged for the knowledge it carries.
+    ``grade --tracks``, `autograder.grading.tracks.reviews`); the notebook is also flagged for the knowledge it carries.
     Its own event on the module's server; two kernel runs (7,1 and 2,5)."""
     events = store.Store(event["db"])
     code, _ = events.create_event((7, 1), "toy", str(es.SEED), *event["blobs"])

@@ -1,4 +1,4 @@
-"""autograder.gradebook_merge: the grading runs' private gradebooks (the rest is tested through
+"""autograder.results.gradebook_merge: the grading runs' private gradebooks (the rest is tested through
 `autograder grade` in test_parallel, test_cluster and test_kernel_limits)."""
 
 import os
@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from autograder import gradebook_merge
+from autograder.results import gradebook_merge
 
 
 def test_the_stamp_is_the_revision_alembic_gives_nbgrader(tmp_path):

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autograder import leaderboard, secret, store, tracks
+from autograder.grading import secret, tracks
+from autograder.results import leaderboard, store
 from course import config, data
 from helpers.courses import HONEST, make_course, run_cli, solution
 

@@ -1,4 +1,4 @@
-"""`autograder.inert`: the kept notebook holds no active content, and inert content is kept as it was.
+"""`autograder.results.inert`: the kept notebook holds no active content, and inert content is kept as it was.
 
 Hand-made notebooks, no kernel: every kind of active output (JavaScript, HTML, SVG, markdown, LaTeX,
 JSON, widget views, an unknown output type) dropped or reduced to its text form, text and PNG/JPEG
@@ -19,7 +19,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from autograder import inert
+from autograder.results import inert
 from fixtures import hostile_notebook as hostile
 
 PAYLOAD = "document.title = 'pwned'"

@@ -21,7 +21,7 @@ Cost: one toy batch of two students, two ``nbgrader generate_feedback``, a Jupyt
 start per page: 9 min wall for the module on 2 cores at load ~18 (other test runs), almost all of it waiting
 for the CPU (test_attacks_round3 measured 10-19 s per student and track for the kernels themselves).
 
-Before the allow-lists (the previous ``autograder/inert.py``), every page but the one behind the
+Before the allow-lists (the previous ``autograder/results/inert.py``), every page but the one behind the
 Content-Security-Policy ran the image-size payloads (``k-width``, ``k-height``, ``k-jpeg``, ``k-top``,
 ``k-update``: title changed, requests to the payloads' host) and fetched a markdown image from it
 (``f-remote``); behind the policy the same handlers were in the page but none ran.
@@ -41,7 +41,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder import store
+from autograder.results import store
 from fixtures import hostile_notebook as hostile
 from helpers.courses import HONEST, TOY, make_course, run_cli, solution, tool_env
 

@@ -14,7 +14,7 @@ import json
 
 import nbformat
 
-from autograder import judge
+from autograder.grading import judge
 
 SETTINGS = judge.Settings(timeout=10, memory_gb=1)
 

@@ -1,6 +1,6 @@
 """A kernel's limits hold for the kernel as a whole, under the real `autograder grade`.
 
-`autograder.launch` puts each kernel in cgroups of its own (v2 when delegated, else the v1
+`autograder.sandbox.launch` puts each kernel in cgroups of its own (v2 when delegated, else the v1
 ``memory``, ``pids`` and ``cpu`` controllers this machine mounts read-write for root):
 
 - memory: 3 forked children holding 1.1 GB each exceed ``--memory 3`` together; the whole kernel
@@ -26,7 +26,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder import launch, sandbox, store
+from autograder import sandbox
+from autograder.results import store
+from autograder.sandbox import launch
 from helpers.courses import HONEST, make_course, run_cli, solution
 from helpers.probes import descendants, found, kernel_user_pids, probe, rows_of
 
@@ -278,7 +280,7 @@ def test_cgroup_v1_folders_are_the_graders_own_in_each_writable_controller(tmp_p
 
 def test_jobs_without_cgroups_warn_once(monkeypatch, capsys):
     """`--jobs 2` still runs without cgroups, and says once that the limits are then per process."""
-    from autograder import parallel
+    from autograder.grading import parallel
 
     monkeypatch.setattr(sandbox, "cgroups_available", lambda: False)
     monkeypatch.setattr(parallel, "_WARNED", False)

@@ -1,10 +1,10 @@
 """The knowledge flag and the rounds' shuffles, without a kernel (about a second).
 
-- `autograder.knowledge`: a notebook whose code carries far more than a method needs is marked for
+- `autograder.grading.knowledge`: a notebook whose code carries far more than a method needs is marked for
   review. Its threshold comes from the reference notebooks in ``source/``, measured here the way the
   grader measures them (zlib level 9 of the code and raw cells): when a reference outgrows
   ``REFERENCE_BYTES`` this test says so and the constant must follow.
-- `autograder.secret.round_key`: a round graded into its own store (``--db``) gets its own shuffle;
+- `autograder.grading.secret.round_key`: a round graded into its own store (``--db``) gets its own shuffle;
   the course's default store keeps the seed it always had (computed here by hand).
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder import judge, knowledge, secret
+from autograder.grading import judge, knowledge, secret
 from helpers.courses import TEST_SECRET, TOY
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,7 +37,7 @@ def test_the_threshold_follows_the_largest_reference_notebook():
     assert len(REFERENCES) == 5, REFERENCES
     sizes = {p.parent.name: _measured(p) for p in REFERENCES}
     assert max(sizes.values()) == knowledge.REFERENCE_BYTES, (
-        f"the reference notebooks measure {sizes}: set autograder.knowledge.REFERENCE_BYTES to the largest")
+        f"the reference notebooks measure {sizes}: set autograder.grading.knowledge.REFERENCE_BYTES to the largest")
     assert knowledge.REVIEW_BYTES == 8575  # 1.5 x 5717, written out
 
 

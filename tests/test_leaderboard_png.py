@@ -1,11 +1,11 @@
-"""The leaderboard PNG (`autograder.leaderboard.figure`), read from matplotlib's objects, not pixels:
+"""The leaderboard PNG (`autograder.results.leaderboard.figure`), read from matplotlib's objects, not pixels:
 names never overlap, the annotation axis has integer ticks, the legend counts every row."""
 
 from __future__ import annotations
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from autograder import leaderboard
+from autograder.results import leaderboard
 from helpers.rows import row
 
 

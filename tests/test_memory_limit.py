@@ -1,7 +1,7 @@
 """A notebook over the memory limit gets the same row every time, whichever way the limit bites.
 
 With a memory cgroup the system's OOM killer stops the kernel; without one the process's
-address-space limit raises MemoryError, or a C library aborts (`autograder.memlimit`). Before,
+address-space limit raises MemoryError, or a C library aborts (`autograder.sandbox.memlimit`). Before,
 both limits were 3 GB and raced: the same hog got "failed: MemoryError" in one run and "error:
 the kernel died" in the next (a CI run went red on it). Now every path gives one row:
 status ``failed``, no points, "the notebook used more than the 3 GB memory limit in cell N".
@@ -20,7 +20,9 @@ import shutil
 import nbformat
 import pytest
 
-from autograder import judge, sandbox, store
+from autograder import sandbox
+from autograder.grading import judge
+from autograder.results import store
 from helpers.courses import HONEST, TOY, make_course, run_cli, solution
 
 A = "toy"

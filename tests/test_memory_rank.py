@@ -6,12 +6,12 @@ there as little as its author likes. Two attacks that worked:
 - hole 3: ``autograder grade --tracks 7,1 2,5``: a table of the course track's private test images
   (1 label paid) with an honest 2-annotation fallback on the hidden track: 3 annotations in all, no
   review, ranked above the same honest method's 2 + 2. Now a row graded on several tracks is
-  ranked by the hidden tracks' count (`autograder.tracks.ranked_parts`): the table buys nothing.
+  ranked by the hidden tracks' count (`autograder.grading.tracks.ranked_parts`): the table buys nothing.
 - hole 4: following the competition agenda (each round its own ``--db``), a team bought 60 labels in
   round 1, read them back from its row's ``detail`` in the leaderboard CSV (an exception's message),
   typed them into round 2 and paid 1 label there. Now the visible detail is an allow-list of the
-  grader's phrases (`autograder.leaderboard.visible_detail`), and a round's store gives it its own
-  shuffle (`autograder.secret.round_key`): labels learnt in round 1 by any channel (here its kept
+  grader's phrases (`autograder.results.leaderboard.visible_detail`), and a round's store gives it its own
+  shuffle (`autograder.grading.secret.round_key`): labels learnt in round 1 by any channel (here its kept
   executed notebook, which the feedback shows) point at other images in round 2.
 
 The honest method is what `03_clustering` does in brief: the baseline's conv features of the C pool,
@@ -30,7 +30,7 @@ import shutil
 
 import pytest
 
-from autograder import store
+from autograder.results import store
 from course import data
 from helpers.courses import CLUSTER, add_submission, make_course, run_cli, solution
 

@@ -45,7 +45,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder.runner import tool_env
+from autograder.grading.runner import tool_env
 
 
 REPO = Path(__file__).resolve().parent.parent

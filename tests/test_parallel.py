@@ -4,7 +4,7 @@ Two copies of one toy course (same submissions, same assignment secret) are grad
 for real, one serially and one with ``--jobs 2``; every row (status, accuracy,
 annotations, passed, score) and nbgrader's gradebook (scores, per-cell auto scores)
 must agree, one progress bar runs, each kernel gets its share of the cores (cores // 2
-threads with ``--jobs 2``, `autograder.threads`), and a second ``grade`` on a course being
+threads with ``--jobs 2``, `autograder.sandbox.threads`), and a second ``grade`` on a course being
 graded with ``--jobs`` stops with exit code 3.
 """
 
@@ -22,7 +22,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder import layout, secret, store, threads
+from autograder import layout
+from autograder.grading import secret
+from autograder.results import store
+from autograder.sandbox import threads
 from helpers.courses import make_course, run_cli, solution
 
 pytestmark = [pytest.mark.slow,

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from autograder import service
+from autograder.grading import service
 from course import exceptions as ex
 from course import oracle, protocol
 
@@ -57,7 +57,7 @@ def test_old_import_paths_name_the_same_classes():
 
 
 def test_protocol_and_service_import_without_torch():
-    code = ("import sys, course.protocol, autograder.service; "
+    code = ("import sys, course.protocol, autograder.grading.service; "
             "assert not {'torch', 'sklearn', 'torchvision'} & set(sys.modules), sorted(sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from autograder import journal, store
+from autograder.grading import journal
+from autograder.results import store
 from helpers.courses import HONEST, make_course, run_cli, solution
 from helpers.probes import kernels_below, mentioning, wait_until
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from autograder import leaderboard, store
+from autograder.results import leaderboard, store
 from helpers.rows import row as stored_row
 
 A = "toy"

@@ -1,5 +1,5 @@
 """Graded attempts: every changed notebook of a student is kept and counted, and the leaderboard ranks
-the first with a counted submission (`autograder.attempts.RULE`), so a regrade after a failed counted
+the first with a counted submission (`autograder.grading.attempts.RULE`), so a regrade after a failed counted
 submission cannot turn the board into a scoring oracle. No kernel: the store and the leaderboard only
 (the real-grader resubmission test is in tests/test_attacks_exam.py).
 """
@@ -14,7 +14,8 @@ from dataclasses import replace
 
 import pytest
 
-from autograder import attempts, judge, leaderboard, spreadsheet, store
+from autograder.grading import attempts, judge
+from autograder.results import leaderboard, spreadsheet, store
 from course import protocol
 from helpers.rows import row as stored_row
 

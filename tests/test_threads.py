@@ -1,4 +1,4 @@
-"""Threads of graded kernels (`autograder.threads`): N gradings at once on C cores give each kernel C // N.
+"""Threads of graded kernels (`autograder.sandbox.threads`): N gradings at once on C cores give each kernel C // N.
 
 The rule's arithmetic, the environment it builds and what a fresh Python with that
 environment really starts (torch, OpenBLAS, OpenMP: one thread each for ``--jobs 2`` on 2
@@ -17,7 +17,9 @@ import sys
 
 import pytest
 
-from autograder import cli, parallel, threads
+from autograder import cli
+from autograder.grading import parallel
+from autograder.sandbox import threads
 
 PROBE = """
 import json
@@ -62,7 +64,7 @@ def test_who_decides_the_threads():
 def test_a_dask_machine_shares_its_cores_among_its_workers():
     """Two one-thread workers on this machine: each kernel gets half of its cores."""
     distributed = pytest.importorskip("distributed")
-    from autograder import cluster
+    from autograder.grading import cluster
 
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as local:
         dask = cluster.DaskRunner(local.scheduler_address)

@@ -5,7 +5,7 @@ The attacks these close (tests/test_attacks_round3.py, under the real autograder
 took the course track in another order as a hidden one; a table of the course track's images with
 an honest fallback elsewhere passed with 1 + 60 annotations and no review; the board projected in
 round 1 named the hidden track a round-2 notebook would then memorise. Rows are built by hand
-(`autograder.store.Row`) as in tests/test_hidden_tracks.py; no notebook runs (about a second).
+(`autograder.results.store.Row`) as in tests/test_hidden_tracks.py; no notebook runs (about a second).
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from dataclasses import replace
 
 import pytest
 
-from autograder import leaderboard, store, tracks
+from autograder.grading import tracks
+from autograder.results import leaderboard, store
 from autograder.event import verify
 
 A = "toy"

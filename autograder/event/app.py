@@ -70,7 +70,7 @@ from starlette.concurrency import run_in_threadpool
 from autograder.event import limits, pages, parts, pool
 from autograder.event import store as store_module
 from autograder.event.store import MAX_NAME, NameTaken, Participant, Store, rank
-from autograder.spreadsheet import safe_cell
+from autograder.results.spreadsheet import safe_cell
 from course import config, protocol
 
 MAX_BODY = protocol.MAX_REQUEST_BYTES

@@ -198,9 +198,9 @@ def create(db: str, track: str, assignment: str, seed: int | None = None,
 
 
 def baseline_checkpoint(track: tuple[int, ...]) -> tuple[str, bytes]:
-    """(file name, bytes) of the track's baseline checkpoint: the grader's own (`autograder.prepare.checkpoint`,
+    """(file name, bytes) of the track's baseline checkpoint: the grader's own (`autograder.grading.prepare.checkpoint`,
     trained once on this machine if missing). It saw only merged labels, so participants may have it."""
-    from autograder import prepare
+    from autograder.grading import prepare
 
     path = prepare.checkpoint(tuple(track))
     return path.name, path.read_bytes()

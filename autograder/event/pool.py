@@ -1,6 +1,6 @@
 """An event's data: the participants' pool file and the server's truth, made once at `create`.
 
-It reuses the grader's preparation (`autograder.prepare`): the pool, the public and the
+It reuses the grader's preparation (`autograder.grading.prepare`): the pool, the public and the
 private test images are shuffled with the event's secret seed; the participants' file
 (the `course.data` grading-file format, compressed) holds images, merged labels, the
 public test split with merged labels and the private test images without labels. The
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from autograder import prepare
+from autograder.grading import prepare
 
 TRUTH_KEYS = ("track", "pool_digits", "public_digits", "private_digits")
 

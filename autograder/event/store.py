@@ -25,7 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from autograder.spreadsheet import safe_cell
+from autograder.results.spreadsheet import safe_cell
 from course import config
 
 META = sa.MetaData()

@@ -3,7 +3,7 @@
 A live board shows what participants' kernels sent; those kernels ran on their own
 machines. Verification takes the top N of the live ranking, finds each one's notebook
 (collected by the instructor in ``--notebooks DIR``, else the last one the participant
-uploaded with `course.event.upload`), and grades it with `autograder.runner.Grader` on a
+uploaded with `course.event.upload`), and grades it with `autograder.grading.runner.Grader` on a
 throw-away copy of the instructor's course: the same track and the same shuffle seed as the
 event's pool, so the same pool indices, the same labels and the same private test images.
 An honest notebook makes the same counted submission again: the same number of annotations
@@ -19,7 +19,7 @@ stored in the event store (the admin page and the board show it):
 
 - ``verified``: the same annotation count, the same pass/fail, the accuracy within the tolerance,
   and a pass on the hidden track with nothing to review under the rule of ``autograder grade
-  --tracks`` (`decide`, `autograder.tracks.reviews`): no pass with 0 annotations, no counts far
+  --tracks`` (`decide`, `autograder.grading.tracks.reviews`): no pass with 0 annotations, no counts far
   apart, no track's own review (e.g. a notebook carrying far more than a method needs). What ranks
   a verified entry is its hidden track's count (`standings`, printed at the end): the event's track
   is known in advance, so what a table of its images saves there buys no rank;
@@ -51,8 +51,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autograder.event import store as store_module
-from autograder import tracks
-from autograder.tracks import REVIEW_RATIO, far_apart  # one rule for hidden tracks (`decide`)
+from autograder.grading import tracks
+from autograder.grading.tracks import REVIEW_RATIO, far_apart  # one rule for hidden tracks (`decide`)
 from course import config
 
 TOLERANCE = 0.005  # accuracy: a re-run of honest code whose training is not bit-for-bit reproducible
@@ -242,7 +242,7 @@ def hidden_track_for(event_track: tuple[int, ...], hidden: str | None) -> str | 
 
 def _row(track: str, accuracy: float | None, annotations: int | None, review: str = "") -> "store.Row":
     """One track's numbers as the grader's row (what `tracks.reviews` reads)."""
-    from autograder import store
+    from autograder.results import store
 
     passed = accuracy is not None and accuracy >= config.TARGET_ACCURACY
     return store.Row("", "", track, accuracy, annotations, passed, None, None, "ok", "", 0.0, "", review=review,
@@ -321,7 +321,7 @@ def throwaway_course(course_dir: Path, into: Path) -> Path:
 def _grade(copy: Path, assignment: str, track: str, seed: int, students: list[str], timeout: float | None,
            course_dir: Path, log, names: dict[str, str]) -> dict:
     """Grade `students` of the throw-away course on `track` with shuffle `seed`: {student: the grader's row}."""
-    from autograder import runner
+    from autograder.grading import runner
 
     kwargs: dict = {"track": track, "seed": seed}
     if timeout is not None:

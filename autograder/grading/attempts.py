@@ -3,7 +3,7 @@
 Exam mode lets one graded run make one counted submission, and the board shows its accuracy. A
 participant who could be regraded with a changed notebook would read that accuracy and try again
 (name two clusters with 0 annotations, read the board, submit the other naming): the board would
-be a scoring oracle across runs. So every graded attempt is kept (`autograder.store`, one set of
+be a scoring oracle across runs. So every graded attempt is kept (`autograder.results.store`, one set of
 rows per attempt, keyed by `key` of the submitted notebook's bytes), the row says how many there
 were, and the rule below picks the attempt the leaderboard ranks.
 
@@ -13,7 +13,7 @@ attempt's rows and keeps its number, so it gives the same row as before.
 
 RULE, the one place that decides it: the FIRST attempt that counted is ranked. An attempt counts
 when it made a counted submission, or when it bought labels without one (its row shows them as
-``annotations``, `autograder.judge`). A counted submission's accuracy was on the board; nothing
+``annotations``, `autograder.grading.judge`). A counted submission's accuracy was on the board; nothing
 learnt from it can change the rank, which is exam mode's "one counted submission" carried across
 runs. Summing every attempt's annotations instead would still let a 0-annotation guesser try the
 other naming for free (0 + 0 annotations, then a pass). Bought labels reached the kernel (printed,
@@ -27,7 +27,7 @@ not use up the counted one: while no attempt counted, the latest attempt is rank
 attempt has counted it stays counted: a regrade of
 the same bytes that makes no counted submission (a notebook that submits only before some date,
 handed in again after it) keeps the counted rows and is noted for review beside them, and a
-regraded row carries ``counted_at`` (`autograder.store`), so no regrade can void the ranked attempt.
+regraded row carries ``counted_at`` (`autograder.results.store`), so no regrade can void the ranked attempt.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The grading machines run the ordinary ``dask worker tcp://HOST:8786 --nthreads 1``
 (one submission at a time per worker; start one per two cores) and need the
 course's Python environment, MNIST where `course.data` finds it, and bubblewrap;
-not the course folder. The batch's `autograder.tasks.GradeSpec` (nbgrader config,
+not the course folder. The batch's `autograder.grading.tasks.GradeSpec` (nbgrader config,
 source folder, a gradebook holding only the assignment, each track's shuffle seed,
 never the secret) is scattered to every worker once; each task carries one
 student's notebook bytes. A worker keeps its executor (grading data, baseline,
@@ -19,7 +19,7 @@ on a busy worker while a worker is idle.
 
 Threads: the workers of one machine grade that many submissions at once, so each
 kernel gets the machine's cores divided by its worker threads (`kernel_threads`,
-`autograder.threads`), the smallest share of any machine, as found when the batch
+`autograder.sandbox.threads`), the smallest share of any machine, as found when the batch
 starts (one setting per batch; ``autograder grade --threads-per-kernel K`` chooses
 instead).
 """
@@ -30,7 +30,8 @@ import os
 import secrets
 from collections.abc import Iterable, Iterator
 
-from autograder import tasks, threads
+from autograder.grading import tasks
+from autograder.sandbox import threads
 
 CHECK_S = 5.0  # how often new workers are looked for while every task is running
 CONNECT_TIMEOUT_S = float(os.environ.get("AUTOGRADER_DASK_CONNECT_S", "20"))  # to reach the scheduler

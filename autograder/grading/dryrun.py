@@ -35,7 +35,7 @@ from pathlib import Path
 
 import nbformat
 
-from autograder.tasks import tool_env
+from autograder.grading.tasks import tool_env
 
 DEFAULT_ASSIGNMENT = "03_clustering"
 TYPO = "number_of_clusters_typo"
@@ -220,7 +220,8 @@ def add_command(commands) -> None:
 
 
 def run(args) -> int:
-    from autograder import cli, store
+    from autograder import cli
+    from autograder.results import store
 
     start = time.perf_counter()
     source_course = args.course.resolve()

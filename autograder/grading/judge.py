@@ -6,8 +6,8 @@ submission), how many held-out evaluations and submissions the run attempted.
 nbgrader's points come from the gradebook; the first error from the executed
 notebook. Nothing the notebook printed is believed. A pass with 0 annotations is
 possible only by guessing, by a hole in the rules or by knowledge typed in, so it is marked
-for review (`autograder.tracks.ZERO_NOTE`, the rule verify applies too), and so is a notebook
-whose code carries far more than a method needs (`autograder.knowledge`).
+for review (`autograder.grading.tracks.ZERO_NOTE`, the rule verify applies too), and so is a notebook
+whose code carries far more than a method needs (`autograder.grading.knowledge`).
 
 nbgrader gives a test cell its points when its output holds no error, and the kernel
 decides what its outputs hold (it can hide tracebacks, drop asserts, dress up its
@@ -27,7 +27,9 @@ import re
 from dataclasses import dataclass, field
 
 from course import config, protocol
-from autograder import clean, knowledge, memlimit, store, tracks
+from autograder.grading import knowledge, tracks
+from autograder.results import clean, store
+from autograder.sandbox import memlimit
 
 
 # the detail of a run that bought labels and made no counted submission (README: resubmissions)
@@ -152,7 +154,7 @@ def _nbgrader_problem(log: str, error: str, running_cell: int | None) -> str:
 def judge(evidence: Evidence, settings: Settings) -> Verdict:
     summary = protocol.summarize(protocol.read_ledger(evidence.ledger_text))
     # without a counted submission the row shows the labels the run bought: they reached the kernel,
-    # so the attempt counts (`autograder.attempts.counted`) and a later attempt cannot reuse them for free
+    # so the attempt counts (`autograder.grading.attempts.counted`) and a later attempt cannot reuse them for free
     bought = summary.annotations if summary.accuracy is not None else (summary.bought or None)
     numbers = dict(accuracy=summary.accuracy, annotations=bought,
                    evaluations=summary.evaluations, submissions=summary.submissions)
@@ -170,7 +172,7 @@ def judge(evidence: Evidence, settings: Settings) -> Verdict:
     died = not evidence.nbgrader_ok and _kernel_died(evidence.log_tail)
     at_limit, cell = memlimit.hit(oom_kills=evidence.oom_kills, kernel_died=died, kernel_log=evidence.kernel_log,
                                   notebooks=evidence.notebooks, running_cell=evidence.running_cell)
-    if at_limit:  # one row whichever way the limit was met (`autograder.memlimit`)
+    if at_limit:  # one row whichever way the limit was met (`autograder.sandbox.memlimit`)
         return Verdict("failed", memlimit.detail(settings.memory_gb, cell) + notes, **numbers)
     if not evidence.nbgrader_ok:
         return Verdict("error", _nbgrader_problem(evidence.log_tail, error, evidence.running_cell) + notes,

@@ -4,7 +4,7 @@ A method of this course is a few screens of code; a table of image hashes with t
 the weights of a model trained at home, is kilobytes of literals that compress poorly. No rule
 tells knowledge from code (a small table fits under any threshold), so this only *flags* a
 notebook for a human (`review_note`), it never fails one: the rank rests on the hidden tracks
-(`autograder.tracks`).
+(`autograder.grading.tracks`).
 
 The measure: the code and raw cells' sources of the notebook as graded, joined, compressed with
 zlib at level 9 (`code_bytes`). Markdown cells are not counted (prose is the assignment's own or

@@ -1,16 +1,16 @@
 """``autograder grade --jobs N``: N submissions graded at once on this machine.
 
 A process pool of N workers (spawned, so none inherits the course lock or any open
-file of the grader; each dies with the grader) runs `autograder.tasks.grade_task`.
+file of the grader; each dies with the grader) runs `autograder.grading.tasks.grade_task`.
 Each worker keeps its own executor for the batch: its own task course folder,
 grading data, baseline checkpoint and nbgrader worker, a run folder, annotation
 service, socket and gradebook copy per submission, and its own kernel user
-(`autograder.tasks.claim_kernel_uid`: the kernels of two slots share no process
+(`autograder.grading.tasks.claim_kernel_uid`: the kernels of two slots share no process
 limit and cannot signal each other). At most 2 N submissions are staged at a time. Results
 come back in the order they finish; the grader applies each one as it arrives.
 
 Each kernel's torch, OpenMP and BLAS get ``max(1, cores // N)`` threads (`kernel_threads`,
-`autograder.threads`; the grader puts them in the kernels' environment), and so does each
+`autograder.sandbox.threads`; the grader puts them in the kernels' environment), and so does each
 worker's own work (a baseline trained there): N gradings each using every core only compete.
 
 Without cgroups on this machine (`autograder.sandbox.cgroups_available`) the pool still
@@ -31,8 +31,10 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
-from autograder import sandbox, tasks, threads
-from autograder.worker import die_with_parent
+from autograder import sandbox
+from autograder.grading import tasks
+from autograder.sandbox import threads
+from autograder.grading.worker import die_with_parent
 
 ATTEMPTS = 2  # a submission whose worker died this often gets an error row
 

@@ -1,7 +1,7 @@
 """Grading data for one run: what the kernel may see, and the truth only the service gets.
 
 The grader is trusted instructor code, so it reads the true MNIST through
-`course.data`. For each batch it derives the seed from the assignment's secret (`autograder.secret`), shuffles the pool, the public
+`course.data`. For each batch it derives the seed from the assignment's secret (`autograder.grading.secret`), shuffles the pool, the public
 and the private test images, and writes
 
 - ``<data_dir>/course-grading.npz`` (the format `course.data._grading_split` reads):

@@ -7,34 +7,34 @@ nbgrader configuration, `autograder.layout`) the `Grader`
    the real name: `layout.nbgrader_ids`, `layout.row_ids`); refuses submissions that are
    or contain symlinks, FIFOs or devices; reads only the assignment's notebook(s) (size
    capped, never through a link) and a valid ``timestamp.txt`` into a private run
-   folder (`autograder.runfolder`) - files shipped beside the notebook never
+   folder (`autograder.sandbox.runfolder`) - files shipped beside the notebook never
    reach the kernel;
 2. starts the annotation service (a separate process, per-run token, Unix
    socket, dies with the grader) on the batch's grading data, shuffled with the
-   assignment's secret (`autograder.secret`, `autograder.prepare`);
-3. has nbgrader's worker (`autograder.worker`) autograde it in the run folder
-   with the sandboxed kernelspec (`autograder.sandbox`, `autograder.launch`):
+   assignment's secret (`autograder.grading.secret`, `autograder.grading.prepare`);
+3. has nbgrader's worker (`autograder.grading.worker`) autograde it in the run folder
+   with the sandboxed kernelspec (`autograder.sandbox`, `autograder.sandbox.launch`):
    the kernel runs in an empty RAM-disk folder, never in a folder the grader
    later reads or writes;
 4. copies back only the executed notebook into ``autograded/`` (no link
    followed), keeps the ledger and capped logs beside the results, and stores
-   the row the judge (`autograder.judge`) makes of it, inside the submission's
+   the row the judge (`autograder.grading.judge`) makes of it, inside the submission's
    own error handling.
 
 A bad submission never stops the batch: whatever happens becomes its row.
 
-Steps 2-3 and the judge run in `autograder.tasks` from what the grader staged (a
+Steps 2-3 and the judge run in `autograder.grading.tasks` from what the grader staged (a
 self-contained task: notebook bytes, the assignment's source and nbgrader config,
 a gradebook holding only the assignment, each track's shuffle seed), so they can run
-here one at a time, in a local process pool (``--jobs N``, `autograder.parallel`) or
-on the workers of a Dask cluster (``--scheduler``, `autograder.cluster`). Only this
+here one at a time, in a local process pool (``--jobs N``, `autograder.grading.parallel`) or
+on the workers of a Dask cluster (``--scheduler``, `autograder.grading.cluster`). Only this
 process writes the course: it applies each result as it arrives (ledgers,
-``autograded/``, nbgrader's gradebook through `autograder.gradebook_merge`, then
+``autograded/``, nbgrader's gradebook through `autograder.results.gradebook_merge`, then
 the rows in one transaction). The kernels' torch, OpenMP and BLAS threads travel in the
-task too (`kernel_threads`, `autograder.threads`: ``autograder grade`` gives each kernel its
+task too (`kernel_threads`, `autograder.sandbox.threads`: ``autograder grade`` gives each kernel its
 machine's cores divided by the gradings at once there).
 
-With several tracks (``tracks=["7,1", "2,5"]``, `autograder.tracks`) steps 2-4 run
+With several tracks (``tracks=["7,1", "2,5"]``, `autograder.grading.tracks`) steps 2-4 run
 once per track, each with its own grading data, shuffle (the assignment's secret
 combined with the track), service and baseline checkpoint; every track's data and
 checkpoint are made before the first submission (`prepare`), never inside a time
@@ -57,12 +57,15 @@ from pathlib import Path
 import nbformat
 
 from course import config, data
-from autograder import attempts, clean, gradebook_merge, layout, safefs, sandbox, secret, store, tasks, threads
-from autograder import tracks as tracks_
-from autograder.tasks import ENV_DROP, LEDGER_KEEP_BYTES, LOG_KEEP_BYTES, Timings, tool_env  # noqa: F401 (public names)
+from autograder import layout, sandbox
+from autograder.grading import attempts, secret, tasks
+from autograder.results import clean, gradebook_merge, store
+from autograder.sandbox import safefs, threads
+from autograder.grading import tracks as tracks_
+from autograder.grading.tasks import ENV_DROP, LEDGER_KEEP_BYTES, LOG_KEEP_BYTES, Timings, tool_env  # noqa: F401 (public names)
 
 DEFAULT_TIMEOUT_S = 900.0  # wall clock per submission (the slowest notebook takes ~2 min)
-DEFAULT_MEMORY_GB = 8.0  # the kernel's memory limit (`autograder.memlimit`); without cgroups its address space: torch alone maps ~4 GB
+DEFAULT_MEMORY_GB = 8.0  # the kernel's memory limit (`autograder.sandbox.memlimit`); without cgroups its address space: torch alone maps ~4 GB
 DEFAULT_OUTPUT_MB = 8.0  # outputs kept in an executed notebook
 
 
@@ -97,7 +100,7 @@ def _store_url(function, url: str | None) -> dict:
     if url is None:
         return {}
     if "url" not in inspect.signature(function).parameters:
-        raise GraderError("--db needs the SQLAlchemy results store (autograder.store with url=); "
+        raise GraderError("--db needs the SQLAlchemy results store (autograder.results.store with url=); "
                           "this version stores results in <course>/grades.db only")
     return {"url": url}
 
@@ -106,10 +109,10 @@ class Grader:
     """Grades `assignment` of the course in `course_dir`: stages submissions, has them graded, keeps the results.
 
     `grade(student)` grades one submission in this process; `grade_all(students, runner)`
-    hands the submissions to a runner (`autograder.parallel`, `autograder.cluster`) and
+    hands the submissions to a runner (`autograder.grading.parallel`, `autograder.grading.cluster`) and
     applies each result as it arrives. Either way only this object writes the course:
     the results store, ``autograded/``, the ledgers and nbgrader's gradebook
-    (`autograder.gradebook_merge`).
+    (`autograder.results.gradebook_merge`).
     """
 
     def __init__(self, course_dir: Path, assignment: str, track: str | None = None,
@@ -118,7 +121,7 @@ class Grader:
                  tracks: list[str] | None = None, seed: int | None = None, db_url: str | None = None,
                  kernel_threads: int | None = None):
         self.course = layout.Course.open(course_dir)
-        # each kernel's torch/OpenMP/BLAS threads (`autograder.threads`; None: the kernel's cores); read when
+        # each kernel's torch/OpenMP/BLAS threads (`autograder.sandbox.threads`; None: the kernel's cores); read when
         # the batch's spec is made, so a runner that knows how many kernels share a machine sets it before
         self.kernel_threads = threads.check(kernel_threads)
         self.seed = seed  # the shuffle seed of every track; default: from the assignment's secret (live events pass theirs)

@@ -68,7 +68,7 @@ def round_key(course_dir: Path, db_url: str | None) -> str:
     resolved URL of the store named with ``--db`` (a path is made absolute; the password is never in it)."""
     if not db_url:
         return ""
-    from autograder import store  # SQLAlchemy: only when a store is named
+    from autograder.results import store  # SQLAlchemy: only when a store is named
 
     named, default = store.resolve_url(course_dir, db_url), store.resolve_url(course_dir, None)
     if named == default:

@@ -16,9 +16,9 @@ kernel cannot see). A request larger than `protocol.MAX_REQUEST_BYTES` is refuse
 unread and its connection closed; a run gets at most `protocol.MAX_REQUESTS`
 answers, so no flood of requests can make the ledger large.
 
-Run by the grader (`autograder.runner`), never by a participant:
+Run by the grader (`autograder.grading.runner`), never by a participant:
 
-    AUTOGRADER_TOKEN=... python -m autograder.service --socket S --truth T --ledger L
+    AUTOGRADER_TOKEN=... python -m autograder.grading.service --socket S --truth T --ledger L
 
 It prints one line ``ready`` on stdout once it listens, and stops on SIGTERM.
 """
@@ -133,7 +133,7 @@ class Server(socketserver.UnixStreamServer):
     def _log_fault(self, exc: BaseException | None) -> None:
         self.faults += 1
         if self.faults <= self.MAX_LOGGED_FAULTS:
-            sys.stderr.write(f"autograder.service: {type(exc).__name__}: {protocol.clip(str(exc))}\n")
+            sys.stderr.write(f"autograder.grading.service: {type(exc).__name__}: {protocol.clip(str(exc))}\n")
             sys.stderr.flush()
 
 

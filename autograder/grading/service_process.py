@@ -1,4 +1,4 @@
-"""The grader's handle on one run's annotation service (`autograder.service`): start, wait for ready, stop.
+"""The grader's handle on one run's annotation service (`autograder.grading.service`): start, wait for ready, stop.
 
 The service gets the run's token in its environment (never on its command line),
 reads and deletes the run's truth file, listens on the run's socket and appends
@@ -13,9 +13,9 @@ import select
 import subprocess
 import sys
 
-from autograder import safefs
-from autograder.runfolder import RunFolder
-from autograder.worker import die_with_parent
+from autograder.sandbox import safefs
+from autograder.sandbox.runfolder import RunFolder
+from autograder.grading.worker import die_with_parent
 
 START_S = 30.0
 
@@ -30,7 +30,7 @@ def start(run: RunFolder, token: str, env: dict[str, str], owner: tuple[int, int
     env["AUTOGRADER_TOKEN"] = token
     with open(run.service_log, "wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "autograder.service", "--socket", str(run.socket),
+            [sys.executable, "-m", "autograder.grading.service", "--socket", str(run.socket),
              "--truth", str(run.truth), "--ledger", str(run.ledger)],
             env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log_file,
             start_new_session=True, preexec_fn=die_with_parent)

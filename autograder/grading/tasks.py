@@ -3,11 +3,11 @@
 `grade_task(spec, submission) -> TaskResult` is the whole grading of one submission
 (every track): it needs no course folder, only what travels with it, so the same
 function runs in the ``autograder grade`` process (one at a time), in a local
-process pool (``--jobs N``, `autograder.parallel`) and on a Dask worker of another
-machine (``--scheduler``, `autograder.cluster`).
+process pool (``--jobs N``, `autograder.grading.parallel`) and on a Dask worker of another
+machine (``--scheduler``, `autograder.grading.cluster`).
 
 - `GradeSpec` (one per batch): the assignment's nbgrader config, its source
-  folder, a gradebook holding only the assignment (`autograder.gradebook_merge`),
+  folder, a gradebook holding only the assignment (`autograder.results.gradebook_merge`),
   the shuffle seed of every track (derived from the assignment's secret, never the
   secret itself), the limits;
 - `Submission` (one per student): the notebook bytes the grader staged and what the
@@ -16,13 +16,13 @@ machine (``--scheduler``, `autograder.cluster`).
   name, or a stable alias of a name nbgrader cannot take: `autograder.layout.nbgrader_ids`),
   ``folder`` the real name when it differs, ``row_id`` what its rows show;
 - `TaskResult`: the rows, the executed notebooks of the course track (as kept for
-  humans: without active content, `autograder.inert`), ledgers and logs, what nbgrader
+  humans: without active content, `autograder.results.inert`), ledgers and logs, what nbgrader
   wrote in its gradebook.
 
 An `Executor` per process (cached, one per batch spec) holds the task's course folder
 (private, 0700, never visible to a kernel), each track's grading data and baseline
 checkpoint (made once) and nbgrader's long-lived worker. Each run has its own run
-folder (`autograder.runfolder`): staged notebook, annotation service socket and
+folder (`autograder.sandbox.runfolder`): staged notebook, annotation service socket and
 token, truth and ledger, and its own copy of the gradebook; runs of one process go
 one after another, runs of different processes share nothing writable.
 """
@@ -49,10 +49,13 @@ from pathlib import Path
 import nbformat
 
 from course import config, data
-from autograder import clean, gradebook_merge, inert, judge, launch, prepare, safefs, sandbox, service_process, store
-from autograder import tracks as tracks_
-from autograder.runfolder import PREFIX, RunFolder, remove_stale
-from autograder.worker import WorkerClient, memory_cap, running_cell
+from autograder import sandbox
+from autograder.grading import judge, prepare, service_process
+from autograder.results import clean, gradebook_merge, inert, store
+from autograder.sandbox import launch, safefs
+from autograder.grading import tracks as tracks_
+from autograder.sandbox.runfolder import PREFIX, RunFolder, remove_stale
+from autograder.grading.worker import WorkerClient, memory_cap, running_cell
 
 LOG_KEEP_BYTES = 256 * 1024  # of nbgrader's and the kernel's logs, kept beside the ledger
 LEDGER_KEEP_BYTES = 32 * 2**20
@@ -321,7 +324,7 @@ class Executor:
             result.texts.update(self._texts(run, tag))
             timings.cells = judge.cell_seconds(evidence.notebooks)
             verdict = judge.judge(evidence, judge.Settings(self.spec.timeout, self.spec.memory_gb, self.spec.kind))
-            if too_large:  # nbgrader's worker passed its own memory cap (`autograder.worker.memory_cap`)
+            if too_large:  # nbgrader's worker passed its own memory cap (`autograder.grading.worker.memory_cap`)
                 verdict = dataclasses.replace(verdict, status="error", passed=False, detail=too_large_detail(
                     self._worker.memory_bytes, self.spec.max_output_bytes))
             timings.finish = time.perf_counter() - t2

@@ -19,7 +19,7 @@ The same rule reviews what a human should read (`reviews`): a track passed with 
 annotations (`ZERO_NOTE`, also the judge's note on a single track), tracks whose counts are
 far apart (`far_apart`: a memorised course track with an honest fallback elsewhere), and each
 track's own review (e.g. a notebook carrying more knowledge than a method needs,
-`autograder.knowledge`). `autograder verify` builds the same combined row from the event
+`autograder.grading.knowledge`). `autograder verify` builds the same combined row from the event
 track's re-run and the hidden track's (`combine`), so a live event and ``grade --tracks``
 decide alike: one home for the rule.
 
@@ -32,7 +32,7 @@ refuses both, as `autograder verify --hidden-track` does.
 from __future__ import annotations
 
 from course import data
-from autograder import clean, store
+from autograder.results import clean, store
 
 _WORST = ("error", "timeout", "failed", "ok")  # the combined status: the worst of the tracks'
 REVIEW_RATIO = 3  # review when a track needs more than 3x the annotations of another ...

@@ -41,8 +41,8 @@ import traceback
 from pathlib import Path
 from typing import NamedTuple
 
-from autograder import launch
-from autograder.safefs import MAX_NOTEBOOK_BYTES
+from autograder.sandbox import launch
+from autograder.sandbox.safefs import MAX_NOTEBOOK_BYTES
 
 LOG_FORMAT = "%(asctime)s [%(name)s | %(levelname)s] %(message)s"
 _OUTPUT = {"limit": 0, "used": 0, "truncated": False}
@@ -95,7 +95,7 @@ def _cap_outputs() -> None:
     NotebookClient.output = output
 
 
-_RUNNING = {"path": ""}  # the job's `running_cell` file: which cell the kernel is running (`autograder.memlimit`)
+_RUNNING = {"path": ""}  # the job's `running_cell` file: which cell the kernel is running (`autograder.sandbox.memlimit`)
 
 
 def _track_cells() -> None:
@@ -109,7 +109,7 @@ def _track_cells() -> None:
         if _RUNNING["path"]:
             fd = os.open(_RUNNING["path"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
             with os.fdopen(fd, "w") as handle:
-                handle.write(str(int(cell_index) + 1))  # 1-based, as `autograder.judge.first_error` counts
+                handle.write(str(int(cell_index) + 1))  # 1-based, as `autograder.grading.judge.first_error` counts
         return await original(self, cell, cell_index, *args, **kwargs)
 
     NotebookClient.async_execute_cell = execute_cell
@@ -204,7 +204,7 @@ class WorkerClient:
         self.cgroup = ""  # the running worker's memory cgroup ("" = none)
 
     def _start(self) -> subprocess.Popen:
-        process = subprocess.Popen([sys.executable, "-m", "autograder.worker"], cwd=self.course_root, env=self.env,
+        process = subprocess.Popen([sys.executable, "-m", "autograder.grading.worker"], cwd=self.course_root, env=self.env,
                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                    start_new_session=True, preexec_fn=die_with_parent)
         # moved before its first job (it imports nbgrader then): what it allocates from now on is charged there

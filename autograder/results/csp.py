@@ -1,6 +1,6 @@
-"""A Content-Security-Policy for the feedback pages: the second wall behind `autograder.inert`.
+"""A Content-Security-Policy for the feedback pages: the second wall behind `autograder.results.inert`.
 
-`autograder.inert` keeps nothing in a graded notebook that a browser would run. Should anything slip
+`autograder.results.inert` keeps nothing in a graded notebook that a browser would run. Should anything slip
 through it (a template of a newer nbconvert that writes another notebook string into HTML), the
 feedback page itself refuses to run it: ``nbgrader generate_feedback`` renders through
 ``templates/feedback_csp.html.j2``, nbgrader's own feedback template with a
@@ -83,7 +83,7 @@ def content_security_policy(head: str) -> str:
     found = _HEAD.search(head)
     if found is None:
         raise ValueError("the feedback template's header has no <head> element: the Content-Security-Policy "
-                         "cannot be placed; check autograder/templates/feedback_csp.html.j2 against nbgrader's "
+                         "cannot be placed; check autograder/results/templates/feedback_csp.html.j2 against nbgrader's "
                          "feedback template")
     return head[:found.end()] + "\n" + meta(head) + head[found.end():]
 

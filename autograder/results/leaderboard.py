@@ -3,14 +3,14 @@
 Rows come from the results store (`store.resolve_url`: the course's ``grades.db``, or the
 database of ``url=`` / ``$AUTOGRADER_DB``). Ranking: passing submissions first, then the
 fewest annotations, then the higher accuracy; equal keys share a rank. A participant graded
-with several notebooks is ranked by the attempt `autograder.attempts.RULE` picks (the first with a
+with several notebooks is ranked by the attempt `autograder.grading.attempts.RULE` picks (the first with a
 counted submission, `store.load`), and the ``attempts`` column says how many were graded, so the
 board is no scoring oracle across resubmissions. The HTML
 page is self-contained (inline CSS and JS, columns sortable by a click on their
 header) so an instructor can project it or mail it; the PNG shows the ranked rows,
 one named row each (names never overlap), with their annotations and their accuracy beside the 90% line.
 
-Graded on several tracks (hidden tracks, `autograder.tracks`), a row is the
+Graded on several tracks (hidden tracks, `autograder.grading.tracks`), a row is the
 submission's combined row: passed means passed on every track, annotations is the
 total and accuracy the mean over the *hidden* tracks (the course track is known in
 advance: its count is shown but buys no rank), so the same ranking reads "passed on
@@ -43,7 +43,7 @@ from pathlib import Path
 
 from course import config
 from course.files import write_atomic
-from autograder import clean, spreadsheet, store
+from autograder.results import clean, spreadsheet, store
 
 FOLDER = "leaderboard"
 CSV_COLUMNS = ["rank", "student", "accuracy", "annotations", "passed", "score", "max_score", "status",
@@ -52,7 +52,7 @@ POINTS_COLUMNS = ["rank", "student", "passed", "score", "max_score", "status", "
 TEXT_COLUMNS = frozenset({"student", "passed", "status", "review", "detail"})  # always guarded (`spreadsheet.safe_cell`)
 HIDDEN_LABEL = "hidden {}"  # a hidden track on the projected board: its digits stay the instructor's
 WITHHELD = "message withheld on the board (the instructor has it)"  # a hidden track's own error text
-_ATTEMPTS_NOTE = re.compile(r"; ranked: attempt \d+ of \d+ \([a-z ,:;]+\)"  # autograder.attempts.note, at the end
+_ATTEMPTS_NOTE = re.compile(r"; ranked: attempt \d+ of \d+ \([a-z ,:;]+\)"  # autograder.grading.attempts.note, at the end
                             r"(; the latest, attempt \d+, (passed|did not pass) and is not ranked)?$")
 
 
@@ -61,7 +61,7 @@ def rank(rows: list[store.Row]) -> list[tuple[int, store.Row]]:
 
     A row graded on fewer tracks than the board's fullest (a submission graded on the course track
     alone while the others have hidden tracks too, e.g. in the middle of a batch) comes after every
-    row graded on them all: its count is not the hidden tracks' (`autograder.tracks.ranked_parts`).
+    row graded on them all: its count is not the hidden tracks' (`autograder.grading.tracks.ranked_parts`).
     """
     full = max((len(r.track.split()) for r in rows if r.kind != "points"), default=1)
 
@@ -145,7 +145,7 @@ _KINDS = (
     (r"\d+ submission\(s\) refused by the service; none counted", "submissions refused by the service; none counted"),
     (r"counted the first of \d+ submissions?; \d+ held-out evaluations?", "counted the first submission"),
     (r"the notebook used more than the ([\d.]+) GB memory limit( in cell \d+)?",
-     "the notebook used more than the {0} GB memory limit{1}"),  # `autograder.memlimit.detail`
+     "the notebook used more than the {0} GB memory limit{1}"),  # `autograder.sandbox.memlimit.detail`
     (r"the notebook's output was too large for the grader", "the notebook's output was too large for the grader: "
                                                             "not graded"),
     (r"grader error", "grader error (the instructor has its message)"),
@@ -184,7 +184,7 @@ def visible_detail(row: store.Row) -> str:
     The stored detail quotes the kernel: the first error's message and exception name, which a notebook
     chooses (one that bought 60 labels and raised ``RuntimeError('0110...')`` put them on a shared CSV).
     A combined row keeps its per-track summaries (the grader's numbers) and says what went wrong on the
-    first failed track in fixed words; the attempts note (`autograder.attempts.note`) is the grader's.
+    first failed track in fixed words; the attempts note (`autograder.grading.attempts.note`) is the grader's.
     """
     text = row.detail
     kept = _ATTEMPTS_NOTE.search(text) if row.attempts > 1 else None

@@ -11,7 +11,7 @@ has one row per track (``level = "track"``, ``track`` = that track) plus its com
 accuracy. `load` returns the combined rows (one per student, what the leaderboard ranks),
 `load_tracks` the per-track ones. Graded on one track, the single row is the combined row.
 
-Every graded attempt of a student is kept (`autograder.attempts`): the caller names the
+Every graded attempt of a student is kept (`autograder.grading.attempts`): the caller names the
 attempt by the key of the submitted notebook's bytes (``save(..., attempt=attempts.key(files))``),
 the rows carry it (``notebook``) with the attempt's number (``attempt``, in the order the
 notebooks were first graded) and the student's count (``attempts``). `load` returns the rows of
@@ -61,7 +61,9 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from autograder import attempts as attempts_, clean, safefs
+from autograder.grading import attempts as attempts_
+from autograder.results import clean
+from autograder.sandbox import safefs
 
 DB_NAME = "grades.db"
 ENV = "AUTOGRADER_DB"  # a path or a SQLAlchemy URL; below an explicit url=, above <course>/grades.db
@@ -71,7 +73,7 @@ LEDGER_DIR = "ledgers"
 LATEST_LEDGERS = "latest"  # ledgers/<assignment>/latest/<student>/<run>.jsonl, <run>.nbgrader.log
 ATTEMPT_LEDGERS = "attempts"  # ledgers/<assignment>/attempts/<student>/<notebook key><suffix>
 COURSE_RUN = "course"  # <run> of the course track; a hidden track's is "track<digits>" (e.g. track25)
-HIDDEN_TAG = ".track"  # how a hidden track's suffix begins (autograder.tasks: ".track25.jsonl")
+HIDDEN_TAG = ".track"  # how a hidden track's suffix begins (autograder.grading.tasks: ".track25.jsonl")
 _SUFFIX = re.compile(r"(\.track\d+)?(\.[a-z]+)+")  # a kept file's suffix: [.track<digits>].jsonl, .nbgrader.log
 PENDING = Path(".autograder") / "pending-rows.jsonl"
 STATUSES = ("ok", "failed", "timeout", "error")
@@ -102,7 +104,7 @@ RESULTS = sa.Table(
     sa.Column("review", sa.Text, nullable=False, server_default=""),
     sa.Column("kind", sa.String(16), nullable=False, server_default="competition"),
     sa.Column("level", sa.String(16), nullable=False, server_default="combined"),
-    # graded attempts (`autograder.attempts`): the notebook's key, the attempt's number, the student's count
+    # graded attempts (`autograder.grading.attempts`): the notebook's key, the attempt's number, the student's count
     sa.Column("notebook", sa.String(64), primary_key=True, server_default=attempts_.UNKNOWN),
     sa.Column("attempt", sa.Integer, nullable=False, server_default="1"),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="1"),

@@ -1,7 +1,7 @@
 """The kernel's sandbox: an allow-list of what a participant's code may see, and its hard limits.
 
 Participant code runs in the kernel and can do anything there. The kernel is
-started by `autograder.launch` (as root, inside nbgrader's worker), which applies
+started by `autograder.sandbox.launch` (as root, inside nbgrader's worker), which applies
 the limits and runs bubblewrap; inside, ``setpriv`` drops to an unprivileged
 user before Python starts. The kernel sees (`Sandbox.argv`):
 
@@ -12,7 +12,7 @@ user before Python starts. The kernel sees (`Sandbox.argv`):
   without the labelled data sets some packages ship (`ENV_DATASETS`), the installed ``course`` package folder only,
   this run's grading data, the baseline checkpoint file, the service's socket;
 - writable, every one a RAM disk capped in size: its runtime folder (connection file,
-  ZMQ sockets; a RAM disk of its own, `autograder.runfolder.RUNTIME_BYTES`), ``/dev/shm``
+  ZMQ sockets; a RAM disk of its own, `autograder.sandbox.runfolder.RUNTIME_BYTES`), ``/dev/shm``
   and ``/tmp``, holding its home ``/tmp/home`` and its working folder ``/tmp/work``
   (empty at start; the grader never reads it);
 - nothing else: no ``/home``, ``/root``, ``/opt``, ``/var``, ``/srv``, ``/mnt``,
@@ -60,7 +60,7 @@ class SandboxError(RuntimeError):
 
 @dataclass
 class Limits:
-    """Hard limits of one kernel (see `autograder.launch`)."""
+    """Hard limits of one kernel (see `autograder.sandbox.launch`)."""
 
     memory_bytes: int = 8 * 10**9  # RLIMIT_AS; and of all the kernel's processes with a memory cgroup
     max_processes: int = 512  # RLIMIT_NPROC of the kernel's user (threads count); pids.max with a cgroup
@@ -344,7 +344,7 @@ def cgroup_parent() -> str:
 def cgroup_v1(mountinfo: str = "/proc/self/mountinfo", own: str = "/proc/self/cgroup") -> dict[str, str]:
     """This process's own cgroup v1 folder of each of `V1_CONTROLLERS` it may write, by controller.
 
-    A kernel's cgroups are made inside (`autograder.launch`), so they nest under whatever
+    A kernel's cgroups are made inside (`autograder.sandbox.launch`), so they nest under whatever
     limits this grader already has. Empty when ``AUTOGRADER_CGROUP`` is set, when v1 is not
     mounted, read-only, or not writable by this user (a grader that is not root).
     """
@@ -383,7 +383,7 @@ def cgroups_available() -> bool:
 
 
 def cgroup_folders(limits: Limits) -> list[str]:
-    """The folders holding this machine's kernel cgroups (for `autograder.launch.remove_stale`)."""
+    """The folders holding this machine's kernel cgroups (for `autograder.sandbox.launch.remove_stale`)."""
     return [limits.cgroup_parent] if limits.cgroup_parent else list(limits.cgroup_v1.values())
 
 

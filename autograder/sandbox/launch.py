@@ -13,7 +13,7 @@ Standard library only (it starts in milliseconds). It
    ``cpu``: the same ``cpu.shares`` for every kernel, so a kernel of many busy processes,
    each in its own session, gets one kernel's share of the CPU, not one per session).
    When the memory cap makes the system kill a process of the kernel, the whole kernel is
-   killed; the exit record (`EXIT_RECORD`) says so (`autograder.memlimit` turns it into the row).
+   killed; the exit record (`EXIT_RECORD`) says so (`autograder.sandbox.memlimit` turns it into the row).
    With a memory cgroup the address-space limit is `AS_FACTOR` times the cap, so real memory
    decides, the same way every run (equal limits raced: MemoryError one run, a kill the next). Every cgroup
    is emptied and removed at the end; those of a killed grader by `remove_stale` (which also
@@ -77,7 +77,7 @@ def memory_cgroup(name: str, memory_bytes: int, cgroup_parent: str = "", cgroup_
     """One cgroup `name` whose processes together may use `memory_bytes` (no swap), or "" (no cgroup here).
 
     v2 under `cgroup_parent` (``memory.oom.group``: at the cap every process of it is killed), else v1 under
-    the ``memory`` folder of `cgroup_v1`. For nbgrader's worker (`autograder.worker.WorkerClient`)."""
+    the ``memory`` folder of `cgroup_v1`. For nbgrader's worker (`autograder.grading.worker.WorkerClient`)."""
     memory = str(int(memory_bytes))
     if cgroup_parent:
         wanted = {cgroup_parent: [("memory.max", memory), ("memory.swap.max", "0"), ("memory.oom.group", "1")]}
@@ -97,7 +97,7 @@ def _make(name: str, wanted: dict[str, list[tuple[str, str]]]) -> list[str]:
         try:
             os.mkdir(path, 0o755)
         except OSError as exc:
-            sys.stderr.write(f"autograder.launch: no cgroup under {parent} ({exc}); rlimits only there\n")
+            sys.stderr.write(f"autograder.sandbox.launch: no cgroup under {parent} ({exc}); rlimits only there\n")
             continue
         made.append(path)
         for file, value in values:
@@ -107,7 +107,7 @@ def _make(name: str, wanted: dict[str, list[tuple[str, str]]]) -> list[str]:
             try:
                 _write(target, value)
             except OSError as exc:
-                sys.stderr.write(f"autograder.launch: {target} not set ({exc})\n")
+                sys.stderr.write(f"autograder.sandbox.launch: {target} not set ({exc})\n")
     return made
 
 

@@ -1,6 +1,6 @@
 """The memory limit: how the grader knows a kernel met it, and the one row it then gets.
 
-Where the limit bites depends on the machine (`autograder.launch` sets it up):
+Where the limit bites depends on the machine (`autograder.sandbox.launch` sets it up):
 
 - **with cgroups** (v2, or v1's memory controller): the cap is on all the kernel's processes
   together (RAM disk included). At the cap the system's OOM killer ends a process, the

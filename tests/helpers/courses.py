@@ -28,8 +28,10 @@ from pathlib import Path
 
 import nbformat
 
-from autograder import gradebook_merge, layout, secret
-from autograder.tasks import tool_env  # noqa: F401 (the tests' subprocess environment)
+from autograder import layout
+from autograder.grading import secret
+from autograder.results import gradebook_merge
+from autograder.grading.tasks import tool_env  # noqa: F401 (the tests' subprocess environment)
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "autograder_course"
 TOY = FIXTURE / "source" / "toy" / "toy.ipynb"

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import nbformat
 
-from autograder import sandbox, store, tasks
+from autograder import sandbox
+from autograder.grading import tasks
+from autograder.results import store
 
 ASSIGNMENT = "toy"  # the fixture course's assignment (tests/fixtures/autograder_course)
 

@@ -1,4 +1,4 @@
-"""The one builder of results rows (`autograder.store.Row`) for tests that store or rank rows without grading.
+"""The one builder of results rows (`autograder.results.store.Row`) for tests that store or rank rows without grading.
 
     row("ana")                               # passed: 95% with 3 annotations, on 7,1, of the toy assignment
     row("bo", 0.5, 9, track="2,5", level="track")
@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from autograder import store
+from autograder.results import store
 from course import config
 
 GRADED_AT = "2026-11-27T08:00:00Z"

@@ -1,4 +1,4 @@
-"""The annotation service in the tests: grading data prepared once, a real `autograder.service` process.
+"""The annotation service in the tests: grading data prepared once, a real `autograder.grading.service` process.
 
 conftest.py's `prepared` (session) and `running` (per test) fixtures use these; a test that needs other
 options (a request cap, its stderr in a file) calls `start` itself and `stop` when done.
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from autograder import prepare, service
+from autograder.grading import prepare, service
 from course import config, data
 
 TOKEN = "t0ken-for-tests"
@@ -42,7 +42,7 @@ def start(prepared, tmp_path: Path, *extra: str, monkeypatch=None, log: Path | N
     sock, ledger = tmp_path / "s.sock", tmp_path / "ledger.jsonl"
     with open(log if log is not None else os.devnull, "wb") as err:
         process = subprocess.Popen(
-            [sys.executable, "-m", "autograder.service", "--socket", str(sock), "--truth", str(truth_copy),
+            [sys.executable, "-m", "autograder.grading.service", "--socket", str(sock), "--truth", str(truth_copy),
              "--ledger", str(ledger), *extra], env={**os.environ, service.TOKEN_ENV: TOKEN},
             stdout=subprocess.PIPE, stderr=err if log is not None else None)
     assert process.stdout.readline().strip() == b"ready"
