@@ -187,14 +187,15 @@ def op_cost(db: Path, code: str, requests: int = 2000) -> dict:
     participant's count grows from 0 to 5 x `requests` (a request's cost must not grow with the count)."""
     import shutil
 
-    from autograder.event import app, store
+    from autograder.event import store
+    from autograder.event import server as event_server
 
     copy = db.with_name("op-cost.db")
     for suffix in ("", "-wal", "-shm"):
         if Path(f"{db}{suffix}").exists():
             shutil.copyfile(f"{db}{suffix}", f"{copy}{suffix}")
     events = store.Store(copy)
-    server = app.EventServer(events, rate=1e9, burst=10**9)
+    server = event_server.EventServer(events, rate=1e9, burst=10**9)
     truth = server.truth(code)
     c_all = np.flatnonzero(np.isin(truth["pool_digits"], truth["track"]))
     me = events.participant(code, server.join(code, {"name": "op cost"})["result"]["token"])

@@ -20,7 +20,7 @@ import subprocess
 
 import pytest
 
-from autograder.event import app, cli, store
+from autograder.event import cli, export, store
 from tests.helpers import events as es
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -143,7 +143,7 @@ def test_export_writes_csv_and_json_atomically(event, tmp_path, monkeypatch, cap
     assert [p.name for p in target.parent.iterdir()] == ["results.json"]  # no temp file left behind
 
     with _held(event["db"]) as held:
-        assert app.results_csv(app.results(held, event["code"])) == default.read_bytes().decode()  # the admin page's CSV
+        assert export.results_csv(export.results(held, event["code"])) == default.read_bytes().decode()  # the admin page's CSV
     assert cli.main(["event", "export", "NOSUCH", "--db", db]) == 2
 
 

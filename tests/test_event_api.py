@@ -168,21 +168,22 @@ def test_one_counted_submission(event):
 
 
 def test_rate_limit_per_participant(tmp_path, tmp_path_factory):
-    from autograder.event import app
+    from autograder.event import errors, uploads
+    from autograder.event import server as event_server
 
     db, events = es.template(tmp_path_factory.getbasetemp())
     code, _ = events["api"]
     copy = store.Store(es.copy_db(db, tmp_path / "rate.db"))
-    server = app.EventServer(copy, rate=0.001, burst=3)
+    server = event_server.EventServer(copy, rate=0.001, burst=3)
     flooder, neighbour = (copy.participant(code, server.join(code, {"name": n})["result"]["token"])
                           for n in ("flooder", "calm neighbour"))
     assert [server.op(flooder, {"op": "count"})[0] for _ in range(3)] == [200, 200, 200]  # the burst
-    with pytest.raises(app.Refused) as refused:
+    with pytest.raises(errors.Refused) as refused:
         server.op(flooder, {"op": "annotate", "indices": c_indices(server.truth(code), 1)})
     assert refused.value.status == 429 and refused.value.headers == {"Retry-After": "1000"}  # whole seconds to wait
     assert "requests per second" in refused.value.message and "Nothing was charged" in refused.value.message
     assert server.op(neighbour, {"op": "count"}) == (200, {"ok": True, "result": 0})  # not blocked by the flood
-    assert app.EventServer(copy).op(flooder, {"op": "count"})[1]["result"] == 0  # from the store: nothing charged
+    assert event_server.EventServer(copy).op(flooder, {"op": "count"})[1]["result"] == 0  # from the store: nothing charged
 
 
 def test_admin_routes_need_the_admin_token(event):
@@ -259,13 +260,14 @@ def test_cli_event_create_prints_the_join_code_and_admin_token(tmp_path, tmp_pat
 
 
 def test_requests_per_participant_are_capped_and_the_ledger_stays_small(tmp_path, tmp_path_factory, monkeypatch):
-    from autograder.event import app
+    from autograder.event import errors, uploads
+    from autograder.event import server as event_server
 
     db, events = es.template(tmp_path_factory.getbasetemp())
     code, _ = events["api"]
     copy = store.Store(es.copy_db(db, tmp_path / "cap.db"))
-    monkeypatch.setattr(app, "MAX_REQUESTS", 5)
-    server = app.EventServer(copy, rate=1e6, burst=10**6)
+    monkeypatch.setattr(event_server, "MAX_REQUESTS", 5)
+    server = event_server.EventServer(copy, rate=1e6, burst=10**6)
     participant = copy.participant(code, server.join(code, {"name": "capped"})["result"]["token"])
     idx = c_indices(server.truth(code), 8)
     for i in idx[:5]:
@@ -275,9 +277,9 @@ def test_requests_per_participant_are_capped_and_the_ledger_stays_small(tmp_path
         assert status == 400 and "more than 5 requests" in reply["message"]
     assert len(copy.ledger(participant.id)) == 6  # only the first refusal past the cap is logged
     for _ in range(2):  # the server's own refusals (logged by the route) are not the rules' requests
-        server.refused(participant, None, app.Refused(429, "wait", reason="rate_limited"))
+        server.refused(participant, None, errors.Refused(429, "wait", reason="rate_limited"))
     assert len(copy.ledger(participant.id)) == 8
-    again = app.EventServer(copy, rate=1e6, burst=10**6)  # a restart: the cap still holds
+    again = event_server.EventServer(copy, rate=1e6, burst=10**6)  # a restart: the cap still holds
     status, reply = again.op(participant, {"op": "count"})
     assert status == 400 and again.session(participant).rules.count == 5
     assert again.session(participant).rules.requests == 7 and again.session(participant).server_refused == 2
@@ -319,7 +321,8 @@ def test_an_upload_with_60000_outputs_is_stripped_before_validation_and_the_serv
     So the outputs are dropped before validation (checked on what the validator is given, not on a clock)."""
     import nbformat
 
-    from autograder.event import app
+    from autograder.event import errors, uploads
+    from autograder.event import server as event_server
 
     token = join(event, "many outputs")["token"]
     output = {"output_type": "stream", "name": "stdout", "text": "x"}
@@ -333,7 +336,7 @@ def test_an_upload_with_60000_outputs_is_stripped_before_validation_and_the_serv
     validated, real_validate = [], nbformat.validate
     monkeypatch.setattr(nbformat, "validate", lambda nb, *a, **k: (
         validated.append(sum(len(c.get("outputs", [])) for c in nb["cells"])), real_validate(nb, *a, **k))[1])
-    app.clean_notebook(app.check_structure(raw))  # the server's own two steps, in this process
+    uploads.clean_notebook(uploads.check_structure(raw))  # the server's own two steps, in this process
     assert validated and max(validated) == 0  # the validator never saw the 60,000 outputs
 
 
@@ -373,7 +376,8 @@ def test_a_rate_limited_client_waits_and_retries_and_is_charged_once(tmp_path, t
     every annotation is charged once, and each 429 is in the admin's ledger as a refusal with its reason and
     time. A flood of refusals is logged one by one only up to MAX_LOGGED_REFUSALS, then counted, across a
     restart too."""
-    from autograder.event import app
+    from autograder.event import errors, uploads
+    from autograder.event import server as event_server
     from course import event as course_event, event_client, oracle
 
     db, events = es.template(tmp_path_factory.getbasetemp())
@@ -415,14 +419,14 @@ def test_a_rate_limited_client_waits_and_retries_and_is_charged_once(tmp_path, t
         # a flood: past MAX_LOGGED_REFUSALS of the server's own refusals, they are counted, not logged
         token = course_event.current().token
         flood = [es.call(f"{server.url}/api/events/{code}/op", {"op": "count"}, token=token)[0]
-                 for _ in range(app.MAX_LOGGED_REFUSALS + 30)]
+                 for _ in range(event_server.MAX_LOGGED_REFUSALS + 30)]
         status, view_json = es.call(base, token=admin)
         counted = next(p for p in view_json["participants"] if p["id"] == pid)["refusals"]
         n_429 = counted["rate_limited"]["n"]
-        assert n_429 == len(waits) + 1 + flood.count(429) and flood.count(429) >= app.MAX_LOGGED_REFUSALS
+        assert n_429 == len(waits) + 1 + flood.count(429) and flood.count(429) >= event_server.MAX_LOGGED_REFUSALS
         assert any(f["name"] == "patient" and f["reason"] == "rate_limited" for f in view_json["failures"])
         logged = [e for e in view.ledger(pid) if e.get("reason") == "rate_limited"]
-        assert len(logged) == app.MAX_LOGGED_REFUSALS < n_429
+        assert len(logged) == event_server.MAX_LOGGED_REFUSALS < n_429
         server.stop()
         server.start()  # the counts and the cap survive a restart
         status, reply = es.call(f"{server.url}/api/events/{code}/op", {"op": "count"}, token=token)
@@ -432,7 +436,7 @@ def test_a_rate_limited_client_waits_and_retries_and_is_charged_once(tmp_path, t
         status, view_json = es.call(base, token=admin)
         again = next(p for p in view_json["participants"] if p["id"] == pid)
         assert again["refusals"]["rate_limited"]["n"] > n_429 and again["annotations"] == 8
-        assert len([e for e in view.ledger(pid) if e.get("reason") == "rate_limited"]) == app.MAX_LOGGED_REFUSALS
+        assert len([e for e in view.ledger(pid) if e.get("reason") == "rate_limited"]) == event_server.MAX_LOGGED_REFUSALS
     finally:
         course_event.leave()
         server.stop()
@@ -487,12 +491,13 @@ def test_per_address_limits_refuse_before_any_work_and_leave_room_for_a_class_be
 def test_a_big_annotate_request_costs_its_size_and_a_huge_one_is_refused(event):
     """One more bucket token per 1,000 indices (a 1 MB request of 120,000 repeated indices held the server for
     ~0.5 s at the cost of one request); more than MAX_INDICES is refused, and the debt makes the next wait."""
-    from autograder.event import app
+    from autograder.event import errors, uploads
+    from autograder.event import server as event_server
 
     token = join(event, "big requests")["token"]
     c = [int(i) for i in np.flatnonzero(np.isin(event["truth"]["pool_digits"], event["truth"]["track"]))[:10]]
     status, reply = op(event, token, op="annotate", indices=c * 5000)  # 50,000: 49 tokens more than one request
-    assert status == 400 and f"at most {app.MAX_INDICES} indices" in reply["message"] and "split" in reply["message"]
+    assert status == 400 and f"at most {event_server.MAX_INDICES} indices" in reply["message"] and "split" in reply["message"]
     status, reply = op(event, token, op="annotate", indices=c)
     assert status == 429 and "wait" in reply["message"], reply  # the burst went to the big request's size
     status, view = es.call(f"{event['url']}/api/admin/{event['code']}", token=event["admin"])

@@ -19,7 +19,7 @@ import time
 from urllib.parse import urlsplit
 
 import event_server as es
-from autograder.event import app, limits
+from autograder.event import export, limits
 
 JOINS = limits.JOIN_BURST + 40
 FLOOD = limits.MAX_STREAMS  # streams, each with an address of its own in the header
@@ -84,7 +84,7 @@ def _open_stream(port: int, path: str, forwarded: str | None = None) -> tuple[so
 
 def test_a_stream_flood_cannot_lock_the_projectors_board_out(tmp_path_factory):
     server, code, admin = _server(tmp_path_factory, "forwarded-streams")
-    link = urlsplit(app.board_link(code, admin))
+    link = urlsplit(export.board_link(code, admin))
     keyed = f"/api/events/{code}/stream?{link.query}"
     held, statuses = [], {}
     try:

@@ -1,6 +1,6 @@
 """The live event's store and ranking on both backends: SQLite (the default) and PostgreSQL (a large event).
 
-An event on a small made-up pool (no MNIST needed) is run through `app.EventServer` as the routes run it:
+An event on a small made-up pool (no MNIST needed) is run through `event_server.EventServer` as the routes run it:
 joins, charges, counted submissions, refusals, a restart on the same store, the board, the admin's CSV.
 The ranking rule's tie-breaks (passed, fewest annotations, higher accuracy, earlier submission) are
 checked on the rule itself and on the board built from each store.
@@ -14,7 +14,8 @@ import io
 import numpy as np
 import pytest
 
-from autograder.event import app, pool, store
+from autograder.event import pool, store
+from autograder.event import server as event_server
 from course import config
 
 TRACK = (7, 1)
@@ -57,7 +58,7 @@ def test_an_event_on_either_store_charges_ranks_restarts_and_exports(url):
     events = store.Store(url)
     code, admin = events.create_event(TRACK, "toy", "1", pool_blob, truth_blob)
     assert events.is_admin(code, admin) and events.blob(code, "pool") == pool_blob
-    server = app.EventServer(events, rate=1e6, burst=10**6)
+    server = event_server.EventServer(events, rate=1e6, burst=10**6)
     c = [int(i) for i in np.flatnonzero(np.isin(truth["pool_digits"], TRACK))]
     private = truth["private_digits"]
 
@@ -114,7 +115,7 @@ def test_an_event_on_either_store_charges_ranks_restarts_and_exports(url):
 
     # a restart: a new store and server on the same database rebuild every participant's rules
     again_store = store.Store(url)
-    again = app.EventServer(again_store, rate=1e6, burst=10**6)
+    again = event_server.EventServer(again_store, rate=1e6, burst=10**6)
     check(again_store, again)
     ada_again = again_store.participant(code, tokens["ada"])
     assert again.op(ada_again, {"op": "count"}) == (200, {"ok": True, "result": 3})

@@ -276,7 +276,7 @@ def run(args) -> int:
         return _export(args)
     names = read_roster(args.roster) if args.roster is not None else None
     code, admin = create(_db(args), args.track, args.assignment, args.seed, baseline=not args.no_baseline)
-    from autograder.event.app import board_link
+    from autograder.event.export import board_link
 
     here = f"http://{lan_address() or '<this machine>'}:8000"
     print(f"event created for {args.assignment} on track {args.track}"
@@ -290,11 +290,11 @@ def run(args) -> int:
               "an open event: anyone with the code joins under any name (one person can join under several); "
               "--roster names.txt makes it invite-only")
         return 0
-    from autograder.event import app, store
+    from autograder.event import export, store
 
     invites = store.Store(_db(args)).add_invites(code, names)
     target = args.invites or Path(EVENT_FILES) / code / "invites.csv"
-    write_private(target, app.invites_csv([{"name": n, "code": c, "participant": None} for n, c in invites.items()]))
+    write_private(target, export.invites_csv([{"name": n, "code": c, "participant": None} for n, c in invites.items()]))
     print(f"invite-only: {len(invites)} personal codes, one per name (also in {target}; the admin page "
           "exports them again). Each participant joins with their own code:\n"
           f"    course.event.join(\"{here}\", \"<personal code>\")")
@@ -325,7 +325,7 @@ def write_private(path: Path, text: str) -> Path:
 
 
 def _export(args) -> int:
-    from autograder.event import app, store
+    from autograder.event import export, store
 
     code = args.code.strip().upper()
     held = store.Store(_db(args))
@@ -333,10 +333,10 @@ def _export(args) -> int:
         if held.event(code) is None:
             print(f"autograder event export: there is no event {code} in {_db(args)}", file=sys.stderr)
             return 2
-        doc = app.results(held, code)
+        doc = export.results(held, code)
     finally:
         held.dispose()
-    text = app.results_csv(doc) if args.format == "csv" else app.results_json(doc)
+    text = export.results_csv(doc) if args.format == "csv" else export.results_json(doc)
     if str(args.output) == "-":
         sys.stdout.write(text)
         return 0

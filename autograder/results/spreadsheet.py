@@ -3,7 +3,7 @@
 Participant text reaches CSV files an instructor opens in a spreadsheet (the leaderboard's student
 folder names, an event's names and roster); a cell such as ``=1+HYPERLINK("evil.example","x")``
 would run as a formula there. Both the leaderboard (`autograder.results.leaderboard`) and the event
-server's exports (`autograder.event.store`, `autograder.event.app`) guard their cells with `safe_cell`.
+server's exports (`autograder.event.store`, `autograder.event.export`) guard their cells with `safe_cell`.
 """
 
 from __future__ import annotations
