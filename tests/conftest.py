@@ -145,14 +145,14 @@ def postgres_server():
 @pytest.fixture
 def postgres_url(postgres_server):
     """A new, empty database on the session's PostgreSQL cluster: its SQLAlchemy URL."""
-    from autograder.results import store
+    from autograder.results import database
     from tests.helpers import postgres
 
     url = postgres.new_database(postgres_server)
     yield url
-    for engine in list(store._ENGINES.values()):  # close this test's connections (the cluster keeps running)
+    for engine in list(database._ENGINES.values()):  # close this test's connections (the cluster keeps running)
         engine.dispose()
-    store._forget_engines()
+    database._forget_engines()
 
 
 @pytest.fixture

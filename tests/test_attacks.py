@@ -30,7 +30,7 @@ import pytest
 
 from autograder import sandbox
 from autograder.grading import judge, tasks
-from autograder.results import clean, leaderboard, store
+from autograder.results import clean, database, leaderboard, store
 from course import data
 from helpers.courses import HONEST, add_submission, fills_folder, make_course, points_only, run_cli, solution
 from helpers.probes import descendants, found, kernel_user_pids, probe
@@ -489,7 +489,7 @@ def test_judge_counts_the_first_submission_and_flags_a_free_pass():
 
 def test_store_migrates_an_old_database(tmp_path):
     connection = sqlite3.connect(tmp_path / store.DB_NAME)
-    connection.execute(store._SCHEMA)
+    connection.execute(database._SCHEMA)
     connection.execute("INSERT INTO results VALUES ('a', 'toy', '7,1', .9, 5, 1, 2, 2, 'ok', 'd', 1.0, 't')")
     connection.commit()
     connection.close()

@@ -26,7 +26,7 @@ import nbformat
 import numpy as np
 import pytest
 
-from autograder.event import pool, store, verify
+from autograder.event import pool, store, tables, verify
 from course import config, data
 from tests import event_server as es
 from tests.helpers.courses import CLUSTER, TOY, make_course, solution, tool_env
@@ -273,7 +273,7 @@ def test_an_older_event_store_gains_the_hidden_track_columns(tmp_path):
     db = tmp_path / "old.db"
     store.Store(db).dispose()
     with sqlite3.connect(db) as conn:  # the store as made before the hidden track
-        for column in store.NEW_COLUMNS["verifications"]:
+        for column in tables.NEW_COLUMNS["verifications"]:
             conn.execute(f"ALTER TABLE verifications DROP COLUMN {column}")
     events = store.Store(db)
     code, _ = events.create_event((7, 1), "toy", "1", b"pool", b"truth")

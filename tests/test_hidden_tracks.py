@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from autograder.grading import secret, tracks
-from autograder.results import leaderboard, store
+from autograder.results import database, leaderboard, store
 from course import config, data
 from helpers.courses import HONEST, make_course, run_cli, solution
 
@@ -258,7 +258,7 @@ def test_leaderboard_ranks_passed_on_all_then_the_hidden_tracks_annotations_then
 
 def test_store_rebuilds_a_database_keyed_by_student_and_assignment(tmp_path):
     connection = sqlite3.connect(tmp_path / store.DB_NAME)
-    connection.execute(store._SCHEMA.replace("PRIMARY KEY (student, assignment, track)",
+    connection.execute(database._SCHEMA.replace("PRIMARY KEY (student, assignment, track)",
                                              "PRIMARY KEY (student, assignment)"))
     connection.execute("ALTER TABLE results ADD COLUMN review TEXT NOT NULL DEFAULT ''")
     connection.execute("INSERT INTO results (student, assignment, track, accuracy, annotations, passed, score, "

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from autograder.results import leaderboard, store
+from autograder.results import database, leaderboard, store
 from helpers.rows import row as stored_row
 
 A = "toy"
@@ -76,7 +76,7 @@ def test_a_database_file_deleted_between_saves_is_made_anew(tmp_path):
 
 def test_an_exception_in_the_middle_of_a_transaction_writes_nothing(tmp_path):
     store.save(tmp_path, graded_on_two_tracks("bo"))
-    engine = store._engine(store.resolve_url(tmp_path))
+    engine = database._engine(store.resolve_url(tmp_path))
     seen = []
 
     def fail_on_insert(_conn, _cursor, statement, _parameters, _context, _many):
@@ -98,7 +98,7 @@ def test_an_exception_in_the_middle_of_a_transaction_writes_nothing(tmp_path):
 
 def test_a_transaction_failing_on_a_transient_error_is_retried_whole(tmp_path):
     store.save(tmp_path, graded_on_two_tracks("bo"))
-    engine = store._engine(store.resolve_url(tmp_path))
+    engine = database._engine(store.resolve_url(tmp_path))
     statements = []
 
     def fail_once(_conn, _cursor, statement, _parameters, _context, _many):
@@ -119,7 +119,7 @@ def test_an_old_sqlite_file_is_migrated(tmp_path):
     # the format before hidden tracks: keyed by (student, assignment), none of the added columns,
     # a rollback journal
     connection = sqlite3.connect(tmp_path / store.DB_NAME)
-    connection.execute(store._SCHEMA.replace("PRIMARY KEY (student, assignment, track)",
+    connection.execute(database._SCHEMA.replace("PRIMARY KEY (student, assignment, track)",
                                              "PRIMARY KEY (student, assignment)"))
     connection.executemany("INSERT INTO results VALUES (?, 'toy', '7,1', ?, 5, 1, 2, 2, 'ok', 'd', 1.0, 't')",
                            [("ana", .91), ("bo", .92)])
@@ -279,7 +279,7 @@ def test_both_backends_round_trip_and_regrade(tmp_path, url):
 
 def test_both_backends_write_nothing_when_a_transaction_fails_midway(tmp_path, url):
     store.save(tmp_path, graded_on_two_tracks("bo"), url=url)
-    engine = store._engine(store.resolve_url(tmp_path, url))
+    engine = database._engine(store.resolve_url(tmp_path, url))
     seen = []
 
     def fail_on_insert(_conn, _cursor, statement, _parameters, _context, _many):
@@ -310,7 +310,7 @@ def test_postgresql_round_trip_regrade_migration_and_leaderboard(tmp_path, postg
         connection.exec_driver_sql(
             "INSERT INTO results VALUES ('old', 'toy', '7,1', .5, 9, 0, 0, 2, 'ok', 'd', 1, 't')")
     engine.dispose()
-    store._forget_engines()  # this process checks the table again
+    database._forget_engines()  # this process checks the table again
     [old] = store.load(tmp_path, A, url=postgres_url)
     assert (old.student, old.passed, old.review, old.level) == ("old", False, "", "combined")
     store.save(tmp_path, graded_on_two_tracks("bo"), url=postgres_url)

@@ -15,7 +15,7 @@ from dataclasses import replace
 import pytest
 
 from autograder.grading import attempts, judge
-from autograder.results import leaderboard, spreadsheet, store
+from autograder.results import database, leaderboard, spreadsheet, store
 from course import protocol
 from helpers.rows import row as stored_row
 
@@ -133,7 +133,7 @@ def test_rows_kept_while_the_store_was_unavailable_keep_their_attempt(tmp_path):
 def test_a_database_from_before_attempts_is_migrated_and_its_rows_are_adopted(tmp_path):
     # the format before attempts: keyed by (student, assignment, track)
     connection = sqlite3.connect(tmp_path / store.DB_NAME)
-    connection.execute(store._SCHEMA)
+    connection.execute(database._SCHEMA)
     connection.executemany("INSERT INTO results VALUES (?, 'toy', '7,1', ?, ?, ?, 2, 2, 'ok', 'd', 1.0, 't')",
                            [("ana", .47, 0, 0), ("bo", .95, 5, 1)])
     connection.commit()
@@ -204,7 +204,7 @@ def test_a_database_without_counted_at_gains_it_and_its_counted_rows_stay_counte
     store.save(tmp_path, row("ana", .47, 0, graded_at="t1"), attempt=GUESS)
     with sqlite3.connect(tmp_path / store.DB_NAME) as connection:  # the table of the release before counted_at
         connection.execute("ALTER TABLE results DROP COLUMN counted_at")
-    store._READY.clear()
+    database._READY.clear()
     store.save(tmp_path, row("ana", None, None, graded_at="t2", status="failed"), attempt=GUESS)
     ana = _one(tmp_path, "ana")
     assert (ana.accuracy, ana.counted_at, ana.graded_at) == (.47, "t1", "t1")
