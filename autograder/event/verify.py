@@ -363,9 +363,9 @@ def verify(db: str, code: str, course_dir: Path, top: int, notebooks: Path | Non
     if notebooks is not None and not Path(notebooks).is_dir():
         raise VerifyError(f"--notebooks {notebooks} is not a folder.")
     hidden = hidden_track_for(tuple(event.track), hidden_track)
-    standings = events.standings(code)
-    everyone = {r["id"]: r["name"] for r in standings}  # a collected file two of them map to verifies neither
-    ranked = [r for r in store_module.rank(standings) if r["rank"] is not None][:max(0, top)]
+    live = events.standings(code)  # not `standings`: that name is this module's ranking of the checks
+    everyone = {r["id"]: r["name"] for r in live}  # a collected file two of them map to verifies neither
+    ranked = [r for r in store_module.rank(live) if r["rank"] is not None][:max(0, top)]
     if not ranked:
         log(f"event {code}: no counted submission yet, nothing to verify.")
         return []
