@@ -296,6 +296,7 @@ def test_leaderboard_files(tmp_path):
 
 
 def test_leaderboard_escapes_html(tmp_path):
-    store.save(tmp_path, make_row("<script>alert(1)</script>", 0.95, 3, detail="a & b"))
+    store.save(tmp_path, make_row("<script>alert(1)</script>", 0.95, 3, detail="<b>kernel</b> & text"))
     page = leaderboard.build(tmp_path, "a")["html"].read_text()
-    assert "<script>alert(1)" not in page and "&lt;script&gt;" in page and "a &amp; b" in page
+    assert "<script>alert(1)" not in page and "&lt;script&gt;" in page  # the name: escaped text
+    assert "kernel" not in page and leaderboard.DETAIL_WITHHELD in page  # the detail: only the grader's words
