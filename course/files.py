@@ -74,15 +74,20 @@ def exclusive(path: str | Path, wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
         yield
         return
     try:
-        deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    break  # run unlocked rather than hang (a holder that never lets go)
-                time.sleep(LOCK_POLL_S)
+        lock_within(fd, wait_s)  # not got in time: run unlocked rather than hang (a holder that never lets go)
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def lock_within(fd: int, wait_s: float, poll_s: float = LOCK_POLL_S) -> bool:
+    """Take an exclusive ``flock`` on `fd`, waiting at most `wait_s` seconds; whether it was taken."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(poll_s)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 import time
 from pathlib import Path
+
+from course import files
 
 
 class CourseBusy(RuntimeError):
@@ -21,19 +22,12 @@ class CourseLock:
 
     def acquire(self, wait: float = 0.0) -> "CourseLock":
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
-                    os.close(fd)
-                    raise CourseBusy(
-                        f"another `autograder grade` is running on this course ({holder or 'unknown process'}); "
-                        "wait for it to finish, or pass --wait SECONDS to queue behind it") from None
-                time.sleep(0.5)
+        if not files.lock_within(fd, wait):
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
+            os.close(fd)
+            raise CourseBusy(
+                f"another `autograder grade` is running on this course ({holder or 'unknown process'}); "
+                "wait for it to finish, or pass --wait SECONDS to queue behind it")
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()}, since {time.strftime('%H:%M:%S')}\n".encode(), 0)
         self.fd = fd

@@ -29,7 +29,7 @@ from pathlib import Path
 import nbformat
 
 from autograder import layout
-from autograder.grading import secret
+from autograder.grading import dryrun, secret
 from autograder.results import gradebook_merge
 from autograder.grading.tasks import tool_env  # noqa: F401 (the tests' subprocess environment)
 
@@ -112,25 +112,14 @@ def _generated(notebooks: dict[str, nbformat.NotebookNode], config: Path) -> Pat
 
 
 def add_submission(course_dir: Path, student: str, spec, assignment: str = "toy") -> Path:
-    """Put one submission (see the module's doc for `spec`) in ``submitted/<student>/<assignment>/``."""
-    folder = course_dir / "submitted" / student / assignment
-    folder.mkdir(parents=True)
-    target = folder / f"{assignment}.ipynb"
-    source = course_dir / "source" / assignment / f"{assignment}.ipynb"
+    """Put one submission (see the module's doc for `spec`) in ``submitted/<student>/<assignment>/``:
+    the dry run's (`autograder.grading.dryrun.add_submission`), or a folder `spec` fills itself."""
     if getattr(spec, "fills_folder", False):
-        spec(folder, course_dir)
-    elif spec == "release":
-        shutil.copyfile(course_dir / "release" / assignment / f"{assignment}.ipynb", target)
-    elif spec == "no notebook":
-        (folder / "README.txt").write_text("I forgot to attach it.\n")
-    elif isinstance(spec, str):
-        target.write_text(spec)
-    else:
-        nb = nbformat.read(source, as_version=4)
-        if spec is not None:
-            spec(nb)
-        nbformat.write(nb, target)
-    return folder
+        folder = Path(course_dir) / "submitted" / student / assignment
+        folder.mkdir(parents=True)
+        spec(folder, Path(course_dir))
+        return folder
+    return dryrun.add_submission(course_dir, student, spec, assignment)
 
 
 def run_cli(*args: str, env: dict | None = None, timeout: float = 1800) -> subprocess.CompletedProcess:
