@@ -80,7 +80,7 @@ def graded(tmp_path_factory) -> Path:
     _feedback(course)  # inert pages alone: the first wall
     shutil.move(course / "feedback", course / "feedback-plain")
     with open(course / "nbgrader_config.py", "a") as config:  # as the course's own nbgrader_config.py does
-        config.write("\nfrom autograder import csp\ncsp.configure_feedback(c)\n")
+        config.write("\nfrom autograder.results import csp\ncsp.configure_feedback(c)\n")
     _feedback(course)  # with the Content-Security-Policy: both walls
     return course
 
