@@ -22,7 +22,7 @@ from conftest import REPO, copy_mnist_gz
 from course import config
 
 # what nothing in the project may mention: the grading machine's folder next to the clone
-FORBIDDEN = ("../" + "shared", "shared" + "/data", "/work/" + "shared")
+FORBIDDEN = ("../" + "shared", "shared" + "/data", "/" + "work" + "/" + "shared")
 ALLOWED = {".ci/run"}  # CI points COURSE_DATA_DIR at the machine's copy, and only there
 
 PROBE = '''
