@@ -51,11 +51,7 @@ def _feedback_page(nb, protected: bool) -> str:
 
 def _battery() -> nbformat.NotebookNode:
     """The hostile battery as nbconvert can render it (its schema-invalid parts removed), not made inert."""
-    nb = nbformat.from_dict(hostile.notebook())
-    code = nb.cells[0]
-    code.execution_count = None
-    code.outputs = [o for o in code.outputs if o.output_type not in ("execute_result", "stream")]
-    nb.cells = [c for c in nb.cells if c.cell_type in ("code", "markdown", "raw") and not c.get("id", "").startswith("x")]
+    nb = hostile.renderable()
     nb.cells.append(nbformat.v4.new_markdown_cell(f"{hostile.handler('f-markdown')}\n\n<script>{hostile.js('f-script')}</script>"))
     return nb
 

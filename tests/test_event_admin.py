@@ -159,14 +159,7 @@ class _held:
 
 
 def test_invites_go_to_a_git_ignored_folder(tmp_path, tmp_path_factory, monkeypatch, capsys):
-    from autograder.event import pool as pool_module
-
-    db, events = es.template(tmp_path_factory.getbasetemp())
-    code, _ = events["api"]
-    template = store.Store(db)
-    blobs = (7, template.blob(code, "pool"), template.blob(code, "truth"))
-    template.dispose()
-    monkeypatch.setattr(pool_module, "build", lambda track, seed=None: blobs)
+    es.reuse_pool(monkeypatch, tmp_path_factory.getbasetemp())
     monkeypatch.chdir(tmp_path)
     (tmp_path / "names.txt").write_text("Ada Lovelace\nGrace Hopper\n")
     assert cli.main(["event", "create", "--track", "7,1", "--assignment", "03_clustering", "--db", "ev.db",

@@ -269,19 +269,8 @@ def test_every_part_of_the_hostile_battery_is_rebuilt_from_the_allow_lists():
     nbformat.validate(kept)  # and it is a valid notebook
 
 
-def _renderable_battery() -> nbformat.NotebookNode:
-    """The battery without the parts nbformat's schema refuses (nbconvert refuses to render those at all)."""
-    nb = nbformat.from_dict(hostile.notebook())
-    code = nb.cells[0]
-    code.execution_count = None
-    code.outputs = [o for o in code.outputs if o.output_type not in ("execute_result", "stream")]
-    nb.cells = [c for c in nb.cells if c.cell_type in ("code", "markdown", "raw") and not c.get("id", "").startswith("x")]
-    nbformat.validate(nb)
-    return nb
-
-
 def test_no_page_renders_a_payload_of_the_hostile_battery():
-    live = set().union(*map(_live, _pages(_renderable_battery()).values()))
+    live = set().union(*map(_live, _pages(hostile.renderable()).values()))
     # the check sees the battery: these run in some page as nbconvert and nbgrader render them as they are
     assert {"k-width", "k-height", "k-jpeg", "k-top", "f-grade-id"} <= live, live
     kept = _read(inert.notebook(_battery_raw()))

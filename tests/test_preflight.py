@@ -19,7 +19,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from autograder.event import cli, store
+from autograder.event import cli
 from course import data, event_client, models, preflight
 from tests.helpers import events as es
 
@@ -89,14 +89,7 @@ def test_a_hostile_checkpoint_name_is_never_written(tmp_path, cache, monkeypatch
 
 def test_joining_a_real_event_brings_the_baseline(tmp_path, tmp_path_factory, cache, checkpoint, monkeypatch):
     """`event create` (its pool with the checkpoint) -> `autograder serve` -> join and download: in the cache."""
-    db, events = es.template(tmp_path_factory.getbasetemp())
-    code, _ = events["api"]
-    template = store.Store(db)
-    blobs = (7, template.blob(code, "pool"), template.blob(code, "truth"))
-    template.dispose()
-    from autograder.event import pool as pool_module
-
-    monkeypatch.setattr(pool_module, "build", lambda track, seed=None: blobs)
+    es.reuse_pool(monkeypatch, tmp_path_factory.getbasetemp())
     monkeypatch.setattr(cli, "baseline_checkpoint", lambda track: (checkpoint.name, checkpoint.read_bytes()))
     target = tmp_path / "events.db"
     new_code, _admin = cli.create(str(target), "7,1", "03_clustering")

@@ -50,6 +50,18 @@ def template(folder: Path) -> tuple[Path, dict[str, tuple[str, str]]]:
     return _TEMPLATE["db"], _TEMPLATE["events"]  # type: ignore[return-value]
 
 
+def reuse_pool(monkeypatch, folder: Path) -> None:
+    """Make `autograder event create` reuse the template's pool (MNIST read and shuffled once per session)."""
+    from autograder.event import pool, store
+
+    db, events = template(folder)
+    code, _ = events["api"]
+    template_store = store.Store(db)
+    blobs = (7, template_store.blob(code, "pool"), template_store.blob(code, "truth"))
+    template_store.dispose()
+    monkeypatch.setattr(pool, "build", lambda track, seed=None: blobs)
+
+
 def shared(folder: Path) -> tuple["Server", dict[str, tuple[str, str]]]:
     """One server for the session on a copy of the template (stopped when the tests end)."""
     if "server" not in _TEMPLATE:
