@@ -32,6 +32,15 @@ SETTINGS = judge.Settings(timeout=60, memory_gb=MEMORY_GB)
 HOG = "blocks = []\nwhile True:\n    blocks.append(np.ones(25_000_000))  # 200 MB at a time"
 CATCHES = ("try:\n    huge = np.ones(10**11)  # 800 GB: refused at once\nexcept MemoryError:\n    huge = None\n\n"
            + HONEST)
+# libzmq at the address-space limit, for real: the address space is used up (untouched pages: no real memory), then
+# a socket's queue needs a new chunk, and libzmq says "FATAL ERROR: OUT OF MEMORY" on fd 2 and aborts the kernel
+ZMQ_ABORT = ("import zmq\nctx = zmq.Context()\npush, pull = ctx.socket(zmq.PUSH), ctx.socket(zmq.PULL)\n"
+             "push.setsockopt(zmq.SNDHWM, 0)\npull.setsockopt(zmq.RCVHWM, 0)\n"
+             "pull.bind('inproc://q')\npush.connect('inproc://q')\nkept = []\n"
+             "for size in (10**8, 10**7, 10**6, 10**5, 10**4, 10**3, 10**2):\n"
+             "    while True:\n        try:\n            kept.append(bytearray(size))\n"
+             "        except MemoryError:\n            break\n"
+             "for _ in range(100_000):\n    push.send(b'x')")
 PASSED_LEDGER = '{"op": "score", "split": "private", "ok": true, "accuracy": 0.99, "count": 4, "n": 1000}\n'
 
 
@@ -111,20 +120,24 @@ def _shape(row: store.Row) -> tuple:
 @pytest.mark.skipif(os.geteuid() != 0 or not sandbox.cgroups_available(),
                     reason="kernel cgroups need a root grader and cgroup v2 delegation or writable v1")
 def test_with_cgroups_every_hog_gets_the_same_row(tmp_path):
-    rows = _grade(tmp_path, {"hog_a": HOG, "hog_b": HOG, "catches": CATCHES})
+    rows = _grade(tmp_path, {"hog_a": HOG, "hog_b": HOG, "aborts": ZMQ_ABORT, "catches": CATCHES})
     expected = ("failed", False, None, None, None, EXPECTED.format(cell=_solution_cell()))
     assert _shape(rows["hog_a"]) == expected, rows["hog_a"]
     assert _shape(rows["hog_b"]) == expected, rows["hog_b"]
+    assert _shape(rows["aborts"]) == expected, rows["aborts"]
     assert rows["catches"].status == "ok" and rows["catches"].passed, rows["catches"]
 
 
 @pytest.mark.slow
 @needs_bwrap
 def test_without_cgroups_a_hog_gets_the_same_row(tmp_path):
-    """(A C library's abort at the address-space limit is recognised only when its message reaches the kernel's
-    own log; ipykernel forwards fd 2 to the notebook, so that is not certain: `test_a_kernel_that_aborts_...`
-    checks the rule, and a machine with cgroups does not depend on it.)"""
-    rows = _grade(tmp_path, {"hog": HOG, "catches": CATCHES}, env={**os.environ, sandbox.ENV_CGROUP: ""})
+    """A hog that gets MemoryError and a kernel that libzmq aborts at the address-space limit get one row (the
+    kernel's fd 2 is the launcher's pipe, so libzmq's last words reach the kernel log)."""
+    rows = _grade(tmp_path, {"hog": HOG, "aborts": ZMQ_ABORT, "dies": "import os\nos.abort()", "catches": CATCHES},
+                  env={**os.environ, sandbox.ENV_CGROUP: ""})
     expected = ("failed", False, None, None, None, EXPECTED.format(cell=_solution_cell()))
     assert _shape(rows["hog"]) == expected, rows["hog"]
+    assert _shape(rows["aborts"]) == expected, rows["aborts"]
+    assert rows["dies"].status == "error" and "the kernel died in cell" in rows["dies"].detail, rows["dies"]
+    assert "memory" not in rows["dies"].detail, rows["dies"]
     assert rows["catches"].status == "ok" and rows["catches"].passed, rows["catches"]

@@ -278,7 +278,9 @@ class Sandbox:
 
     def inside_argv(self) -> list[str]:
         """Run inside the sandbox: drop to the kernel's user, then start the kernel."""
-        command = [str(interpreter()), "-m", "ipykernel_launcher", "-f"]
+        # fd 1 and 2 stay the launcher's pipe (not ipykernel's forwarder): what a C library says as it dies (libzmq's
+        # "OUT OF MEMORY" before its abort at the address-space limit) reaches the kernel log, not a thread that dies too
+        command = [str(interpreter()), "-m", "ipykernel_launcher", "--IPKernelApp.capture_fd_output=False", "-f"]
         if self.uid is None:
             return command
         setpriv = shutil.which("setpriv")

@@ -14,6 +14,8 @@ Standard library only (it starts in milliseconds). It
    each in its own session, gets one kernel's share of the CPU, not one per session).
    When the memory cap makes the system kill a process of the kernel, the whole kernel is
    killed; the exit record (`EXIT_RECORD`) says so (`autograder.sandbox.memlimit` turns it into the row).
+   Without a memory cgroup the launcher does the same when a kernel process comes within `AS_RESERVE` of its
+   address-space limit (its peak, from /proc).
    With a memory cgroup the address-space limit is `AS_FACTOR` times the cap, so real memory
    decides, the same way every run (equal limits raced: MemoryError one run, a kill the next). Every cgroup
    is emptied and removed at the end; those of a killed grader by `remove_stale` (which also
@@ -44,6 +46,9 @@ OOM_POLL_S = 0.2  # how often the launcher looks at the kernel's memory cgroup's
 EXIT_RECORD = ".exit"  # appended to the kernel log's path: JSON {"oom_kills", "code"}, written by the launcher
 AS_FACTOR = 2  # with a memory cgroup, RLIMIT_AS = this x the cap: the cgroup's cap is reached first
 KILL_ROUNDS = 50  # emptying a cgroup: rounds of SIGKILL to every process in it, 0.1 s apart
+# without a memory cgroup, a kernel process whose peak address space came this close to RLIMIT_AS is ended as at
+# the cap: so little is left that its own threads (libzmq, ipykernel's) fail to allocate, and it aborts or hangs
+AS_RESERVE = 64 * 2**20
 
 
 def _die_with_parent() -> None:
@@ -236,6 +241,54 @@ def _watch_oom(cgroups: list[str], record: str, done: threading.Event) -> None:
             return
 
 
+def _descendants(root: int) -> list[int]:
+    """`root` and every process below it (read from /proc: without cgroups nothing else lists a kernel's processes)."""
+    parents: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as handle:
+                ppid = int(handle.read().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        parents.setdefault(ppid, []).append(int(name))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(parents.get(pid, []))
+    return found
+
+
+def _peak_address_space(pid: int) -> int:
+    """The largest address space process `pid` has had, in bytes (VmPeak; 0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith("VmPeak:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def _watch_address_space(root: int, limit: int, record: str, kills: list, done: threading.Event) -> None:
+    """Rlimits only: a process of the kernel that came within `AS_RESERVE` of its address-space limit ends the kernel,
+    the way the cgroup's cap does (`_watch_oom`): one outcome, whichever thread of it met the limit first."""
+    while not done.wait(OOM_POLL_S):
+        tree = _descendants(root)
+        if any(_peak_address_space(pid) >= limit - AS_RESERVE for pid in tree[1:]):
+            kills.append(1)
+            write_exit_record(record, len(kills))  # before the kill, as `_watch_oom`
+            for pid in reversed(tree):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            return
+
+
 def main(argv: list) -> int:
     _die_with_parent()
     with open(argv[1]) as handle:
@@ -276,7 +329,12 @@ def main(argv: list) -> int:
         os.close(fd)
     done = threading.Event()
     record = spec["log"] + EXIT_RECORD
-    threading.Thread(target=_watch_oom, args=(cgroups, record, done), daemon=True).start()
+    address_space_kills: list = []
+    if _oom_file(cgroups):
+        threading.Thread(target=_watch_oom, args=(cgroups, record, done), daemon=True).start()
+    else:
+        threading.Thread(target=_watch_address_space, args=(child.pid, address_space, record, address_space_kills,
+                                                            done), daemon=True).start()
     # an interrupt reaches the kernel through the process group; the launcher stays
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
@@ -297,7 +355,7 @@ def main(argv: list) -> int:
     code = child.wait()
     done.set()
     oom_file = _oom_file(cgroups)
-    write_exit_record(record, _oom_count(oom_file) if oom_file else 0, code)
+    write_exit_record(record, _oom_count(oom_file) if oom_file else len(address_space_kills), code)
     if dropped:
         os.write(log, f"\n[autograder: {dropped} more bytes of kernel output dropped]\n".encode())
     os.close(log)

@@ -10,8 +10,11 @@ Where the limit bites depends on the machine (`autograder.sandbox.launch` sets i
   was killed, and the same notebook got "failed" one time and "the kernel died" the next.)
 - **without cgroups**: only the address-space limit of each process (RLIMIT_AS = --memory).
   The thread that allocates past it gets MemoryError, or, inside a C library (libzmq, a C++
-  extension), the process aborts. Which thread allocates first is chance, so an uncaught
-  MemoryError and a kernel that died saying it could not allocate are the same event.
+  extension), the process aborts, or ipykernel's own threads fail and the kernel hangs. Which
+  thread allocates first is chance, so the launcher ends the kernel when a process of it comes
+  within `launch.AS_RESERVE` of the limit and counts that as the cap's kill; an uncaught
+  MemoryError before that, and a kernel that died saying it could not allocate (its fd 2 is the
+  kernel log), are the same event.
 
 Every path gets the same row: status ``failed``, not passed, no points, and `detail` (the
 limit and the cell the kernel was running, when known). "The kernel died" stays for deaths
