@@ -48,7 +48,8 @@ AS_FACTOR = 2  # with a memory cgroup, RLIMIT_AS = this x the cap: the cgroup's 
 KILL_ROUNDS = 50  # emptying a cgroup: rounds of SIGKILL to every process in it, 0.1 s apart
 # without a memory cgroup, a kernel process whose peak address space came this close to RLIMIT_AS is ended as at
 # the cap: so little is left that its own threads (libzmq, ipykernel's) fail to allocate, and it aborts or hangs
-AS_RESERVE = 64 * 2**20
+AS_RESERVE_MB = 64
+AS_RESERVE = AS_RESERVE_MB * 2**20
 
 
 def _die_with_parent() -> None:
