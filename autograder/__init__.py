@@ -1,16 +1,19 @@
 """The instructor-side grader of the hackathon (architecture and trust model: docs/explanation/architecture.md).
 
-- `cli`: the ``autograder`` command (``grade``, ``leaderboard``, ``secret rotate``); one batch per course (`locks`);
-- `runner`: the `Grader`: stage a submission, run nbgrader against a live service, store the judge's row;
-- `layout`: the course's folders from nbgrader's `CourseDirectory`; which student ids nbgrader can grade;
-- `runfolder`: the typed private folder of one run; stale ones of a killed grader are removed;
-- `safefs`: file access for root that never follows a link a participant could plant;
-- `sandbox`: the allow-list bubblewrap kernelspec and its `Limits`; `launch`: starts one kernel with them;
-- `worker`: nbgrader's long-lived worker and its client (output cap, dies with the grader);
-- `service`: the annotation service, the only process of a run that holds labels;
-- `prepare`: a batch's grading data (merged labels, shuffled with the assignment's `secret`) and the service's truth;
-- `judge`: ledger + executed notebook + nbgrader's outcome -> one row;
-- `store`: one row per (student, assignment) in ``grades.db`` (migrations, retries on a locked database), ledgers beside it;
-- `leaderboard`: CSV, HTML and PNG of an assignment; `clean`: participant text made safe to store and print.
-- `spreadsheet`: the one CSV formula guard (`safe_cell`) of every CSV written; `threads`: each kernel's share of the cores.
+- `cli`: the ``autograder`` command, a thin layer over the rooms below; `layout`: the course's folders;
+- `sandbox`: the kernel's sandbox and its limits (bubblewrap arguments, the launcher, run folders, link-safe
+  file access, threads, the memory limit's row);
+- `grading`: grading a batch (`grading.batch`), one submission (`grading.tasks`, `grading.runner`), nbgrader's
+  worker, the executors (serial, `parallel`, `cluster`), the annotation service, the judge, tracks, the dry run;
+- `results`: the results store, the leaderboard, nbgrader's gradebook merged, inert pages, clean text;
+- `event`: the live event server (routers per audience), its store and its commands.
 """
+
+import sys
+
+# jsonschema (imported by nbformat, so by every grading process) imports rfc3987_syntax when it is installed
+# (jupyter-events' extra brings it), and that compiles 39 grammars at import: seconds in every process, tens of
+# seconds on a busy machine. It only adds the "iri" formats, which no schema of nbformat or nbgrader uses; a None
+# entry makes that optional import fail at once. (Only the grader's processes: a participant's kernel never
+# imports autograder.)
+sys.modules.setdefault("rfc3987_syntax", None)

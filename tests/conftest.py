@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+import autograder  # noqa: F401  first: spares every test process jsonschema's slow optional import
+
 REPO = Path(__file__).resolve().parent.parent
 
 os.environ.setdefault("COURSE_OFFLINE", "1")  # tests never download
@@ -56,7 +58,8 @@ SLOWEST_FIRST = ("test_notebooks.py", "test_attacks_scale.py", "test_attacks.py"
 
 
 def pytest_collection_modifyitems(session, config, items):
-    """Under pytest-xdist, run the slowest modules first (tests keep their order inside a module)."""
+    """Under pytest-xdist, run the slowest modules first (a stable sort: after pytest-randomly's shuffle, which
+    runs before this hook, the tests inside a module and the other modules keep their random order)."""
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return  # one process: the usual alphabetical order
     rank = {name: k for k, name in enumerate(SLOWEST_FIRST)}

@@ -105,3 +105,14 @@ def test_dev_is_everything_the_tests_need():
     assert any(r.startswith("distributed") for r in extras["cluster"])  # --scheduler is tested too
     reached = installed_closure(extras["dev"] + extras["instructor"] + extras["bench"] + extras["cluster"])
     assert set(HEAVY_EXTRAS) <= reached  # all of them are installed here, for the tests
+
+
+def test_grading_processes_skip_jsonschemas_slow_optional_import():
+    """`import autograder` first: nbformat (so jsonschema) then never imports rfc3987_syntax (39 grammars compiled
+    at import, seconds per grading process), and notebooks still validate."""
+    code = ("import sys, autograder, nbformat\n"
+            "nbformat.validate(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell('x = 1')]))\n"
+            "print(sys.modules['rfc3987_syntax'] is None)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "True", done.stdout
