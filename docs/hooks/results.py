@@ -394,7 +394,7 @@ def values() -> dict[str, str]:
     out: dict[str, str] = {}
     for part in (_exam_values, _practice_values, _peer_values, _speed_values, _throughput_values, _event_values,
                  _tracks_values, _install_values, _first_batch_values, _dry_run_values,
-                 _library_values):
+                 _library_values, _generic_values):
         part(out)
     return out
 
