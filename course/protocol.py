@@ -22,8 +22,10 @@ The rules (`Rules`):
 - exam mode (always under the grader; locally with ``COURSE_EXAM=1`` or
   `course.grading.exam_mode()`): the public split is never scored, the first
   scoring of the private split is the counted submission, and any later one is
-  refused with `SubmissionRefusedError`. So no value computed from held-out labels
-  reaches the kernel before its counted submission. After it the oracle sells no
+  refused with `SubmissionRefusedError`. So no value computed from the held-out
+  labels of the track's digits reaches the kernel before its counted submission
+  (the merged test labels are public: `course.evaluate.merged_accuracy` scores them
+  in both modes). After it the oracle sells no
   new label (an `OracleError`; repeats of paid labels stay free): a label bought
   then would count on no row, yet could be printed into the feedback and reused.
 

@@ -533,6 +533,11 @@ MISTAKES = {  # (assignment, test cell grade_id, setup, wrong answer, what it ge
                                                 " for k in range(1, PATIENCE + 1))"),
     "pool indices for rows (03)": ("03_clustering", "ex5_loop_tests", "subset = np.arange(10000, 14000)",
                                    "known = {int(subset[5]): 7, int(subset[9]): 1}\nbought = [int(subset[5])]"),
+    "stable, shared digit, stops (03)": ("03_clustering", "ex5_loop_tests",
+                                         "class ds:\n    track = (4, 7, 9)\nK, AGREE, MAX_ROUNDS = 3, 0.9, 4\n"
+                                         "subset = np.arange(10000, 10030)\nfirst = np.repeat([0, 1, 2], 10)",
+                                         "stable, trusted, ids = 0.95, False, first\n"
+                                         "known, bought = {0: 4, 10: 4}, [0, 10]  # two typical members, one digit"),
 }
 
 
