@@ -51,7 +51,8 @@ def mnist_missing_message() -> str:
 # The slowest modules (real notebooks and `autograder grade` batches), slowest first: the module wall
 # times of a full serial run on 2 cores, 2026-11-27. Under pytest-xdist (``-n 2 --dist loadfile``) each module is one unit of work,
 # handed out in collection order: starting the longest first keeps one worker from ending the run alone.
-SLOWEST_FIRST = ("test_notebooks.py", "test_attacks_scale.py", "test_attacks.py", "test_hidden_tracks.py",
+SLOWEST_FIRST = ("test_notebooks.py", "test_notebooks_independent.py", "test_attacks_scale.py", "test_attacks.py",
+                 "test_hidden_tracks.py",
                  "test_kernel_limits.py", "test_attacks_round2.py", "test_attacks_round3.py",
                  "test_autograder_toy.py", "test_benchmarks.py", "test_attacks_exam.py", "test_parallel.py",
                  "test_event_verify.py", "test_resume.py", "test_autograder_course.py", "test_cluster.py")

@@ -9,14 +9,8 @@ What is proved, per assignment (each notebook runs in a fresh kernel):
 - `release/` is exactly what ``nbgrader generate_assignment`` makes from `source/` today;
 - ``nbgrader autograde`` in a temporary course copy gives a perfect submission (the source
   notebook) full points and a blank one (the release notebook) zero;
-- every release notebook, answered by an *independent* solution (`tests/independent/`,
-  written from the exercise text alone) and run in a fresh kernel, passes every graded cell
-  without an error or stderr in a test cell, in exam mode (``COURSE_EXAM=1``: no held-out
-  scores, one counted submission) on the hard track ``4,9``: a given cell that needs a name no
-  exercise asks for, a check that rejects a correct answer, or a notebook that only works on 7,1
-  or only with held-out scores fails here. Practice mode is the source notebooks' run (the
-  same given and test cells); the source notebooks in exam mode on another track:
-  tests/test_hidden_tracks.py, under the grader;
+- every release notebook answered independently passes in exam mode on the hard track:
+  tests/test_notebooks_independent.py (a module of its own, so its runs go to the other test process);
 - no code cell outside the test cells names a track's digits.
 
 Budget: every notebook is executed once per role, in module-scoped fixtures, and the checks
@@ -25,120 +19,22 @@ read those runs. One ``nbgrader autograde "*"`` call grades two students on ever
 notebooks are the source and release runs (nbgrader executes them with nbclient in a fresh
 kernel, as it does for real submissions). The validator checks apply nbgrader's own
 `Validator` (its pass/fail rules) to those runs instead of executing each notebook again.
-The independent answers add one nbclient run per release notebook (exam mode, hard track).
 """
 
 from __future__ import annotations
 
-import ast
-import importlib
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
 import pytest
 
-from autograder.grading.runner import tool_env
-
-
-REPO = Path(__file__).resolve().parent.parent
-SOURCE = REPO / "source"
-RELEASE = REPO / "release"
-ASSIGNMENTS = sorted(p.parent.name for p in SOURCE.glob("*/*.ipynb") if p.stem == p.parent.name)
-CELL_TIMEOUT = 1200  # seconds per cell, as in nbgrader_config.py (a cold baseline training is the slowest cell)
-HARD_TRACK = "4,9"
-KERNEL = "python3"
-PLACEHOLDER = "raise NotImplementedError()"  # what nbgrader's ClearSolutions writes
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
-MISSING_NAME = re.compile(r"name '([^']+)' is not defined")
-# Environment the notebooks must not inherit from the caller: tests pin the track and seed.
-VOLATILE_ENV = ("COURSE_TRACK", "COURSE_SEED", "COURSE_SERVICE", "COURSE_SERVICE_TOKEN", "COURSE_EXAM")
-
-
-def nbgrader_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "nbgrader", *args]
-
-
-def kernel_env(track: str | None = None, exam: bool = False) -> dict[str, str]:
-    """The caller's environment with the track pinned (default track when None), in
-    practice mode, or in exam mode (``COURSE_EXAM=1``) when `exam`.
-
-    MPLBACKEND is dropped so that kernels draw with the inline backend, as in JupyterLab:
-    the figures are rendered for real (and a non-interactive Agg would skip them).
-    """
-    # tool_env: nbgrader runs alembic by name, also when this venv is not activated
-    env = tool_env({k: v for k, v in os.environ.items() if k not in VOLATILE_ENV + ("MPLBACKEND",)})
-    if track is not None:
-        env["COURSE_TRACK"] = track
-    if exam:
-        env["COURSE_EXAM"] = "1"
-    return env
-
-
-@dataclass
-class Run:
-    """A notebook executed in a fresh kernel: the notebook with outputs, where it was saved."""
-
-    nb: nbformat.NotebookNode
-    path: Path
-    seconds: float | None  # None when nbgrader executed it
-
-
-def execute(notebook: Path | nbformat.NotebookNode, workdir: Path, track: str | None = None,
-            exam: bool = False, name: str | None = None) -> Run:
-    """Execute `notebook` (a path or a notebook) in a fresh kernel in `workdir`, continuing past errors."""
-    from nbclient import NotebookClient
-
-    workdir.mkdir(parents=True, exist_ok=True)
-    if isinstance(notebook, Path):
-        nb, name = nbformat.read(notebook, as_version=4), notebook.name
-    else:
-        nb = notebook
-    client = NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name=KERNEL, allow_errors=True,
-                            resources={"metadata": {"path": str(workdir)}})
-    start = time.perf_counter()
-    client.execute(env=kernel_env(track, exam), cwd=str(workdir))
-    seconds = time.perf_counter() - start
-    out = workdir / (name or "notebook.ipynb")
-    nbformat.write(nb, out)
-    return Run(nb, out, seconds)
-
-
-def nbgrader_meta(cell) -> dict:
-    return cell.get("metadata", {}).get("nbgrader", {})
-
-
-def errors(cell) -> list:
-    return [o for o in cell.get("outputs", []) if o.output_type == "error"]
-
-
-def describe(k: int, cell, error) -> str:
-    first = cell.source.strip().splitlines()[0] if cell.source.strip() else ""
-    return f"cell {k} ({nbgrader_meta(cell).get('grade_id', 'plain')}: {first[:60]!r}): {error.ename}: {error.evalue[:300]}"
-
-
-def bound_names(source: str) -> set[str]:
-    """Names a cell binds at top level (over-approximated: every assignment target in it)."""
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return set()
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
-            names.add(node.id)
-        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            names.add(node.name)
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            names.update((a.asname or a.name).split(".")[0] for a in node.names)
-    return names
+from helpers.notebooks import (ANSI, ASSIGNMENTS, MISSING_NAME, PLACEHOLDER, RELEASE, REPO, SOURCE, Run,
+                               bound_names, describe, errors, independent_answers, kernel_env,
+                               nbgrader_cmd, nbgrader_meta)
 
 
 def unexpected_release_errors(nb, source_nb) -> tuple[list[str], int]:
@@ -336,69 +232,6 @@ def test_release_validate_invert(release_run):
 
 # --- the release notebooks, answered independently ------------------------------------
 
-INDEPENDENT = REPO / "tests" / "independent"
-YOUR_CODE = "# YOUR CODE HERE"
-
-
-def independent_answers(assignment: str) -> dict[str, str]:
-    """`ANSWERS` of tests/independent/a<assignment>.py: {grade_id: code}."""
-    module = importlib.import_module(f"tests.independent.a{assignment}")
-    return {k: v.strip("\n") for k, v in module.ANSWERS.items()}
-
-
-def answer_cells(nb) -> list:
-    return [c for c in nb.cells if c.cell_type == "code" and nbgrader_meta(c).get("solution")]
-
-
-def answered(assignment: str) -> nbformat.NotebookNode:
-    """The release notebook with every answer cell filled from the independent solution.
-
-    A placeholder inside a function (indented) is answered by the whole cell (the answer
-    defines the function); a top-level placeholder is replaced in place, so that given
-    lines after it (e.g. a print) stay.
-    """
-    nb = nbformat.read(RELEASE / assignment / f"{assignment}.ipynb", as_version=4)
-    answers = independent_answers(assignment)
-    for cell in answer_cells(nb):
-        answer = answers[nbgrader_meta(cell)["grade_id"]]
-        lines = cell.source.splitlines()
-        at = next(k for k, line in enumerate(lines) if line.strip() == PLACEHOLDER)
-        if lines[at] != lines[at].lstrip():
-            cell.source = answer
-        else:
-            start = at - 1 if at and lines[at - 1].strip() == YOUR_CODE else at
-            cell.source = "\n".join(lines[:start] + [answer] + lines[at + 1:])
-    return nb
-
-
-def test_independent_answers_match_the_release():
-    for a in ASSIGNMENTS:
-        release = nbformat.read(RELEASE / a / f"{a}.ipynb", as_version=4)
-        ids = [nbgrader_meta(c)["grade_id"] for c in answer_cells(release)]
-        answers = independent_answers(a)
-        assert sorted(ids) == sorted(answers), f"tests/independent/a{a}.py answers {sorted(answers)}, the release asks {sorted(ids)}"
-        for cell in answer_cells(release):
-            assert PLACEHOLDER in cell.source, f"{a}: answer cell {nbgrader_meta(cell)['grade_id']} has no placeholder"
-
-
-def _code_lines(source: str) -> set[str]:
-    return {line.strip() for line in source.splitlines()
-            if line.strip() and not line.strip().startswith(("#", "def ", '"""', "return", "###"))
-            and len(line.strip()) > 25}
-
-
-def test_independent_answers_are_not_the_reference():
-    """The independent answers are not copies of the source's solutions (few shared long lines)."""
-    for a in ASSIGNMENTS:
-        source = nbformat.read(SOURCE / a / f"{a}.ipynb", as_version=4)
-        reference = set().union(*(_code_lines(c.source) for c in answer_cells(source)))
-        for grade_id, answer in independent_answers(a).items():
-            lines = _code_lines(answer)
-            shared = lines & reference
-            # lines the exercise text dictates (names, calls it spells out) may coincide; most may not
-            assert len(shared) <= max(1, len(lines) // 2), f"{a} {grade_id} copies the reference: {sorted(shared)}"
-
-
 # a track as a string ("7,1") or the default and hard tracks as a tuple or list ((7, 1), [4, 9])
 TRACK_DIGITS = re.compile(r"""(["']\s*\d\s*,\s*\d|[(\[]\s*(?:7\s*,\s*1|1\s*,\s*7|4\s*,\s*9|9\s*,\s*4)\s*[)\]])""")
 
@@ -414,27 +247,6 @@ def test_no_code_cell_names_the_track():
                 code_only = "\n".join(line.split("#")[0] for line in cell.source.splitlines())
                 found = TRACK_DIGITS.findall(code_only)
                 assert not found, f"{path.relative_to(REPO)} cell {k} names digits {found}: use ds.track"
-
-
-@pytest.fixture(scope="module")
-def independent_run(assignment, tmp_path_factory) -> Run:
-    """The release notebook with the independent answers, in a fresh kernel, in exam mode on the hard
-    track, as the grader runs it on a hidden track. Exam mode is the stricter one (no held-out
-    scores, a track whose digits no cell names) and the test cells do not depend on the mode; the
-    given cells' practice-mode path runs in the source notebooks, the same cells, above."""
-    return execute(answered(assignment), tmp_path_factory.mktemp(f"independent-{assignment}"),
-                   track=HARD_TRACK, exam=True, name=f"{assignment}.ipynb")
-
-
-@pytest.mark.slow
-def test_release_passes_with_independent_answers(assignment, independent_run):
-    problems = [describe(k, c, e) for k, c in enumerate(independent_run.nb.cells) if c.cell_type == "code"
-                for e in errors(c)]
-    problems += [f"cell {k} ({nbgrader_meta(c)['grade_id']}) wrote to stderr: {o.text[:200]!r}"
-                 for k, c in enumerate(independent_run.nb.cells) if nbgrader_meta(c).get("grade")
-                 for o in c.get("outputs", []) if o.output_type == "stream" and o.name == "stderr"]
-    assert not problems, (f"{assignment}, answered independently, fails in exam mode on track {HARD_TRACK}:\n"
-                          + "\n".join(problems))
 
 
 # --- the release rule itself, on small hand-made notebooks (fast) -----------------------
