@@ -23,7 +23,7 @@ submission. ``--jobs N`` grades N submissions at once on this machine
 gets the cores of its machine divided by the gradings at once there (`autograder.sandbox.threads`,
 or ``--threads-per-kernel``). A batch
 killed in the middle (``kill -9``, power cut) resumes when the same command runs
-again: the saved rows are kept, the others graded (`autograder.grading.journal`).
+again: the saved rows are kept, the others graded (`autograder.grading.batch`, `autograder.grading.journal`).
 """
 
 from __future__ import annotations
@@ -33,10 +33,8 @@ import inspect
 import sys
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from autograder import layout, sandbox
-from autograder.grading import dryrun, journal, locks, runner, secret
+from autograder.grading import batch, dryrun, locks, runner, secret
 from autograder.results import clean, leaderboard, store
 from autograder.sandbox import threads
 from autograder.event import cli as event_cli
@@ -119,16 +117,6 @@ def _kernel_threads(args, backend) -> int | None:
     return threads.share(1) if backend is None else backend.kernel_threads()
 
 
-def _settings(args, grader: runner.Grader, students: list[str]) -> dict:
-    """What makes two `grade` commands the same batch (a batch journal's key)."""
-    import hashlib
-
-    return {"assignment": args.assignment, "students": students, "tracks": [list(t) for t in grader.tracks],
-            "timeout": grader.timeout, "memory_gb": grader.memory_gb, "limits": vars(grader.limits),
-            "max_output_bytes": grader.max_output_bytes, "db": args.db,
-            "seeds": hashlib.sha256(repr(grader.spec.seeds).encode()).hexdigest()[:16]}
-
-
 def _grade(args) -> int:
     course_dir = args.course.resolve()
     if not course_dir.is_dir():
@@ -178,73 +166,11 @@ def _grade(args) -> int:
         except Exception as exc:  # ValueError, cluster.ClusterError
             print(f"autograder: {exc}", file=sys.stderr)
             return 2
-        grader.kernel_threads = _kernel_threads(args, backend)  # before the batch's spec is made (_settings)
-        pending = 0
-        try:
-            batch = journal.Journal(grader.course.private(journal.NAME), _settings(args, grader, students))
-            stored = {r.student: r.graded_at for r in store.load(grader.course_dir, args.assignment, **_db(args))}
-            kept = [s for s in students if stored.get(grader.row_id(s)) == batch.done.get(s, "-")]
-            todo = [s for s in students if s not in kept]
-            if kept:
-                print(f"resuming the interrupted batch started {batch.started}: {len(kept)} of {len(students)} "
-                      "submissions already graded (kept), grading the other "
-                      f"{len(todo)}", file=sys.stderr)
-            if len(grader.tracks) > 1 and backend is None and todo:
-                try:  # every track's data and baseline before the first time limit starts
-                    ready = grader.prepare()
-                except Exception as exc:
-                    print(f"autograder: cannot prepare the tracks' grading data: {type(exc).__name__}: "
-                          f"{clean.first_line(exc)}", file=sys.stderr)
-                    return 2
-                for name, seconds in ready.items():
-                    print(f"track {name}: grading data and baseline ready in {seconds:.0f} s", file=sys.stderr)
-            bar = tqdm(total=len(students), initial=len(kept), desc=f"grading {args.assignment}", unit="submission")
-            try:
-                outcomes = list(_graded(grader, todo, backend, bar, batch))
-            except Exception as exc:  # the pool or the cluster broke down: what is saved stays saved
-                bar.close()
-                print(f"autograder: grading stopped: {type(exc).__name__}: {clean.first_line(exc)}; "
-                      f"{len(batch.done)} of {len(students)} submissions are saved. Run the same command again "
-                      "to grade the others.", file=sys.stderr)
-                return 1
-            pending = sum(not o.saved for o in outcomes)
-            bar.close()
-            if not pending:
-                batch.finish()
-        finally:
-            grader.close()
-            if backend is not None and hasattr(backend, "close"):
-                backend.close()
-        if pending:
-            try:
-                grader.flush_pending()
-            except store.StoreUnavailable:
-                print(f"autograder: {pending} row(s) could not be written to the results store "
-                      f"(locked); they are kept in {grader.course_dir / store.PENDING} and written by the next "
-                      "`autograder grade`.", file=sys.stderr)
-                return 1
+        grader.kernel_threads = _kernel_threads(args, backend)  # before the batch's spec is made (batch.settings)
+        status = batch.run(grader, args.assignment, students, backend, db=args.db)
+        if status != batch.OK:
+            return status
         return _report(grader.course_dir, args.assignment, args.db)
-
-
-def _graded(grader: runner.Grader, todo: list[str], backend, bar, batch: journal.Journal):
-    """Grade `todo`, one progress bar and one line per submission; record each saved one in the journal."""
-    for outcome in grader.grade_all(todo, backend):
-        row = outcome.row
-        bar.update(1)
-        bar.set_postfix_str(clean.line(row.student, 40))
-        if outcome.saved:
-            batch.record(outcome.student, row.graded_at)  # the folder's own name: cleaned ids may collide
-        bar.write(f"{clean.line(row.student, 60)}: {row.status} ({row.runtime:.0f} s) {clean.line(row.detail)}"
-                  + ("" if outcome.saved else " [results database locked: row kept as pending]"))
-        for part in outcome.track_rows:
-            bar.write(f"    track {part.track}: {'passed' if part.passed else part.status} "
-                      f"({part.runtime:.0f} s) {clean.line(part.detail, 120)}")
-        yield outcome
-
-
-def _db(args) -> dict:
-    """``{"url": ...}`` for the results store when --db was given."""
-    return {"url": args.db} if getattr(args, "db", None) else {}
 
 
 def _report(course_dir: Path, assignment: str, db: str | None = None) -> int:
