@@ -132,11 +132,7 @@ def kill_cgroup(path: str) -> None:
     except OSError:
         pass
     for _ in range(KILL_ROUNDS):
-        for pid in _procs(path):  # v1: no cgroup.kill; pids.max bounds the forks of a race
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
+        _kill(_procs(path))  # v1: no cgroup.kill; pids.max bounds the forks of a race
         try:
             os.rmdir(path)
             return
@@ -233,13 +229,17 @@ def _watch_oom(cgroups: list[str], record: str, done: threading.Event) -> None:
         kills = _oom_count(memory)
         if kills > 0:
             write_exit_record(record, kills)  # before the kill: nbgrader may stop this launcher any moment now
-            for path in cgroups:
-                for pid in _procs(path):
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except OSError:
-                        pass
+            _kill([pid for path in cgroups for pid in _procs(path)])
             return
+
+
+def _kill(pids: list[int]) -> None:
+    """SIGKILL to each of `pids` (one already gone is no error)."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
 
 
 def _descendants(root: int) -> list[int]:
@@ -282,11 +282,7 @@ def _watch_address_space(root: int, limit: int, record: str, kills: list, done: 
         if any(_peak_address_space(pid) >= limit - AS_RESERVE for pid in tree[1:]):
             kills.append(1)
             write_exit_record(record, len(kills))  # before the kill, as `_watch_oom`
-            for pid in reversed(tree):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
+            _kill(tree[::-1])
             return
 
 
