@@ -522,13 +522,12 @@ spectral): they follow slant and thickness; the baseline's dense embedding 83% (
 mixture, 98% with spectral clustering; the conv and dense features and the log-probabilities of a CNN
 trained for one epoch on the eight known digits only (no C) 52-95%, no better. Spectral clustering
 with 30 neighbours instead of 10: 55-67% on 4000-image subsets (seeds 0-4). Spectral clustering of
-the whole pool with 8, 10 or 15 neighbours: 98.5%, 98.4%, 97.7% (seeds 0-2, all alike). Notebook 03's
+the whole pool with 8, 10 or 15 neighbours: 98.5%, 98.4%, 97.7%, the same on every seed tried (0-2). Notebook 03's
 stability check (two disjoint halves, each extended by a logistic regression) on the whole pool: 0.67
 although its two clusters are the digits (each half is a smaller, less stable graph), hence the
 check on two 90% subsets here. SimCLR from random weights (a conv block of the baseline's shape, the
 same augmentations and loss): 97% purity after about 70 steps, 98.8% after 180 steps (4 minutes of one
-loaded core): it works, but costs more than starting from the baseline's weights for nothing
-measurable on 4,9."""
+loaded core): it works, but needs more steps than starting from the baseline's weights."""
 
 
 def grader_table(rows: list[dict]) -> str:
