@@ -45,7 +45,10 @@ again rejoins from any machine (a new token). An open event admits any name, so 
 stop one person from joining under several names.
 
 One server process holds the participants' rules in memory (rebuilt from the store on
-first use after a restart), so run it with a single worker.
+first use after a restart), its rate limits, open streams and the board's version. Several
+(``autograder serve --workers N``, a PostgreSQL store only) keep whatever they must agree on in the
+store instead (`shared`): each request locks its participant's row, and a worker whose copy of the
+rules is older than the store's rebuilds it first.
 
 Where it lives: the routes in `autograder.event.routes` (`participant`, `board`, `admin`: one router per
 audience), the state behind them in `server` (`EventServer`), uploads in `uploads`, results and exports
@@ -55,12 +58,14 @@ in `export`; this module assembles the application.
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import threading
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from autograder.event import limits
+from autograder.event import limits, shared as shared_state
 from autograder.event.errors import Refused
 from autograder.event.routes import admin, board, participant
 from autograder.event.server import BURST, RATE, EventServer
@@ -68,10 +73,15 @@ from autograder.event.store import Store
 from autograder.event.uploads import warm_nbformat
 
 
-def create_app(store: Store, *, rate: float = RATE, burst: int = BURST, public_url: str | None = None) -> FastAPI:
+SERVE_ENV = "AUTOGRADER_EVENT_SERVE"  # `from_env`'s settings (JSON): each worker process builds its own app
+
+
+def create_app(store: Store, *, rate: float = RATE, burst: int = BURST, public_url: str | None = None,
+               shared: bool = False) -> FastAPI:
     """The FastAPI application serving every event in `store`; `public_url` is the address the board tells
-    participants to join (``autograder serve --public-url``; default: the address the board was opened at)."""
-    server = EventServer(store, rate, burst)
+    participants to join (``autograder serve --public-url``; default: the address the board was opened at);
+    `shared`: one of several workers on one PostgreSQL store (`shared`)."""
+    server = EventServer(store, rate, burst, shared=shared)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
@@ -87,7 +97,11 @@ def create_app(store: Store, *, rate: float = RATE, burst: int = BURST, public_u
                   lifespan=lifespan)
     app.state.server = server
     # the public routes and the pool: a per-address bucket before any work (the instructor's board link: none)
-    app.add_middleware(limits.PerAddress, board_keys=server.board_keys)
+    buckets = {} if not shared else {
+        "public": shared_state.SharedBuckets(store.engine, "public", limits.PUBLIC_BURST, limits.PUBLIC_RATE),
+        "pool": shared_state.SharedBuckets(store.engine, "pool", limits.POOL_BURST, limits.POOL_RATE)}
+    app.add_middleware(limits.PerAddress, board_keys=server.board_keys, **buckets)
+    app.add_middleware(participant.HotRoute, server=server)  # every annotation: straight to its endpoint
 
     @app.exception_handler(Refused)
     async def _refused(request: Request, exc: Refused):
@@ -98,3 +112,11 @@ def create_app(store: Store, *, rate: float = RATE, burst: int = BURST, public_u
     app.include_router(board.router(server, public_url))
     app.include_router(admin.router(server))
     return app
+
+
+def from_env() -> FastAPI:
+    """The application of one worker of ``autograder serve --workers N`` (uvicorn's factory): its settings are
+    `SERVE_ENV`'s."""
+    settings = json.loads(os.environ[SERVE_ENV])
+    return create_app(Store(settings["db"], synchronous=settings["synchronous"]), rate=settings["rate"],
+                      burst=settings["burst"], public_url=settings["public_url"], shared=settings["workers"] > 1)

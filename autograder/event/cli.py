@@ -3,7 +3,7 @@
     autograder event create --track 7,1 --assignment 03_clustering [--db PATH_OR_URL] [--roster names.txt]
     autograder event export CODE [--format csv|json] [--output PATH] [--db PATH_OR_URL]
     autograder serve [--db PATH_OR_URL] [--host 127.0.0.1] [--port 8000] [--rate 20] [--burst 40]
-                     [--trusted-proxy ADDR ...] [--public-url http://10.0.0.5:8000]
+                     [--trusted-proxy ADDR ...] [--public-url http://10.0.0.5:8000] [--workers N]
     autograder verify CODE --top 3 --course DIR [--notebooks DIR] [--db PATH_OR_URL] [--hidden-track 2,5]
 
 ``--db`` is a path to an SQLite file (WAL mode) or any SQLAlchemy URL; default
@@ -47,6 +47,10 @@ def add_commands(commands) -> None:
                             "10.0.0.0/24; repeat for several): X-Forwarded-For is believed from it only. Default: "
                             "none, the header is ignored (else anyone could pose as any number of addresses and "
                             "pass every per-address limit)")
+    serve.add_argument("--workers", type=int, default=1, metavar="N",
+                       help="server processes (default 1): more than one needs a PostgreSQL --db, where they share "
+                            "participants, rate limits, board streams and the board (for an event larger than one "
+                            "process holds)")
     serve.add_argument("--synchronous", choices=["NORMAL", "FULL"], default="NORMAL",
                        help="SQLite durability: NORMAL survives a crash or kill -9 of the server (default), "
                             "FULL a power loss too (an fsync per request: slower)")
@@ -246,29 +250,45 @@ def read_roster(path: Path) -> list[str]:
 
 def serve(db: str, host: str = "127.0.0.1", port: int = 8000, rate: float = 20.0,
           synchronous: str = "NORMAL", burst: int = 40, trusted_proxies: list[str] | None = None,
-          public: str | None = None) -> None:
+          public: str | None = None, workers: int = 1) -> None:
     """Run the event server; X-Forwarded-For is read only from `trusted_proxies` (none by default); the board
-    shows `public` as the join address."""
+    shows `public` as the join address; `workers` processes (more than one: a PostgreSQL `db`, `shared`)."""
+    import json
+
     import uvicorn
 
-    from autograder.event import app, store
+    from autograder.event import app, shared, store
 
-    application = app.create_app(store.Store(db, synchronous=synchronous), rate=rate, burst=burst,
-                                 public_url=public)
+    shared.check(store.database_url(db), workers)
+    if workers > 1:  # each worker builds its app from these settings (`app.from_env`)
+        os.environ[app.SERVE_ENV] = json.dumps({"db": db, "rate": rate, "burst": burst, "public_url": public,
+                                                "synchronous": synchronous, "workers": workers})
+        store.Store(db).dispose()  # the tables made once, before the workers race to make them
+        application = "autograder.event.app:from_env"
+    else:
+        application = app.create_app(store.Store(db, synchronous=synchronous), rate=rate, burst=burst,
+                                     public_url=public)
     trusted = list(trusted_proxies or [])
     # uvicorn's defaults believe X-Forwarded-For from 127.0.0.1 (and $FORWARDED_ALLOW_IPS): never implicitly
-    uvicorn.run(application, host=host, port=port, workers=1, timeout_graceful_shutdown=2,
+    uvicorn.run(application, factory=workers > 1, host=host, port=port, workers=workers, timeout_graceful_shutdown=2,
                 log_level="warning", access_log=False, proxy_headers=bool(trusted),
                 forwarded_allow_ips=",".join(trusted) if trusted else "")
 
 
 def run(args) -> int:
     if args.command == "serve":
+        from autograder.event.shared import NeedsPostgres
+
         proxies = f"; X-Forwarded-For believed from {', '.join(args.trusted_proxy)} only" if args.trusted_proxy else ""
         shown, why = shown_url(args.host, args.port, args.public_url)
         print(f"event server on http://{args.host}:{args.port} (board: /board, admin: /admin), store {_db(args)}"
               f"{proxies}\nthe board shows the join address {shown} ({why})", flush=True)
-        serve(_db(args), args.host, args.port, args.rate, args.synchronous, args.burst, args.trusted_proxy, shown)
+        try:
+            serve(_db(args), args.host, args.port, args.rate, args.synchronous, args.burst, args.trusted_proxy, shown,
+                  args.workers)
+        except NeedsPostgres as exc:  # --workers on SQLite
+            print(f"autograder serve: {exc}", file=sys.stderr)
+            return 2
         return 0
     if args.command == "verify":
         return _verify(args)

@@ -128,10 +128,10 @@ class Held:
     """One open board stream: its address (or event, for a board link's), and whether another stream took its
     slot (it then ends itself)."""
 
-    __slots__ = ("key", "evicted", "projector")
+    __slots__ = ("key", "evicted", "projector", "row")
 
     def __init__(self, key: str, projector: bool = False):
-        self.key, self.evicted, self.projector = key, False, projector
+        self.key, self.evicted, self.projector, self.row = key, False, projector, None  # row: `shared`'s
 
 
 class Streams:

@@ -5,6 +5,7 @@ The routes themselves are in `autograder.event.routes`; `autograder.event.app` a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import threading
@@ -16,7 +17,7 @@ import numpy as np
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
-from autograder.event import limits, parts, pool
+from autograder.event import limits, parts, pool, shared as shared_state
 from autograder.event import store as store_module
 from autograder.event.errors import Refused
 from autograder.event.export import RULE, verified
@@ -72,6 +73,7 @@ class _Session:
     server_refused: int = 0  # the server's own refusals (not the rules'): the first MAX_LOGGED_REFUSALS are logged
     refusals_dirty: bool = False  # counts not yet in the store
     refusals_flushed: float = -math.inf  # monotonic
+    seq: int = 0  # several workers: the participant's committed changes this copy has seen (`shared`)
 
 
 @dataclass
@@ -102,8 +104,11 @@ def event_oracle_closed(counted: protocol.ScoreReply) -> str:
 class EventServer:
     """The state behind the routes: the store, each participant's rules, the board's version."""
 
-    def __init__(self, store: Store, rate: float = RATE, burst: int = BURST):
+    def __init__(self, store: Store, rate: float = RATE, burst: int = BURST, shared: bool = False):
         self.store = store
+        # several workers (PostgreSQL): what they must agree on lives in the store (`shared`), else in memory
+        self.shared = shared_state.Shared(store.engine) if shared else None
+        self.shared_stamps: dict[str, tuple] = {}  # code -> (when looked, the board's version in the store)
         self.rate, self.burst = float(rate), int(burst)
         self.lock = threading.Lock()  # one request changes state at a time (SQLite has one writer anyway)
         self.sessions: dict[int, _Session] = {}
@@ -112,12 +117,13 @@ class EventServer:
         self.versions: dict[str, int] = {}
         self.events: dict[str, Any] = {}  # code -> Event; this process is the only one that freezes or closes
         self.tokens: dict[str, Participant] = {}  # token hash -> participant (tokens never change)
-        self.join_buckets = limits.Buckets(JOIN_BURST, JOIN_RATE)  # per client address
+        self.join_buckets = (shared_state.SharedBuckets(store.engine, "join", JOIN_BURST, JOIN_RATE) if shared
+                             else limits.Buckets(JOIN_BURST, JOIN_RATE))  # per client address
         self.verify_stamps: dict[str, tuple] = {}  # code -> the verifications last seen (count, newest time)
         self.verify_checked: dict[str, float] = {}  # code -> when an open board last looked for them (monotonic)
         self.boards: dict[str, tuple[int, str]] = {}  # code -> (version, the board's JSON): shared by every stream
         self.board_lock: asyncio.Lock | None = None  # one board built at a time (on the event loop)
-        self.streams = limits.Streams()
+        self.streams = shared_state.SharedStreams(self.shared) if shared else limits.Streams()
         self.board_keys = limits.BoardKeys(store.admin_hashes)  # the instructor's board links (`limits`)
         self.feeds: dict[str, _Feed] = {}  # code -> its board feed, while streams are open
         self.parts = parts.Parts()  # the unfinished annotate calls sent in parts
@@ -146,7 +152,7 @@ class EventServer:
             raise Refused(401, "this request needs your participant token: join first with "
                                "course.event.join(url, code, name).")
         key = f"{code} {store_module.token_hash(token)}"
-        found = self.tokens.get(key) or self.store.participant(code, token)
+        found = (None if self.shared else self.tokens.get(key)) or self.store.participant(code, token)
         if found is not None:
             self.tokens[key] = found
         if found is None:
@@ -165,8 +171,8 @@ class EventServer:
             self.pools[code] = self.store.blob(code, "pool")
         return self.pools[code]
 
-    def session(self, participant: Participant) -> _Session:
-        """The participant's rules: in memory, or rebuilt from the store (after a restart)."""
+    def session(self, participant: Participant, conn=None) -> _Session:
+        """The participant's rules: in memory, or rebuilt from the store (after a restart; through `conn`)."""
         found = self.sessions.get(participant.id)
         if found is not None:
             return found
@@ -175,7 +181,7 @@ class EventServer:
         rules = protocol.Rules(tuple(truth["track"].tolist()), truth["pool_digits"],
                                {protocol.PUBLIC: truth["public_digits"], protocol.PRIVATE: truth["private_digits"]},
                                exam=True, ledger=sink, max_requests=MAX_REQUESTS)
-        saved = self.store.load_participant(participant.id)
+        saved = self.store.load_participant(participant.id, conn)
         if saved.charges:  # replay the charges in their order through the rules themselves
             protocol.result(rules.handle(protocol.request(protocol.Op.ANNOTATE,
                                                           indices=[i for i, _ in saved.charges])))
@@ -195,6 +201,29 @@ class EventServer:
         found = self.sessions[participant.id] = _Session(participant, rules, sink, tokens=float(self.burst),
                                                          refusals=saved.refusals, server_refused=server_refused)
         return found
+
+    def guard(self):
+        """One request changes state at a time; several workers: one per participant (its row's lock, `holding`)."""
+        return contextlib.nullcontext() if self.shared else self.lock
+
+    @contextlib.contextmanager
+    def holding(self, participant: Participant):
+        """Several workers: the participant's row locked for this request (`shared.Held`, its transaction), their
+        rules rebuilt if another worker changed them, their rate limit's bucket read and written back. Else None."""
+        if self.shared is None:
+            yield None
+            return
+        self.truth(participant.event)  # read before a connection is held: a request holds one at a time
+        with self.shared.hold(participant.id) as held:
+            if participant.id in self.sessions and self.sessions[participant.id].seq != held.seq:
+                del self.sessions[participant.id]
+            session = self.session(participant, held.conn)
+            session.seq, now = held.seq, time.monotonic()
+            session.tokens = float(self.burst) if held.tokens is None else held.tokens
+            session.stamp = now if held.stamp is None else now - max(0.0, time.time() - held.stamp)
+            yield held
+            session.seq = self.shared.release(held, participant.id, session.tokens,
+                                              time.time() - (time.monotonic() - session.stamp))
 
     # --- the operations ------------------------------------------------------------------------
 
@@ -223,7 +252,7 @@ class EventServer:
             # joins per address are limited (name squatting, guessing codes); a valid personal code never is (a
             # 40-bit secret), so wrong guesses from a room behind one address cannot lock its class out
             self.admit_join(client)
-        event = self.event(code)
+        event = self.event(code, fresh=self.shared is not None)  # another worker may have closed it
         if event.closed_at is not None:
             raise Refused(403, f"event {code} is closed; no one can join it any more.")
         if not isinstance(body, dict):
@@ -244,8 +273,8 @@ class EventServer:
             raise Refused(400, f"the name must be 1 to {MAX_NAME} printable characters, got {protocol.clip(name)}.")
         if token is not None and not isinstance(token, str):
             raise Refused(400, "token must be a string (the one an earlier join gave) or null.")
-        with self.lock:
-            if len(self.store.standings(code)) >= MAX_PARTICIPANTS:
+        with self.guard():
+            if self.store.participant_count(code) >= MAX_PARTICIPANTS:  # not `standings`: it counts every charge
                 raise Refused(403, f"event {code} is full ({MAX_PARTICIPANTS} participants).")
             try:
                 participant, new_token, rejoined = self.store.join(
@@ -268,16 +297,19 @@ class EventServer:
                             "rejoined": rejoined, "track": list(event.track), "assignment": event.assignment,
                             "pool_bytes": len(self.pool_file(code))})
 
-    def admit_request(self, participant: Participant) -> None:
-        """The participant's rate limit, before the body is parsed: a flood of big bodies is refused unparsed."""
-        with self.lock:
+    def admit_request(self, participant: Participant, before_parse: bool = True) -> None:
+        """The participant's rate limit, before the body is parsed: a flood of big bodies is refused unparsed
+        (several workers: `op` takes it in its transaction)."""
+        if self.shared is not None and before_parse:
+            return
+        with self.guard(), self.holding(participant):
             self.admit(self.session(participant))
 
     def op(self, participant: Participant, body: Any, admitted: bool = False) -> tuple[int, dict]:
         event = self.event(participant.event)
-        with self.lock:
+        with self.guard(), self.holding(participant) as held:
             session = self.session(participant)
-            if not admitted:
+            if not admitted or held is not None:
                 self.admit(session)
             indices = body.get("indices") if isinstance(body, dict) else None
             n = len(indices) if isinstance(indices, list) else 0
@@ -287,13 +319,14 @@ class EventServer:
                                    f"{n}; split it into parts (course.event does so for you; see "
                                    "course.protocol.PART_FIELDS) or ask for each index once. Nothing was charged.",
                               reason="too_many_indices")
-            if event.closed_at is not None:
+            if (event if held is None else held).closed_at is not None:
                 raise Refused(403, f"event {event.code} is closed: no more annotations or submissions. "
                                    "Nothing was charged.", reason="event_closed")
             rules = session.rules
             if self.parts.is_part(body):  # a part of a large call: kept until its last part (`parts`)
                 try:
-                    body = self.parts.take(participant.id, body, rules.pool_size)
+                    body = (self.parts.take(participant.id, body, rules.pool_size) if held is None else  # any worker:
+                            self.shared.take_part(held, self.parts, participant.id, body, rules.pool_size))  # stored
                 except parts.PartError as exc:
                     raise Refused(exc.status, str(exc), reason="part_refused") from None
                 if body is None:
@@ -318,7 +351,7 @@ class EventServer:
             try:
                 self.store.commit(participant.id, entries, charges,
                                   (rules.budget,) if rules.budget != budget_before else None, submission,
-                                  self.refusals_due(session, bool(entries)))
+                                  self.refusals_due(session, bool(entries)), conn=held and held.conn)
             except Exception:
                 self.sessions.pop(participant.id, None)  # rebuilt from the store next time: nothing happened
                 raise Refused(503, "the event server could not save this request, so nothing was charged; "
@@ -339,7 +372,8 @@ class EventServer:
     def refusals_due(self, session: _Session, writing: bool, force: bool = False) -> dict | None:
         """The counts to write now: when they changed and a write happens anyway, or REFUSAL_FLUSH_S passed."""
         now = time.monotonic()
-        if not session.refusals_dirty or not (writing or force or now - session.refusals_flushed >= REFUSAL_FLUSH_S):
+        if not session.refusals_dirty or not (writing or force or self.shared or  # several workers: at once
+                                              now - session.refusals_flushed >= REFUSAL_FLUSH_S):
             return None
         session.refusals_dirty, session.refusals_flushed = False, now
         return {reason: dict(c) for reason, c in session.refusals.items()}
@@ -347,8 +381,9 @@ class EventServer:
     def refused(self, participant: Participant, body: Any, refused: Refused) -> None:
         """Record a refusal of the server's own (rate, size, closed event, ...; the rules log theirs) of a
         participant's request: counted, and logged in the ledger up to MAX_LOGGED_REFUSALS. Nothing is charged."""
-        with self.lock:
+        with self.guard(), contextlib.ExitStack() as stack:
             try:
+                held = stack.enter_context(self.holding(participant))
                 session = self.session(participant)
             except Exception:  # the store is unreachable: the refusal itself stands
                 return
@@ -367,7 +402,7 @@ class EventServer:
             counts = self.refusals_due(session, bool(entries))
             if entries or counts:
                 try:
-                    self.store.commit(participant.id, entries, [], refusals=counts)
+                    self.store.commit(participant.id, entries, [], refusals=counts, conn=held and held.conn)
                 except Exception:
                     self.sessions.pop(participant.id, None)  # rebuilt from the store next time
 
@@ -382,7 +417,7 @@ class EventServer:
 
     def upload(self, participant: Participant, raw: bytes) -> dict:
         """Store the participant's notebook for `autograder verify` (the last upload wins)."""
-        with self.lock:
+        with self.guard(), self.holding(participant):
             session = self.session(participant)
             self.admit(session)
             wait = max(session.uploaded + UPLOAD_INTERVAL_S - time.monotonic(), 1.0 if session.uploading else 0.0)
@@ -468,6 +503,7 @@ class EventServer:
         while feed.watchers > 0 and not self.stopping:
             try:
                 await self.check_verifications(code)  # `autograder verify` writes from another process
+                await self.check_shared(code)
                 version = self.versions.get(code, 0)
                 if version != feed.version:
                     feed.text, feed.version = await self.board_json(code), version
@@ -490,6 +526,18 @@ class EventServer:
         stamp = await run_in_threadpool(self.store.verify_stamp, code)
         if self.verify_stamps.get(code) != stamp:  # the first look too: a cached board may predate them
             self.verify_stamps[code] = stamp
+            self.bump(code)
+
+    async def check_shared(self, code: str) -> None:
+        """Several workers: bump the board when the store's version of it changed (another worker's change); one
+        query per event every SSE_POLL_S."""
+        looked, stamp = self.shared_stamps.get(code, (-math.inf, None))
+        if self.shared is None or time.monotonic() - looked < SSE_POLL_S:
+            return
+        now = await run_in_threadpool(self.shared.board_version, code)
+        self.shared_stamps[code] = (time.monotonic(), now)
+        if now != stamp:
+            await run_in_threadpool(self.event, code, True)  # a freeze or close elsewhere
             self.bump(code)
 
     def admin(self, code: str, request: Request):

@@ -10,6 +10,7 @@ here; participant and admin tokens are stored as SHA-256 hashes.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import hmac
@@ -34,6 +35,7 @@ CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read off a pr
 CODE_LENGTH = 6
 INVITE_LENGTH = 8  # a personal code: "<event code>-" and 8 characters (32**8 guesses)
 MAX_NAME = 40
+WORKER_CONNECTIONS = 20  # PostgreSQL connections a server process may open (PostgreSQL's max_connections: 100)
 ADJECTIVES = ("Amber", "Brave", "Calm", "Clever", "Coral", "Crimson", "Dapper", "Eager", "Fuzzy", "Gentle",
               "Golden", "Happy", "Indigo", "Jolly", "Keen", "Lucky", "Mellow", "Misty", "Nimble", "Olive",
               "Plucky", "Quiet", "Rapid", "Rusty", "Silver", "Sunny", "Swift", "Teal", "Tidy", "Violet",
@@ -107,6 +109,8 @@ class Store:
         kwargs: dict[str, Any] = {}
         if self.sqlite:
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        else:  # a worker of several answers requests in its threads, each holding one connection (`shared`)
+            kwargs.update(pool_size=WORKER_CONNECTIONS // 2, max_overflow=WORKER_CONNECTIONS - WORKER_CONNECTIONS // 2)
         self.engine = sa.create_engine(self.url, **kwargs)
         if self.sqlite:
             @sa.event.listens_for(self.engine, "connect")
@@ -280,8 +284,13 @@ class Store:
                                                              PARTICIPANTS.c.event == code)).first()
         return self._participant(row) if row else None
 
-    def load_participant(self, pid: int) -> Saved:
+    def participant_count(self, code: str) -> int:
         with self.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(PARTICIPANTS)
+                                .where(PARTICIPANTS.c.event == code)).scalar_one()
+
+    def load_participant(self, pid: int, conn: sa.engine.Connection | None = None) -> Saved:
+        with contextlib.nullcontext(conn) if conn is not None else self.engine.connect() as conn:
             charges = [(r.pool_index, r.digit) for r in conn.execute(
                 sa.select(CHARGES.c.pool_index, CHARGES.c.digit).where(CHARGES.c.participant == pid)
                 .order_by(CHARGES.c.ord))]
@@ -297,21 +306,22 @@ class Store:
 
     def commit(self, pid: int, entries: list[dict], charges: list[tuple[int, int, int]],
                budget: tuple[int | None] | None = None, submission: dict | None = None,
-               refusals: dict[str, dict] | None = None) -> None:
+               refusals: dict[str, dict] | None = None, conn: sa.engine.Connection | None = None) -> None:
         """One request's changes in one transaction: ledger entries, new charges (ord, index, digit),
         a new budget (a 1-tuple, None: unchanged), the counted submission and the participant's refusal
-        counts (reason -> {"n", "last", "message"}: they replace the stored ones of those reasons)."""
+        counts (reason -> {"n", "last", "message"}: they replace the stored ones of those reasons); in `conn`'s
+        open transaction when given (several workers: the one that locked the participant, `shared`)."""
         now = time.time()
         entry_rows = [(pid, e["seq"], e["time"], _short(e.get("op")), bool(e.get("ok")), e.get("error"),
                        json.dumps(e)) for e in entries]
         charge_rows = [(pid, o, i, d, now) for o, i, d in charges]
         refusal_rows = [(pid, reason[:40], int(c["n"]), float(c["last"]), str(c["message"]))
                         for reason, c in (refusals or {}).items()]
-        if self.sqlite:  # the hot path of every request: plain DB-API on one connection (a fifth of the cost)
+        if self.sqlite and conn is None:  # every request's hot path: plain DB-API on one connection (a fifth of the cost)
             self._commit_sqlite(pid, now, entry_rows, charge_rows, budget, submission, refusal_rows)
             return
         keys = ("participant", "seq", "time", "op", "ok", "error", "entry")
-        with self.engine.begin() as conn:
+        with contextlib.nullcontext(conn) if conn is not None else self.engine.begin() as conn:
             if entry_rows:
                 conn.execute(ENTRIES.insert(), [dict(zip(keys, row)) for row in entry_rows])
             if charge_rows:

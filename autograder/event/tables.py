@@ -31,6 +31,10 @@ PARTICIPANTS = sa.Table(
     sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
     sa.Column("joined", sa.Float, nullable=False),
     sa.Column("budget", sa.Integer),
+    # several workers (`autograder.event.shared`): the committed changes counted, and the rate limit's bucket
+    sa.Column("seq", sa.Integer),
+    sa.Column("tokens", sa.Float),
+    sa.Column("stamp", sa.Float),  # wall clock of `tokens`
     sa.UniqueConstraint("event", "name"),
 )
 CHARGES = sa.Table(  # one row per charged annotation, in charge order
@@ -99,8 +103,33 @@ REFUSALS = sa.Table(  # how many requests of a participant were refused, per rea
     sa.Column("last", sa.Float, nullable=False),  # when the last one was refused
     sa.Column("message", sa.Text, nullable=False),  # the last one's message (clipped)
 )
+BUCKETS = sa.Table(  # several workers: the per-address token buckets (`shared.SharedBuckets`)
+    "buckets", META,
+    sa.Column("key", sa.String(80), primary_key=True),  # "<bucket>:<address>"
+    sa.Column("tokens", sa.Float, nullable=False),
+    sa.Column("stamp", sa.Float, nullable=False),
+)
+STREAMS = sa.Table(  # several workers: the open board streams of every worker (`shared.SharedStreams`)
+    "streams", META,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("key", sa.String(80), nullable=False),  # the client address (a projector's: the event code)
+    sa.Column("projector", sa.Boolean, nullable=False),
+    sa.Column("worker", sa.String(120), nullable=False),
+    sa.Column("opened", sa.Float, nullable=False),
+    sa.Column("seen", sa.Float, nullable=False),  # refreshed by its worker: a dead worker's rows go stale
+    sa.Column("evicted", sa.Boolean, nullable=False),
+)
+PARTS = sa.Table(  # several workers: a participant's unfinished annotate call in parts (`parts`, `shared`)
+    "parts", META,
+    sa.Column("participant", sa.Integer, sa.ForeignKey("participants.id"), primary_key=True),
+    sa.Column("batch", sa.String(40), nullable=False),
+    sa.Column("next_part", sa.Integer, nullable=False),
+    sa.Column("size", sa.Integer, nullable=False),
+    sa.Column("indices", sa.LargeBinary, nullable=False),  # int32, the parts so far
+)
 VERIFY_STATUSES = ("verified", "differs", "review", "missing")
-NEW_COLUMNS = {"verifications": ("hidden_track", "hidden_accuracy", "hidden_annotations")}  # nullable, added later
+NEW_COLUMNS = {"verifications": ("hidden_track", "hidden_accuracy", "hidden_annotations"),  # nullable, added later
+               "participants": ("seq", "tokens", "stamp")}
 
 
 def database_url(value: str | Path) -> str:

@@ -40,6 +40,7 @@ def router(server: EventServer, public_url: str | None = None) -> APIRouter:
         if code not in server.events:
             await run_in_threadpool(server.event, code)  # an unknown code: a 404 before any other query
         await server.check_verifications(code)  # at most one query per event every VERIFY_POLL_S
+        await server.check_shared(code)  # several workers: another's change (one query per event every SSE_POLL_S)
         return Response(await server.board_json(code), media_type="application/json")
 
     @router.get("/api/events/{code}/stream")
