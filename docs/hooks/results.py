@@ -23,8 +23,10 @@ The names (``python docs/hooks/results.py`` lists them all with their values):
   ``throughput.<mode>.per_submission_s`` / ``.wall_min`` / ``.speedup`` / ``.peak_gb``
   (modes ``serial``, ``jobs2``, ``dask2``), ``throughput.minutes.<N>.<mode>`` (N submissions);
 - ``event.*``: the live event server under load (``event_load/*.json``): ``event.table``,
-  ``event.source``, ``event.<run>.p50_ms`` / ``.p95_ms`` / ``.p99_ms`` / ... (runs ``run_60s``,
-  ``run_kill_at_30``), ``event.pool_mb``, ``event.downloads.*``;
+  ``event.source``, ``event.<run>.<participants>.p50_ms`` / ``.p99_ms`` / ``.cpu_ms_per_request`` /
+  ``.participants_per_core`` / ``.load_average`` / ... (runs ``run_50_500``, ``run_50_500_postgres_2_workers``,
+  ``run_kill_at_30``), ``event.<run>.streams.*`` (the board stream's cost per open page, ``.table``),
+  ``event.pool_mb``, ``event.<run>.<participants>.downloads.*`` (every participant downloading the pool at once);
 - ``tracks.*``: track difficulty (``tracks/results.json``): ``tracks.table``,
   ``tracks.source``, ``tracks.<track>.<notebook>.annotations`` / ``.accuracy``,
   ``tracks.<track>.difficulty``, ``tracks.<track>.random_to_90``, ``tracks.<track>.purity``;
@@ -246,43 +248,66 @@ def _throughput_values(values: dict) -> None:
 # ---------------------------------------------------------------- live event
 
 def _event_values(values: dict) -> None:
+    """One row per participant count of every run (a run measures several counts in turn, one server)."""
     runs = {p.stem: _load(p) for p in sorted((RESULTS / "event_load").glob("*.json"))}
-    lines = ["| run | annotate requests | p50 / p95 / p99 | inside the server p99 | errors "
-             "| counts equal to the clients' tallies | board after |", "|---|---:|---:|---:|---:|---:|---:|"]
-    for name, r in runs.items():
-        key = f"event.{name}"
-        for k in ("p50_ms", "p95_ms", "p99_ms", "server_p99_ms", "requests_per_s", "restart_s", "pool_mb",
-                  "pool_download_s", "load_average"):
-            if r.get(k) is not None:
-                values[f"{key}.{k}"] = _num(r[k])
-        values[f"{key}.pool_download_s"] = f"{r['pool_download_s']:.2f}"
-        values[f"{key}.requests"] = f"{r['annotate_requests']:,}"
-        values[f"{key}.participants"] = str(r["participants"])
-        values[f"{key}.seconds"] = f"{r['seconds']:.0f}"
-        values[f"{key}.retries"] = str(r["retries"])
-        title = f"{r['seconds']:.0f} s"
-        if r.get("kill_at"):
-            title += f", `kill -9` at {r['kill_at']:.0f} s, restart in {r['restart_s']:.1f} s"
-        errors = sum(r["errors"].values()) if r["errors"] else 0
-        equal = r["participants"] - len(r["count_mismatches"])
-        lines.append(f"| {title} | {r['annotate_requests']:,} ({r['requests_per_s']:.0f}/s) | "
-                     f"{r['p50_ms']} / {r['p95_ms']} / **{r['p99_ms']} ms** | {r['server_p99_ms']} ms | {errors} | "
-                     f"{equal} / {r['participants']} | {r['board_submitted_after']} / {r['participants']} submissions |")
-        d = r.get("downloads_at_once")
-        if d:
-            values["event.downloads.participants"] = str(d["participants"])
-            values["event.downloads.p50_s"] = f"{d['p50_s']:.1f}"
-            values["event.downloads.all_done_s"] = f"{d['all_done_s']:.1f}"
+    lines = ["| run | participants | annotate requests | p50 / p95 / p99 | inside the server p99 | server CPU "
+             "| waited for a core | errors | counts equal to the clients' tallies | board after | load average |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, run in runs.items():
+        store = "SQLite, 1 process" if run["workers"] == 1 else f"PostgreSQL, {run['workers']} workers"
+        title = f"{store}, {run['seconds']:.0f} s"
+        for r in run["counts"]:
+            key = f"event.{name}.{r['participants']}"
+            for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms", "server_p99_ms", "requests_per_s", "restart_s",
+                      "load_average", "server_cores_busy", "server_runqueue_wait_s_per_s", "client_cores_busy",
+                      "requests_per_s_per_participant"):
+                if r.get(k) is not None:
+                    values[f"{key}.{k}"] = _num(r[k], 2 if k.endswith(("_busy", "_s_per_s", "participant")) else 1)
+            values[f"{key}.cpu_ms_per_request"] = f"{r['server_cpu_ms_per_request']:.2f}"
+            values[f"{key}.requests"] = f"{r['annotate_requests']:,}"
+            values[f"{key}.participants_per_core"] = f"{r['participants_per_core']:,}"
+            values[f"{key}.met"] = "met" if r["met"] else "not met"
+            row_title = title + (f", `kill -9` at {r['kill_at']:.0f} s, restart in {r['restart_s']:.1f} s"
+                                 if r.get("kill_at") else "")
+            errors = sum(r["errors"].values()) if r["errors"] else 0
+            equal = r["participants"] - len(r["count_mismatches"])
+            lines.append(f"| {row_title} | {r['participants']} | {r['annotate_requests']:,} ({r['requests_per_s']:.0f}/s) | "
+                         f"{r['p50_ms']} / {r['p95_ms']} / **{r['p99_ms']} ms** | {r['server_p99_ms']} ms | "
+                         f"{r['server_cores_busy']:.2f} cores | {r['server_runqueue_wait_s_per_s']:.2f} s/s | {errors} | "
+                         f"{equal} / {r['participants']} | {r['board_submitted_after']} / {r['participants']} "
+                         f"submissions | {r['load_average']:.1f} |")
+            d = r.get("downloads_at_once")
+            if d:
+                for k in ("p50_s", "max_s", "all_done_s"):
+                    values[f"{key}.downloads.{k}"] = f"{d[k]:.1f}"
+        values[f"event.{name}.cpus"] = str(run["cpus"])
+        values[f"event.{name}.think_s"] = f"{run['think_s']:g}"
+        streams = run.get("streams")
+        if streams:
+            values[f"event.{name}.streams.table"] = _streams_table(streams)
+            for k in ("board_kb", "board_rows", "cpu_ms_per_update_per_page", "core_share_per_page_pct", "tick_s"):
+                values[f"event.{name}.streams.{k}"] = f"{streams[k]:g}"
+            values[f"event.{name}.streams.pages"] = str(max(r["pages"] for r in streams["rows"]))
     values["event.table"] = "\n".join(lines) + "\n"
     first = next(iter(runs.values()))
     values["event.pool_mb"] = _num(first["pool_mb"])
-    values["event.participants"] = str(first["participants"])
-    values["event.p99_max_ms"] = _num(max(r["p99_ms"] for r in runs.values()))
+    values["event.p99_max_ms"] = _num(max(c["p99_ms"] for r in runs.values() for c in r["counts"]))
     values["event.source"] = (
-        f"`python -m benchmarks.event_load` on loopback, {first['cpus']} cores; {first['participants']} simulated "
-        "participants, each joining, downloading the pool, annotating in batches of 5 and submitting; load "
-        "average " + " and ".join(f"{r['load_average']:.1f}" for r in runs.values()) + " at the end of each run; "
-        "raw numbers in `benchmarks/results/event_load/`.")
+        f"`python -m benchmarks.event_load` on loopback, {first['cpus']} cores shared with other jobs; simulated "
+        f"participants, each joining, downloading the pool, annotating 5 new images per request with a think time "
+        f"of {first['think_s']:g} s on average between requests, and submitting; each count on an event of its own, "
+        "one after the other on one server. The server's CPU is every process of it (its workers too; PostgreSQL's "
+        "own processes not); *waited for a core*: the seconds per second its threads were runnable but had no core "
+        "(the machine's other work); the load average is the machine's at the end of each count. Raw numbers in "
+        "`benchmarks/results/event_load/`.")
+
+
+def _streams_table(streams: dict) -> str:
+    lines = ["| open board pages | server CPU | board updates per page | received per page |", "|---:|---:|---:|---:|"]
+    for r in streams["rows"]:
+        lines.append(f"| {r['pages']} | {r['server_cores_busy']:.2f} cores | {r['updates_per_s']:.1f}/s "
+                     f"| {r['kb_per_page'] / streams['seconds']:.0f} kB/s |")
+    return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------- tracks
