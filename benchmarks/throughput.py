@@ -14,10 +14,16 @@ Each kernel gets the grader's default threads (this machine's cores divided by t
 gradings at once, `autograder.sandbox.threads`) unless ``--threads-per-kernel`` is given; the
 report says how many. For each mode: the wall clock of the command, rows that passed, and the peak memory
 (RSS summed over a worker's process tree: grading process, nbgrader worker, service,
-sandbox, kernel) of each worker, sampled every second. Then the ratios, measured in
+sandbox, kernel) of each worker, sampled every second, and the peak of each of those parts
+on its own (``peak_rss_mb_parts``: the largest over the workers). Then the ratios, measured in
 one run on the same machine, and on paper: machines and minutes for 300 and 3,000
 submissions. Writes ``throughput.json`` and ``throughput.md`` into ``--out``, after
 each mode (a run cut short keeps what it measured).
+
+A results file keeps the figures of an earlier run as its ``before`` block, for comparison:
+``--before FILE`` takes them from FILE (e.g. the committed results, copied aside before a
+change), else the ``before`` block of the file in ``--out`` is carried over. Its headline
+figures are also top-level numbers (``before_slot_gb``, ``slot_gb``, ...: the docs show them).
 
     COURSE_DATA_DIR=... python -m benchmarks.throughput -n 20
     python -m benchmarks.throughput --template tests/fixtures/autograder_course --assignment toy -n 4
@@ -71,12 +77,28 @@ def build_course(template: Path, assignment: str, n: int, where: Path) -> Path:
     return course
 
 
+PARTS = (("kernel", "ipykernel"), ("nbgrader worker", "autograder.grading.worker"),
+         ("service", "autograder.grading.service"))  # a part of a grading slot: a word of its command line
+
+
+def _part(process: psutil.Process, root: psutil.Process) -> str:
+    if process.pid == root.pid:
+        return "grading process"
+    try:
+        command = " ".join(process.cmdline())
+    except psutil.Error:
+        return "other"
+    return next((name for name, word in PARTS if word in command), "other")
+
+
 class TreeSampler:
-    """Peak RSS (MB) of the process tree under each root pid, sampled every second."""
+    """Peak RSS (MB) of the process tree under each root pid, sampled every second; and of each part
+    of it (`_part`: the kernel, nbgrader's worker, the service, the grading process itself)."""
 
     def __init__(self, roots):
         self.roots = roots  # a callable returning {name: pid}
         self.peaks: dict[str, float] = {}
+        self.part_peaks: dict[str, float] = {}  # the largest over all roots
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -89,12 +111,18 @@ class TreeSampler:
                 except psutil.Error:
                     continue
                 total = 0
+                parts: dict[str, float] = {}
                 for process in tree:
                     try:
-                        total += process.memory_info().rss
+                        rss = process.memory_info().rss
                     except psutil.Error:
-                        pass
+                        continue
+                    total += rss
+                    part = _part(process, root)
+                    parts[part] = parts.get(part, 0.0) + rss
                 self.peaks[name] = max(self.peaks.get(name, 0.0), total / 2**20)
+                for part, rss in parts.items():
+                    self.part_peaks[part] = max(self.part_peaks.get(part, 0.0), rss / 2**20)
 
     def __enter__(self) -> "TreeSampler":
         self._thread.start()
@@ -177,8 +205,10 @@ def grade(mode: str, course: Path, assignment: str, timeout: float, tmp: Path,
             "threads_per_kernel": kernel_threads,
             "passed": sum(r.passed for r in rows), "statuses": sorted({r.status for r in rows}),
             "annotations": sorted({r.annotations for r in rows if r.annotations is not None}),
+            "accuracies": sorted({r.accuracy for r in rows if r.accuracy is not None}),
             "runtime_mean_s": round(sum(r.runtime for r in rows) / max(len(rows), 1), 1),
             "peak_rss_mb_per_worker": {k: round(v) for k, v in sampler.peaks.items()},
+            "peak_rss_mb_parts": {k: round(v) for k, v in sorted(sampler.part_peaks.items())},
             "stderr_tail": err[-1500:] if process.returncode else ""}
 
 
@@ -199,7 +229,57 @@ def plan(results: dict, n: int) -> list[dict]:
     return rows
 
 
-def report(results: dict, meta: dict, out: Path) -> None:
+def slot_mb(r: dict) -> float:
+    """A mode's peak memory per grading slot (MB): its largest worker (with a pool, the grading process that
+    only hands out submissions is not a slot)."""
+    slots = {k: v for k, v in r["peak_rss_mb_per_worker"].items()
+             if k != "grade process" or len(r["peak_rss_mb_per_worker"]) == 1}
+    return max(slots.values(), default=0.0)
+
+
+def summary(results: dict, meta: dict) -> dict:
+    """The figures a later run compares itself with (its ``before`` block)."""
+    modes = {mode: {"per_submission_s": round(r["wall_s"] / max(r["graded"], 1), 1), "wall_s": r["wall_s"],
+                    "kernel_s": r["runtime_mean_s"], "slot_mb": round(slot_mb(r)), "passed": r["passed"],
+                    "graded": r["graded"], "annotations": r["annotations"],
+                    **({"parts_mb": r["peak_rss_mb_parts"]} if r.get("peak_rss_mb_parts") else {})}
+             for mode, r in results.items()}
+    return {"meta": meta, "modes": modes}
+
+
+def headline(results: dict, before: dict | None, meta: dict) -> dict:
+    """Top-level numbers for the docs (``results.throughput.<key>``): memory per slot and seconds per
+    submission now and before, the slot that `plan` uses (``--jobs 2``, else serial)."""
+    values = {}
+    for prefix, modes in (("", {m: summary(results, {})["modes"][m] for m in results}),
+                          ("before_", (before or {}).get("modes", {}))):
+        best = modes.get("jobs2") or modes.get("serial")
+        if not best:
+            continue
+        values[f"{prefix}slot_gb"] = round(best["slot_mb"] / 1024, 2)
+        if "kernel" in best.get("parts_mb", {}):
+            values[f"{prefix}kernel_gb"] = round(best["parts_mb"]["kernel"] / 1024, 2)
+        for mode, r in modes.items():
+            values[f"{prefix}{mode}_slot_gb"] = round(r["slot_mb"] / 1024, 2)
+            values[f"{prefix}{mode}_per_submission_s"] = r["per_submission_s"]
+            if "kernel" in r.get("parts_mb", {}):
+                values[f"{prefix}{mode}_kernel_gb"] = round(r["parts_mb"]["kernel"] / 1024, 2)
+    if before and before.get("meta", {}).get("when"):
+        bmeta = before["meta"]
+        values["before_when"] = bmeta["when"][:10]
+        values["before_load_start"] = bmeta.get("load_start", "").split(" ")[0]
+        values["before_note"] = (
+            f"Before: {bmeta.get('n')} submissions, {bmeta['when'][:10]}, load average at the start "
+            f"{values['before_load_start']}" + (f"; {before['parts_note']}" if before.get("parts_note") else "")
+            + f". Now: {meta.get('n')} submissions, {meta.get('when', '')[:10]}, load average at the start "
+            f"{meta.get('load_start', '').split(' ')[0]}. Seconds measured under different loads of a shared "
+            "machine compare only roughly; memory does not depend on the load.")
+    if "slot_gb" in values and values.get("before_slot_gb"):
+        values["slot_ratio"] = round(values["slot_gb"] / values["before_slot_gb"], 2)
+    return values
+
+
+def report(results: dict, meta: dict, out: Path, before: dict | None = None) -> None:
     n = meta["n"]
     lines = [f"# Grading throughput: {n} reference submissions of {meta['assignment']}", "",
              f"{meta['machine']}; load average at the start {meta['load_start']}; {meta['when']}.", "",
@@ -215,6 +295,29 @@ def report(results: dict, meta: dict, out: Path) -> None:
         rss = ", ".join(str(v) for v in r["peak_rss_mb_per_worker"].values())
         lines.append(f"| {mode} | {r.get('threads_per_kernel', '')} | {r['wall_s'] / 60:.1f} min | {r['wall_s'] / max(r['graded'], 1):.1f} s | "
                      f"{r['passed']}/{r['graded']} | {rss} | {ratio} |")
+    parts = {mode: r["peak_rss_mb_parts"] for mode, r in results.items() if r.get("peak_rss_mb_parts")}
+    parts.update({f"{mode}, before": b["parts_mb"] for mode, b in (before or {}).get("modes", {}).items()
+                  if b.get("parts_mb")})
+    if parts:
+        names = sorted({name for p in parts.values() for name in p})
+        lines += ["", "Peak RSS of each part of a grading slot (MB, the largest over the workers):", "",
+                  "| mode | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+        lines += [f"| {mode} | " + " | ".join(str(p.get(name, "")) for name in names) + " |"
+                  for mode, p in parts.items()]
+    if before:
+        bmeta = before.get("meta", {})
+        lines += ["", f"Before ({bmeta.get('when', '?')}, n={bmeta.get('n', '?')}, load average at the start "
+                      f"{bmeta.get('load_start', '?')}):", "",
+                  "| mode | per submission before | now | peak per slot before (MB) | now (MB) |",
+                  "|---|---|---|---|---|"]
+        for mode, b in before.get("modes", {}).items():
+            r = results.get(mode)
+            now_s = f"{r['wall_s'] / max(r['graded'], 1):.1f} s" if r else ""
+            now_mb = str(round(slot_mb(r))) if r else ""
+            lines.append(f"| {mode} | {b['per_submission_s']} s | {now_s} | {b['slot_mb']} | {now_mb} |")
+        if before.get("parts_note"):
+            note = before["parts_note"]
+            lines += ["", note[:1].upper() + note[1:] + "."]
     rows = plan(results, n)
     if rows:
         lines += ["", f"On paper (machines of {MACHINE_CORES} cores and {MACHINE_GB} GB, 2 cores per grading slot, "
@@ -222,7 +325,20 @@ def report(results: dict, meta: dict, out: Path) -> None:
                   "| submissions | machines | slots each | minutes |", "|---|---|---|---|"]
         lines += [f"| {r['submissions']} | {r['machines']} | {r['slots_per_machine']} | {r['minutes']} |" for r in rows]
     write_atomic(out / "throughput.md", "\n".join(lines) + "\n")
-    write_atomic(out / "throughput.json", json.dumps({"meta": meta, "results": results, "plan": rows}, indent=1))
+    blob = {"meta": meta, "results": results, "plan": rows}
+    if before:
+        blob["before"] = before
+    blob.update(headline(results, before, meta))
+    write_atomic(out / "throughput.json", json.dumps(blob, indent=1))
+
+
+def _before(path: Path | None, out: Path) -> dict | None:
+    """The ``before`` block: FILE's own figures (`summary`), else the one the results in `out` keep."""
+    if path is not None:
+        old = json.loads(path.read_text())
+        return summary(old["results"], old["meta"])
+    existing = out / "throughput.json"
+    return json.loads(existing.read_text()).get("before") if existing.is_file() else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -235,7 +351,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads-per-kernel", type=int, default=None, metavar="K",
                         help="passed to `autograder grade` (default: its own, the cores divided by the gradings at once)")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--before", type=Path, default=None, metavar="FILE",
+                        help="a throughput.json whose figures the results keep as their `before` block "
+                             "(default: carry over the `before` block of the file in --out)")
     args = parser.parse_args(argv)
+    before = _before(args.before, args.out)
     from autograder.sandbox.threads import usable_cores
 
     meta = {"assignment": args.assignment, "n": args.n,
@@ -253,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
             results[mode] = grade(mode, course, args.assignment, args.timeout, Path(tmp) / mode,
                                   args.threads_per_kernel)
             print(json.dumps(results[mode]), flush=True)
-            report(results, meta, args.out)
+            report(results, meta, args.out, before)
     print((args.out / "throughput.md").read_text())
     return 0
 

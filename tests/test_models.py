@@ -91,3 +91,65 @@ def test_baseline_cannot_split_c(baseline_model, ds):
     """The merged model predicts C for both track digits: the workshop's starting point."""
     c_images = evaluate.track_test_images("public")
     assert np.mean(baseline_model.predict(c_images) == data.C) > 0.97
+
+
+def test_the_numpy_forward_pass_is_the_torch_net(ds, tmp_path):
+    """predict_proba and embed run `Net` in numpy: the torch module's own outputs, to float32 rounding."""
+    x = ds.images[:600]
+    model = models.CNNClassifier(epochs=1, random_state=5, progress=False).fit(x, ds.labels[:600])
+    net = model.net_
+    with torch.no_grad():
+        t = models.to_tensor(x[:300])
+        conv = torch.flatten(net.features[:6](t), 1).numpy()
+        dense = net.features(t).numpy()
+        proba = net(t).softmax(dim=1).numpy()
+    assert np.allclose(model.embed(x[:300], layer="conv"), conv, atol=1e-5)
+    assert np.allclose(model.embed(x[:300]), dense, atol=1e-5)
+    assert np.allclose(model.predict_proba(x[:300]), proba, atol=1e-5)
+    model.save(tmp_path / "m.pt")
+    loaded = models.CNNClassifier.load(tmp_path / "m.pt")  # read without torch, the same numbers
+    assert np.array_equal(loaded.embed(x[:300], layer="conv"), model.embed(x[:300], layer="conv"))
+    assert np.allclose(loaded.net_(t).softmax(dim=1).detach().numpy(), proba, atol=1e-6)  # and a torch module again
+
+
+LOAD_AND_PREDICT = """
+import sys
+import numpy as np
+from course import models
+model = models.CNNClassifier.load(sys.argv[1])
+model.predict(np.zeros((3, 28, 28), dtype=np.uint8))
+model.embed(np.zeros((3, 28, 28), dtype=np.uint8), layer="conv")
+print("torch" in sys.modules)
+"""
+
+
+def test_a_loaded_baseline_predicts_without_importing_torch(tmp_path):
+    """A graded kernel that only uses the baseline never imports torch (hundreds of MB and seconds)."""
+    import subprocess
+    import sys
+
+    model = models.CNNClassifier()
+    model.classes_ = np.array([0, 2, data.C])
+    model.net_ = models.Net(3)
+    model.save(tmp_path / "m.pt")
+    out = subprocess.run([sys.executable, "-c", LOAD_AND_PREDICT, str(tmp_path / "m.pt")], capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.strip() == "False", out.stderr
+
+
+def test_a_checkpoint_is_read_only_as_the_parameters_of_net(tmp_path):
+    """A tensor larger than its storage (a stride-0 view: memory for nothing) or a parameter of the wrong shape
+    is refused with a clear error, before anything is computed."""
+    import pickle
+
+    model = models.CNNClassifier()
+    model.classes_ = np.array([0, 2, data.C])
+    model.net_ = models.Net(3)
+    state = model.net_.state_dict()
+    for name, value, error, match in (("head.bias", torch.zeros(1).expand(3), pickle.UnpicklingError, "storage"),
+                                      ("head.weight", torch.zeros(3, 60), ValueError, "head.weight")):
+        planted = dict(state, **{name: value})
+        torch.save({"state": planted, "classes": model.classes_, "version": models.CHECKPOINT_VERSION},
+                   tmp_path / "x.pt")
+        with pytest.raises(error, match=match):
+            models.CNNClassifier.load(tmp_path / "x.pt")

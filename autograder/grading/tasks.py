@@ -227,6 +227,7 @@ class Executor:
             seed = self.spec.seeds[self.spec.tracks.index(track)]
             self._batches[track] = _Batch(track, seed)
             self._checkpoints[track] = prepare.checkpoint(track)
+            data.forget()  # written to the batch's files: the grading process keeps no copy of MNIST
             self.prepare_seconds[data.track_name(track)] = time.perf_counter() - t0
         return self._batches[track]
 
