@@ -14,20 +14,11 @@ import io
 import numpy as np
 import pytest
 
-from autograder.event import pool, store
+from autograder.event import store
 from autograder.event import server as event_server
 from course import config
+from helpers.events import SMALL_TRACK as TRACK, small_event
 
-TRACK = (7, 1)
-
-
-def small_event() -> tuple[bytes, bytes, dict[str, np.ndarray]]:
-    """(pool blob, truth blob, truth) of a 300-image pool; the private split has 40 images."""
-    rng = np.random.default_rng(0)
-    truth = {"track": np.array(TRACK), "pool_digits": rng.integers(0, 10, 300),
-             "public_digits": rng.integers(0, 10, 50), "private_digits": rng.choice(TRACK, 40)}
-    blob = pool._npz({k: v.astype(np.int8) for k, v in truth.items()})
-    return b"pool file", blob, pool.read_truth(blob)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

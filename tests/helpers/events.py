@@ -31,6 +31,23 @@ SLOTS = ("api", "close", "participant", "restart", "roster", "board")  # one eve
 _TEMPLATE: dict[str, object] = {}
 
 
+SMALL_TRACK = (7, 1)
+
+
+def small_event() -> tuple[bytes, bytes, dict]:
+    """(pool blob, truth blob, truth) of a 300-image pool of track `SMALL_TRACK` (fixed seed); the private split
+    has 40 images: an event's files without MNIST, for the store's and the workers' tests."""
+    import numpy as np
+
+    from autograder.event import pool
+
+    rng = np.random.default_rng(0)
+    truth = {"track": np.array(SMALL_TRACK), "pool_digits": rng.integers(0, 10, 300),
+             "public_digits": rng.integers(0, 10, 50), "private_digits": rng.choice(SMALL_TRACK, 40)}
+    blob = pool._npz({k: v.astype(np.int8) for k, v in truth.items()})
+    return b"pool file", blob, pool.read_truth(blob)
+
+
 def template(folder: Path) -> tuple[Path, dict[str, tuple[str, str]]]:
     """(database, {slot: (join code, admin token)}) of the session's events; built on first use.
 
