@@ -106,7 +106,9 @@ def _track_cells() -> None:
     original = NotebookClient.async_execute_cell
 
     async def execute_cell(self, cell, cell_index, *args, **kwargs):
-        if _RUNNING["path"]:
+        # a kernel already at its address-space limit met it in an earlier cell: that cell stays the one recorded,
+        # whenever the launcher's next look (`launch._watch_address_space`) stops it
+        if _RUNNING["path"] and not _at_limit(self):
             fd = os.open(_RUNNING["path"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
             with os.fdopen(fd, "w") as handle:
                 handle.write(str(int(cell_index) + 1))  # 1-based, as `autograder.grading.judge.first_error` counts
@@ -114,6 +116,13 @@ def _track_cells() -> None:
 
     NotebookClient.async_execute_cell = execute_cell
     NotebookClient.execute_cell = run_sync(execute_cell)  # nbconvert's preprocessor calls the blocking one
+
+
+def _at_limit(client) -> bool:
+    """Whether the kernel of nbclient's `client` has come within `launch.AS_RESERVE` of its address-space limit."""
+    process = getattr(getattr(getattr(client, "km", None), "provisioner", None), "process", None)
+    pid = getattr(process, "pid", None)
+    return pid is not None and launch.near_address_space_limit(pid)
 
 
 def running_cell(path: str | Path) -> int | None:

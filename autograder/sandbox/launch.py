@@ -274,6 +274,29 @@ def _peak_address_space(pid: int) -> int:
     return 0
 
 
+def _address_space_limit(pid: int) -> int | None:
+    """The soft RLIMIT_AS of process `pid` in bytes (None: unlimited, or it is gone)."""
+    try:
+        with open(f"/proc/{pid}/limits") as handle:
+            for line in handle:
+                if line.startswith("Max address space"):
+                    soft = line.split()[3]
+                    return None if soft == "unlimited" else int(soft)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def near_address_space_limit(root: int) -> bool:
+    """Whether a process below `root` (a launcher) has come within `AS_RESERVE` of its own address-space limit:
+    for nbgrader's worker, which checks it as each cell starts (`autograder.grading.worker`)."""
+    for pid in _descendants(root)[1:]:
+        limit = _address_space_limit(pid)
+        if limit is not None and _peak_address_space(pid) >= limit - AS_RESERVE:
+            return True
+    return False
+
+
 def _watch_address_space(root: int, limit: int, record: str, kills: list, done: threading.Event) -> None:
     """Rlimits only: a process of the kernel that came within `AS_RESERVE` of its address-space limit ends the kernel,
     the way the cgroup's cap does (`_watch_oom`): one outcome, whichever thread of it met the limit first."""

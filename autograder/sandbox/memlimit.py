@@ -27,7 +27,7 @@ import re
 
 # an error output that is the limit: Python's MemoryError (numpy's _ArrayMemoryError too), torch's allocator
 ERROR_NAMES = re.compile(r"MemoryError\b")
-ERROR_VALUES = re.compile(r"can't allocate memory|DefaultCPUAllocator", re.IGNORECASE)
+ERROR_VALUES = re.compile(r"can't allocate memory|cannot allocate memory|DefaultCPUAllocator", re.IGNORECASE)
 # what a process that aborted at its address-space limit leaves in the kernel's own log (stdout/stderr)
 ABORT_SIGNS = re.compile(r"std::bad_alloc|out of memory|Cannot allocate memory|MemoryError", re.IGNORECASE)
 
@@ -49,9 +49,9 @@ def error_cell(notebooks: list) -> int | None:
 def hit(*, oom_kills: int, kernel_died: bool, kernel_log: str, notebooks: list,
         running_cell: int | None) -> tuple[bool, int | None]:
     """(whether the kernel met its memory limit, the cell it was running then or None)."""
-    if oom_kills > 0:
-        return True, running_cell
-    cell = error_cell(notebooks)
+    cell = error_cell(notebooks)  # where the limit was first met, when a cell's error says so
+    if oom_kills > 0:  # the kill may come a poll later, in the next cell
+        return True, cell or running_cell
     if cell is not None:
         return True, cell
     if kernel_died and ABORT_SIGNS.search(kernel_log):
