@@ -231,6 +231,13 @@ def write_json(results: dict, path: Path) -> None:
     write_atomic(path, json.dumps(results, indent=1, default=_jsonable) + "\n")
 
 
+def save_pair(results: dict, out: Path, markdown_of) -> None:
+    """`out`/results.json and `out`/results.md (``markdown_of(results)``), each written atomically."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(results, out / "results.json")
+    write_atomic(out / "results.md", markdown_of(results))
+
+
 def _jsonable(x):
     if isinstance(x, (np.integer,)):
         return int(x)

@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from course import config
+from benchmarks import report
 from course.files import write_atomic
 
 OUT = Path(__file__).resolve().parent / "results" / "tracks"
@@ -133,7 +134,7 @@ def measure_pair(track: str, seeds: int = RANDOM_SEEDS) -> dict:
     from sklearn.cluster import KMeans
     from threadpoolctl import threadpool_limits
 
-    from benchmarks import features, peers, report
+    from benchmarks import features, peers
     from course import data, models
 
     digits = data.parse_track(track)
@@ -262,9 +263,7 @@ def markdown(results: dict) -> str:
 
 
 def save(results: dict, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "results.json", json.dumps(results, indent=1) + "\n")
-    write_atomic(out / "results.md", markdown(results))
+    report.save_pair(results, out, markdown)
 
 
 # --- the command ---------------------------------------------------------------------------------

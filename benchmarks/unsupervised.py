@@ -64,6 +64,7 @@ from pathlib import Path
 import numpy as np
 
 from course import config
+from benchmarks import report
 from course.files import write_atomic
 
 OUT = Path(__file__).resolve().parent / "results" / "unsupervised"
@@ -549,9 +550,7 @@ def grader_table(rows: list[dict]) -> str:
 
 
 def save(results: dict, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "results.json", json.dumps(results, indent=1) + "\n")
-    write_atomic(out / "results.md", markdown(results))
+    report.save_pair(results, out, markdown)
 
 
 def main(argv: list[str] | None = None) -> int:
