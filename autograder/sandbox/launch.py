@@ -14,8 +14,8 @@ Standard library only (it starts in milliseconds). It
    each in its own session, gets one kernel's share of the CPU, not one per session).
    When the memory cap makes the system kill a process of the kernel, the whole kernel is
    killed; the exit record (`EXIT_RECORD`) says so (`autograder.sandbox.memlimit` turns it into the row).
-   Without a memory cgroup the launcher does the same when a kernel process comes within `AS_RESERVE` of its
-   address-space limit (its peak, from /proc).
+   The launcher does the same when a kernel process comes within `AS_RESERVE` of its address-space limit (its
+   peak, from /proc): the only cap without a memory cgroup, and reachable with one by untouched mappings.
    With a memory cgroup the address-space limit is `AS_FACTOR` times the cap, so real memory
    decides, the same way every run (equal limits raced: MemoryError one run, a kill the next). Every cgroup
    is emptied and removed at the end; those of a killed grader by `remove_stale` (which also
@@ -298,8 +298,8 @@ def near_address_space_limit(root: int) -> bool:
 
 
 def _watch_address_space(root: int, limit: int, record: str, kills: list, done: threading.Event) -> None:
-    """Rlimits only: a process of the kernel that came within `AS_RESERVE` of its address-space limit ends the kernel,
-    the way the cgroup's cap does (`_watch_oom`): one outcome, whichever thread of it met the limit first."""
+    """A process of the kernel that came within `AS_RESERVE` of its address-space limit ends the kernel, the way the
+    cgroup's cap does (`_watch_oom`): one outcome, whichever thread of it met the limit first."""
     while not done.wait(OOM_POLL_S):
         tree = _descendants(root)
         if any(_peak_address_space(pid) >= limit - AS_RESERVE for pid in tree[1:]):
@@ -352,9 +352,9 @@ def main(argv: list) -> int:
     address_space_kills: list = []
     if _oom_file(cgroups):
         threading.Thread(target=_watch_oom, args=(cgroups, record, done), daemon=True).start()
-    else:
-        threading.Thread(target=_watch_address_space, args=(child.pid, address_space, record, address_space_kills,
-                                                            done), daemon=True).start()
+    # with a cgroup too: a notebook can use up its address space (2x the cap) without touching the memory
+    threading.Thread(target=_watch_address_space, args=(child.pid, address_space, record, address_space_kills,
+                                                        done), daemon=True).start()
     # an interrupt reaches the kernel through the process group; the launcher stays
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
@@ -375,7 +375,7 @@ def main(argv: list) -> int:
     code = child.wait()
     done.set()
     oom_file = _oom_file(cgroups)
-    write_exit_record(record, _oom_count(oom_file) if oom_file else len(address_space_kills), code)
+    write_exit_record(record, (_oom_count(oom_file) if oom_file else 0) + len(address_space_kills), code)
     if dropped:
         os.write(log, f"\n[autograder: {dropped} more bytes of kernel output dropped]\n".encode())
     os.close(log)

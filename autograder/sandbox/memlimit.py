@@ -6,7 +6,8 @@ Where the limit bites depends on the machine (`autograder.sandbox.launch` sets i
   together (RAM disk included). At the cap the system's OOM killer ends a process, the
   launcher ends the rest, and its exit record counts the kill (`oom_kills`). The address-space
   limit is then `launch.AS_FACTOR` times the cap, so real memory decides, the same way every
-  run. (With equal limits they raced: one run raised MemoryError in the kernel, the next
+  run (a notebook that maps that much without touching it meets the launcher's address-space
+  watch below instead). (With equal limits they raced: one run raised MemoryError in the kernel, the next
   was killed, and the same notebook got "failed" one time and "the kernel died" the next.)
 - **without cgroups**: only the address-space limit of each process (RLIMIT_AS = --memory).
   The thread that allocates past it gets MemoryError, or, inside a C library (libzmq, a C++
