@@ -11,20 +11,15 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from course import models
 
-DATA = Path(os.environ.get("COURSE_DATA_DIR", "")) / "MNIST" / "raw"
 NAME = "baseline-v1-track71-seed0.pt"
 BLOCK_INSTRUCTOR = ("import sys, runpy\n"
                     "for m in ('autograder', 'nbgrader', 'sqlalchemy', 'dask', 'segno'):\n"
                     "    sys.modules[m] = None  # the instructor extra is not installed\n"
                     "sys.argv = ['course.cache'] + sys.argv[1:]\n"
                     "runpy.run_module('course.cache', run_name='__main__')\n")
-
-pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason="needs COURSE_DATA_DIR with MNIST/raw")
-
 
 def _checkpoint(path: Path) -> Path:
     """A small, valid baseline checkpoint (untrained weights: loading is what is checked)."""
@@ -36,8 +31,10 @@ def _checkpoint(path: Path) -> Path:
     return path
 
 
-def _handout(folder: Path) -> Path:
-    shutil.copytree(DATA, folder / "MNIST" / "raw")
+def _handout(folder: Path, raw: Path) -> Path:
+    """A hand-out folder: the MNIST files (`raw`, found as course.data finds them: conftest's `mnist_raw`), a
+    checkpoint and a file that is not part of the cache."""
+    shutil.copytree(raw, folder / "MNIST" / "raw")
     _checkpoint(folder / "models" / NAME)
     (folder / "notes.txt").write_text("not part of the cache\n")
     return folder
@@ -63,15 +60,15 @@ def _assert_imported(cache: Path, done: subprocess.CompletedProcess) -> None:
     assert "checksums verified" in done.stdout and f"ok    {NAME}: loads" in done.stdout
 
 
-def test_import_when_the_cache_folder_is_missing(tmp_path):
-    handout = _handout(tmp_path / "workshop-cache")
+def test_import_when_the_cache_folder_is_missing(tmp_path, mnist_raw):
+    handout = _handout(tmp_path / "workshop-cache", mnist_raw)
     cache = tmp_path / "home" / ".cache" / "dcai-hackathon"
     assert not cache.parent.exists()
     _assert_imported(cache, _cli("import", str(handout), cache=cache))
 
 
-def test_import_when_the_cache_folder_exists(tmp_path):
-    handout = _handout(tmp_path / "workshop-cache")
+def test_import_when_the_cache_folder_exists(tmp_path, mnist_raw):
+    handout = _handout(tmp_path / "workshop-cache", mnist_raw)
     cache = tmp_path / "cache"
     (cache / "events").mkdir(parents=True)
     (cache / "events" / "token-x.json").write_text("{}")
@@ -87,8 +84,8 @@ def test_import_when_the_cache_folder_exists(tmp_path):
     _assert_imported(again, _cli("import", str(nested), cache=again))
 
 
-def test_a_checkpoint_that_does_not_load_is_refused_and_removed(tmp_path):
-    handout = _handout(tmp_path / "handout")
+def test_a_checkpoint_that_does_not_load_is_refused_and_removed(tmp_path, mnist_raw):
+    handout = _handout(tmp_path / "handout", mnist_raw)
     (handout / "models" / "baseline-v1-track49-seed0.pt").write_bytes(b"\x80\x04not a checkpoint")
     cache = tmp_path / "cache"
     done = _cli("import", str(handout), cache=cache)
@@ -104,11 +101,11 @@ def test_no_handout_in_the_folder(tmp_path):
     assert done.returncode == 2 and "no hand-out" in done.stdout
 
 
-def test_export_then_import(tmp_path):
+def test_export_then_import(tmp_path, mnist_raw):
     source_cache = tmp_path / "instructor-cache"
     _checkpoint(source_cache / "models" / NAME)  # already trained on this machine: exported without training
     out = tmp_path / "workshop-cache"
-    done = _cli("export", str(out), "--tracks", "7,1", cache=source_cache, data=DATA.parent.parent)
+    done = _cli("export", str(out), "--tracks", "7,1", cache=source_cache, data=mnist_raw.parent.parent)
     assert done.returncode == 0, done.stdout + done.stderr
     assert (out / "models" / NAME).read_bytes() == (source_cache / "models" / NAME).read_bytes()
     assert sorted(p.name for p in (out / "models").iterdir()) == [NAME]  # no lock file in the hand-out
