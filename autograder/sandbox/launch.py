@@ -287,22 +287,27 @@ def _address_space_limit(pid: int) -> int | None:
     return None
 
 
-def near_address_space_limit(root: int) -> bool:
-    """Whether a process below `root` (a launcher) has come within `AS_RESERVE` of its own address-space limit:
-    for nbgrader's worker, which checks it as each cell starts (`autograder.grading.worker`)."""
-    for pid in _descendants(root)[1:]:
+def _near_limit(pids: list[int]) -> bool:
+    """Whether one of `pids` has come within `AS_RESERVE` of its own address-space limit (its peak, its RLIMIT_AS)."""
+    for pid in pids:
         limit = _address_space_limit(pid)
         if limit is not None and _peak_address_space(pid) >= limit - AS_RESERVE:
             return True
     return False
 
 
-def _watch_address_space(root: int, limit: int, record: str, kills: list, done: threading.Event) -> None:
+def near_address_space_limit(root: int) -> bool:
+    """Whether a process below `root` (a launcher) has come within `AS_RESERVE` of its own address-space limit:
+    for nbgrader's worker, which checks it as each cell starts (`autograder.grading.worker`)."""
+    return _near_limit(_descendants(root)[1:])
+
+
+def _watch_address_space(root: int, record: str, kills: list, done: threading.Event) -> None:
     """A process of the kernel that came within `AS_RESERVE` of its address-space limit ends the kernel, the way the
     cgroup's cap does (`_watch_oom`): one outcome, whichever thread of it met the limit first."""
     while not done.wait(OOM_POLL_S):
         tree = _descendants(root)
-        if any(_peak_address_space(pid) >= limit - AS_RESERVE for pid in tree[1:]):
+        if _near_limit(tree[1:]):
             kills.append(1)
             write_exit_record(record, len(kills))  # before the kill, as `_watch_oom`
             _kill(tree[::-1])
@@ -353,8 +358,8 @@ def main(argv: list) -> int:
     if _oom_file(cgroups):
         threading.Thread(target=_watch_oom, args=(cgroups, record, done), daemon=True).start()
     # with a cgroup too: a notebook can use up its address space (2x the cap) without touching the memory
-    threading.Thread(target=_watch_address_space, args=(child.pid, address_space, record, address_space_kills,
-                                                        done), daemon=True).start()
+    threading.Thread(target=_watch_address_space, args=(child.pid, record, address_space_kills, done),
+                     daemon=True).start()
     # an interrupt reaches the kernel through the process group; the launcher stays
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
