@@ -50,6 +50,13 @@ KEYS_RELOAD_S = 1.0  # an unknown event's key is looked up at most this often (a
 PUBLIC, POOL = "public", "pool"
 
 
+def refill(tokens: float, since: float, now: float, burst: float, rate: float) -> float:
+    """A token bucket's tokens at `now`: `tokens` at `since`, `rate` more each second, at most `burst`. The one
+    rule of every bucket here: per address (`Buckets`), per participant (`server.EventServer.admit`) and in the
+    store (`shared.SharedBuckets`)."""
+    return min(burst, tokens + max(0.0, now - since) * rate)
+
+
 class Buckets:
     """Token buckets keyed by client address: `burst` at once, then `rate` per second."""
 
@@ -63,7 +70,7 @@ class Buckets:
         now = time.monotonic()
         with self.lock:
             tokens, stamp = self.state.get(key, (self.burst, now))
-            tokens = min(self.burst, tokens + (now - stamp) * self.rate)
+            tokens = refill(tokens, stamp, now, self.burst, self.rate)
             if tokens < 1.0:
                 self.state[key] = (tokens, now)
                 return (1.0 - tokens) / self.rate
@@ -75,7 +82,7 @@ class Buckets:
     def forget(self, now: float) -> None:
         """Drop the buckets that are full again (their addresses lose nothing)."""
         self.state = {k: (t, s) for k, (t, s) in self.state.items()
-                      if min(self.burst, t + (now - s) * self.rate) < self.burst}
+                      if refill(t, s, now, self.burst, self.rate) < self.burst}
 
 
 def board_key(admin_hash: str, code: str) -> str:

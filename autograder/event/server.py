@@ -230,7 +230,7 @@ class EventServer:
     def admit(self, session: _Session) -> None:
         """The per-participant rate limit (a token bucket)."""
         now = time.monotonic()
-        session.tokens = min(float(self.burst), session.tokens + (now - session.stamp) * self.rate)
+        session.tokens = limits.refill(session.tokens, session.stamp, now, float(self.burst), self.rate)
         session.stamp = now
         if session.tokens < 1.0:
             wait = max(1, math.ceil((1.0 - session.tokens) / self.rate))  # whole seconds until a token is back

@@ -136,7 +136,7 @@ class SharedBuckets:
                          .on_conflict_do_nothing(index_elements=["key"]))
             row = conn.execute(sa.select(BUCKETS.c.tokens, BUCKETS.c.stamp).where(BUCKETS.c.key == row_key)
                                .with_for_update()).one()
-            tokens = min(self.burst, row.tokens + max(0.0, now - row.stamp) * self.rate)
+            tokens = limits.refill(row.tokens, row.stamp, now, self.burst, self.rate)
             wait = 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
             conn.execute(BUCKETS.update().where(BUCKETS.c.key == row_key)
                          .values(tokens=tokens - 1.0 if wait == 0.0 else tokens, stamp=now))
