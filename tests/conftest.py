@@ -55,7 +55,7 @@ SLOWEST_FIRST = ("test_notebooks.py", "test_notebooks_independent.py", "test_att
                  "test_hidden_tracks.py",
                  "test_kernel_limits.py", "test_attacks_round2.py", "test_attacks_round3.py",
                  "test_autograder_toy.py", "test_benchmarks.py", "test_attacks_exam.py", "test_parallel.py",
-                 "test_event_verify.py", "test_resume.py", "test_autograder_course.py", "test_cluster.py")
+                 "test_event_verify.py", "test_resume.py", "test_cluster.py")
 
 
 def pytest_collection_modifyitems(session, config, items):
@@ -65,6 +65,40 @@ def pytest_collection_modifyitems(session, config, items):
         return  # one process: the usual alphabetical order
     rank = {name: k for k, name in enumerate(SLOWEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # sort is stable
+
+
+TIMELINE_ENV = "COURSE_TEST_TIMELINE"  # a file: each test's times and worker, to see how CI's two processes spend it
+_timeline_start: dict[str, tuple[float, float]] = {}
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and its waited-for children (a grading's CLI, its kernels), user + system."""
+    import resource
+
+    return sum(u.ru_utime + u.ru_stime for u in (resource.getrusage(resource.RUSAGE_SELF),
+                                                  resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+
+def pytest_runtest_logstart(nodeid, location):
+    if os.environ.get(TIMELINE_ENV):
+        import time
+
+        _timeline_start[nodeid] = (time.time(), _cpu_seconds())
+
+
+def pytest_runtest_logfinish(nodeid, location):
+    """With ``COURSE_TEST_TIMELINE=FILE``, append one JSON line per test: worker, test id, start and end
+    (wall clock) and the CPU seconds spent (setup, call and teardown; a module's fixtures count in its first test)."""
+    path = os.environ.get(TIMELINE_ENV)
+    if path and nodeid in _timeline_start:
+        import json
+        import time
+
+        start, cpu = _timeline_start.pop(nodeid)
+        line = {"worker": os.environ.get("PYTEST_XDIST_WORKER", "main"), "test": nodeid, "start": start,
+                "end": time.time(), "cpu": round(_cpu_seconds() - cpu, 2)}
+        with open(path, "a", encoding="utf-8") as f:  # one short line per write: the workers' lines don't mix
+            f.write(json.dumps(line) + "\n")
 
 
 def pytest_report_header(config):
