@@ -9,9 +9,16 @@ label-free data, the annotation service, the sandboxed kernel, the private split
 The seed reaches the kernel as env ``COURSE_SEED`` (the grader passes its own
 environment to nbgrader and the kernel; it sets ``COURSE_TRACK`` itself).
 
-Each graded run is one operating point: the annotations the service counted and
-the private accuracy. `speed` times each notebook outside the grader, cold (an
-empty cache folder: MNIST unpacking and the baseline training included) and warm.
+The grader runs every kernel in exam mode (`autograder.grading.tasks` sets ``COURSE_EXAM=1``
+in the sandbox): no held-out score before the one counted submission, so each notebook stops
+by its own label-free rule. Each graded run is one operating point: the annotations the
+service counted and the private accuracy. The grader's wall-clock limit is `GRADE_TIMEOUT_S`
+here, above the course's default, so that a loaded machine does not turn a slow run into a
+timeout (a run that still times out is kept as a ``timeout`` row, never dropped); each run
+records the machine's load average when it ended.
+
+`speed` times each notebook outside the grader, in exam mode too (``COURSE_EXAM=1``), cold
+(an empty cache folder: MNIST unpacking and the baseline training included) and warm.
 """
 
 from __future__ import annotations
@@ -38,6 +45,16 @@ from course import config
 NOTEBOOKS = ("02_baseline", "03_clustering", "04_transfer_learning", "05_active_learning")
 STUDENT = "ref-seed{seed}"
 EXECUTE_TIMEOUT_S = 1800  # a cold run trains the baseline first
+GRADE_TIMEOUT_S = 3600.0  # the grader's wall-clock limit per run: 4x the course's default, for a loaded machine
+MODE = "exam"  # what the grader's kernels run in; recorded in every run
+
+
+def grading_meta(jobs: int) -> dict:
+    """How the notebooks were graded, for results.json's meta."""
+    from autograder.grading.runner import DEFAULT_TIMEOUT_S
+
+    return {"graded_by": "autograder.grading.runner.Grader", "mode": MODE, "timeout_s": GRADE_TIMEOUT_S,
+            "course_timeout_s": DEFAULT_TIMEOUT_S, "gradings_at_once": jobs}
 
 
 def _source(assignment: str, root: Path = config.REPO_ROOT) -> Path:
@@ -91,18 +108,18 @@ def grade_one(course: Path, assignment: str, track: str, seed: int, root: Path =
     # kernel inherit this seed (the grader passes its own environment on, COURSE_TRACK aside).
     with _env(**{config.ENV_SEED: str(seed)}):
         try:
-            grader = Grader(course, assignment, track=track)
+            grader = Grader(course, assignment, track=track, timeout=GRADE_TIMEOUT_S)
             try:
                 outcome = grader.grade(student)
             finally:
                 grader.close()  # stops its nbgrader worker
         except Exception as exc:  # the grader cannot start: record it, go on
-            return {"seed": seed, "accuracy": None, "annotations": None, "status": "error",
-                    "error": f"{type(exc).__name__}: {exc}"}
+            return {"seed": seed, "mode": MODE, "accuracy": None, "annotations": None, "status": "error",
+                    "error": f"{type(exc).__name__}: {exc}", "load": round(os.getloadavg()[0], 2)}
     row, t = outcome.row, outcome.timings
     ok = row.status == "ok" and row.accuracy is not None
     return {
-        "seed": seed, "status": row.status, "detail": row.detail,
+        "seed": seed, "mode": MODE, "status": row.status, "detail": row.detail, "load": round(os.getloadavg()[0], 2),
         "accuracy": row.accuracy if ok else None, "annotations": row.annotations if ok else None,
         "score": row.score, "max_score": row.max_score, "grade_s": row.runtime,
         "cells_s": round(t.cells, 2), "nbgrader_s": round(t.nbgrader, 2),
@@ -175,7 +192,7 @@ def speed(assignments: Sequence[str], track: str, results: dict,
     """Cold and warm execution time and kernel peak memory per notebook, plus grading time."""
     out: dict[str, dict] = {}
     base = {k: v for k, v in os.environ.items() if k not in (config.ENV_SERVICE, config.ENV_SERVICE_TOKEN)}
-    base.update({config.ENV_TRACK: track, config.ENV_SEED: "0"})
+    base.update({config.ENV_TRACK: track, config.ENV_SEED: "0", config.ENV_EXAM: "1"})
     bar = tqdm([(a, mode) for a in assignments for mode in ("cold", "warm")], desc="notebook speed", unit="run")
     for assignment, mode in bar:
         bar.set_postfix_str(f"{assignment} {mode}")

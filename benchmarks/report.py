@@ -5,8 +5,14 @@ Aggregation (stated in the table's notes too):
 - annotations to reach a target: for each seed, the smallest budget of the grid at
   which the accuracy first reaches the target; then the median over seeds. When
   more than half of the seeds never reach it within the grid, it reads "> max".
-- a reference notebook is one operating point per run: the annotations the
-  service counted and the private accuracy; medians over seeds.
+- a peer's label-free stop (`benchmarks.peers.should_stop`, one rule for every peer):
+  per seed the annotations at which the rule stopped it and the private accuracy
+  there; the median over seeds, with the range, and how many seeds stopped at 90% or
+  more. These are the fair columns: the "to 90%" columns pick the budget in hindsight,
+  with the private split, which no participant has;
+- a reference notebook is one operating point per run, graded in exam mode: the
+  annotations the service counted when its own rule stopped it, and the private
+  accuracy; medians over seeds. It fills both the hindsight and the stop columns.
 
 Every file is written atomically (a temp file, then `os.replace`).
 """
@@ -45,8 +51,22 @@ def median_reach(grid: Sequence[int], curves: np.ndarray, target: float) -> int 
     return None if not np.isfinite(med) else int(np.ceil(med))
 
 
+def stop_summary(per_seed: dict) -> dict | None:
+    """Median and range over seeds of a peer's label-free stops ({seed: {annotations, accuracy, settled}})."""
+    stops = list(per_seed.values())
+    if not stops:
+        return None
+    ann = [s["annotations"] for s in stops]
+    acc = [s["accuracy"] for s in stops]
+    return {"annotations": float(np.median(ann)), "ann_range": (min(ann), max(ann)),
+            "accuracy": float(np.median(acc)), "acc_range": (min(acc), max(acc)),
+            "passed": sum(bool(a >= TARGETS[0]) for a in acc), "capped": sum(not s["settled"] for s in stops),
+            "seeds": len(stops)}
+
+
 def summarise(results: dict) -> dict:
-    """Per track: per method, the median accuracy at each table budget and the budgets to targets."""
+    """Per track: per method, the median accuracy at each table budget, the budgets to targets (hindsight)
+    and the label-free stop."""
     grid = results["grid"]
     summary = {}
     for track, block in results["tracks"].items():
@@ -60,6 +80,7 @@ def summarise(results: dict) -> dict:
                 "reach": {t: median_reach(grid, curves, t) for t in TARGETS},
                 "curve": median.tolist(),
                 "seeds": len(curves),
+                "stop": stop_summary((block.get("stops") or {}).get(method, {})),
             }
         for notebook, runs in block.get("reference", {}).items():
             ok = [r for r in runs if r.get("accuracy") is not None]
@@ -87,6 +108,28 @@ def _reach(x: int | None, grid: Sequence[int]) -> str:
     return f"> {max(grid)}" if x is None else str(x)
 
 
+def _span(lo, hi, fmt=str) -> str:
+    return fmt(lo) if fmt(lo) == fmt(hi) else f"{fmt(lo)}-{fmt(hi)}"
+
+
+def stop_cells(row: dict) -> tuple[str, str]:
+    """(annotations, accuracy %) of a row's label-free stop: a peer's rule, or a notebook's own rule
+    (its graded runs); medians with the range, the seeds stopped at the cap, the seeds at 90% or more."""
+    if row["kind"] == "peer":
+        stop = row.get("stop")
+        if stop is None:
+            return "n/a", "n/a"
+        capped = f", {stop['capped']} at the cap" if stop["capped"] else ""
+        ann = f"{stop['annotations']:g} ({_span(*stop['ann_range'])}){capped}"
+        acc, lo_hi, passed, seeds = stop["accuracy"], stop["acc_range"], stop["passed"], stop["seeds"]
+    elif "error" in row:
+        return "failed", "failed"
+    else:
+        ann = f"{row['annotations']:g} ({_span(*row['ann_range'])})"
+        acc, lo_hi, passed, seeds = row["accuracy"], row["acc_range"], row["passed"], row["seeds"]
+    return ann, f"{_pct(acc)} ({_span(*lo_hi, fmt=_pct)}), {passed}/{seeds} >= 90%"
+
+
 def markdown(results: dict, summary: dict) -> str:
     """The results table (one per track) with the run's metadata and speed table."""
     grid = results["grid"]
@@ -96,12 +139,14 @@ def markdown(results: dict, summary: dict) -> str:
     out.write(f"# Benchmark results\n\nRun {meta['date']} on {meta['machine']}; "
               f"{_seeds(meta['seeds'])}; command `{meta['command']}`; wall time "
               f"{meta['wall_s'] / 60:.1f} min.\n\n")
-    head = "| method | " + " | ".join(f"{b}" for b in budgets) + " | to 90% | to 99% |\n"
-    rule = "|---|" + "---:|" * (len(budgets) + 2) + "\n"
+    head = ("| method | " + " | ".join(f"{b}" for b in budgets) + " | to 90% (hindsight) | to 99% (hindsight) "
+            "| label-free stop: annotations | accuracy at the stop % |\n")
+    rule = "|---|" + "---:|" * (len(budgets) + 4) + "\n"
     for track, s in summary.items():
         out.write(f"## Track {track}\n\nPrivate test accuracy (%, median over seeds) after N "
-                  f"annotations, and annotations needed to reach 90% / 99%. Pool: "
-                  f"{s['pool']} C samples.\n\n")
+                  f"annotations; annotations needed to reach 90% / 99%, picked in hindsight on the private "
+                  f"split; and where the label-free stopping rule ends a peer's run (a notebook's: its own rule), "
+                  f"with the accuracy there. Pool: {s['pool']} C samples.\n\n")
         out.write(head + rule)
         for method, row in s["rows"].items():
             if row["kind"] == "peer":
@@ -114,10 +159,10 @@ def markdown(results: dict, summary: dict) -> str:
                 a = row["annotations"]
                 reach = [f"{a:g} ({_pct(row['accuracy'])}%)" if row["accuracy"] >= t else "not reached"
                          for t in TARGETS]
-            out.write(f"| {method} | " + " | ".join(cells) + " | " + " | ".join(reach) + " |\n")
+            out.write(f"| {method} | " + " | ".join(cells + reach + list(stop_cells(row))) + " |\n")
         for label, acc in _ceilings(s):
             ceiling = [f"{s['pool']} ({_pct(acc)}%)" if acc >= t else "not reached" for t in TARGETS]
-            out.write(f"| {label} | " + " | ".join(["-"] * len(budgets)) + " | " + " | ".join(ceiling) + " |\n")
+            out.write(f"| {label} | " + " | ".join(["-"] * len(budgets) + ceiling + ["-", "-"]) + " |\n")
         out.write("\n")
         refs = {m: r for m, r in s["rows"].items() if r["kind"] == "reference"}
         if refs:
@@ -135,7 +180,8 @@ def markdown(results: dict, summary: dict) -> str:
     speed = speed_table(results)
     if speed:
         out.write("## Speed\n\n" + speed + "\n")
-    out.write(NOTES.format(grid=_grid_text(grid), seeds=_seeds(meta["seeds"]), features=_feature_text(meta)))
+    out.write(NOTES.format(grid=_grid_text(grid), seeds=_seeds(meta["seeds"]), features=_feature_text(meta),
+                           stop_rule=(meta.get("stop_rule") or {}).get("rule", "not recorded in this run")))
     return out.getvalue()
 
 
@@ -180,11 +226,16 @@ NOTES = """## How to read this
   merged labels only): {features}. Classifier of every peer: logistic regression (C=1). Pool: the
   C samples of the training pool; accuracy on the private test split (what the autograder scores).
 - Budgets on the grid {grid}; {seeds}. Accuracy at a budget: median over seeds.
-  "to 90%": per seed the first grid budget reaching 90%, then the median over seeds
-  ("> max" when most seeds never get there).
-- Reference notebooks give one operating point per run (the annotations the annotation
-  service counted, and the private accuracy); they have no budget knob, so their budget
-  columns are n/a and "to 90%" shows their own count when they pass.
+  "to 90% (hindsight)": per seed the first grid budget reaching 90% on the private split,
+  then the median over seeds ("> max" when most seeds never get there). No participant can
+  pick that budget: it needs the held-out labels.
+- "label-free stop": the same rule for every peer: {stop_rule}. Per seed the annotations at
+  the stop and the private accuracy there; medians with the range, and the seeds at 90% or
+  more. A notebook's stop is its own rule, graded in exam mode.
+- Reference notebooks give one operating point per run, graded by the real grader in exam
+  mode (the annotations the annotation service counted, and the private accuracy); they have
+  no budget knob, so their budget columns are n/a and "to 90%" shows their own count when
+  they pass.
 """
 
 
@@ -270,6 +321,9 @@ def plot(results: dict, summary: dict, path: Path) -> None:
                 color = colors.setdefault(strategy, f"C{len(colors)}")
                 ax.plot(grid, 100 * np.array(row["curve"]), label=method, lw=1.6, color=color,
                         ls="-" if feature_set == "conv" else "--")
+                if row.get("stop"):  # where the label-free rule stops it (medians over seeds)
+                    ax.plot([row["stop"]["annotations"]], [100 * row["stop"]["accuracy"]], marker="x", ms=9,
+                            mew=2, color=color, ls="none")
             elif "error" not in row:
                 marker = ref_markers.setdefault(method, next(markers))
                 lo, hi = row["ann_range"]
@@ -279,6 +333,9 @@ def plot(results: dict, summary: dict, path: Path) -> None:
                             label=f"{method} (notebook)")
         for (label, acc), ls in zip(_ceilings(s), (":", (0, (1, 4)))):
             ax.axhline(100 * acc, color="k", lw=1, ls=ls, label=label)
+        if any(r.get("stop") for r in s["rows"].values()):
+            ax.plot([], [], marker="x", ms=9, mew=2, color="grey", ls="none",
+                    label="x: where the label-free rule stops a peer (median)")
         for t, ls in zip(TARGETS, ("--", "-.")):
             ax.axhline(100 * t, color="grey", lw=1, ls=ls)
             ax.text(grid[0], 100 * t - 0.4, f"{t:.0%}", color="grey", fontsize=8, va="top")
@@ -310,11 +367,12 @@ def plot(results: dict, summary: dict, path: Path) -> None:
 
 
 SUMMARY_BUDGETS = (5, 10, 20)
+SUMMARY_HEAD = ["to 90% (hindsight)", "to 99% (hindsight)", "label-free stop", "accuracy at the stop %"]
 
 
 def summary_markdown(results: dict, summary: dict) -> str:
-    """The compact table of ``summary.md`` (the docs render theirs from results.json): budgets to 90%/99% and
-    a few accuracies per track."""
+    """The compact tables of ``summary.md`` (the docs render theirs from results.json): per track, budgets to
+    90%/99% in hindsight, the label-free stop and a few accuracies."""
     meta = results["meta"]
     lines = [f"Measured {meta['date']} on {meta['machine']}; {_seeds(meta['seeds'])} (medians); "
              f"`{meta['command']}` took {meta['wall_s'] / 60:.0f} min. Accuracy in % on the private "
@@ -325,37 +383,36 @@ def summary_markdown(results: dict, summary: dict) -> str:
     return "\n".join(lines) + "\n" + (f"\nSpeed, same run. {speed}" if speed else "")
 
 
-def summary_table(results: dict, summary: dict) -> str:
-    """The compact table (Markdown) of `summary_markdown` without its header: one row per method."""
+def summary_table(results: dict, summary: dict, extra: dict[str, list[list[str]]] | None = None) -> str:
+    """The compact tables (Markdown) of `summary_markdown` without its header: per track a bold title and
+    one row per method: to 90% and to 99% in hindsight, the label-free stop and the accuracy there
+    (`stop_cells`), the accuracy at a few budgets. `extra`: more rows per track, each a list of cells
+    without the budget columns (the docs add the limit reference)."""
     grid = results["grid"]
     budgets = [b for b in SUMMARY_BUDGETS if b in grid]
-    tracks = list(summary)
-    head = ["method"] + [f"{t}: {c}" for t in tracks for c in ["to 90%", "to 99%"] + [f"@{b}" for b in budgets]]
-    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
-    methods = list(dict.fromkeys(m for t in tracks for m in summary[t]["rows"]))
-    for method in methods:
-        cells = [method]
-        for t in tracks:
-            row = summary[t]["rows"].get(method)
-            if row is None or "error" in (row or {}):
-                cells += ["n/a"] * (2 + len(budgets))
+    head = ["method"] + SUMMARY_HEAD + [f"@{b}" for b in budgets]
+    out = []
+    for track, s in summary.items():
+        lines = [f"**Track {track}**", "", "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+        for method, row in s["rows"].items():
+            if "error" in row:
+                cells = [method, "failed", "failed", "failed", row["error"]] + ["n/a"] * len(budgets)
             elif row["kind"] == "peer":
-                cells += [_reach(row["reach"][x], grid) for x in TARGETS]
+                cells = [method] + [_reach(row["reach"][x], grid) for x in TARGETS] + list(stop_cells(row))
                 cells += [_pct(row["at"].get(b)) for b in budgets]
             else:
                 point = f"{row['annotations']:g} ({_pct(row['accuracy'])})"
+                cells = [f"`{method}` (notebook)"]
                 cells += [point if row["accuracy"] >= x else f"not reached: {point}" for x in TARGETS]
-                cells += ["n/a"] * len(budgets)
-        lines.append("| " + " | ".join(cells) + " |")
-    for i, (label, _) in enumerate(_ceilings(summary[tracks[0]])):
-        cells = [label]
-        for t in tracks:
-            s = summary[t]
-            acc = _ceilings(s)[i][1]
-            cells += [f"{s['pool']} ({_pct(acc)})" if acc >= x else "not reached" for x in TARGETS]
-            cells += ["-"] * len(budgets)
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+                cells += list(stop_cells(row)) + ["-"] * len(budgets)
+            lines.append("| " + " | ".join(cells) + " |")
+        for cells in (extra or {}).get(track, []):
+            lines.append("| " + " | ".join(list(cells) + ["-"] * len(budgets)) + " |")
+        for label, acc in _ceilings(s):
+            cells = [label] + [f"{s['pool']} ({_pct(acc)})" if acc >= x else "not reached" for x in TARGETS]
+            lines.append("| " + " | ".join(cells + ["-"] * (2 + len(budgets))) + " |")
+        out.append("\n".join(lines))
+    return "\n\n".join(out) + "\n"
 
 
 def merge(base: dict, extra: dict) -> dict:

@@ -4,7 +4,9 @@
     python -m benchmarks.run --smoke         # CI: track 7,1, one seed, budgets 1..10, peers only
     python -m benchmarks.run --no-reference  # peers only (no notebooks, no autograder)
 
-Writes, atomically, into ``--out`` (default ``benchmarks/results/``):
+The notebooks are graded by the real grader, so in exam mode (`benchmarks.reference`); the
+peers get the same label-free stopping rule next to their hindsight figures
+(`benchmarks.peers.should_stop`). Writes, atomically, into ``--out`` (default ``benchmarks/results/``):
 ``results.md`` (the tables), ``learning_curves.png`` (the plot), ``curves.csv`` (every
 accuracy measured) and ``results.json`` (everything, including speed and metadata).
 Needs the ``bench`` extra (``pip install -e ".[bench]"``) and the MNIST files
@@ -14,11 +16,13 @@ Needs the ``bench`` extra (``pip install -e ".[bench]"``) and the MNIST files
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import platform
 import shlex
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -69,7 +73,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "and/or dense (default: %(default)s)")
     p.add_argument("--no-reference", action="store_true", help="skip the reference notebooks")
     p.add_argument("--ref-seeds", type=int, help="seeds for the reference notebooks (default: --seeds)")
-    p.add_argument("--jobs", type=int, default=1, help="notebook gradings at once (default 1)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="peer curves and notebook gradings at once, each in a process of its own (default 1)")
     p.add_argument("--notebooks", nargs="+", help="reference assignments (default: 02_baseline .. 05_active_learning)")
     p.add_argument("--no-speed", action="store_true", help="skip the cold/warm notebook timing")
     p.add_argument("--out", type=Path, default=RESULTS_DIR, help="output folder (default: benchmarks/results)")
@@ -107,22 +112,58 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run_peers(args, results: dict) -> None:
-    """Per track and feature set: the ceiling, and the learning curve of every peer for every seed.
+    """Per track and feature set: the ceiling, and for every peer and seed its learning curve and its
+    label-free stop.
 
-    A peer's row is named ``"<method> (<feature set>)"``, e.g. ``"random (conv)"``.
+    A peer's row is named ``"<method> (<feature set>)"``, e.g. ``"random (conv)"``; its curves are in
+    ``peers``, its stops (annotations, accuracy, settled) in ``stops``, both by seed.
     """
+    tasks = []
     for track in args.tracks:
-        block = results["tracks"][track] = {"ceiling": {}, "peers": {}, "reference": {}}
+        block = results["tracks"][track] = {"ceiling": {}, "peers": {}, "stops": {}, "reference": {}}
         for feature_set in args.features:
             td = features.load_track(track, feature_set)
             block["pool_size"] = len(td.y_pool)
             block["ceiling"][feature_set] = peers.ceiling(td)
-            bar = tqdm([(m, s) for m in args.peers for s in range(args.seeds)],
-                       desc=f"peers {track} {feature_set}", unit="curve", leave=True)
-            for method, seed in bar:
-                bar.set_postfix_str(f"{method} seed {seed}")
-                curve = peers.learning_curve(method, td, args.grid, seed)
-                block["peers"].setdefault(peers.row_name(method, feature_set), {})[str(seed)] = curve.tolist()
+            _TRACK_DATA[(track, feature_set)] = td  # the serial path reuses it
+            for method in args.peers:
+                row = peers.row_name(method, feature_set)
+                block["peers"][row], block["stops"][row] = {}, {}
+                tasks += [(track, feature_set, method, seed) for seed in range(args.seeds)]
+    bar = tqdm(total=len(tasks), desc="peers", unit="curve")
+
+    def record(task, run: peers.PeerRun) -> None:
+        track, feature_set, method, seed = task
+        row = peers.row_name(method, feature_set)
+        results["tracks"][track]["peers"][row][str(seed)] = run.curve.tolist()
+        results["tracks"][track]["stops"][row][str(seed)] = run.record()
+        bar.update()
+        bar.set_postfix_str(f"{track} {row} seed {seed}")
+
+    if args.jobs <= 1 or len(tasks) <= 1:
+        for task in tasks:
+            record(task, _peer_run(*task, args.grid))
+    else:
+        context = multiprocessing.get_context("spawn")  # no fork of a process holding BLAS threads
+        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=context) as pool:
+            futures = {pool.submit(_peer_run, *task, args.grid): task for task in tasks}
+            for future in as_completed(futures):
+                record(futures[future], future.result())
+    bar.close()
+    for block in results["tracks"].values():  # seeds in order, whatever order they finished in
+        for kind in ("peers", "stops"):
+            block[kind] = {row: dict(sorted(by_seed.items(), key=lambda kv: int(kv[0])))
+                           for row, by_seed in block[kind].items()}
+
+
+_TRACK_DATA: dict[tuple[str, str], features.TrackData] = {}  # per process: each track's features once
+
+
+def _peer_run(track: str, feature_set: str, method: str, seed: int, grid) -> peers.PeerRun:
+    key = (track, feature_set)
+    if key not in _TRACK_DATA:
+        _TRACK_DATA[key] = features.load_track(track, feature_set)
+    return peers.run_peer(method, _TRACK_DATA[key], grid, seed)
 
 
 def run_reference(args, results: dict) -> None:
@@ -130,6 +171,7 @@ def run_reference(args, results: dict) -> None:
     from benchmarks import reference
 
     notebooks = args.notebooks or list(reference.NOTEBOOKS)
+    results["meta"]["notebooks"] = reference.grading_meta(args.jobs)
     for track in args.tracks:
         runs = reference.grade_all(notebooks, track, range(args.ref_seeds), jobs=args.jobs)
         for notebook, per_run in runs.items():
@@ -146,7 +188,9 @@ def main(argv: list[str] | None = None) -> int:
         "grid": list(args.grid),
         "meta": {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                  "machine": machine(), "features": args.features, "seeds": args.seeds, "ref_seeds": args.ref_seeds, "command": command.strip(),
-                 "tracks": args.tracks},
+                 "tracks": args.tracks, "jobs": args.jobs, "load_start": os.getloadavg()[0],
+                 "stop_rule": {"rule": peers.STOP_RULE, "change": peers.STOP_CHANGE,
+                               "patience": peers.STOP_PATIENCE, "min_labels": peers.STOP_MIN_LABELS}},
         "tracks": {},
     }
     print(f"benchmark: tracks {' '.join(args.tracks)}, {args.seeds} seed(s), budgets up to "
@@ -156,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_reference:
         run_reference(args, results)
     results["meta"]["wall_s"] = time.perf_counter() - start
+    results["meta"]["load_end"] = os.getloadavg()[0]
     summary = report.summarise(results)
     args.out.mkdir(parents=True, exist_ok=True)
     report.write_json(results, args.out / "results.json")

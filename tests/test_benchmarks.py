@@ -43,6 +43,21 @@ def test_label_model_with_one_class_predicts_it_and_ties_every_margin():
     assert model.predict_proba(X).shape == (4, 1)
 
 
+def test_the_label_free_stop_rule_is_notebook_05s_with_every_digit_seen():
+    n = peers.STOP_MIN_LABELS
+    same = [np.zeros(1000, dtype=int)] * n
+    both = [7] * (n - 1) + [1]
+    assert peers.should_stop(same, both, 2), "nothing changed over the last labels, both digits seen: stop"
+    assert not peers.should_stop(same[:-1], both[:-1], 2), "never before STOP_MIN_LABELS labels"
+    assert not peers.should_stop(same, [7] * n, 2), "one digit so far: a one-digit model never changes; go on"
+    flip = np.zeros(1000, dtype=int)
+    flip[: int(peers.STOP_CHANGE * 1000)] = 1  # exactly STOP_CHANGE of the pool flips: that is a change
+    assert not peers.should_stop(same[:-1] + [flip], both, 2)
+    quiet_last = same[:-2] + [np.ones(1000, dtype=int)] * 2  # a big change, then one quiet label
+    assert not peers.should_stop(quiet_last, both, 2), "each of the last STOP_PATIENCE labels must be quiet"
+    assert str(peers.STOP_PATIENCE) in peers.STOP_RULE and f"{100 * peers.STOP_CHANGE:g}%" in peers.STOP_RULE
+
+
 def test_bad_arguments_are_refused_with_a_message(capsys):
     with pytest.raises(SystemExit):
         run.parse_args(["--tracks", "7,7"])
@@ -81,10 +96,30 @@ def test_smoke_run_writes_sane_results(tmp_path):
     # Ten labels are enough for random sampling to pass the 90% target on 7,1.
     assert block["peers"]["random (conv)"]["0"][-1] >= 0.90
 
+    # The label-free stop of every peer and seed: within the grid, and its accuracy is the curve's value there
+    assert set(block["stops"]) == set(block["peers"])
+    assert results["meta"]["stop_rule"]["rule"] == peers.STOP_RULE
+    for method, per_seed in block["stops"].items():
+        stop = per_seed["0"]
+        assert peers.STOP_MIN_LABELS <= stop["annotations"] <= max(run.SMOKE_GRID), method
+        assert stop["settled"] or stop["annotations"] == max(run.SMOKE_GRID), method  # else it ran to the cap
+        curve = block["peers"][method]["0"]
+        assert stop["accuracy"] == curve[run.SMOKE_GRID.index(stop["annotations"])], method
+    # the rule stops random sampling on 7,1 before ten labels (seed 0: at 9, 98.5%)
+    assert block["stops"]["random (conv)"]["0"]["settled"]
+
     table = (tmp_path / "results.md").read_text()
     for method in block["peers"]:
         assert f"| {method} |" in table
-    assert "ceiling, all labels (conv)" in table and "to 90%" in table
+    assert "ceiling, all labels (conv)" in table and "to 90% (hindsight)" in table
+    assert "| label-free stop: annotations | accuracy at the stop % |" in table
+    assert peers.STOP_RULE in table
+    stop = block["stops"]["random (conv)"]["0"]
+    row = next(line for line in table.splitlines() if line.startswith("| random (conv) |"))
+    assert row.endswith(f"| {stop['annotations']} ({stop['annotations']}) | {100 * stop['accuracy']:.1f} "
+                        f"({100 * stop['accuracy']:.1f}), 1/1 >= 90% |"), row
+    summary = (tmp_path / "summary.md").read_text()
+    assert "**Track 7,1**" in summary and "| label-free stop | accuracy at the stop % |" in summary
 
 
 PROBE = """\
@@ -130,8 +165,10 @@ def _results(notebook_accuracy: float) -> dict:
         "tracks": {"7,1": {
             "pool_size": 100, "ceiling": {"conv": 0.995},
             "peers": {"random (conv)": {"0": [0.5, 0.8, 0.95], "1": [0.5, 0.92, 0.99]}},
+            "stops": {"random (conv)": {"0": {"annotations": 2, "accuracy": 0.8, "settled": True},
+                                        "1": {"annotations": 5, "accuracy": 0.99, "settled": False}}},
             "reference": {"03_clustering": [
-                {"seed": s, "status": "ok", "accuracy": notebook_accuracy, "annotations": 2 + s,
+                {"seed": s, "mode": "exam", "status": "ok", "accuracy": notebook_accuracy, "annotations": 2 + s,
                  "grade_s": 30.0, "cells_s": 20.0} for s in (0, 1)]},
         }},
     }
@@ -142,12 +179,15 @@ def test_report_rerenders_a_run(tmp_path):
     report.write_json(_results(0.991), run_json)
     assert report.main([str(run_json), "--out", str(tmp_path / "out")]) == 0
     table = (tmp_path / "out" / "results.md").read_text()
-    # random: 90% at budgets 5 and 2 -> median 3.5 -> 4; 99% only by one seed of two -> "> 5"
-    assert "| random (conv) | 50.0 | 86.0 | 97.0 | 4 | > 5 |" in table
+    # random: 90% at budgets 5 and 2 -> median 3.5 -> 4; 99% only by one seed of two -> "> 5";
+    # its label-free stops at 2 (80%) and at the cap 5 (99%): median 3.5, one of two seeds at 90%
+    assert ("| random (conv) | 50.0 | 86.0 | 97.0 | 4 | > 5 | 3.5 (2-5), 1 at the cap | 89.5 (80.0-99.0), "
+            "1/2 >= 90% |") in table
     assert "| 03_clustering | 2.5 (2-3) | 99.1 (99.1-99.1) | 2/2 | 0 |" in table
+    assert "| 03_clustering | n/a | n/a | n/a | 2.5 (99.1%) | 2.5 (99.1%) | 2.5 (2-3) | 99.1 (99.1), 2/2 >= 90% |" in table
     assert "| ceiling, all labels (conv) |" in table
     block = (tmp_path / "out" / "summary.md").read_text()
-    assert "| 03_clustering | 2.5 (99.1) | 2.5 (99.1) |" in block
+    assert "| `03_clustering` (notebook) | 2.5 (99.1) | 2.5 (99.1) | 2.5 (2-3) | 99.1 (99.1), 2/2 >= 90% |" in block
     # the speed table: no local timings in this run, grader medians of the two graded runs
     assert "| 03_clustering | n/a | n/a | n/a | 20.0 | 30.0 |" in block
     assert (tmp_path / "out" / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"
