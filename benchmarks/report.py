@@ -428,9 +428,15 @@ def merge(base: dict, extra: dict) -> dict:
         merged["tracks"][track].setdefault("reference", {}).update(block.get("reference", {}))
     merged.setdefault("speed", {}).update(extra.get("speed") or {})
     meta, other = merged["meta"], extra["meta"]
+    meta["parts"] = [{k: m.get(k) for k in ("command", "date", "wall_s", "load_start", "load_end", "jobs")}
+                     for m in (base["meta"], other)]
     meta["command"] = f"{meta['command']}` then `{other['command']}"
     meta["date"] = f"{meta['date']} and {other['date']}"
     meta["wall_s"] = meta["wall_s"] + other["wall_s"]
+    if other.get("notebooks"):
+        meta["notebooks"] = other["notebooks"]
+    if other.get("load_end") is not None:
+        meta["load_end"] = other["load_end"]
     return merged
 
 

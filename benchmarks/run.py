@@ -16,6 +16,7 @@ Needs the ``bench`` extra (``pip install -e ".[bench]"``) and the MNIST files
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import os
 import platform
@@ -176,13 +177,28 @@ def run_reference(args, results: dict) -> None:
         runs = reference.grade_all(notebooks, track, range(args.ref_seeds), jobs=args.jobs)
         for notebook, per_run in runs.items():
             results["tracks"][track]["reference"][notebook] = per_run
+        checkpoint(args, results)
     if not args.no_speed:
         results["speed"] = reference.speed(notebooks, args.tracks[0], results)
 
 
+PARTIAL = "results.partial.json"
+
+
+def checkpoint(args, results: dict) -> None:
+    """What a long run has measured so far, in ``--out``/results.partial.json (removed when the run ends):
+    a run stopped later keeps its peers and gradings (``python -m benchmarks.report`` renders the file)."""
+    args.out.mkdir(parents=True, exist_ok=True)
+    partial = json.loads(json.dumps(results, default=report._jsonable))
+    partial["meta"]["wall_s"] = time.perf_counter() - args.start
+    partial["meta"]["load_end"] = os.getloadavg()[0]
+    partial["meta"]["partial"] = True
+    report.write_json(partial, args.out / PARTIAL)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    start = time.perf_counter()
+    start = args.start = time.perf_counter()
     command = "python -m benchmarks.run " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     results = {
         "grid": list(args.grid),
@@ -198,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{'off' if args.no_reference else 'on'}", flush=True)
     run_peers(args, results)
     if not args.no_reference:
+        checkpoint(args, results)
         run_reference(args, results)
     results["meta"]["wall_s"] = time.perf_counter() - start
     results["meta"]["load_end"] = os.getloadavg()[0]
@@ -208,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     report.write_atomic(args.out / "results.md", report.markdown(results, summary))
     report.plot(results, summary, args.out / "learning_curves.png")
     report.write_atomic(args.out / "summary.md", report.summary_markdown(results, summary))
+    (args.out / PARTIAL).unlink(missing_ok=True)
     print(f"done in {results['meta']['wall_s'] / 60:.1f} min; wrote {args.out}/results.md, "
           "learning_curves.png, curves.csv, results.json", flush=True)
     return 0
