@@ -313,6 +313,12 @@ def test_release_rule_rejects(cells, why):
 HIDDEN = "### BEGIN HIDDEN TESTS"
 PRELUDE = ("import warnings\nimport numpy as np\nfrom sklearn.cluster import KMeans\n"
            "from course import data\nSEED = 0\n")
+STABILITY_SETUP = ("from sklearn.cluster import SpectralClustering\nfrom sklearn.metrics import adjusted_rand_score\n"
+                   "N_NEIGHBORS, SHARE, AGREE = 10, 0.9, 0.95\n"
+                   "def cluster(features, n_clusters):\n"
+                   "    return SpectralClustering(n_clusters, affinity='nearest_neighbors', n_neighbors=N_NEIGHBORS,\n"
+                   "                              assign_labels='cluster_qr', eigen_solver='lobpcg',\n"
+                   "                              random_state=SEED).fit_predict(features).astype(int)")  # 03's cluster, answered
 MISTAKES = {  # (assignment, test cell grade_id, setup, wrong answer, what it gets wrong)
     "wrong count mapping": ("01_data", "ex1_counts_tests", "ds = data.load()",
                             "v, n = np.unique(ds.labels, return_counts=True)\ncounts = dict(zip(ds.classes, sorted(n.tolist())))"),
@@ -343,13 +349,34 @@ MISTAKES = {  # (assignment, test cell grade_id, setup, wrong answer, what it ge
                                                 "def should_stop(history):\n    if len(history) < COLD_START + PATIENCE:\n"
                                                 "        return False\n    return all(np.mean(history[-k] != history[0]) < STOP_CHANGE"
                                                 " for k in range(1, PATIENCE + 1))"),
-    "pool indices for rows (03)": ("03_clustering", "ex5_loop_tests", "subset = np.arange(10000, 14000)",
-                                   "known = {int(subset[5]): 7, int(subset[9]): 1}\nbought = [int(subset[5])]"),
-    "stable, shared digit, stops (03)": ("03_clustering", "ex5_loop_tests",
-                                         "class ds:\n    track = (4, 7, 9)\nK, AGREE, MAX_ROUNDS = 3, 0.9, 4\n"
-                                         "subset = np.arange(10000, 10030)\nfirst = np.repeat([0, 1, 2], 10)",
-                                         "stable, trusted, ids = 0.95, False, first\n"
+    "pool indices for rows (03)": ("03_clustering", "ex6_loop_tests", "pool = np.arange(10000, 14000)",
+                                   "known = {int(pool[5]): 7, int(pool[9]): 1}\nbought = [int(pool[5])]"),
+    "stable, shared digit, stops (03)": ("03_clustering", "ex6_loop_tests",
+                                         "class ds:\n    track = (4, 7, 9)\nK, AGREE, MAX_ROUNDS = 3, 0.95, 4\n"
+                                         "pool = np.arange(10000, 10030)\nfirst = np.repeat([0, 1, 2], 10)",
+                                         "stable, trusted, ids = 0.97, False, first\n"
                                          "known, bought = {0: 4, 10: 4}, [0, 10]  # two typical members, one digit"),
+    "subset's clusters in the loop (03)": ("03_clustering", "ex6_loop_tests",
+                                           "class ds:\n    track = (4, 9)\nK, AGREE, MAX_ROUNDS = 2, 0.95, 4\n"
+                                           "pool = np.arange(10000, 10030)\nsubset_ids = np.repeat([0, 1], 5)",
+                                           "stable, trusted, ids = 0.97, True, subset_ids\nknown, bought = {}, []"),
+    "stability: one subset twice (03)": ("03_clustering", "ex5_stability_tests", STABILITY_SETUP,
+                                         "def stability(features, n_clusters):\n    ids = []\n    for _ in range(2):\n"
+                                         "        g = np.random.default_rng(SEED + 1)  # a new generator: the same rows again\n"
+                                         "        rows = g.choice(len(features), int(round(SHARE * len(features))), replace=False)\n"
+                                         "        ids.append(cluster(features[rows], n_clusters))\n"
+                                         "    return float(adjusted_rand_score(*ids))"),
+    "stability: rows not aligned (03)": ("03_clustering", "ex5_stability_tests", STABILITY_SETUP,
+                                         "def stability(features, n_clusters):\n    g = np.random.default_rng(SEED + 1)\n"
+                                         "    size = int(round(SHARE * len(features)))\n"
+                                         "    a, b = g.choice(len(features), size, replace=False), g.choice(len(features), size, replace=False)\n"
+                                         "    return float(adjusted_rand_score(cluster(features[a], n_clusters), cluster(features[b], n_clusters)))"),
+    "stability: unshared rows compared as -1 (03)": ("03_clustering", "ex5_stability_tests", STABILITY_SETUP,
+                                                     "def stability(features, n_clusters):\n    g = np.random.default_rng(SEED + 1)\n"
+                                                     "    n = len(features)\n    full = []\n    for _ in range(2):\n"
+                                                     "        rows = g.choice(n, int(round(SHARE * n)), replace=False)\n"
+                                                     "        f = np.full(n, -1)\n        f[rows] = cluster(features[rows], n_clusters)\n"
+                                                     "        full.append(f)\n    return float(adjusted_rand_score(*full))"),
 }
 
 

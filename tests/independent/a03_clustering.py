@@ -36,12 +36,21 @@ def propagate(ids, known):
             result[ids == c] = min(d for d, v in votes.items() if v == best)
     return result
 ''',
-    "ex5_loop": '''
-stable = float(stability(z, K))
+    "ex5_stability": '''
+def stability(features, n_clusters):
+    gen = np.random.default_rng(SEED + 1)
+    n = features.shape[0]
+    m = int(round(SHARE * n))
+    draws = [gen.choice(n, size=m, replace=False) for _ in "ab"]
+    labelled = [dict(zip(r.tolist(), np.asarray(cluster(features[r], n_clusters)).tolist())) for r in draws]
+    common = sorted(labelled[0].keys() & labelled[1].keys())
+    return float(adjusted_rand_score([labelled[0][r] for r in common], [labelled[1][r] for r in common]))
+''',
+    "ex6_loop": '''
 trusted = False
 ids = first
 if stable >= AGREE:
-    typical_rows = most_typical(z, ids)
+    typical_rows = most_typical(z_pool, ids)
     sizes = np.bincount(ids, minlength=K)
     largest_first = sorted(range(K), key=lambda c: -sizes[c])
     for c in largest_first[:-1]:
@@ -54,10 +63,10 @@ n = K
 rounds_left = MAX_ROUNDS - 1
 while not trusted and len(set(known.values())) < len(ds.track) and rounds_left > 0:
     n, rounds_left = 2 * n, rounds_left - 1
-    ids = cluster(z, n)
-    for row in most_typical(z, ids):
+    ids = cluster(z_pool, n)
+    for row in most_typical(z_pool, ids):
         buy([row])
-head = LogisticRegression(max_iter=MAX_ITER).fit(z, propagate(ids, known))
+head = LogisticRegression(max_iter=MAX_ITER).fit(z_pool, propagate(ids, known))
 def predict(images):
     return head.predict(features_of(images)).astype(int)
 ''',
