@@ -21,6 +21,10 @@ REPO = Path(__file__).resolve().parent.parent
 
 os.environ.setdefault("COURSE_OFFLINE", "1")  # tests never download
 os.environ.setdefault("MPLBACKEND", "Agg")
+# Two test processes share the cores with their kernels and graders: idle OpenMP threads must sleep, not spin
+# (autograder.sandbox.threads.WAIT_POLICY: spinning tripled the CPU of a baseline training beside other jobs).
+# Inherited by every kernel the tests start and by each `autograder grade` (its baseline training).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.pop("COURSE_TRACK", None)
 os.environ.pop("COURSE_SERVICE", None)
 os.environ.pop("COURSE_EXAM", None)  # practice mode unless a test switches exam mode on

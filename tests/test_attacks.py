@@ -30,7 +30,7 @@ import pytest
 
 from autograder import layout, sandbox
 from autograder.grading import judge, tasks
-from autograder.results import clean, database, leaderboard, store
+from autograder.results import database, leaderboard, store
 from course import data
 from helpers.courses import HONEST, add_submission, fills_folder, make_course, points_only, run_cli, solution
 from helpers.probes import descendants, found, kernel_user_pids, probe
@@ -298,7 +298,8 @@ def test_kernel_finds_no_labels_secrets_or_host_services(attacked):
     allowed = {"PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TMPDIR", "SHELL", "MPLCONFIGDIR",
                "PYTHONDONTWRITEBYTECODE",
                "COURSE_DATA_DIR", "COURSE_CACHE_DIR", "COURSE_SERVICE", "COURSE_SERVICE_TOKEN", "COURSE_TRACK",
-               "COURSE_OFFLINE", "COURSE_EXAM", "KMP_DUPLICATE_LIB_OK", "KMP_INIT_AT_FORK"}  # the run's, or sklearn's own
+               "COURSE_OFFLINE", "COURSE_EXAM", "KMP_DUPLICATE_LIB_OK", "KMP_INIT_AT_FORK",  # the run's, or sklearn's own
+               "OMP_WAIT_POLICY"}  # the grader's thread setting (autograder.sandbox.threads), as conftest sets it here
     assert seen["env"]["HOME"] != os.environ.get("HOME") and seen["env"]["USER"] == "participant"
     assert not {"AUTOGRADER_TEST_CANARY", "OPENAI_API_KEY", "AWS_SECRET_ACCESS_KEY"} & set(seen["env"])
     leaked = {k for k, v in seen["env"].items() if os.environ.get(k) == v} - allowed

@@ -37,7 +37,8 @@ def test_share_is_the_cores_divided_by_the_gradings_at_once():
     assert [threads.share(n, cores=8) for n in (1, 2, 3, 4, 16)] == [8, 4, 2, 2, 1]
     assert threads.share(1) == threads.usable_cores() == len(os.sched_getaffinity(0))
     assert threads.kernel_env(None) == ()
-    assert dict(threads.kernel_env(1)) == {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    assert dict(threads.kernel_env(1)) == {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+                                           "OMP_WAIT_POLICY": "PASSIVE"}
     with pytest.raises(ValueError, match=r"--threads-per-kernel must be at least 1 \(got 0\)"):
         threads.kernel_env(0)
 
