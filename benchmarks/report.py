@@ -428,7 +428,7 @@ def merge(base: dict, extra: dict) -> dict:
         merged["tracks"][track].setdefault("reference", {}).update(block.get("reference", {}))
     merged.setdefault("speed", {}).update(extra.get("speed") or {})
     meta, other = merged["meta"], extra["meta"]
-    meta["parts"] = [{k: m.get(k) for k in ("command", "date", "wall_s", "load_start", "load_end", "jobs")}
+    meta["parts"] = [{k: m.get(k) for k in ("command", "date", "wall_s", "load_start", "load_end", "jobs", "partial")}
                      for m in (base["meta"], other)]
     meta["command"] = f"{meta['command']}` then `{other['command']}"
     meta["date"] = f"{meta['date']} and {other['date']}"

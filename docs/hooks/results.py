@@ -8,14 +8,19 @@ the build (``mkdocs build --strict``); ``tests/test_docs.py`` renders every page
 
 The names (``python docs/hooks/results.py`` lists them all with their values):
 
-- ``exam.*``: the reference notebooks graded in exam mode by the real grader
-  (``exam-mode*/results.json``): ``exam.table``, ``exam.source``,
-  ``exam.<notebook>.<track>.annotations`` (median over seeds), ``.annotations_range``,
-  ``.accuracy`` (median %), ``.passed`` (seeds passing, "5/5");
-- ``peers.*``: the label-efficiency comparison (``results.json``, its notebook rows replaced
-  by the exam-mode runs): ``peers.table``, ``peers.source``, ``peers.<track>.<method>.to90``
-  / ``.to99`` (method slugs such as ``margin-conv``, ``typiclust-dense``, ``random-conv``),
-  ``peers.<track>.ceiling-dense.to99``;
+- ``exam.*``: the reference notebooks graded in exam mode by the real grader, the notebook rows
+  of the full run (``results.json``; the hook refuses rows not graded in exam mode):
+  ``exam.table``, ``exam.source``, ``exam.<notebook>.<track>.annotations`` (median over seeds),
+  ``.annotations_range``, ``.accuracy`` (median %), ``.passed`` (seeds passing, "5/5");
+- ``peers.*``: the label-efficiency comparison (``results.json``, the same run): ``peers.table``,
+  ``peers.source``, ``peers.rule`` (the label-free stopping rule), ``peers.<track>.<method>.to90``
+  / ``.to99`` (hindsight; method slugs such as ``margin-conv``, ``typiclust-dense``, ``random-conv``),
+  ``.stop`` / ``.stop_range`` / ``.stop_acc`` / ``.stop_acc_range`` / ``.stop_passed`` (the label-free
+  stop), ``peers.<track>.ceiling-dense.accuracy``;
+- ``limit.*``: the limit reference, whole-pool spectral clustering (``unsupervised/results.json``):
+  ``limit.<track>.<method>.annotations`` / ``.accuracy`` / ``.accuracy_range`` (methods
+  ``conv-spectral``, ``contrastive-spectral``), ``limit.<track>.graded.*`` (the method as a
+  notebook under the real grader), ``limit.source``; its rows close ``peers.table``;
 - ``speed.*``: local runs of the source notebooks (``results.json``): ``speed.table``,
   ``speed.<notebook>.cold_s`` / ``.warm_s`` / ``.peak_mb``;
 - ``throughput.*``: grading many submissions (``throughput/throughput.json``):
@@ -32,8 +37,6 @@ The names (``python docs/hooks/results.py`` lists them all with their values):
   ``tracks.<track>.difficulty``, ``tracks.<track>.random_to_90``, ``tracks.<track>.purity``;
 - ``install.*``: install size (``install_size/install_size.json``): ``install.table``,
   ``install.<label>.venv_gb`` / ``.cuda_gb``;
-- ``practice.<notebook>.<track>.annotations``: the notebooks' counts in practice mode, from the
-  full run before exam mode (``results.json``), for comparison;
 - ``first_batch.*``: the tutorial's batch run for real (``first_batch/``): ``.grade_output``,
   ``.leaderboard_output``, ``.csv``, ``.when``;
 - ``dry_run.*``: the instructor's dry run, timed (``dry_run/``, ``python -m benchmarks.dry_run``):
@@ -83,33 +86,35 @@ def _command(text: str) -> str:
     return re.sub(r"--out\s+/\S+", "--out DIR", text)
 
 
-# ---------------------------------------------------------------- exam mode (the reference notebooks)
+# ---------------------------------------------------------------- the full run: notebooks (exam mode) and peers
 
-def exam_runs() -> list[dict]:
-    """Every exam-mode run of the reference notebooks (benchmarks/results/exam-mode*/results.json)."""
-    return [_load(p) for p in sorted(RESULTS.glob("exam-mode*/results.json"))]
-
-
-def exam_reference() -> dict[str, dict[str, list[dict]]]:
-    """{notebook: {track: [one graded run per seed]}}, merged over the exam-mode runs."""
-    merged: dict[str, dict[str, list[dict]]] = {}
-    for run in exam_runs():
-        for track, block in run["tracks"].items():
-            for notebook, runs in (block.get("reference") or {}).items():
-                merged.setdefault(notebook, {})[track] = runs
-    return {n: merged[n] for n in sorted(merged, key=lambda n: (NOTEBOOKS + (n,)).index(n))}
+def full_run() -> dict:
+    """results.json of the full run; its notebook rows must come from exam-mode gradings."""
+    run = _load(RESULTS / "results.json")
+    for track, block in run["tracks"].items():
+        for notebook, runs in (block.get("reference") or {}).items():
+            if any(r.get("mode") != "exam" for r in runs):
+                raise ValueError(f"benchmarks/results/results.json: the {notebook} rows on {track} were not graded "
+                                 "in exam mode; rerun `python -m benchmarks.run` (the grader grades in exam mode)")
+    return run
 
 
 def _exam_values(values: dict) -> None:
-    reference = exam_reference()
-    runs = exam_runs()
-    tracks = list(dict.fromkeys(t for r in runs for t in r["meta"]["tracks"]))
+    run = full_run()
+    meta = run["meta"]
+    notebooks = list(dict.fromkeys(n for b in run["tracks"].values() for n in (b.get("reference") or {})))
+    notebooks.sort(key=lambda n: (NOTEBOOKS + (n,)).index(n))
+    tracks = meta["tracks"]
     head = ["notebook"] + [f"{t}: {c}" for t in tracks for c in ("annotations", "accuracy %", "passed")]
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
-    for notebook, by_track in reference.items():
+    problems = []
+    for notebook in notebooks:
         cells = [f"`{notebook}`"]
         for track in tracks:
-            graded = [r for r in by_track.get(track, []) if r.get("accuracy") is not None]
+            runs = (run["tracks"][track].get("reference") or {}).get(notebook, [])
+            problems += [f"`{notebook}` on {track}, seed {r['seed']}: {r.get('error') or r['status']}"
+                         for r in runs if r.get("accuracy") is None]
+            graded = [r for r in runs if r.get("accuracy") is not None]
             if not graded:
                 cells += ["-", "-", "-"]
                 continue
@@ -122,49 +127,65 @@ def _exam_values(values: dict) -> None:
             values[f"{key}.annotations_each"] = ", ".join(str(a) for a in ann)
             values[f"{key}.accuracy"] = _pct(statistics.median(acc))
             values[f"{key}.accuracy_range"] = f"{_pct(min(acc))}-{_pct(max(acc))}"
-            values[f"{key}.passed"] = f"{passed}/{len(by_track[track])}"
+            values[f"{key}.passed"] = f"{passed}/{len(runs)}"
             values[f"{key}.grade_s"] = f"{statistics.median(r['grade_s'] for r in graded):.0f}"
             cells += [f"**{values[key + '.annotations']}** ({values[key + '.annotations_range']})",
                       f"{values[key + '.accuracy']} ({values[key + '.accuracy_range']})",
                       values[f"{key}.passed"]]
         lines.append("| " + " | ".join(cells) + " |")
     values["exam.table"] = "\n".join(lines) + "\n"
+    grading = meta.get("notebooks") or {}
+    at_once = grading.get("gradings_at_once", 1)
     values["exam.source"] = (
         "Medians over seeds, range in brackets, on the private split; every run graded by the real "
-        "grader in its sandbox, in exam mode, with the assignment's secret shuffle. "
-        + " ".join(f"`{_command(r['meta']['command'])}`: {r['meta']['date']}, {r['meta']['machine']}, "
-                   f"{r['meta']['wall_s'] / 60:.0f} min." for r in runs))
+        "grader in its sandbox, in exam mode, with the assignment's secret shuffle"
+        + (f", {at_once} gradings at once" if at_once > 1 else "")
+        + (f", under a wall-clock limit of {grading['timeout_s']:.0f} s per grading (the course's default: "
+           f"{grading['course_timeout_s']:.0f} s; raised so that the machine's load cannot turn a slow run into a "
+           "timeout)" if grading.get("timeout_s") else "")
+        + f". {_run_text(meta)} "
+        + ("Runs without a result: " + "; ".join(problems) + "." if problems else "Every grading finished."))
 
 
-# ---------------------------------------------------------------- peers (label efficiency)
+def _run_text(meta: dict) -> str:
+    """The command(s) of a run with date, machine, wall time and load; a merged run names each part."""
+    def load(m: dict) -> str:
+        return (f", load average {m['load_start']:.1f} at the start and {m['load_end']:.1f} at the end"
+                if m.get("load_start") is not None and m.get("load_end") is not None else "") + (
+            " (stopped before its last step; what it measured until then, from results.partial.json)"
+            if m.get("partial") else "")
 
-def peer_results() -> dict:
-    """results.json of the full run with its notebook rows replaced by the exam-mode runs."""
-    full = _load(RESULTS / "results.json")
-    merged = json.loads(json.dumps(full))
-    reference = exam_reference()
-    for track, block in merged["tracks"].items():
-        block["reference"] = {n: by_track[track] for n, by_track in reference.items() if track in by_track}
-    return merged
+    parts = meta.get("parts")
+    if not parts:
+        return f"`{_command(meta['command'])}`: {meta['date']}, {meta['machine']}, {meta['wall_s'] / 60:.0f} min{load(meta)}."
+    return (f"{meta['machine']}; in {len(parts)} parts, merged by `python -m benchmarks.report`: "
+            + "; ".join(f"`{_command(m['command'])}` from {m['date']}, {m['wall_s'] / 60:.0f} min{load(m)}"
+                        for m in parts) + ".")
 
 
 def _peer_values(values: dict) -> None:
     sys.path.insert(0, str(REPO))
     from benchmarks import report
 
-    results = peer_results()
+    results = full_run()
     summary = report.summarise(results)
     grid = results["grid"]
-    values["peers.table"] = report.summary_table(results, summary)
+    extra = {track: [row for _, row in _limit_rows(track)] for track in summary}
+    values["peers.table"] = report.summary_table(results, summary, extra=extra)
     # the plot is drawn at build time (on_files), so the page links it only once it is rendered
     values["peers.plot"] = "![Accuracy against annotations, a panel per track](../assets/learning_curves.png)"
     meta = results["meta"]
+    rule = (meta.get("stop_rule") or {}).get("rule")
+    if rule:
+        values["peers.rule"] = rule
     values["peers.source"] = (
-        f"Peers: `{_command(meta['command'])}`, {meta['date']}, {meta['machine']}, "
-        f"{report._seeds(meta['seeds'])} (medians), {meta['wall_s'] / 60:.0f} min. Notebook rows: the "
-        "exam-mode runs above (the notebooks' own stopping rules, no held-out score). Accuracy in % "
-        "on the private split; @N = after N annotations; a notebook's cell shows the annotations it "
-        "used and its accuracy.")
+        f"{_run_text(meta)} {report._seeds(meta['seeds']).capitalize()} (medians); peers and notebooks on the "
+        "same machine, tracks and seeds. Accuracy in % on the private split; @N = after N annotations; \"to 90% (hindsight)\": the "
+        "first budget whose private accuracy reached 90%, which only the held-out labels can tell; "
+        "\"label-free stop\": where the label-free rule ends a peer's run (median, range in brackets, \"at the cap\": "
+        f"the seeds it never stopped before {max(grid)}), and the accuracy there with the seeds at 90% or more. "
+        "A notebook's cells are its graded runs: it stopped by its own rule. The limit reference rows: "
+        "whole-pool spectral clustering (`python -m benchmarks.unsupervised`).")
     for track, s in summary.items():
         for method, row in s["rows"].items():
             if row["kind"] != "peer":
@@ -174,27 +195,97 @@ def _peer_values(values: dict) -> None:
                 values[f"{key}.{name}"] = report._reach(row["reach"][target], grid)
             for b, acc in row["at"].items():
                 values[f"{key}.at{b}"] = _pct(acc)
+            stop = row.get("stop")
+            if stop:
+                values[f"{key}.stop"] = f"{stop['annotations']:g}"
+                values[f"{key}.stop_range"] = report._span(*stop["ann_range"])
+                values[f"{key}.stop_acc"] = _pct(stop["accuracy"])
+                values[f"{key}.stop_acc_range"] = report._span(*stop["acc_range"], fmt=_pct)
+                values[f"{key}.stop_passed"] = f"{stop['passed']}/{stop['seeds']}"
         for label, acc in report._ceilings(s):
             values[f"peers.{track}.{_slug(label)}.accuracy"] = _pct(acc)
         values[f"peers.{track}.pool"] = f"{s['pool']:,}"
 
 
+# ---------------------------------------------------------------- the limit reference (unsupervised)
+
+LIMIT_METHODS = {"conv-spectral": "conv features", "contrastive-spectral": "SimCLR features"}
+
+
+def _limit_points(track: str) -> dict[str, list[dict]]:
+    """Whole-pool clustering runs of `track` by name: each method of `LIMIT_METHODS`, and ``graded``
+    (the conv-spectral method as a notebook under the real grader)."""
+    data = _load(RESULTS / "unsupervised" / "results.json")
+    points = {m: [r for r in data["runs"] if r["track"] == track and r["method"] == m] for m in LIMIT_METHODS}
+    points["graded"] = [r for r in data.get("grader", []) if r["track"] == track]
+    return {name: runs for name, runs in points.items() if runs}
+
+
+def _limit_rows(track: str) -> list[tuple[str, list[str]]]:
+    """(name, table cells without the budget columns) of the limit reference on `track`."""
+    rows = []
+    for name, runs in _limit_points(track).items():
+        if name == "conv-spectral":  # its graded runs are the row
+            continue
+        ok = [r for r in runs if r.get("accuracy") is not None]
+        if not ok:
+            continue
+        ann = statistics.median(r["annotations"] for r in ok)
+        acc = statistics.median(r["accuracy"] for r in ok)
+        lo, hi = min(r["accuracy"] for r in ok), max(r["accuracy"] for r in ok)
+        ann_lo, ann_hi = min(r["annotations"] for r in ok), max(r["annotations"] for r in ok)
+        label = ("limit reference: whole-pool spectral clustering, graded as a notebook (conv features)"
+                 if name == "graded" else f"limit reference: whole-pool spectral clustering ({LIMIT_METHODS[name]})")
+        point = f"{ann:g} ({_pct(acc)})"
+        passed = sum(r["accuracy"] >= 0.9 for r in ok)
+        span = f"{ann_lo}" if ann_lo == ann_hi else f"{ann_lo}-{ann_hi}"
+        acc_span = _pct(lo) if _pct(lo) == _pct(hi) else f"{_pct(lo)}-{_pct(hi)}"
+        rows.append((name, [label, point if acc >= 0.9 else f"not reached: {point}",
+                            point if acc >= 0.99 else f"not reached: {point}", f"{ann:g} ({span})",
+                            f"{_pct(acc)} ({acc_span}), {passed}/{len(runs)} >= 90%"]))
+    return rows
+
+
+def _limit_values(values: dict) -> None:
+    data = _load(RESULTS / "unsupervised" / "results.json")
+    tracks = sorted({r["track"] for r in data["runs"]})
+    for track in tracks:
+        for name, runs in _limit_points(track).items():
+            ok = [r for r in runs if r.get("accuracy") is not None]
+            key = f"limit.{track}.{name}"
+            values[f"{key}.annotations"] = f"{statistics.median(r['annotations'] for r in ok):g}"
+            values[f"{key}.annotations_max"] = str(max(r["annotations"] for r in ok))
+            values[f"{key}.accuracy"] = _pct(statistics.median(r["accuracy"] for r in ok))
+            values[f"{key}.accuracy_range"] = f"{_pct(min(r['accuracy'] for r in ok))}-{_pct(max(r['accuracy'] for r in ok))}"
+            values[f"{key}.seeds"] = str(len(runs))
+    meta = data["meta"]
+    values["limit.source"] = f"`{_command(meta['command'])}`, {meta['date']}, {meta['machine']}"
+
+
 def _speed_values(values: dict) -> None:
     full = _load(RESULTS / "results.json")
     speed = full.get("speed") or {}
-    lines = ["| notebook | cold run s | warm run s | peak memory MB |", "|---|---:|---:|---:|"]
+    lines = ["| notebook | cold run s | warm run s | peak memory MB | errors |", "|---|---:|---:|---:|---|"]
     for notebook in NOTEBOOKS:
         sp = speed.get(notebook)
         if not sp:
             continue
-        for k in ("cold_s", "warm_s"):
-            values[f"speed.{notebook}.{k}"] = f"{sp[k]:.0f}"
-        values[f"speed.{notebook}.peak_mb"] = f"{sp['peak_mb']:.0f}"
-        lines.append(f"| `{notebook}` | {sp['cold_s']:.0f} | {sp['warm_s']:.0f} | {sp['peak_mb']:.0f} |")
-    values["speed.table"] = "\n".join(lines) + "\n"
+        cells = []
+        for k, digits in (("cold_s", 0), ("warm_s", 0), ("peak_mb", 0)):
+            if sp.get(k) is not None:
+                values[f"speed.{notebook}.{k}"] = f"{sp[k]:.{digits}f}"
+            cells.append(values.get(f"speed.{notebook}.{k}", "-"))
+        errors = "; ".join(str(sp[k])[:120] for k in ("cold_errors", "warm_errors") if sp.get(k)) or "none"
+        lines.append(f"| `{notebook}` | " + " | ".join(cells) + f" | {errors} |")
     meta = full["meta"]
+    if len(lines) == 2:
+        values["speed.table"] = "(no notebook timed in this run)\n"
+        values["speed.source"] = (f"The benchmark run of {meta['date']} timed no notebook (it stopped before its "
+                                  "speed timing); `python -m benchmarks.run` times them after the gradings.")
+        return
+    values["speed.table"] = "\n".join(lines) + "\n"
     values["speed.source"] = (f"{meta['date']}, {meta['machine']}: each source notebook run top to bottom "
-                              f"in a fresh kernel on track {meta['tracks'][0]}, seed 0 (practice mode); cold = "
+                              f"in a fresh kernel on track {meta['tracks'][0]}, seed 0, in exam mode; cold = "
                               "an empty cache folder (MNIST unpacking and baseline training included), warm = "
                               "the baseline cached; peak = the kernel's largest resident memory.")
 
@@ -352,17 +443,6 @@ def _install_values(values: dict) -> None:
         f"{r['label']}: {r['when']}, {r['machine']}, Python {r['python']}, torch {r['torch']}" for r in rows) + ")."
 
 
-def _practice_values(values: dict) -> None:
-    """The reference notebooks' counts in practice mode (the full run of results.json, before exam mode)."""
-    full = _load(RESULTS / "results.json")
-    for track, block in full["tracks"].items():
-        for notebook, runs in (block.get("reference") or {}).items():
-            ann = [r["annotations"] for r in runs if r.get("annotations") is not None]
-            if ann:
-                values[f"practice.{notebook}.{track}.annotations"] = f"{statistics.median(ann):g}"
-    values["practice.date"] = full["meta"]["date"]
-
-
 def _first_batch_values(values: dict) -> None:
     folder = RESULTS / "first_batch"
     if not (folder / "meta.json").exists():
@@ -417,7 +497,7 @@ def _generic_values(values: dict) -> None:
 def values() -> dict[str, str]:
     """Every name a page may use, with its rendered value."""
     out: dict[str, str] = {}
-    for part in (_exam_values, _practice_values, _peer_values, _speed_values, _throughput_values, _event_values,
+    for part in (_exam_values, _peer_values, _limit_values, _speed_values, _throughput_values, _event_values,
                  _tracks_values, _install_values, _first_batch_values, _dry_run_values,
                  _library_values, _generic_values):
         part(out)
@@ -438,13 +518,13 @@ def render(markdown: str, where: str = "a page") -> str:
 
 
 def learning_curves_png() -> bytes:
-    """The learning-curve plot of `peer_results` (exam-mode notebook points), as PNG bytes."""
+    """The learning-curve plot of the full run (exam-mode notebook points, the peers' label-free stops), as PNG bytes."""
     import tempfile
 
     sys.path.insert(0, str(REPO))
     from benchmarks import report
 
-    results = peer_results()
+    results = full_run()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "learning_curves.png"
         report.plot(results, report.summarise(results), path)
