@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import autograder  # noqa: F401  first: spares every test process jsonschema's slow optional import
+from autograder.sandbox import threads
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -24,7 +25,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 # Two test processes share the cores with their kernels and graders: idle OpenMP threads must sleep, not spin
 # (autograder.sandbox.threads.WAIT_POLICY: spinning tripled the CPU of a baseline training beside other jobs).
 # Inherited by every kernel the tests start and by each `autograder grade` (its baseline training).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault(*threads.WAIT_POLICY)
 os.environ.pop("COURSE_TRACK", None)
 os.environ.pop("COURSE_SERVICE", None)
 os.environ.pop("COURSE_EXAM", None)  # practice mode unless a test switches exam mode on

@@ -47,8 +47,7 @@ def _start_worker(spec: tasks.GradeSpec) -> None:
     global _SPEC
     die_with_parent()
     _SPEC = spec
-    own = threads.VARIABLES + threads.WAIT_POLICY[:1]
-    os.environ.update((k, v) for k, v in spec.kernel_env if k in own)  # course.models training here
+    os.environ.update((k, v) for k, v in spec.kernel_env if k in threads.NAMES)  # course.models training here
     multiprocessing.util.Finalize(None, tasks.close_executor, exitpriority=10)  # when the pool shuts down
 
 

@@ -22,6 +22,7 @@ VARIABLES = ("OMP_NUM_THREADS",  # torch's intra-op threads, scikit-learn's Open
 # the baseline's training on 2 threads beside other jobs took 25.8 s of CPU spinning and 11.3 s sleeping
 # (1 thread: 9.8 s), with the wall time down in step. Alone on the machine the two policies train alike.
 WAIT_POLICY = ("OMP_WAIT_POLICY", "PASSIVE")
+NAMES = VARIABLES + (WAIT_POLICY[0],)  # every variable `kernel_env` sets
 
 
 def share(at_once: int, cores: int | None = None) -> int:
