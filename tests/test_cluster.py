@@ -49,24 +49,21 @@ def stored(course: Path) -> int:
 
 
 @pytest.fixture
-def cluster(tmp_path):
-    """(scheduler address, {name: (process, its TMPDIR)}) on loopback; everything stopped afterwards."""
+def scheduler(tmp_path):
+    """(scheduler address, start_worker(name) -> (process, its TMPDIR)) on loopback; everything stopped afterwards."""
     scheduler_file = tmp_path / "scheduler.json"
     started, temporary = [], []
     env = dict(os.environ)
-    scheduler = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
-                                  "--port", "0", "--no-dashboard", "--scheduler-file", str(scheduler_file)],
-                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    started.append(scheduler)
+    started.append(subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                                     "--port", "0", "--no-dashboard", "--scheduler-file", str(scheduler_file)],
+                                    env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     try:
-        deadline = time.monotonic() + 60
-        while not scheduler_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_until(scheduler_file.exists, 60, "the Dask scheduler's address file")
         import json
 
         address = json.loads(scheduler_file.read_text())["address"]
-        workers = {}
-        for name in ("w1", "w2"):
+
+        def start_worker(name: str) -> tuple[subprocess.Popen, Path]:
             tmp = Path(tempfile.mkdtemp(prefix=f"ag-{name}-", dir="/tmp"))  # short: Unix socket paths are in it
             temporary.append(tmp)
             worker = subprocess.Popen(
@@ -74,8 +71,9 @@ def cluster(tmp_path):
                  "--no-dashboard", "--host", "127.0.0.1", "--name", name],
                 env={**env, "TMPDIR": str(tmp)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             started.append(worker)
-            workers[name] = (worker, tmp)
-        yield address, workers
+            return worker, tmp
+
+        yield address, start_worker
     finally:
         for process in reversed(started):
             process.terminate()
@@ -87,6 +85,13 @@ def cluster(tmp_path):
                 process.wait()
         for tmp in temporary:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def cluster(scheduler):
+    """(scheduler address, {name: (process, its TMPDIR)}): a scheduler and two workers."""
+    address, start_worker = scheduler
+    yield address, {name: start_worker(name) for name in ("w1", "w2")}
 
 
 def test_cluster_grades_every_submission_despite_a_killed_worker(tmp_path, cluster):
@@ -121,6 +126,33 @@ def test_cluster_grades_every_submission_despite_a_killed_worker(tmp_path, clust
     except AssertionError:
         raise AssertionError(f"the killed worker left processes behind: {mentioning(str(workers[killed][1]))}") \
             from None
+
+
+def test_a_task_whose_only_worker_died_before_another_joined_is_graded_again(tmp_path, scheduler):
+    """The batch's spec is shipped to the workers present when it starts. Here that is one worker, killed in the
+    middle of the first submission, before a second joins: the spec is lost with it and the scheduler cancels
+    the task (it stopped the whole batch: "FuturesCancelledError: 2 Futures cancelled", in CI). The grader ships
+    the spec again and resubmits: every submission gets its row."""
+    address, start_worker = scheduler
+    first, tmp = start_worker("w1")
+    course = make_course(tmp_path, {"s1": solution(SLOW), "s2": None})
+    grade = subprocess.Popen([sys.executable, "-m", "autograder.cli", "grade", ASSIGNMENT, "--course", str(course),
+                              "--memory", "3", "--timeout", "300", "--scheduler", address],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: kernels_below(first.pid) or grade.poll() is not None, 300, "the first worker's kernel")
+        assert grade.poll() is None, grade.communicate()[1][-3000:]
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        start_worker("w2")
+        out, err = grade.communicate(timeout=600)
+    finally:
+        if grade.poll() is None:
+            grade.kill()
+    assert grade.returncode == 0, err[-3000:]
+    rows = {r.student: r for r in store.load(course, ASSIGNMENT)}
+    assert {s: (r.status, r.passed) for s, r in rows.items()} == {"s1": ("ok", True), "s2": ("ok", True)}, \
+        {s: r.detail for s, r in rows.items()}
 
 
 def test_unreachable_scheduler_says_so(tmp_path):

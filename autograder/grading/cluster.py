@@ -13,7 +13,10 @@ Results come back to the ``autograder grade`` process as they finish
 (``as_completed``), which writes them into the one results store at once. A task
 whose worker dies (killed, machine lost) is moved to another worker by the
 scheduler (up to its ``distributed.scheduler.allowed-failures``, 3 by default);
-then it gets an error row. As many tasks as worker threads are on the cluster at a
+then it gets an error row. A task the scheduler cancels instead (its copy of the
+batch's spec was lost with a worker, e.g. one killed before another had fetched it)
+is submitted again with the spec shipped anew, up to `RESUBMITS` times, then it gets
+an error row: a lost worker never stops the batch. As many tasks as worker threads are on the cluster at a
 time (a worker that joins gets work within seconds), so no task waits behind another
 on a busy worker while a worker is idle.
 
@@ -29,11 +32,13 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterable, Iterator
+from concurrent.futures import CancelledError
 
 from autograder.grading import tasks
 from autograder.sandbox import threads
 
 CHECK_S = 5.0  # how often new workers are looked for while every task is running
+RESUBMITS = 3  # a cancelled task is submitted again this many times (as a dead worker's task is retried)
 CONNECT_TIMEOUT_S = float(os.environ.get("AUTOGRADER_DASK_CONNECT_S", "20"))  # to reach the scheduler
 
 
@@ -60,7 +65,7 @@ class DaskRunner:
 
     def __init__(self, address: str, connect_timeout: float | None = None, worker_wait: float = 60.0):
         distributed = _distributed()
-        self.address = address
+        self.address, self.worker_wait = address, worker_wait
         connect_timeout = CONNECT_TIMEOUT_S if connect_timeout is None else connect_timeout
         try:
             self.client = distributed.Client(address, timeout=f"{connect_timeout}s")  # the default: wait() uses it
@@ -99,37 +104,55 @@ class DaskRunner:
 
     def run(self, spec: tasks.GradeSpec, submissions: Iterable[tasks.Submission]) -> Iterator[tasks.TaskResult]:
         distributed = _distributed()
-        shipped = self.client.scatter(spec, broadcast=True, hash=False)
+        shipped = self._ship(spec)
         batch = secrets.token_hex(4)
         waiting = iter(submissions)
-        running: dict = {}
+        running: dict = {}  # future -> (submission, times it was cancelled)
+        again: list = []  # cancelled (submission, times) to submit before new ones
         exhausted = False
         while True:
             # as many tasks as worker threads (workers that join later get work at the next check):
             # the scheduler may queue a second task on a busy worker while another one is idle
-            while not exhausted and len(running) < self.threads():
-                submission = next(waiting, None)
+            while (again or not exhausted) and len(running) < self.threads():
+                submission, cancelled = again.pop(0) if again else (next(waiting, None), 0)
                 if submission is None:
                     exhausted = True
                     break
                 future = self.client.submit(tasks.grade_task, shipped, submission, pure=False,
                                             key=f"grade-{batch}-{secrets.token_hex(6)}")
-                running[future] = submission
+                running[future] = (submission, cancelled)
             if not running:
                 return
             try:
-                done, _ = distributed.wait(list(running), timeout=CHECK_S, return_when="FIRST_COMPLETED")
+                distributed.wait(list(running), timeout=CHECK_S, return_when="FIRST_COMPLETED")
             except TimeoutError:  # every task still running: look for new workers
                 continue
+            except CancelledError:  # some task was cancelled: handled below, with the others that are done
+                pass
+            done = [future for future in running if future.status != "pending"]
+            if any(future.cancelled() for future in done):
+                shipped = self._ship(spec)  # the spec may be what was lost: every worker gets it anew
             for future in done:
-                submission = running.pop(future)
+                submission, cancelled = running.pop(future)
                 try:
+                    if future.cancelled() and cancelled < RESUBMITS:
+                        again.append((submission, cancelled + 1))
+                        continue
                     yield future.result()
                 except Exception as exc:  # KilledWorker: its workers died too often; or the task raised
                     yield tasks.failed(spec, submission, f"grader error on the cluster: {type(exc).__name__}: "
-                                                         f"{str(exc)[:200]}")
+                                                         f"{' '.join(str(exc).split())[:300]}")
                 finally:
                     future.release()
+
+    def _ship(self, spec: tasks.GradeSpec):
+        """`spec` on every worker now (later ones fetch it from them): the future the tasks take."""
+        try:
+            self.client.wait_for_workers(1, timeout=self.worker_wait)
+        except (TimeoutError, OSError):
+            raise ClusterError(f"the Dask scheduler at {self.address} has had no worker for {self.worker_wait:.0f} s; "
+                               f"start some with `dask worker {self.address} --nthreads 1`") from None
+        return self.client.scatter(spec, broadcast=True, hash=False)
 
     def close(self) -> None:
         try:
