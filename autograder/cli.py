@@ -73,8 +73,9 @@ def _parser() -> argparse.ArgumentParser:
     grade.add_argument("--scheduler", default=None, metavar="URL",
                        help="grade on a Dask cluster, e.g. tcp://HOST:8786 (workers: `dask worker URL --nthreads 1`)")
     grade.add_argument("--threads-per-kernel", type=int, default=None, metavar="K",
-                       help="torch/OpenMP/BLAS threads of each kernel (default: the machine's cores divided by "
-                            "the gradings at once on it: --jobs, or a Dask machine's worker threads)")
+                       help="torch/OpenMP/BLAS threads of each kernel (default: $AUTOGRADER_THREADS_PER_KERNEL, "
+                            "else the machine's cores divided by the gradings at once on it: --jobs, or a Dask "
+                            "machine's worker threads)")
     grade.add_argument("--db", default=None, metavar="URL",
                        help="results store: a SQLAlchemy URL or a path (default: $AUTOGRADER_DB, else <course>/grades.db)")
     board = commands.add_parser("leaderboard", help="rebuild the leaderboard from the results store")
@@ -111,9 +112,11 @@ def _runner(args):
 
 
 def _kernel_threads(args, backend) -> int | None:
-    """Each kernel's threads: --threads-per-kernel, else its machine's cores shared by the gradings at once."""
-    if args.threads_per_kernel is not None:
-        return args.threads_per_kernel
+    """Each kernel's threads: --threads-per-kernel, else $AUTOGRADER_THREADS_PER_KERNEL, else its machine's cores
+    shared by the gradings at once."""
+    given = args.threads_per_kernel if args.threads_per_kernel is not None else threads.from_env()
+    if given is not None:
+        return given
     return threads.share(1) if backend is None else backend.kernel_threads()
 
 
@@ -126,6 +129,7 @@ def _grade(args) -> int:
         if args.jobs < 1 or (args.scheduler and args.jobs != 1):
             _runner(args)
         threads.check(args.threads_per_kernel)
+        threads.from_env()
         if args.scheduler:
             from autograder.grading import cluster
 

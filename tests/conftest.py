@@ -27,33 +27,31 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 # Inherited by every kernel the tests start and by each `autograder grade` (its baseline training).
 os.environ.setdefault(*threads.WAIT_POLICY)
 # One share of the cores per test process. pytest-xdist runs N processes (-n 2 in CI); each starts graders, kernels
-# and torch/OpenMP/BLAS thread pools, all sized to the cores they may run on. Unpinned, two processes of two
-# threads each competed for two cores: two runs of notebook 04 side by side took 95 s each with 2 threads, 28 s with
-# 1 (OpenBLAS's threads spin while they wait). So each test process runs on its own share of the cores (its CPU
-# affinity, inherited by everything it starts: `course.config.usable_cores`, the grader's threads per kernel,
-# OpenBLAS and torch all read it). A module that needs the whole machine asks for the `every_core` fixture.
-ALL_CORES = frozenset(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else frozenset()
+# and torch/OpenMP/BLAS thread pools, all sized to the machine's cores. Two processes of two-thread pools competed
+# for two cores: two runs of notebook 04 side by side took 95 s each with 2 threads, 28 s with 1 (OpenBLAS's
+# threads spin while they wait). So each test process gives everything it starts its share, cores // N threads:
+# its own pools and unsandboxed kernels through the variables those libraries read, the graders' kernels through
+# `autograder grade`'s default (AUTOGRADER_THREADS_PER_KERNEL). Processes are not pinned to cores: a grading's
+# grader, worker, service and kernel still run side by side. A module that needs the whole machine's share (the
+# --jobs tests) asks for the `machine_threads` fixture.
+THREAD_SHARE_NAMES = threads.VARIABLES + (threads.ENV,)
 
 
-def _share_of_the_cores() -> frozenset[int] | None:
-    """This xdist worker's cores (gwK gets the K-th of N equal shares), or None: not a worker, or too few cores."""
+def _thread_share() -> int | None:
+    """Threads per pool in this xdist worker (the machine's cores // N workers), or None: not a worker of 2 or more."""
     worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
-    if not (worker.startswith("gw") and worker[2:].isdigit() and count.isdigit()):
+    if not (worker.startswith("gw") and count.isdigit() and int(count) >= 2):
         return None
-    count = int(count)
-    if count < 2 or len(ALL_CORES) < count:
-        return None
-    cores, share = sorted(ALL_CORES), len(ALL_CORES) // count
-    k = int(worker[2:]) % count
-    return frozenset(cores[k * share:(k + 1) * share])
+    return threads.share(int(count))
 
 
-MY_CORES = _share_of_the_cores()
-if MY_CORES:
-    os.sched_setaffinity(0, MY_CORES)
+THREAD_SHARE = _thread_share()
+if THREAD_SHARE:
+    for _name in THREAD_SHARE_NAMES:
+        os.environ[_name] = str(THREAD_SHARE)
     from threadpoolctl import threadpool_limits
 
-    threadpool_limits(len(MY_CORES))  # the pools already loaded here (pytest-randomly imports numpy first)
+    threadpool_limits(THREAD_SHARE)  # the pools already loaded here (pytest-randomly imports numpy first)
 
 os.environ.pop("COURSE_TRACK", None)
 os.environ.pop("COURSE_SERVICE", None)
@@ -166,22 +164,18 @@ def copy_mnist_gz(raw: Path, target: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def every_core():
-    """The whole machine's cores for a module's tests and all they start (not this test process's share)."""
-    if not MY_CORES:
+def machine_threads():
+    """The module's gradings share the whole machine's cores among themselves (no test-process share)."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in THREAD_SHARE_NAMES:
+            patch.delenv(name, raising=False)
         yield
-        return
-    os.sched_setaffinity(0, ALL_CORES)
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, MY_CORES)
 
 
 def pytest_configure(config):
-    """Before pytest-xdist splits the cores: the course track's baseline, trained once with every core.
+    """Before pytest-xdist's processes start: the course track's baseline, trained once with every core.
 
-    Nearly every test process needs it first thing; trained inside one of them on its share of the cores, the
+    Nearly every test process needs it first thing; trained inside one of them with its share of the cores, the
     others would wait for it with their cores idle. Only in the controlling process of a run with 2 or more
     test processes, and only when MNIST is found and the baseline is not cached yet (a warm cache: nothing)."""
     workers = getattr(config.option, "numprocesses", None)

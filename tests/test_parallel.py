@@ -30,7 +30,7 @@ from helpers.courses import make_course, run_cli, solution
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed"),
-              pytest.mark.usefixtures("every_core")]  # --jobs 2 shares the machine's cores, not one test process's
+              pytest.mark.usefixtures("machine_threads")]  # --jobs 2 shares the machine's cores, not a test process's
 
 ASSIGNMENT = "toy"
 THREADS_PROBE = ("import json, os\nimport sklearn.linear_model\nfrom threadpoolctl import threadpool_info\n"

@@ -54,12 +54,19 @@ def test_jobs_2_on_2_cores_gives_each_kernel_one_thread():
     assert found["pools"] and {n for _, n in found["pools"]} == {1}, found  # openblas/mkl and openmp
 
 
-def test_who_decides_the_threads():
+def test_who_decides_the_threads(monkeypatch):
+    monkeypatch.delenv(threads.ENV, raising=False)  # the test processes set it (tests/conftest.py)
     pool = parallel.LocalPool(2)
     assert pool.kernel_threads() == threads.share(2)
     assert cli._kernel_threads(argparse.Namespace(threads_per_kernel=None), pool) == threads.share(2)
     assert cli._kernel_threads(argparse.Namespace(threads_per_kernel=None), None) == threads.usable_cores()
     assert cli._kernel_threads(argparse.Namespace(threads_per_kernel=3), pool) == 3
+    monkeypatch.setenv(threads.ENV, "5")  # the environment's default, for either runner; the option wins
+    assert cli._kernel_threads(argparse.Namespace(threads_per_kernel=None), None) == 5
+    assert cli._kernel_threads(argparse.Namespace(threads_per_kernel=None), pool) == 5
+    assert cli._kernel_threads(argparse.Namespace(threads_per_kernel=3), pool) == 3
+    monkeypatch.setenv(threads.ENV, " ")
+    assert cli._kernel_threads(argparse.Namespace(threads_per_kernel=None), None) == threads.usable_cores()
 
 
 def test_a_dask_machine_shares_its_cores_among_its_workers():
@@ -80,3 +87,12 @@ def test_bad_threads_per_kernel_say_what_to_do(tmp_path, capsys):
     assert cli.main(["grade", "toy", "--course", str(tmp_path / "course"), "--threads-per-kernel", "0"]) == 2
     err = capsys.readouterr().err
     assert "--threads-per-kernel must be at least 1 (got 0)" in err and "e.g. 1" in err, err
+
+
+@pytest.mark.parametrize("junk", ["0", "two", "-1", "1.5"])
+def test_a_bad_threads_variable_says_what_to_do(tmp_path, capsys, monkeypatch, junk):
+    (tmp_path / "course").mkdir()
+    monkeypatch.setenv(threads.ENV, junk)
+    assert cli.main(["grade", "toy", "--course", str(tmp_path / "course")]) == 2
+    err = capsys.readouterr().err
+    assert f"{threads.ENV}={junk!r} is not a thread count" in err and "at least 1" in err, err

@@ -7,12 +7,17 @@ C threads each on C cores only compete (on 2 cores ``--jobs 2`` ran at 0.86x the
 speed). So every kernel gets its share, ``max(1, cores // N)``, through the variables those
 libraries read when they start. The kernel's environment is built from scratch
 (`autograder.sandbox`), so the grader's own ``OMP_NUM_THREADS`` never reaches it: the share,
-or ``autograder grade --threads-per-kernel K``, is the one setting.
+or ``autograder grade --threads-per-kernel K`` (default ``$AUTOGRADER_THREADS_PER_KERNEL``), is the one
+setting: set the variable where the grader shares its machine with other work (another batch, a test process).
 """
 
 from __future__ import annotations
 
+import os
+
 from course.config import usable_cores  # the one rule, shared with course.models
+
+ENV = "AUTOGRADER_THREADS_PER_KERNEL"  # the default of `autograder grade --threads-per-kernel` (the option wins)
 
 VARIABLES = ("OMP_NUM_THREADS",  # torch's intra-op threads, scikit-learn's OpenMP, OpenBLAS's fallback
              "MKL_NUM_THREADS",  # torch's MKL
@@ -37,6 +42,18 @@ def check(threads: int | None) -> int | None:
         raise ValueError(f"--threads-per-kernel must be at least 1 (got {threads}): the threads of each graded "
                          "kernel, e.g. 1; leave it out for the machine's cores divided by the gradings at once")
     return threads
+
+
+def from_env() -> int | None:
+    """`ENV` as threads per kernel (None when unset or empty); ValueError saying what to give otherwise."""
+    value = os.environ.get(ENV, "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{ENV}={value!r} is not a thread count: give the threads of each graded kernel as a "
+                         "whole number of at least 1 (e.g. 1), or unset it for the machine's cores divided by the "
+                         "gradings at once")
+    return int(value)
 
 
 def kernel_env(threads: int | None) -> tuple[tuple[str, str], ...]:
