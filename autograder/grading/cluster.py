@@ -16,9 +16,9 @@ scheduler (up to its ``distributed.scheduler.allowed-failures``, 3 by default);
 then it gets an error row. A task the scheduler cancels instead (its copy of the
 batch's spec was lost with a worker, e.g. one killed before another had fetched it)
 is submitted again with the spec shipped anew, up to `RESUBMITS` times, then it gets
-an error row: a lost worker never stops the batch. As many tasks as worker threads are on the cluster at a
-time (a worker that joins gets work within seconds), so no task waits behind another
-on a busy worker while a worker is idle.
+an error row: a lost worker never stops the batch. As many tasks as worker threads
+are on the cluster at a time (a worker that joins gets work within seconds), so no
+task waits behind another on a busy worker while a worker is idle.
 
 Threads: the workers of one machine grade that many submissions at once, so each
 kernel gets the machine's cores divided by its worker threads (`kernel_threads`,
