@@ -221,6 +221,13 @@ def _limit_points(track: str) -> dict[str, list[dict]]:
     return {name: runs for name, runs in points.items() if runs}
 
 
+def _limit_stats(ok: list[dict]) -> dict:
+    """Medians and ranges of finished limit-reference runs (`ok`: each with an accuracy; at least one)."""
+    ann, acc = [r["annotations"] for r in ok], [r["accuracy"] for r in ok]
+    return {"ann": statistics.median(ann), "ann_lo": min(ann), "ann_hi": max(ann),
+            "acc": statistics.median(acc), "acc_lo": min(acc), "acc_hi": max(acc), "passed": sum(a >= 0.9 for a in acc)}
+
+
 def _limit_rows(track: str) -> list[tuple[str, list[str]]]:
     """(name, table cells without the budget columns) of the limit reference on `track`."""
     rows = []
@@ -230,19 +237,16 @@ def _limit_rows(track: str) -> list[tuple[str, list[str]]]:
         ok = [r for r in runs if r.get("accuracy") is not None]
         if not ok:
             continue
-        ann = statistics.median(r["annotations"] for r in ok)
-        acc = statistics.median(r["accuracy"] for r in ok)
-        lo, hi = min(r["accuracy"] for r in ok), max(r["accuracy"] for r in ok)
-        ann_lo, ann_hi = min(r["annotations"] for r in ok), max(r["annotations"] for r in ok)
+        st = _limit_stats(ok)
         label = ("limit reference: whole-pool spectral clustering, graded as a notebook (conv features)"
                  if name == "graded" else f"limit reference: whole-pool spectral clustering ({LIMIT_METHODS[name]})")
-        point = f"{ann:g} ({_pct(acc)})"
-        passed = sum(r["accuracy"] >= 0.9 for r in ok)
-        span = f"{ann_lo}" if ann_lo == ann_hi else f"{ann_lo}-{ann_hi}"
-        acc_span = _pct(lo) if _pct(lo) == _pct(hi) else f"{_pct(lo)}-{_pct(hi)}"
-        rows.append((name, [label, point if acc >= 0.9 else f"not reached: {point}",
-                            point if acc >= 0.99 else f"not reached: {point}", f"{ann:g} ({span})",
-                            f"{_pct(acc)} ({acc_span}), {passed}/{len(runs)} >= 90%"]))
+        point = f"{st['ann']:g} ({_pct(st['acc'])})"
+        span = f"{st['ann_lo']}" if st["ann_lo"] == st["ann_hi"] else f"{st['ann_lo']}-{st['ann_hi']}"
+        lo, hi = _pct(st["acc_lo"]), _pct(st["acc_hi"])
+        acc_span = lo if lo == hi else f"{lo}-{hi}"
+        rows.append((name, [label, point if st["acc"] >= 0.9 else f"not reached: {point}",
+                            point if st["acc"] >= 0.99 else f"not reached: {point}", f"{st['ann']:g} ({span})",
+                            f"{_pct(st['acc'])} ({acc_span}), {st['passed']}/{len(runs)} >= 90%"]))
     return rows
 
 
@@ -251,12 +255,12 @@ def _limit_values(values: dict) -> None:
     tracks = sorted({r["track"] for r in data["runs"]})
     for track in tracks:
         for name, runs in _limit_points(track).items():
-            ok = [r for r in runs if r.get("accuracy") is not None]
+            st = _limit_stats([r for r in runs if r.get("accuracy") is not None])
             key = f"limit.{track}.{name}"
-            values[f"{key}.annotations"] = f"{statistics.median(r['annotations'] for r in ok):g}"
-            values[f"{key}.annotations_max"] = str(max(r["annotations"] for r in ok))
-            values[f"{key}.accuracy"] = _pct(statistics.median(r["accuracy"] for r in ok))
-            values[f"{key}.accuracy_range"] = f"{_pct(min(r['accuracy'] for r in ok))}-{_pct(max(r['accuracy'] for r in ok))}"
+            values[f"{key}.annotations"] = f"{st['ann']:g}"
+            values[f"{key}.annotations_max"] = str(st["ann_hi"])
+            values[f"{key}.accuracy"] = _pct(st["acc"])
+            values[f"{key}.accuracy_range"] = f"{_pct(st['acc_lo'])}-{_pct(st['acc_hi'])}"
             values[f"{key}.seeds"] = str(len(runs))
     meta = data["meta"]
     values["limit.source"] = f"`{_command(meta['command'])}`, {meta['date']}, {meta['machine']}"
